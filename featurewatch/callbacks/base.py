@@ -1,0 +1,321 @@
+"""The contract every featurewatch callback shares.
+
+A featurewatch callback is *thin*: it says when to run (a schedule), what to check against the model
+before training starts, and how to fill an :class:`~featurewatch.loggers.Event` from the core. This
+base class owns everything else, once, for all of them:
+
+* **schedule** - ``every_n_epochs`` or ``every_n_train_steps`` (exclusive), an optional run at the
+  start, and a final run at the end of training; nothing during the sanity check or ``fast_dev_run``;
+  never twice at one global step;
+* **isolation** - the work runs inside :func:`featurewatch.core.hygiene.isolated`, so parameters,
+  ``.grad``, ``requires_grad``, train/eval flags, BatchNorm statistics and the global RNG streams are
+  exactly as they would be without featurewatch;
+* **failure isolation** - an exception inside the work becomes one warning and a logged text entry,
+  and training goes on; ``strict=True`` re-raises;
+* **cost visibility** - every call logs its wall time as ``featurewatch/<name>/seconds``;
+* **distributed** - work and logging on global rank zero only, unless a subclass needs every rank
+  (collectives), in which case every rank runs the work and only rank zero logs;
+* **resume** - ``state_dict``/``load_state_dict`` keep the cadence and any fixed probe images;
+  ``state_key`` includes the configuration, so several instances of one callback coexist.
+"""
+
+from __future__ import annotations
+
+import time
+from abc import ABC, abstractmethod
+import traceback
+import warnings
+from collections.abc import Sequence
+from typing import Any, ClassVar
+
+import pytorch_lightning as pl
+import torch
+from pytorch_lightning.utilities import rank_zero_warn
+
+from featurewatch.core.hygiene import isolated
+from featurewatch.loggers import Event, Sink, sinks_for
+
+__all__ = ["FeatureWatchCallback", "FeatureWatchWarning", "batch_input"]
+
+
+class FeatureWatchWarning(UserWarning):
+    """A featurewatch visualization failed; training continued."""
+
+
+def _check_interval(name: str, value: int | None) -> None:
+    if value is None:
+        return
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise TypeError(f"`{name}` must be a positive int or None, got {type(value).__name__} {value!r}")
+    if value < 1:
+        raise ValueError(f"`{name}` must be a positive int or None, got {value}")
+
+
+def batch_input(batch: Any, input_key: int | str = 0) -> torch.Tensor:
+    """Pick the model input out of a batch.
+
+    A tensor batch is the input; a tuple/list batch gives ``batch[input_key]`` (default: the first
+    element, as in ``(x, y)``); a dict batch gives ``batch[input_key]`` (with the default ``0``, the
+    first tensor value).
+
+    Raises:
+        TypeError: if no tensor can be found.
+    """
+    if isinstance(batch, torch.Tensor):
+        return batch
+    if isinstance(batch, dict):
+        if isinstance(input_key, str):
+            if input_key not in batch:
+                raise TypeError(f"batch has no key {input_key!r} (keys: {sorted(map(str, batch))}); set `input_key`")
+            found = batch[input_key]
+        else:
+            tensors = [v for v in batch.values() if isinstance(v, torch.Tensor)]
+            if not tensors:
+                raise TypeError("batch dict holds no tensor; set `input_key` to the key of the images")
+            found = tensors[input_key]
+    elif isinstance(batch, (tuple, list)):
+        if not isinstance(input_key, int):
+            raise TypeError(f"batch is a {type(batch).__name__}; `input_key` must be an int index, got {input_key!r}")
+        found = batch[input_key]
+    else:
+        found = batch
+    if not isinstance(found, torch.Tensor):
+        raise TypeError(
+            f"expected the model input to be a tensor, got {type(found).__name__}; set `input_key` "
+            "to where the images are in your batch"
+        )
+    return found
+
+
+class FeatureWatchCallback(pl.Callback, ABC):
+    """Base class of every featurewatch callback (see the module docstring for the contract).
+
+    Subclasses set :attr:`name`, and implement :meth:`visualize` (fill the event; runs isolated) and,
+    when they have configuration to check against the model, :meth:`check_model` (called in
+    ``setup``) and :meth:`check_input` (called once with the first real input batch, before the
+    first training step).
+
+    Args:
+        every_n_epochs: run at the end of every n-th training epoch. Exclusive with
+            ``every_n_train_steps``.
+        every_n_train_steps: run after every n-th optimizer step instead.
+        at_start: also run once before the first training step (shows the network at init).
+        at_end: run once more at the end of training, unless this step was just logged.
+        strict: re-raise exceptions from the visualization instead of warning and going on.
+    """
+
+    #: Short snake_case name used in logged keys: ``featurewatch/<name>/...``.
+    name: ClassVar[str] = "callback"
+    #: Run :meth:`visualize` on every rank (it contains collectives); logging stays on rank zero.
+    all_ranks: ClassVar[bool] = False
+
+    def __init__(
+        self,
+        *,
+        every_n_epochs: int | None = 1,
+        every_n_train_steps: int | None = None,
+        at_start: bool = False,
+        at_end: bool = True,
+        strict: bool = False,
+    ) -> None:
+        _check_interval("every_n_epochs", every_n_epochs)
+        _check_interval("every_n_train_steps", every_n_train_steps)
+        if every_n_train_steps is not None and every_n_epochs is not None:
+            raise ValueError(
+                f"{type(self).__name__}: set either `every_n_epochs` or `every_n_train_steps`, not both "
+                f"(got every_n_epochs={every_n_epochs}, every_n_train_steps={every_n_train_steps}); "
+                "pass every_n_epochs=None to schedule by steps"
+            )
+        self.every_n_epochs = every_n_epochs
+        self.every_n_train_steps = every_n_train_steps
+        self.at_start = bool(at_start)
+        self.at_end = bool(at_end)
+        self.strict = bool(strict)
+        self._sinks: list[Sink] = []
+        self._last_step: int | None = None
+        self._calls = 0
+        self._failures = 0
+        self._checked_input = False
+        self.last_seconds: float = 0.0
+        self.total_seconds: float = 0.0
+
+    # ------------------------------------------------------------------ subclass API
+    def check_model(self, pl_module: pl.LightningModule) -> None:
+        """Validate the configuration against the model's modules (raise ``ValueError``)."""
+
+    def check_input(self, pl_module: pl.LightningModule, x: torch.Tensor) -> None:
+        """Validate the configuration against one real input batch (raise ``ValueError``).
+
+        Called once, isolated, with the first batch Lightning feeds the model.
+        """
+
+    @abstractmethod
+    def visualize(self, trainer: pl.Trainer, pl_module: pl.LightningModule, event: Event) -> None:
+        """Compute and add this callback's images/scalars to ``event`` (runs isolated)."""
+
+    def observe_batch(self, batch: Any, split: str) -> None:
+        """Look at a batch Lightning is about to feed (``split`` is ``"train"`` or ``"val"``).
+
+        Must be cheap: it runs on every step. The default does nothing.
+        """
+
+    def state_key_fields(self) -> dict[str, Any]:
+        """Configuration that distinguishes two instances of this callback in a checkpoint."""
+        return {}
+
+    def extra_state(self) -> dict[str, Any]:
+        """Subclass state to checkpoint: plain Python values and tensors only."""
+        return {}
+
+    def load_extra_state(self, state: dict[str, Any]) -> None:
+        """Restore what :meth:`extra_state` returned."""
+
+    # ------------------------------------------------------------------ Lightning hooks
+    @property
+    def state_key(self) -> str:
+        return self._generate_state_key(**self.state_key_fields())
+
+    def setup(self, trainer: pl.Trainer, pl_module: pl.LightningModule, stage: str) -> None:
+        self.check_model(pl_module)
+        self._sinks = sinks_for(trainer) if trainer.is_global_zero else []
+
+    def on_train_batch_start(
+        self, trainer: pl.Trainer, pl_module: pl.LightningModule, batch: Any, batch_idx: int
+    ) -> None:
+        self._first_batch(pl_module, batch)
+        self.observe_batch(batch, "train")
+
+    def on_validation_batch_start(
+        self,
+        trainer: pl.Trainer,
+        pl_module: pl.LightningModule,
+        batch: Any,
+        batch_idx: int,
+        dataloader_idx: int = 0,
+    ) -> None:
+        self._first_batch(pl_module, batch)
+        self.observe_batch(batch, "val")
+
+    def on_train_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        if self.at_start:
+            self._run(trainer, pl_module)
+
+    def on_train_batch_end(
+        self, trainer: pl.Trainer, pl_module: pl.LightningModule, outputs: Any, batch: Any, batch_idx: int
+    ) -> None:
+        n = self.every_n_train_steps
+        if n is not None and trainer.global_step > 0 and trainer.global_step % n == 0:
+            self._run(trainer, pl_module)
+
+    def on_train_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        n = self.every_n_epochs
+        if n is not None and (trainer.current_epoch + 1) % n == 0:
+            self._run(trainer, pl_module)
+
+    def on_train_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        if self.at_end:
+            self._run(trainer, pl_module)
+
+    def teardown(self, trainer: pl.Trainer, pl_module: pl.LightningModule, stage: str) -> None:
+        self._close()
+
+    def on_exception(self, trainer: pl.Trainer, pl_module: pl.LightningModule, exception: BaseException) -> None:
+        self._close()
+
+    def state_dict(self) -> dict[str, Any]:
+        return {
+            "last_step": self._last_step,
+            "calls": self._calls,
+            "failures": self._failures,
+            "total_seconds": self.total_seconds,
+            **self.extra_state(),
+        }
+
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        self._last_step = state_dict.get("last_step")
+        self._calls = int(state_dict.get("calls", 0))
+        self._failures = int(state_dict.get("failures", 0))
+        self.total_seconds = float(state_dict.get("total_seconds", 0.0))
+        self.load_extra_state(state_dict)
+
+    # ------------------------------------------------------------------ machinery
+    @property
+    def calls(self) -> int:
+        """How many times the work ran (successfully or not) in this run, resumes included."""
+        return self._calls
+
+    @property
+    def failures(self) -> int:
+        """How many of those calls raised (and were reported as warnings)."""
+        return self._failures
+
+    def _close(self) -> None:
+        for sink in self._sinks:
+            try:
+                sink.close()
+            except Exception as err:  # pragma: no cover - defensive
+                warnings.warn(f"featurewatch: closing {type(sink).__name__} failed: {err}", FeatureWatchWarning, stacklevel=2)
+        self._sinks = []
+
+    def _first_batch(self, pl_module: pl.LightningModule, batch: Any) -> None:
+        if self._checked_input:
+            return
+        self._checked_input = True
+        x = self.input_from_batch(batch)
+        with isolated(pl_module):
+            self.check_input(pl_module, x.clone())
+
+    def input_from_batch(self, batch: Any) -> torch.Tensor:
+        """The model input inside a batch (subclasses with an ``input_key`` override this)."""
+        return batch_input(batch, getattr(self, "input_key", 0))
+
+    def _skip(self, trainer: pl.Trainer) -> bool:
+        return bool(trainer.sanity_checking or trainer.fast_dev_run)
+
+    def _run(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        if self._skip(trainer):
+            return
+        step = int(trainer.global_step)
+        if self._last_step == step:
+            return
+        self._last_step = step
+        if not (self.all_ranks or trainer.is_global_zero):
+            return
+        event = Event(step=step, epoch=int(trainer.current_epoch))
+        start = time.perf_counter()
+        self._calls += 1
+        try:
+            with isolated(pl_module):
+                self.visualize(trainer, pl_module, event)
+        except Exception as err:
+            if self.strict:
+                raise
+            self._failures += 1
+            message = (
+                f"featurewatch {type(self).__name__} failed at step {step}: {type(err).__name__}: {err}. "
+                "Training continues; pass strict=True to stop on such errors."
+            )
+            rank_zero_warn(message, category=FeatureWatchWarning)
+            event.add_text(f"featurewatch/{self.name}/error", message + "\n\n" + traceback.format_exc())
+        self.last_seconds = time.perf_counter() - start
+        self.total_seconds += self.last_seconds
+        event.add_scalar(f"featurewatch/{self.name}/seconds", self.last_seconds)
+        self._emit(event)
+
+    def _emit(self, event: Event) -> None:
+        for sink in self._sinks:
+            try:
+                sink.write(event)
+            except Exception as err:
+                if self.strict:
+                    raise
+                rank_zero_warn(
+                    f"featurewatch: writing to {type(sink).__name__} failed at step {event.step}: "
+                    f"{type(err).__name__}: {err}",
+                    category=FeatureWatchWarning,
+                )
+
+
+def describe_channels(channels: Sequence[int]) -> str:
+    """Caption fragment listing tile order, e.g. ``"channels 0, 1, 2"``."""
+    return "channels " + ", ".join(str(c) for c in channels)

@@ -1,0 +1,136 @@
+"""Image utilities: scaling for display, grids, colormaps and the one conversion to ``uint8``.
+
+Conventions: image tensors are ``(N, C, H, W)`` floats; "display range" is ``[0, 1]``. A logged
+image is an ``(H, W, 3)`` ``uint8`` NumPy array, produced only by :func:`to_uint8`, so every sink
+receives exactly the same pixels (W&B would turn a float 0.5 into black, TensorBoard would not).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import numpy as np
+import torch
+from torchvision.utils import make_grid
+
+__all__ = [
+    "colorize",
+    "figure_to_array",
+    "grid",
+    "scale_each",
+    "to_display_channels",
+    "to_uint8",
+]
+
+
+def scale_each(images: torch.Tensor, *, symmetric: bool = False, eps: float = 1e-8) -> torch.Tensor:
+    """Min-max scale each image of a batch to ``[0, 1]`` independently.
+
+    Args:
+        images: ``(N, ...)`` tensor.
+        symmetric: map ``[-m, m]`` (``m`` = max |x|) to ``[0, 1]`` so that zero stays mid-grey;
+            right for signed quantities such as filter weights and gradients.
+
+    Returns:
+        A new float tensor of the same shape; a constant image becomes all zeros (all 0.5 when
+        ``symmetric``).
+    """
+    x = images.detach().float()
+    flat = x.reshape(x.shape[0], -1)
+    shape = (-1,) + (1,) * (x.dim() - 1)
+    if symmetric:
+        m = flat.abs().amax(dim=1).clamp_min(eps).reshape(shape)
+        return (x / m + 1) / 2
+    lo = flat.amin(dim=1).reshape(shape)
+    hi = flat.amax(dim=1).reshape(shape)
+    return (x - lo) / (hi - lo).clamp_min(eps)
+
+
+def colorize(values: torch.Tensor, cmap: str = "viridis") -> torch.Tensor:
+    """Map ``(N, H, W)`` values in ``[0, 1]`` to ``(N, 3, H, W)`` RGB with a matplotlib colormap."""
+    import matplotlib
+
+    lut = torch.as_tensor(matplotlib.colormaps[cmap](np.linspace(0, 1, 256))[:, :3], dtype=torch.float32)
+    idx = (values.detach().float().clamp(0, 1) * 255).round().long().cpu()
+    return lut[idx].permute(0, 3, 1, 2).contiguous()
+
+
+def to_display_channels(images: torch.Tensor) -> torch.Tensor:
+    """Make ``(N, C, H, W)`` images displayable: 1 or 3 channels are kept, 2 or >3 channels are
+    shown as their first three (padded with zeros for 2)."""
+    c = images.shape[1]
+    if c in (1, 3):
+        return images
+    if c == 2:
+        return torch.cat([images, torch.zeros_like(images[:, :1])], dim=1)
+    return images[:, :3]
+
+
+def grid(
+    images: torch.Tensor | Sequence[torch.Tensor],
+    *,
+    nrow: int | None = None,
+    padding: int = 2,
+    pad_value: float = 1.0,
+) -> torch.Tensor:
+    """Tile ``(N, C, H, W)`` images in ``[0, 1]`` into one ``(3, H', W')`` image.
+
+    ``nrow`` is the number of tiles per row (default: a near-square layout).
+    """
+    batch = torch.stack(list(images)) if not isinstance(images, torch.Tensor) else images
+    if batch.dim() != 4:
+        raise ValueError(f"grid expects (N, C, H, W) images, got shape {tuple(batch.shape)}")
+    batch = to_display_channels(batch.detach().float().cpu())
+    if nrow is None:
+        nrow = max(1, int(np.ceil(np.sqrt(batch.shape[0]))))
+    out = make_grid(batch, nrow=nrow, padding=padding, pad_value=pad_value)
+    return out
+
+
+def to_uint8(image: torch.Tensor | np.ndarray) -> np.ndarray:
+    """The one conversion of a display image to what loggers receive.
+
+    Args:
+        image: ``(C, H, W)`` tensor or ``(H, W, C)``/``(H, W)`` array. Floats are read as ``[0, 1]``
+            (clipped); ``uint8`` passes through.
+
+    Returns:
+        ``(H, W, 3)`` contiguous ``uint8`` array (grayscale is repeated to RGB, alpha dropped).
+    """
+    if isinstance(image, torch.Tensor):
+        t = image.detach().cpu()
+        if t.dim() == 3 and t.shape[0] in (1, 2, 3, 4) and t.shape[-1] not in (1, 3, 4):
+            t = t.permute(1, 2, 0)
+        arr = t.numpy()
+    else:
+        arr = np.asarray(image)
+    if arr.ndim == 2:
+        arr = arr[:, :, None]
+    if arr.ndim != 3:
+        raise ValueError(f"expected an image of shape (C, H, W) or (H, W, C), got {arr.shape}")
+    if arr.dtype != np.uint8:
+        arr = (np.clip(arr.astype(np.float32), 0.0, 1.0) * 255.0 + 0.5).astype(np.uint8)
+    if arr.shape[2] == 1:
+        arr = np.repeat(arr, 3, axis=2)
+    elif arr.shape[2] == 4:
+        arr = arr[:, :, :3]
+    elif arr.shape[2] == 2:
+        arr = np.concatenate([arr, np.zeros_like(arr[:, :, :1])], axis=2)
+    return np.ascontiguousarray(arr)
+
+
+def figure_to_array(figure: object, *, close: bool = True) -> np.ndarray:
+    """Rasterize a matplotlib figure to an ``(H, W, 3)`` ``uint8`` array (Agg, no display)."""
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    if not isinstance(figure, Figure):
+        raise TypeError(f"expected a matplotlib Figure, got {type(figure).__name__}")
+    canvas = FigureCanvasAgg(figure)
+    canvas.draw()
+    arr = np.asarray(canvas.buffer_rgba())[:, :, :3].copy()
+    if close:
+        import matplotlib.pyplot as plt
+
+        plt.close(figure)
+    return arr
