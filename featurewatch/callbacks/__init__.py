@@ -1,0 +1,7 @@
+"""Lightning callbacks: each schedules work, calls the core and hands an Event to the sinks."""
+
+from featurewatch.callbacks.activation_grid import ActivationGrid
+from featurewatch.callbacks.base import FeatureWatchCallback, FeatureWatchWarning, batch_input
+from featurewatch.callbacks.filter_weights import FilterWeights
+
+__all__ = ["ActivationGrid", "FeatureWatchCallback", "FeatureWatchWarning", "FilterWeights", "batch_input"]

@@ -7,7 +7,9 @@ receives exactly the same pixels (W&B would turn a float 0.5 into black, TensorB
 
 from __future__ import annotations
 
+import os
 from collections.abc import Sequence
+from pathlib import Path
 
 import numpy as np
 import torch
@@ -17,6 +19,7 @@ __all__ = [
     "colorize",
     "figure_to_array",
     "grid",
+    "load_images",
     "scale_each",
     "to_display_channels",
     "to_uint8",
@@ -134,3 +137,49 @@ def figure_to_array(figure: object, *, close: bool = True) -> np.ndarray:
 
         plt.close(figure)
     return arr
+
+
+_IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff", ".webp")
+
+
+def load_images(path: str | os.PathLike[str], *, channels: int | None = None, size: tuple[int, int] | None = None) -> torch.Tensor:
+    """Load probe images from disk as an ``(N, C, H, W)`` float tensor in ``[0, 1]``.
+
+    Args:
+        path: an image file, a folder of image files (sorted by name), or a ``.pt`` file holding an
+            ``(N, C, H, W)`` or ``(C, H, W)`` tensor (returned as saved, not rescaled).
+        channels: convert to this many channels (1 = grayscale, 3 = RGB); ``None`` keeps RGB.
+        size: resize to ``(H, W)`` (bilinear, antialiased) so images of any size can be batched.
+
+    Raises:
+        FileNotFoundError: if the path does not exist or a folder holds no images.
+        ValueError: if a ``.pt`` file does not hold an image tensor.
+    """
+    from PIL import Image
+    from torchvision.transforms.functional import pil_to_tensor, resize
+
+    p = Path(path)
+    if not p.exists():
+        raise FileNotFoundError(f"probe path {str(p)!r} does not exist")
+    if p.suffix == ".pt":
+        t = torch.load(p, map_location="cpu", weights_only=True)
+        if not isinstance(t, torch.Tensor) or t.dim() not in (3, 4):
+            raise ValueError(f"{str(p)!r} must hold a (N, C, H, W) or (C, H, W) tensor")
+        t = t.float()
+        return t[None] if t.dim() == 3 else t
+    files = sorted(f for f in p.iterdir() if f.suffix.lower() in _IMAGE_SUFFIXES) if p.is_dir() else [p]
+    if not files:
+        raise FileNotFoundError(f"no image files ({', '.join(_IMAGE_SUFFIXES)}) in {str(p)!r}")
+    out = []
+    for f in files:
+        with Image.open(f) as im:
+            mode = "L" if channels == 1 else "RGB"
+            t = pil_to_tensor(im.convert(mode)).float() / 255.0
+        if channels is not None and channels not in (1, 3):
+            t = t.mean(0, keepdim=True).repeat(channels, 1, 1)
+        if size is not None:
+            t = resize(t, list(size), antialias=True)
+        out.append(t)
+    if size is None and len({tuple(t.shape) for t in out}) > 1:
+        raise ValueError(f"images in {str(p)!r} differ in size; pass `size` to resize them")
+    return torch.stack(out)

@@ -1,0 +1,86 @@
+"""Fixed probe images: the same inputs at every call, so changes in the pictures are the network's."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from featurewatch.core.hygiene import outside_inference
+from featurewatch.core.images import load_images
+
+Normalize = tuple[Sequence[float], Sequence[float]]
+
+
+class ProbeImages:
+    """Holds the probe batch of a callback.
+
+    Sources, in order: an explicit tensor; a path (image file, folder of images or ``.pt`` tensor),
+    resized to the training input size and normalized with ``normalize``; or, when neither is given,
+    the first ``num_images`` inputs of the validation dataloader (the training one if there is no
+    validation), captured once and kept for the whole run (and in checkpoints).
+    """
+
+    def __init__(self, probe: torch.Tensor | str | None, num_images: int, normalize: Normalize | None = None) -> None:
+        if isinstance(num_images, bool) or not isinstance(num_images, int) or num_images < 1:
+            raise ValueError(f"`num_images` must be a positive int, got {num_images!r}")
+        if probe is not None and not isinstance(probe, (torch.Tensor, str, Path)):
+            raise TypeError(f"`probe` must be a tensor, a path or None, got {type(probe).__name__}")
+        if isinstance(probe, (str, Path)) and not Path(probe).exists():
+            raise FileNotFoundError(f"`probe` path {str(probe)!r} does not exist")
+        if isinstance(probe, torch.Tensor):
+            if probe.dim() == 3:
+                probe = probe[None]
+            if probe.dim() != 4:
+                raise ValueError(f"`probe` tensor must be (N, C, H, W) or (C, H, W), got shape {tuple(probe.shape)}")
+        self.source = probe
+        self.num_images = num_images
+        self.normalize = normalize
+        self.fixed: torch.Tensor | None = probe.detach().cpu().clone() if isinstance(probe, torch.Tensor) else None
+        self._seen: dict[str, list[torch.Tensor]] = {"val": [], "train": []}
+
+    def _count(self, split: str) -> int:
+        return sum(t.shape[0] for t in self._seen[split])
+
+    def observe(self, x: torch.Tensor, split: str) -> None:
+        """Keep the first inputs of each split until ``num_images`` are held (cheap afterwards)."""
+        if self.fixed is not None or self.source is not None:
+            return
+        need = self.num_images - self._count(split)
+        if need <= 0:
+            return
+        with outside_inference():
+            self._seen[split].append(x[:need].detach().to("cpu", copy=True))
+
+    def resolve_path(self, like: torch.Tensor) -> None:
+        """Load a path probe at the size and channel count of a real input batch ``like``."""
+        if self.fixed is not None or not isinstance(self.source, (str, Path)):
+            return
+        images = load_images(self.source, channels=like.shape[1], size=tuple(like.shape[-2:]))
+        if self.normalize is not None:
+            mean, std = (torch.as_tensor(v, dtype=images.dtype).reshape(1, -1, 1, 1) for v in self.normalize)
+            images = (images - mean) / std
+        self.fixed = images[: self.num_images] if images.shape[0] > self.num_images else images
+
+    def get(self) -> torch.Tensor:
+        """The probe batch, fixed from now on.
+
+        Raises:
+            RuntimeError: if no batch has been seen and no probe was given.
+        """
+        if self.fixed is None:
+            split = "val" if self._seen["val"] else "train"
+            if not self._seen[split]:
+                raise RuntimeError("no probe images yet: pass `probe=` or let a batch pass first")
+            self.fixed = torch.cat(self._seen[split])[: self.num_images]
+            self._seen = {"val": [], "train": []}
+        return self.fixed
+
+    def state(self) -> dict[str, Any]:
+        return {"probe": self.fixed} if self.fixed is not None else {}
+
+    def load_state(self, state: dict[str, Any]) -> None:
+        if isinstance(state.get("probe"), torch.Tensor):
+            self.fixed = state["probe"].cpu()

@@ -1,0 +1,150 @@
+"""ActivationGrid: the feature maps of fixed probe images at chosen layers."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import pytorch_lightning as pl
+import torch
+
+from featurewatch.callbacks._probe import Normalize, ProbeImages
+from featurewatch.callbacks.base import FeatureWatchCallback
+from featurewatch.core.images import grid, scale_each
+from featurewatch.core.inspect import activation_grid, activation_maps
+from featurewatch.core.layers import list_layers, parse_layer, resolve_layer
+from featurewatch.loggers import Event
+
+__all__ = ["ActivationGrid"]
+
+
+class ActivationGrid(FeatureWatchCallback):
+    """Log, for a few fixed probe images, every channel's feature map at the named layers.
+
+    The view of the Deep Visualization Toolbox (Yosinski et al., 2015): early layers look like
+    filtered copies of the input, deeper ones grow sparse and selective; a channel that is dark for
+    every probe at every epoch is a candidate dead filter.
+
+    Args:
+        layers: layer names as in ``model.named_modules()`` (``"name@k"`` picks the k-th call of a
+            module used several times in ``forward``). Default: every conv layer.
+        probe: the probe images: a ``(N, C, H, W)`` tensor (already normalized like training
+            inputs), a path (image file, folder of images, or ``.pt`` tensor; resized to the
+            training input size and normalized with ``normalize``), or ``None`` to take the first
+            ``num_images`` inputs of the validation dataloader (training one if there is none) once
+            and keep them for the whole run.
+        num_images: number of probe images (when taken from a dataloader or a folder).
+        channels: which channels to show per layer (default: the first ``max_channels``).
+        max_channels: cap on shown channels per layer.
+        normalize: ``(mean, std)`` applied to probe images loaded from a path.
+        input_key: where the images are in a batch (index for tuples, key for dicts).
+        every_n_epochs, every_n_train_steps, at_start, at_end, strict: see
+            :class:`~featurewatch.callbacks.base.FeatureWatchCallback`.
+
+    Logged keys:
+        - ``featurewatch/activations/<layer>``: image; per probe image, a grid of its channel maps
+          (viridis, one colour scale per probe image, zero darkest).
+        - ``featurewatch/activations/probe``: image, the probe images (first call only).
+        - ``featurewatch/activation_grid/seconds``: wall time of the call.
+    """
+
+    name = "activation_grid"
+
+    def __init__(
+        self,
+        layers: Sequence[str] | None = None,
+        probe: torch.Tensor | str | None = None,
+        num_images: int = 4,
+        *,
+        channels: Sequence[int] | None = None,
+        max_channels: int = 64,
+        normalize: Normalize | None = None,
+        input_key: int | str = 0,
+        every_n_epochs: int | None = 1,
+        every_n_train_steps: int | None = None,
+        at_start: bool = False,
+        at_end: bool = True,
+        strict: bool = False,
+    ) -> None:
+        super().__init__(
+            every_n_epochs=every_n_epochs,
+            every_n_train_steps=every_n_train_steps,
+            at_start=at_start,
+            at_end=at_end,
+            strict=strict,
+        )
+        if isinstance(layers, str):
+            layers = [layers]
+        if layers is not None and (not layers or not all(isinstance(la, str) for la in layers)):
+            raise TypeError(f"`layers` must be a non-empty list of layer names or None, got {layers!r}")
+        for layer in layers or []:
+            parse_layer(layer)
+        if isinstance(max_channels, bool) or not isinstance(max_channels, int) or max_channels < 1:
+            raise ValueError(f"`max_channels` must be a positive int, got {max_channels!r}")
+        if channels is not None and any(isinstance(c, bool) or not isinstance(c, int) or c < 0 for c in channels):
+            raise ValueError(f"`channels` must be non-negative ints, got {list(channels)!r}")
+        self.layers = list(layers) if layers is not None else None
+        self.channels = list(channels) if channels is not None else None
+        self.max_channels = max_channels
+        self.input_key = input_key
+        self._probe = ProbeImages(probe, num_images, normalize)
+        self._probe_logged = False
+
+    def state_key_fields(self) -> dict[str, Any]:
+        return {"layers": self.layers}
+
+    def _layers(self, pl_module: pl.LightningModule) -> list[str]:
+        if self.layers is not None:
+            return self.layers
+        convs = list_layers(pl_module, kinds=("conv",))
+        if not convs:
+            raise ValueError(f"{type(pl_module).__name__} has no conv layer; pass `layers=`")
+        return convs
+
+    def check_model(self, pl_module: pl.LightningModule) -> None:
+        for layer in self._layers(pl_module):
+            resolve_layer(pl_module, layer)
+
+    def check_input(self, pl_module: pl.LightningModule, x: torch.Tensor) -> None:
+        self._probe.resolve_path(x)
+        sample = self._probe.fixed if self._probe.fixed is not None else x
+        maps = activation_maps(pl_module, sample[:1], self._layers(pl_module))
+        for layer, m in maps.items():
+            if m.dim() != 4:
+                raise ValueError(
+                    f"ActivationGrid shows spatial feature maps, but layer {layer!r} outputs shape "
+                    f"{tuple(m.shape)}; name conv or activation layers (e.g. {', '.join(list_layers(pl_module)[:5])})"
+                )
+            if self.channels is not None and max(self.channels) >= m.shape[1]:
+                raise ValueError(
+                    f"ActivationGrid: channel {max(self.channels)} out of range for layer {layer!r} "
+                    f"with {m.shape[1]} channels (valid: 0..{m.shape[1] - 1})"
+                )
+
+    def observe_batch(self, batch: Any, split: str) -> None:
+        if self._probe.fixed is None and self._probe.source is None:
+            self._probe.observe(self.input_from_batch(batch), split)
+
+    def visualize(self, trainer: pl.Trainer, pl_module: pl.LightningModule, event: Event) -> None:
+        probe = self._probe.get()
+        maps = activation_maps(pl_module, probe, self._layers(pl_module))
+        for layer, m in maps.items():
+            shown = self.channels if self.channels is not None else range(min(self.max_channels, m.shape[1]))
+            event.add_image(
+                f"featurewatch/activations/{layer}",
+                activation_grid(m, channels=list(shown), max_channels=self.max_channels),
+                caption=(
+                    f"epoch {event.epoch}, step {event.step}: {layer}, {m.shape[1]} channels "
+                    f"({len(shown)} shown) for {m.shape[0]} probe images, left to right"
+                ),
+            )
+        if not self._probe_logged:
+            event.add_image("featurewatch/activations/probe", grid(scale_each(probe), nrow=probe.shape[0]), caption="probe images")
+            self._probe_logged = True
+
+    def extra_state(self) -> dict[str, Any]:
+        return self._probe.state()
+
+    def load_extra_state(self, state: dict[str, Any]) -> None:
+        self._probe.load_state(state)
+        self._probe_logged = self._probe.fixed is not None

@@ -1,0 +1,100 @@
+"""FilterWeights: the first-layer filters as a grid, the classic sanity check of a CNN."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytorch_lightning as pl
+import torch
+from torch import nn
+
+from featurewatch.callbacks.base import FeatureWatchCallback
+from featurewatch.core.inspect import filter_grid
+from featurewatch.core.layers import find_first_conv, resolve_layer
+from featurewatch.loggers import Event
+
+__all__ = ["FilterWeights"]
+
+
+class FilterWeights(FeatureWatchCallback):
+    """Log the filters of a convolution that looks at pixels, one tile per filter.
+
+    Well-trained first layers show oriented edges, colour blobs and Gabor-like patterns; filters
+    that stay noisy or flat point to a too-low learning rate, too-strong weight decay or dead
+    units (Krizhevsky et al., 2012; Yosinski et al., 2015).
+
+    Args:
+        layer: name of a ``Conv2d`` whose input channels are the image channels, as in
+            ``model.named_modules()``. Default: the first convolution of the model.
+        min_size: tiles are enlarged (nearest neighbour) to at least this many pixels.
+        every_n_epochs, every_n_train_steps, at_start, at_end, strict: see
+            :class:`~featurewatch.callbacks.base.FeatureWatchCallback`.
+
+    Logged keys:
+        - ``featurewatch/filters/<layer>``: image, the grid of filters (each scaled so zero is grey).
+        - ``featurewatch/filters/<layer>/weights``: histogram of the weights.
+        - ``featurewatch/filter_weights/seconds``: wall time of the call.
+
+    Example:
+        >>> trainer = pl.Trainer(callbacks=[FilterWeights()])
+    """
+
+    name = "filter_weights"
+
+    def __init__(
+        self,
+        layer: str | None = None,
+        *,
+        min_size: int = 24,
+        every_n_epochs: int | None = 1,
+        every_n_train_steps: int | None = None,
+        at_start: bool = False,
+        at_end: bool = True,
+        strict: bool = False,
+    ) -> None:
+        super().__init__(
+            every_n_epochs=every_n_epochs,
+            every_n_train_steps=every_n_train_steps,
+            at_start=at_start,
+            at_end=at_end,
+            strict=strict,
+        )
+        if layer is not None and not isinstance(layer, str):
+            raise TypeError(f"`layer` must be a layer name (str) or None, got {type(layer).__name__}")
+        self.layer = layer
+        self.min_size = int(min_size)
+
+    def state_key_fields(self) -> dict[str, Any]:
+        return {"layer": self.layer}
+
+    def _conv(self, pl_module: nn.Module) -> tuple[str, nn.Module]:
+        name = self.layer if self.layer is not None else find_first_conv(pl_module)
+        module = resolve_layer(pl_module, name)
+        weight = getattr(module, "weight", None)
+        if not isinstance(module, nn.Conv2d) or not isinstance(weight, torch.Tensor):
+            raise ValueError(
+                f"FilterWeights(layer={name!r}): expected an nn.Conv2d, got {type(module).__name__}; "
+                f"the first convolution here is {find_first_conv(pl_module)!r}"
+            )
+        return name, module
+
+    def check_model(self, pl_module: pl.LightningModule) -> None:
+        self._conv(pl_module)
+
+    def check_input(self, pl_module: pl.LightningModule, x: torch.Tensor) -> None:
+        name, conv = self._conv(pl_module)
+        if self.layer is not None and conv.in_channels != x.shape[1]:
+            raise ValueError(
+                f"FilterWeights(layer={name!r}) shows filters that look at pixels, but {name!r} has "
+                f"{conv.in_channels} input channels and the images have {x.shape[1]}; "
+                f"use the first convolution ({find_first_conv(pl_module)!r}) or leave layer=None"
+            )
+
+    def visualize(self, trainer: pl.Trainer, pl_module: pl.LightningModule, event: Event) -> None:
+        name, conv = self._conv(pl_module)
+        event.add_image(
+            f"featurewatch/filters/{name}",
+            filter_grid(conv, min_size=self.min_size),
+            caption=f"epoch {event.epoch}, step {event.step}: {conv.out_channels} filters of {name}",
+        )
+        event.add_histogram(f"featurewatch/filters/{name}/weights", conv.weight)

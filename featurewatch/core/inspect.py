@@ -1,0 +1,111 @@
+"""Direct views of a network: its first-layer filters and the feature maps of given inputs.
+
+These need no optimization; they are the cheapest way to watch training: first-layer filters turn
+from noise into oriented edge and colour detectors, and activation maps show which channels respond
+to a fixed probe image, and which stay dark (Yosinski et al., 2015, "Understanding Neural Networks
+Through Deep Visualization").
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from contextlib import suppress
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from featurewatch.core.hygiene import model_device_dtype
+from featurewatch.core.images import colorize, grid, scale_each
+from featurewatch.core.layers import StopForward, capture, module_calls, parse_layer, resolve_layer
+
+__all__ = ["activation_grid", "activation_maps", "filter_grid", "filter_images"]
+
+
+def _upscale(tiles: torch.Tensor, min_size: int) -> torch.Tensor:
+    h, w = tiles.shape[-2:]
+    factor = max(1, -(-min_size // max(h, w)))
+    return F.interpolate(tiles, scale_factor=factor, mode="nearest") if factor > 1 else tiles
+
+
+def filter_images(weight: torch.Tensor, *, min_size: int = 24) -> torch.Tensor:
+    """Display tiles for convolution filters that look at image channels.
+
+    Args:
+        weight: ``(out, in, kh, kw)`` conv weight. ``in`` of 1 or 3 gives one grey or RGB tile per
+            filter; any other ``in`` gives one grey tile per (filter, input channel).
+        min_size: tiles are enlarged (nearest neighbour, so pixels stay visible) to at least this.
+
+    Returns:
+        ``(N, 1 or 3, H, W)`` in ``[0, 1]``, each filter scaled symmetrically (zero is mid-grey) so
+        its shape shows whatever its norm.
+    """
+    if weight.dim() != 4:
+        raise ValueError(f"expected a 2-d convolution weight (out, in, kh, kw), got shape {tuple(weight.shape)}")
+    w = weight.detach().float().cpu()
+    if w.shape[1] not in (1, 3):
+        w = w.reshape(-1, 1, *w.shape[2:])
+    return _upscale(scale_each(w, symmetric=True), min_size)
+
+
+def filter_grid(conv: nn.Module, *, min_size: int = 24) -> torch.Tensor:
+    """One ``(3, H, W)`` grid of a conv layer's filters (see :func:`filter_images`)."""
+    weight = getattr(conv, "weight", None)
+    if not isinstance(weight, torch.Tensor):
+        raise TypeError(f"{type(conv).__name__} has no weight tensor to show")
+    tiles = filter_images(weight, min_size=min_size)
+    nrow = weight.shape[1] if weight.shape[1] not in (1, 3) else None
+    return grid(tiles, nrow=nrow, padding=2, pad_value=1.0)
+
+
+@torch.no_grad()
+def activation_maps(model: nn.Module, x: torch.Tensor, layers: Sequence[str]) -> dict[str, torch.Tensor]:
+    """Outputs of ``layers`` for input ``x``; the forward pass stops after the deepest one.
+
+    Call it inside :func:`featurewatch.core.hygiene.isolated` when ``model`` is being trained.
+
+    Returns:
+        ``{layer: tensor}`` with the tensors detached, on the model's device.
+    """
+    device, dtype = model_device_dtype(model)
+    x = x.to(device=device, dtype=dtype)
+    names = sorted({parse_layer(layer).name for layer in layers})
+    for layer in layers:
+        resolve_layer(model, layer)
+    counts = module_calls(model, lambda: model(x[:1]), names) if any(parse_layer(la).call is None for la in layers) else None
+    with capture(model, layers, call_counts=counts, stop=True, clone=False) as got, suppress(StopForward):
+        model(x)
+    return {str(parse_layer(layer)): got[layer].detach() for layer in layers}
+
+
+def activation_grid(
+    maps: torch.Tensor,
+    *,
+    channels: Sequence[int] | None = None,
+    max_channels: int = 64,
+    min_size: int = 24,
+    cmap: str = "viridis",
+) -> torch.Tensor:
+    """Deep-Visualization-Toolbox view of one layer: per input image, a grid of its channel maps.
+
+    Each input image's maps share one colour scale (zero = the darkest colour), so a silent channel
+    is dark next to active ones. The per-image grids are laid side by side.
+
+    Args:
+        maps: ``(N, C, H, W)`` feature maps.
+        channels: which channels to show (default: the first ``max_channels``).
+
+    Returns:
+        ``(3, H', W')`` image in ``[0, 1]``.
+    """
+    if maps.dim() != 4:
+        raise ValueError(f"expected (N, C, H, W) feature maps, got shape {tuple(maps.shape)}")
+    sel = list(channels) if channels is not None else list(range(min(max_channels, maps.shape[1])))
+    m = maps[:, sel].detach().float().cpu()
+    per_image = []
+    for one in m:
+        lo = one.amin().clamp(max=0.0)
+        scaled = (one - lo) / (one.amax() - lo).clamp_min(1e-8)
+        tiles = _upscale(colorize(scaled), min_size)
+        per_image.append(grid(tiles, padding=1, pad_value=0.0))
+    return grid(torch.stack(per_image), nrow=len(per_image), padding=4, pad_value=1.0)
