@@ -3,29 +3,58 @@
 Lightning callbacks (``featurewatch.callbacks``) schedule the work, a pure-torch core
 (``featurewatch.core``) computes it, and logger adapters (``featurewatch.loggers``) send it to
 TensorBoard, Weights & Biases, MLflow or plain files.
+
+Every public name is importable from here. Names are resolved lazily, so ``import
+featurewatch.core`` (or using only core functions) never imports Lightning.
 """
 
-from featurewatch.callbacks import ActivationGrid, FeatureWatchCallback, FeatureWatchWarning, FilterWeights
-from featurewatch.core import (
-    activation_grid,
-    activation_maps,
-    filter_grid,
-    isolated,
-    list_layers,
-    resolve_layer,
-)
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING, Any
 
 __version__ = "0.1.0"
 
-__all__ = [
-    "ActivationGrid",
-    "FeatureWatchCallback",
-    "FeatureWatchWarning",
-    "FilterWeights",
-    "activation_grid",
-    "activation_maps",
-    "filter_grid",
-    "isolated",
-    "list_layers",
-    "resolve_layer",
-]
+#: public name -> module that defines it
+_EXPORTS: dict[str, str] = {
+    # callbacks
+    "FeatureWatchCallback": "featurewatch.callbacks.base",
+    "FeatureWatchWarning": "featurewatch.callbacks.base",
+    "FilterWeights": "featurewatch.callbacks.filter_weights",
+    "ActivationGrid": "featurewatch.callbacks.activation_grid",
+    # core
+    "activation_grid": "featurewatch.core.inspect",
+    "activation_maps": "featurewatch.core.inspect",
+    "filter_grid": "featurewatch.core.inspect",
+    "isolated": "featurewatch.core.hygiene",
+    "list_layers": "featurewatch.core.layers",
+    "resolve_layer": "featurewatch.core.layers",
+    # loggers
+    "Event": "featurewatch.loggers.base",
+    "Sink": "featurewatch.loggers.base",
+}
+
+__all__ = sorted(_EXPORTS)
+
+
+def __getattr__(name: str) -> Any:
+    module = _EXPORTS.get(name)
+    if module is None:
+        raise AttributeError(f"module 'featurewatch' has no attribute {name!r}")
+    value = getattr(importlib.import_module(module), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted(list(globals()) + __all__)
+
+
+if TYPE_CHECKING:  # pragma: no cover - for type checkers and IDEs
+    from featurewatch.callbacks.activation_grid import ActivationGrid
+    from featurewatch.callbacks.base import FeatureWatchCallback, FeatureWatchWarning
+    from featurewatch.callbacks.filter_weights import FilterWeights
+    from featurewatch.core.hygiene import isolated
+    from featurewatch.core.inspect import activation_grid, activation_maps, filter_grid
+    from featurewatch.core.layers import list_layers, resolve_layer
+    from featurewatch.loggers.base import Event, Sink

@@ -238,6 +238,11 @@ def capture(
     refs = [parse_layer(r) for r in layers]
     for ref in refs:
         resolve_layer(model, ref)  # validate before any hook is placed
+    if stop and call_counts is None and any(r.call is None for r in refs):
+        raise ValueError(
+            "capture(stop=True) needs `call_counts` (from module_calls) to know which call of a module "
+            "is its last one; pass call_counts or name the call explicitly ('name@k')"
+        )
     wanted: dict[str, dict[int | None, str]] = {}
     for ref in refs:
         wanted.setdefault(ref.name, {})[ref.call] = str(ref)
@@ -272,9 +277,6 @@ def capture(
     def _all_done() -> bool:
         if len(result.outputs) < len(refs):
             return False
-        if call_counts is None:
-            # "last call" is unknown: a None-call reference is done only when the forward ends.
-            return all(r.call is not None for r in refs)
         return True
 
     modules = [(model.get_submodule(n) if n else model, make(n)) for n in wanted]

@@ -1,10 +1,34 @@
-"""Logging back-ends behind one small interface (:class:`Sink`)."""
+"""Logging back-ends behind one small interface (:class:`Sink`).
+
+Callbacks fill an :class:`Event` and hand it to every sink that :func:`sinks_for` built from the
+trainer's loggers; they never touch ``logger.experiment`` themselves. Adapters:
+
+* :class:`TensorBoardSink` for ``TensorBoardLogger``;
+* :class:`WandbSink` for ``WandbLogger``;
+* :class:`MLflowSink` for ``MLFlowLogger``;
+* :class:`FilesSink` (PNGs, ``events.jsonl`` and a static ``index.html``) for ``CSVLogger``, any
+  logger without an adapter, and trainers without a logger.
+
+:func:`register_sink` adds or replaces an adapter. Importing this package imports no back-end
+(TensorBoard, W&B, MLflow are optional dependencies).
+"""
 
 from featurewatch.loggers.base import Event, LoggedImage, Sink
+from featurewatch.loggers.files import FilesSink
+from featurewatch.loggers.mlflow import MLflowSink
+from featurewatch.loggers.registry import SinkFactory, register_sink, sinks_for
+from featurewatch.loggers.tensorboard import TensorBoardSink
+from featurewatch.loggers.wandb import WandbSink
 
-
-def sinks_for(trainer):  # placeholder until the adapters land
-    return []
-
-
-__all__ = ["Event", "LoggedImage", "Sink", "sinks_for"]
+__all__ = [
+    "Event",
+    "FilesSink",
+    "LoggedImage",
+    "MLflowSink",
+    "Sink",
+    "SinkFactory",
+    "TensorBoardSink",
+    "WandbSink",
+    "register_sink",
+    "sinks_for",
+]

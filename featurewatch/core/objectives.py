@@ -1,0 +1,389 @@
+"""Objectives: what a rendered image should make the network do, as small composable values.
+
+An :class:`Objective` maps the activations captured in one forward pass to one value *per batch
+element*; the render loop *maximizes* it (Lucid's convention), so ``-channel(layer, 3)`` renders a
+negative image, one that silences channel 3. Objectives add, subtract, and scale by numbers;
+combining two unions the layers they need, so the render loop hooks only those layers and stops
+the forward pass right after the deepest one.
+
+A *batched* objective gives every batch element its own unit: ``channel("features.3", range(16))``
+makes element ``i`` maximize channel ``i``, so a whole layer renders in one batch. A plain
+objective (one unit) applies to every element alike. Combining a batched objective with a plain
+one broadcasts the plain one; two batched objectives must have the same batch size.
+
+Layers are named as in :mod:`featurewatch.core.layers` (``"features.3"``, ``"layer1.0.relu@0"``);
+the empty name ``""`` (:data:`OUTPUT`) is the model's output, used by :func:`class_logit`.
+
+Example:
+    >>> obj = channel("layer3", 5) - 0.5 * channel("layer3", 7)   # channel 5 but not channel 7
+    >>> batched = channel("layer3", range(16))                     # 16 images, one per channel
+
+References:
+    Olah et al., "Feature Visualization", Distill 2017; Mordvintsev et al., "Inceptionism", 2015.
+"""
+
+from __future__ import annotations
+
+import numbers
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from typing import Union
+
+import torch
+
+from featurewatch.core.layers import parse_layer
+
+__all__ = [
+    "OUTPUT",
+    "Objective",
+    "as_objective",
+    "channel",
+    "class_logit",
+    "direction",
+    "interpolate",
+    "layer_l2",
+    "neuron",
+]
+
+#: Layer name of the model's output (the logits of a classifier).
+OUTPUT = ""
+
+Activations = Mapping[str, torch.Tensor]
+Check = Callable[[Mapping[str, torch.Size]], None]
+Units = Union[int, Sequence[int], range, torch.Tensor]
+
+
+def _ref(layer: str) -> str:
+    return str(parse_layer(layer))
+
+
+def _where(layer: str) -> str:
+    return "the model output" if layer == OUTPUT else f"layer {layer!r}"
+
+
+class Objective:
+    """A value to maximize, one per batch element.
+
+    Args:
+        fn: ``fn(activations, index) -> (len(index),)`` tensor. ``activations`` maps a layer
+            reference to its captured output (batch first); ``index`` holds the *global* batch
+            positions of the elements present (the render loop renders in chunks), which a batched
+            objective uses to pick each element's unit.
+        layers: layer references ``fn`` reads.
+        batch: number of elements of a batched objective (``None``: the same unit for any element).
+        name: readable description, used in captions and messages.
+        checks: callables validating the objective against ``{layer: output shape}`` (raise
+            ``ValueError`` naming what is valid, e.g. the channel range).
+
+    Calling ``objective(activations, index=None)`` returns the ``(N,)`` values.
+    """
+
+    def __init__(
+        self,
+        fn: Callable[[Activations, torch.Tensor], torch.Tensor],
+        layers: Iterable[str],
+        *,
+        batch: int | None = None,
+        name: str = "objective",
+        checks: Sequence[Check] = (),
+    ) -> None:
+        self.fn = fn
+        self.layers: tuple[str, ...] = tuple(dict.fromkeys(_ref(la) for la in layers))
+        self.batch = batch
+        self.name = name
+        self.checks: tuple[Check, ...] = tuple(checks)
+
+    def __call__(self, activations: Activations, index: torch.Tensor | None = None) -> torch.Tensor:
+        if index is None:
+            n = next(iter(activations.values())).shape[0] if self.layers else 1
+            index = torch.arange(n)
+        out = self.fn(activations, index)
+        if out.dim() != 1 or out.shape[0] != index.shape[0]:
+            raise ValueError(
+                f"objective {self.name!r} must give one value per batch element ({index.shape[0]}), "
+                f"got shape {tuple(out.shape)}"
+            )
+        return out
+
+    def check(self, shapes: Mapping[str, torch.Size]) -> None:
+        """Validate against the output shapes of the layers (``{ref: shape}``)."""
+        for check in self.checks:
+            check(shapes)
+
+    def __repr__(self) -> str:
+        return f"Objective({self.name}, layers={list(self.layers)}, batch={self.batch})"
+
+    # ------------------------------------------------------------------ algebra
+    def _combine(self, other: Objective, op: Callable[[torch.Tensor, torch.Tensor], torch.Tensor], sym: str) -> Objective:
+        if self.batch is not None and other.batch is not None and self.batch != other.batch:
+            raise ValueError(
+                f"cannot combine batched objectives of different sizes: {self.name!r} has "
+                f"{self.batch} elements, {other.name!r} has {other.batch}"
+            )
+        a, b = self, other
+        return Objective(
+            lambda acts, idx: op(a.fn(acts, idx), b.fn(acts, idx)),
+            a.layers + b.layers,
+            batch=a.batch if a.batch is not None else b.batch,
+            name=f"({a.name} {sym} {b.name})",
+            checks=a.checks + b.checks,
+        )
+
+    def _scale(self, factor: float, name: str) -> Objective:
+        a = self
+        return Objective(lambda acts, idx: a.fn(acts, idx) * factor, a.layers, batch=a.batch, name=name, checks=a.checks)
+
+    def __add__(self, other: Objective | float) -> Objective:
+        if isinstance(other, numbers.Real):
+            c = float(other)
+            a = self
+            return Objective(lambda acts, idx: a.fn(acts, idx) + c, a.layers, batch=a.batch, name=f"({a.name} + {c:g})", checks=a.checks)
+        return self._combine(_need(other, "+"), torch.add, "+")
+
+    def __radd__(self, other: Objective | float) -> Objective:
+        if isinstance(other, numbers.Real) and float(other) == 0.0:
+            return self  # sum([...]) starts at 0
+        return self.__add__(other)
+
+    def __sub__(self, other: Objective | float) -> Objective:
+        if isinstance(other, numbers.Real):
+            return self + (-float(other))
+        return self._combine(_need(other, "-"), torch.sub, "-")
+
+    def __rsub__(self, other: float) -> Objective:
+        return (-self) + other
+
+    def __neg__(self) -> Objective:
+        return self._scale(-1.0, f"-{self.name}")
+
+    def __mul__(self, factor: float) -> Objective:
+        if not isinstance(factor, numbers.Real) or isinstance(factor, bool):
+            raise TypeError(f"an objective can be multiplied by a number, got {type(factor).__name__}")
+        return self._scale(float(factor), f"{float(factor):g}*{self.name}")
+
+    __rmul__ = __mul__
+
+    def __truediv__(self, divisor: float) -> Objective:
+        if not isinstance(divisor, numbers.Real) or isinstance(divisor, bool):
+            raise TypeError(f"an objective can be divided by a number, got {type(divisor).__name__}")
+        if float(divisor) == 0.0:
+            raise ValueError("cannot divide an objective by zero")
+        return self._scale(1.0 / float(divisor), f"{self.name}/{float(divisor):g}")
+
+
+def _need(other: object, sym: str) -> Objective:
+    if not isinstance(other, Objective):
+        raise TypeError(f"unsupported operand for {sym}: Objective and {type(other).__name__}")
+    return other
+
+
+def as_objective(obj: Objective | Callable[[Activations, torch.Tensor], torch.Tensor]) -> Objective:
+    """Return ``obj`` if it is an :class:`Objective`; raise ``TypeError`` otherwise."""
+    if isinstance(obj, Objective):
+        return obj
+    raise TypeError(
+        f"expected an Objective (e.g. featurewatch.core.objectives.channel('layer', 0)), got {type(obj).__name__}"
+    )
+
+
+# ---------------------------------------------------------------------- helpers
+def _units(units: Units, what: str) -> tuple[torch.Tensor, bool]:
+    """``(indices, batched)`` for an int or a sequence of ints."""
+    if isinstance(units, bool):
+        raise TypeError(f"`{what}` must be an int or a sequence of ints, got bool")
+    if isinstance(units, numbers.Integral):
+        if int(units) < 0:
+            raise ValueError(f"`{what}` must be non-negative, got {int(units)}")
+        return torch.tensor([int(units)]), False
+    if isinstance(units, torch.Tensor):
+        values = units.flatten().tolist()
+    elif isinstance(units, Iterable):
+        values = list(units)
+    else:
+        raise TypeError(f"`{what}` must be an int or a sequence of ints, got {type(units).__name__}")
+    if not values:
+        raise ValueError(f"`{what}` must not be empty")
+    for v in values:
+        if isinstance(v, bool) or not isinstance(v, numbers.Integral) or int(v) < 0:
+            raise ValueError(f"`{what}` must hold non-negative ints, got {v!r} in {values!r}")
+    return torch.tensor([int(v) for v in values]), True
+
+
+def _pick(units: torch.Tensor, batched: bool, index: torch.Tensor) -> torch.Tensor:
+    return units[index.cpu()] if batched else units.expand(index.shape[0])
+
+
+def _check_units(layer: str, units: torch.Tensor, kind: str) -> Check:
+    def check(shapes: Mapping[str, torch.Size]) -> None:
+        shape = shapes[layer]
+        if len(shape) < 2:
+            raise ValueError(f"{_where(layer)} has output shape {tuple(shape)}; expected (N, C, ...) to pick {kind}s")
+        bad = [int(u) for u in units if int(u) >= shape[1]]
+        if bad:
+            raise ValueError(
+                f"{kind} {bad[0]} out of range for {_where(layer)}, which has {shape[1]} {kind}s "
+                f"(valid: 0..{shape[1] - 1}; output shape {tuple(shape)})"
+            )
+
+    return check
+
+
+def _spatial_mean(t: torch.Tensor) -> torch.Tensor:
+    return t.flatten(1).mean(1) if t.dim() > 1 else t
+
+
+def _units_name(units: torch.Tensor, batched: bool) -> str:
+    if not batched:
+        return str(int(units[0]))
+    vals = units.tolist()
+    return f"[{', '.join(map(str, vals[:4]))}{', ...' if len(vals) > 4 else ''}]"
+
+
+# ---------------------------------------------------------------------- primitives
+def channel(layer: str, units: Units) -> Objective:
+    """Mean activation of a channel over all positions (Olah et al., 2017).
+
+    Args:
+        layer: layer reference; its output is ``(N, C, H, W)`` (or ``(N, C)``).
+        units: a channel index, or a sequence of them for a batched objective (element ``i``
+            maximizes ``units[i]``).
+
+    Example:
+        >>> channel("features.3", 5); channel("layer1", range(16))
+    """
+    ref = _ref(layer)
+    idx, batched = _units(units, "channel")
+
+    def fn(acts: Activations, index: torch.Tensor) -> torch.Tensor:
+        a = acts[ref]
+        c = _pick(idx, batched, index).to(a.device)
+        rows = torch.arange(a.shape[0], device=a.device)
+        return _spatial_mean(a[rows, c])
+
+    return Objective(
+        fn, [ref], batch=len(idx) if batched else None, name=f"channel({ref!r}, {_units_name(idx, batched)})",
+        checks=[_check_units(ref, idx, "channel")],
+    )
+
+
+def neuron(layer: str, units: Units, y: int | None = None, x: int | None = None) -> Objective:
+    """Activation of one channel at one position (default: the centre of the map).
+
+    Args:
+        layer: layer reference with ``(N, C, H, W)`` output.
+        units: channel index or a sequence (batched).
+        y, x: position in the feature map; ``None`` = ``H // 2`` / ``W // 2`` of the actual map.
+    """
+    ref = _ref(layer)
+    idx, batched = _units(units, "channel")
+
+    def fn(acts: Activations, index: torch.Tensor) -> torch.Tensor:
+        a = acts[ref]
+        if a.dim() != 4:
+            raise ValueError(f"neuron() needs an (N, C, H, W) output at {_where(ref)}, got {tuple(a.shape)}")
+        yy = a.shape[2] // 2 if y is None else y
+        xx = a.shape[3] // 2 if x is None else x
+        c = _pick(idx, batched, index).to(a.device)
+        rows = torch.arange(a.shape[0], device=a.device)
+        return a[rows, c, yy, xx]
+
+    def check_pos(shapes: Mapping[str, torch.Size]) -> None:
+        shape = shapes[ref]
+        if len(shape) != 4:
+            raise ValueError(f"neuron() needs an (N, C, H, W) output at {_where(ref)}, got shape {tuple(shape)}")
+        for name, v, n in (("y", y, shape[2]), ("x", x, shape[3])):
+            if v is not None and not 0 <= v < n:
+                raise ValueError(f"neuron({ref!r}): {name}={v} out of range for a {shape[2]}x{shape[3]} map (valid: 0..{n - 1})")
+
+    pos = "centre" if y is None and x is None else f"y={y}, x={x}"
+    return Objective(
+        fn, [ref], batch=len(idx) if batched else None, name=f"neuron({ref!r}, {_units_name(idx, batched)}, {pos})",
+        checks=[_check_units(ref, idx, "channel"), check_pos],
+    )
+
+
+def layer_l2(layer: str) -> Objective:
+    """Mean squared activation of a whole layer: the DeepDream objective (Mordvintsev et al., 2015)."""
+    ref = _ref(layer)
+
+    def fn(acts: Activations, index: torch.Tensor) -> torch.Tensor:
+        return acts[ref].pow(2).flatten(1).mean(1)
+
+    return Objective(fn, [ref], name=f"layer_l2({ref!r})")
+
+
+def class_logit(classes: Units) -> Objective:
+    """Pre-softmax score of a class at the model output (Simonyan et al., 2014, class model).
+
+    Args:
+        classes: a class index or a sequence of them (batched: element ``i`` maximizes
+            ``classes[i]``).
+    """
+    idx, batched = _units(classes, "class")
+
+    def fn(acts: Activations, index: torch.Tensor) -> torch.Tensor:
+        a = acts[OUTPUT]
+        if a.dim() != 2:
+            a = a.flatten(1)
+        c = _pick(idx, batched, index).to(a.device)
+        return a[torch.arange(a.shape[0], device=a.device), c]
+
+    def check(shapes: Mapping[str, torch.Size]) -> None:
+        shape = shapes[OUTPUT]
+        n = int(torch.Size(shape[1:]).numel())
+        bad = [int(u) for u in idx if int(u) >= n]
+        if bad:
+            raise ValueError(f"class {bad[0]} out of range: the model outputs {n} scores per image (valid: 0..{n - 1})")
+
+    return Objective(fn, [OUTPUT], batch=len(idx) if batched else None, name=f"class_logit({_units_name(idx, batched)})", checks=[check])
+
+
+def direction(layer: str, vectors: torch.Tensor | Sequence[float]) -> Objective:
+    """Mean over positions of the dot product of the activation vector with a direction.
+
+    Args:
+        layer: layer reference with ``(N, C, ...)`` output.
+        vectors: ``(C,)`` direction, or ``(B, C)`` for a batched objective (one per element).
+    """
+    ref = _ref(layer)
+    vec = torch.as_tensor(vectors, dtype=torch.float32)
+    if vec.dim() not in (1, 2):
+        raise ValueError(f"`vectors` must be (C,) or (B, C), got shape {tuple(vec.shape)}")
+    batched = vec.dim() == 2
+
+    def fn(acts: Activations, index: torch.Tensor) -> torch.Tensor:
+        a = acts[ref]
+        v = (vec[index.cpu()] if batched else vec.expand(a.shape[0], -1)).to(a.device, a.dtype)
+        v = v.reshape(a.shape[0], a.shape[1], *([1] * (a.dim() - 2)))
+        return _spatial_mean((a * v).sum(1))
+
+    def check(shapes: Mapping[str, torch.Size]) -> None:
+        shape = shapes[ref]
+        if len(shape) < 2 or shape[1] != vec.shape[-1]:
+            raise ValueError(
+                f"direction has {vec.shape[-1]} components but {_where(ref)} outputs shape {tuple(shape)} "
+                f"({shape[1] if len(shape) > 1 else '?'} channels)"
+            )
+
+    return Objective(fn, [ref], batch=vec.shape[0] if batched else None, name=f"direction({ref!r})", checks=[check])
+
+
+def interpolate(a: Objective, b: Objective, weights: Sequence[float]) -> Objective:
+    """Batched blend: element ``i`` maximizes ``(1 - w_i) * a + w_i * b``.
+
+    With ``weights = torch.linspace(0, 1, 5)`` this renders a five-step morph from ``a`` to ``b``
+    (Olah et al., 2017, "interaction between neurons"). ``a`` and ``b`` must be plain (non-batched).
+    """
+    a, b = as_objective(a), as_objective(b)
+    if a.batch is not None or b.batch is not None:
+        raise ValueError("interpolate() blends two single-unit objectives; got a batched one")
+    w = torch.as_tensor(list(weights) if not isinstance(weights, torch.Tensor) else weights, dtype=torch.float32).flatten()
+    if w.numel() == 0:
+        raise ValueError("`weights` must not be empty")
+
+    def fn(acts: Activations, index: torch.Tensor) -> torch.Tensor:
+        wi = w[index.cpu()]
+        va, vb = a.fn(acts, index), b.fn(acts, index)
+        wi = wi.to(va.device, va.dtype)
+        return (1 - wi) * va + wi * vb
+
+    return Objective(fn, a.layers + b.layers, batch=w.numel(), name=f"interpolate({a.name}, {b.name})", checks=a.checks + b.checks)

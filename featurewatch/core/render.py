@@ -1,0 +1,485 @@
+"""The render loop: optimize images so that they maximize an objective, without touching the model.
+
+:func:`render` is feature visualization by optimization (Erhan et al., 2009; Simonyan et al., 2014;
+Olah et al., 2017) built for use *during training*:
+
+* **hygiene** - everything runs inside :func:`~featurewatch.core.hygiene.isolated`: the model is
+  in eval mode (BatchNorm statistics are never updated), its parameters do not require grad (no
+  weight-gradient work; ``.grad`` never touched), the global RNG is never drawn from; gradients are
+  taken with ``torch.autograd.grad`` with respect to the image parameters only; every hook lives in
+  a ``try/finally`` block;
+* **speed** - only the layers the objective needs are hooked and the forward pass stops right after
+  the deepest one; all units of a batched objective are optimized in one batch (capped by
+  ``batch_size`` for memory); a ``time_budget`` bounds the cost per call;
+* **reproducibility** - each element has its own seed for its initial image and its own private
+  generator for the transforms, so a unit's image depends only on (seed, unit), whether it is
+  rendered alone or with the rest of its layer, at every epoch;
+* **honesty** - images are rendered at the size asked for (never silently upsampled), and the
+  objective value of every final image is returned, so a unit that could not be excited is
+  reported (:attr:`RenderResult.weak`) instead of shown as grey noise.
+
+Example:
+    >>> from featurewatch.core.objectives import channel
+    >>> from featurewatch.core.param import ImageSpec
+    >>> result = render(model, channel("features.3", range(8)), ImageSpec(channels=1, size=32), steps=64)
+    >>> result.images.shape, result.values.shape
+    (torch.Size([8, 1, 32, 32]), torch.Size([8]))
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager, suppress
+from dataclasses import dataclass
+from typing import Any, Union
+
+import torch
+from torch import nn
+
+from featurewatch.core.hygiene import isolated, model_device_dtype
+from featurewatch.core.layers import StopForward, capture, find_first_conv, module_calls, parse_layer, resolve_layer
+from featurewatch.core.objectives import Objective, as_objective, channel, class_logit, neuron
+from featurewatch.core.param import ImageParam, ImageSpec
+from featurewatch.core.transforms import Transform, compose, standard_transforms
+
+__all__ = [
+    "Normalize",
+    "RenderResult",
+    "class_model_images",
+    "infer_image_channels",
+    "render",
+    "total_variation",
+    "unit_seed",
+    "visualize_channels",
+]
+
+Normalize = tuple[Sequence[float], Sequence[float]]
+ParamFactory = Callable[[Sequence[int], torch.device], nn.Module]
+Transforms = Union[str, Sequence[Transform], None]
+
+
+@dataclass
+class RenderResult:
+    """What :func:`render` returns.
+
+    Attributes:
+        images: ``(N, C, H, W)`` float32 images in ``[0, 1]``, on the CPU.
+        values: ``(N,)`` objective value of each final image (untransformed).
+        initial_values: ``(N,)`` objective value of each initial (noise) image.
+        steps: ``(N,)`` optimization steps each element received (fewer than asked when the
+            time budget ran out).
+        seconds: wall time of the call.
+        budget_exceeded: the time budget cut the optimization short.
+    """
+
+    images: torch.Tensor
+    values: torch.Tensor
+    initial_values: torch.Tensor
+    steps: torch.Tensor
+    seconds: float
+    budget_exceeded: bool
+
+    @property
+    def weak(self) -> torch.Tensor:
+        """``(N,)`` bool: elements whose objective barely rose above its value on noise (a unit that
+        could not be excited, e.g. a dead ReLU channel)."""
+        gain = self.values - self.initial_values
+        return gain <= 1e-3 * (1.0 + self.initial_values.abs())
+
+
+def unit_seed(seed: int, unit: int) -> int:
+    """Seed of one unit's image: depends only on the call's ``seed`` and the unit index."""
+    return (int(seed) * 1_000_003 + int(unit)) % (2**62)
+
+
+def _transform_seed(seed: int) -> int:
+    return (int(seed) * 6_364_136_223_846_793_005 + 1_442_695_040_888_963_407) % (2**62)
+
+
+def total_variation(images: torch.Tensor) -> torch.Tensor:
+    """``(N,)`` mean absolute difference of neighbouring pixels (Mahendran & Vedaldi, 2015)."""
+    dy = (images[:, :, 1:, :] - images[:, :, :-1, :]).abs().flatten(1).mean(1)
+    dx = (images[:, :, :, 1:] - images[:, :, :, :-1]).abs().flatten(1).mean(1)
+    return dx + dy
+
+
+def infer_image_channels(model: nn.Module) -> int:
+    """Input channel count of the model's first convolution (or first ``Linear``/``Conv``-like
+    module with ``in_channels``).
+
+    Raises:
+        ValueError: if it cannot be inferred; pass ``image_channels`` then.
+    """
+    try:
+        name = find_first_conv(model)
+    except ValueError:
+        raise ValueError(
+            f"cannot infer the image channel count of {type(model).__name__} (no convolution); "
+            "pass image_channels="
+        ) from None
+    return int(model.get_submodule(name).in_channels)
+
+
+def _normalizer(normalize: Normalize | None, channels: int, device: torch.device) -> Callable[[torch.Tensor], torch.Tensor]:
+    if normalize is None:
+        return lambda x: x
+    if not isinstance(normalize, (tuple, list)) or len(normalize) != 2:
+        raise TypeError(f"`normalize` must be (mean, std) sequences, got {normalize!r}")
+    mean, std = (torch.as_tensor(v, dtype=torch.float32, device=device).flatten() for v in normalize)
+    for name, t in (("mean", mean), ("std", std)):
+        if t.numel() not in (1, channels):
+            raise ValueError(f"`normalize` {name} has {t.numel()} values; the images have {channels} channels (give 1 or {channels})")
+    if (std == 0).any():
+        raise ValueError(f"`normalize` std must be non-zero, got {std.tolist()}")
+    mean, std = mean.reshape(1, -1, 1, 1), std.reshape(1, -1, 1, 1)
+    return lambda x: (x - mean) / std
+
+
+def _transforms(transforms: Transforms, size: tuple[int, int]) -> Transform:
+    if transforms is None:
+        return compose([])
+    if isinstance(transforms, str):
+        if transforms == "standard":
+            return compose(standard_transforms(size))
+        if transforms == "none":
+            return compose([])
+        raise ValueError(f"`transforms` must be 'standard', 'none', None or a list of transforms, got {transforms!r}")
+    if callable(transforms):
+        return transforms  # type: ignore[return-value]
+    return compose(list(transforms))
+
+
+class _RedirectedReLU(torch.autograd.Function):
+    """ReLU whose gradient, for a batch element that gets no gradient through the ReLU at all,
+    still flows where it would *raise* a negative input (Lucid's ``redirected_relu_grad``)."""
+
+    @staticmethod
+    def forward(ctx: Any, x: torch.Tensor) -> torch.Tensor:  # type: ignore[override]
+        ctx.save_for_backward(x)
+        return x.clamp_min(0)
+
+    @staticmethod
+    def backward(ctx: Any, grad: torch.Tensor) -> torch.Tensor:  # type: ignore[override]
+        (x,) = ctx.saved_tensors
+        relu_grad = grad * (x > 0)
+        # grad is d(loss)/d(out): grad > 0 at a negative input would push it lower still
+        redirected = torch.where((x < 0) & (grad > 0), torch.zeros_like(grad), grad)
+        if grad.dim() < 2:
+            return relu_grad
+        passes = relu_grad.flatten(1).norm(dim=1) > 0
+        return torch.where(passes.reshape(-1, *([1] * (grad.dim() - 1))), relu_grad, redirected)
+
+
+@contextmanager
+def _redirect_relus(model: nn.Module, enabled: bool) -> Iterator[None]:
+    """Replace the output of every ``nn.ReLU`` module by a :class:`_RedirectedReLU` while active.
+
+    The hooks are prepended, so a layer capture at the ReLU itself sees the redirected output.
+    In-place ReLUs get a copy of their input, so the pre-activation survives for the redirect.
+    """
+    if not enabled:
+        yield
+        return
+    stash: dict[int, torch.Tensor] = {}
+    handles = []
+
+    def pre(module: nn.Module, args: tuple[Any, ...]) -> tuple[Any, ...] | None:
+        x = args[0]
+        stash[id(module)] = x
+        if getattr(module, "inplace", False):
+            return (x.clone(), *args[1:])
+        return None
+
+    def post(module: nn.Module, args: tuple[Any, ...], out: Any) -> Any:
+        x = stash.pop(id(module), None)
+        return _RedirectedReLU.apply(x) if x is not None else None
+
+    try:
+        for m in model.modules():
+            if isinstance(m, nn.ReLU):
+                handles.append(m.register_forward_pre_hook(pre))
+                handles.append(m.register_forward_hook(post, prepend=True))
+        yield
+    finally:
+        for h in handles:
+            h.remove()
+        stash.clear()
+
+
+def _check_positive(name: str, value: Any, *, allow_zero: bool = False, kind: type = int) -> None:
+    ok_type = (int, float) if kind is float else (int,)
+    if isinstance(value, bool) or not isinstance(value, ok_type) or value < 0 or (value == 0 and not allow_zero):
+        expected = "a non-negative" if allow_zero else "a positive"
+        raise ValueError(f"`{name}` must be {expected} {kind.__name__}, got {value!r}")
+
+
+def render(
+    model: nn.Module,
+    objective: Objective,
+    image: ImageSpec | ParamFactory,
+    *,
+    seeds: Sequence[int] | None = None,
+    seed: int = 0,
+    steps: int = 64,
+    lr: float = 0.05,
+    optimizer: Callable[[list[torch.Tensor]], torch.optim.Optimizer] | None = None,
+    transforms: Transforms = "standard",
+    normalize: Normalize | None = None,
+    batch_size: int | None = None,
+    time_budget: float | None = None,
+    redirect_steps: int = 0,
+    l2: float = 0.0,
+    tv: float = 0.0,
+    blur_every: int = 0,
+    blur_sigma: float = 0.5,
+) -> RenderResult:
+    """Optimize a batch of images to maximize ``objective`` (one value per element).
+
+    Args:
+        model: the network (``nn.Module``); left exactly as it was (see module docstring).
+        objective: an :class:`~featurewatch.core.objectives.Objective`; a batched objective
+            fixes the number of images ``N``; otherwise ``N = len(seeds)`` (or 1).
+        image: an :class:`~featurewatch.core.param.ImageSpec` (channels, size, spectral or pixel,
+            colour decorrelation, fitted statistics), or a factory ``(seeds, device) -> module``
+            whose ``forward()`` returns ``(len(seeds), C, H, W)`` images in ``[0, 1]``.
+        seeds: one seed per element (initial image and transform sequence). Default:
+            ``seed, seed + 1, ...``.
+        seed: base seed when ``seeds`` is not given.
+        steps: optimization steps.
+        lr: learning rate of the optimizer.
+        optimizer: ``params -> torch.optim.Optimizer``; default Adam.
+        transforms: ``"standard"`` (:func:`~featurewatch.core.transforms.standard_transforms`
+            for the image size), ``"none"``/``None``, or a list of transforms.
+        normalize: ``(mean, std)`` of the model's input normalization, applied to the ``[0, 1]``
+            image before the model sees it.
+        batch_size: render at most this many images at once (memory bound); results do not
+            depend on it.
+        time_budget: seconds for the whole call; steps are cut short when it runs out (reported
+            in ``steps`` and ``budget_exceeded``). Shared evenly among chunks.
+        redirect_steps: for the first steps, let gradients through ReLUs that block every gradient
+            of an element (Lucid's ReLU-gradient redirect), so a unit that does not fire on noise
+            still gets a signal. Applies to ``nn.ReLU`` modules (not ``F.relu``).
+        l2: weight of an L2 penalty on ``image - 0.5`` (Simonyan et al., 2014).
+        tv: weight of a total-variation penalty (Mahendran & Vedaldi, 2015).
+        blur_every: blur the parametrization every this many steps (Yosinski et al., 2015); 0: off.
+        blur_sigma: standard deviation (pixels) of that blur.
+
+    Returns:
+        A :class:`RenderResult` (images in ``[0, 1]``, final and initial objective values, steps).
+
+    Raises:
+        TypeError, ValueError: bad arguments, an unknown layer, or a unit out of range (the
+            message lists what is valid).
+    """
+    start = time.perf_counter()
+    objective = as_objective(objective)
+    if not isinstance(model, nn.Module):
+        raise TypeError(f"`model` must be an nn.Module, got {type(model).__name__}")
+    _check_positive("steps", steps, allow_zero=True)
+    _check_positive("lr", lr, kind=float)
+    _check_positive("redirect_steps", redirect_steps, allow_zero=True)
+    _check_positive("blur_every", blur_every, allow_zero=True)
+    _check_positive("l2", l2, allow_zero=True, kind=float)
+    _check_positive("tv", tv, allow_zero=True, kind=float)
+    if batch_size is not None:
+        _check_positive("batch_size", batch_size)
+    if time_budget is not None:
+        _check_positive("time_budget", time_budget, kind=float)
+    if not objective.layers:
+        raise ValueError(f"objective {objective.name!r} reads no layer")
+    if seeds is not None:
+        seeds = [int(s) for s in seeds]
+        if objective.batch is not None and len(seeds) != objective.batch:
+            raise ValueError(f"{len(seeds)} seeds for a batched objective of {objective.batch} elements")
+        n = len(seeds)
+    else:
+        n = objective.batch if objective.batch is not None else 1
+        seeds = [int(seed) + i for i in range(n)]
+    if n < 1:
+        raise ValueError("nothing to render: no seeds")
+    for layer in objective.layers:
+        resolve_layer(model, layer)  # unknown names fail here, listing the available layers
+
+    with isolated(model):
+        device, dtype = model_device_dtype(model)
+        build: ParamFactory = image.build if isinstance(image, ImageSpec) else image  # type: ignore[assignment]
+        probe = build(seeds[:1], device)
+        with torch.no_grad():
+            x0 = probe()
+        if x0.dim() != 4:
+            raise ValueError(f"the parametrization must return (N, C, H, W) images, got shape {tuple(x0.shape)}")
+        channels, size = x0.shape[1], (x0.shape[2], x0.shape[3])
+        norm = _normalizer(normalize, channels, device)
+        transform = _transforms(transforms, size)
+        names = sorted({parse_layer(la).name for la in objective.layers})
+
+        # one no-grad forward: how often each module runs (for "last call" refs) and output shapes
+        with torch.no_grad(), capture(model, objective.layers, clone=False) as got:
+            counts = module_calls(model, lambda: model(norm(x0).to(dtype)), names)
+            missing = [la for la in objective.layers if la not in got.outputs]
+            if missing:
+                raise ValueError(
+                    f"layer {missing[0]!r} is not reached in the forward pass "
+                    f"(calls per module: {counts}); for a module called k times use '@0'..'@{{k-1}}'"
+                )
+            objective.check({k: v.shape for k, v in got.outputs.items()})
+        del probe, x0, got
+
+        chunk = batch_size or n
+        bounds = [(i, min(i + chunk, n)) for i in range(0, n, chunk)]
+        images, values, initial, done = [], [], [], []
+        exceeded = False
+        with capture(model, objective.layers, call_counts=counts, stop=True, clone=len(objective.layers) > 1) as got:
+
+            def evaluate(x: torch.Tensor, index: torch.Tensor) -> torch.Tensor:
+                with suppress(StopForward):
+                    model(norm(x).to(dtype))
+                if not got.complete and len(got.outputs) < len(objective.layers):
+                    raise RuntimeError(f"the forward pass did not reach {objective.layers}")
+                return objective(got.outputs, index)
+
+            for k, (lo, hi) in enumerate(bounds):
+                index = torch.arange(lo, hi)
+                param = build(seeds[lo:hi], device)
+                gens = [torch.Generator().manual_seed(_transform_seed(s)) for s in seeds[lo:hi]]
+                params = [p for p in param.parameters() if p.requires_grad]
+                opt = optimizer(params) if optimizer is not None else torch.optim.Adam(params, lr=lr)
+                deadline = None
+                if time_budget is not None:
+                    deadline = time.perf_counter() + max(0.0, time_budget - (time.perf_counter() - start)) / (len(bounds) - k)
+                with torch.no_grad():
+                    initial.append(evaluate(param(), index).detach().float().cpu())
+                ran = 0
+                for step in range(steps):
+                    if deadline is not None and time.perf_counter() > deadline:
+                        exceeded = True
+                        break
+                    with _redirect_relus(model, step < redirect_steps):
+                        img = param()
+                        val = evaluate(transform(img, gens), index)
+                    loss = -val
+                    if l2:
+                        loss = loss + l2 * (img - 0.5).pow(2).flatten(1).mean(1)
+                    if tv:
+                        loss = loss + tv * total_variation(img)
+                    grads = torch.autograd.grad(loss.sum(), params)
+                    for p, g in zip(params, grads):
+                        p.grad = g
+                    opt.step()
+                    if blur_every and (step + 1) % blur_every == 0 and isinstance(param, ImageParam):
+                        param.blur_(blur_sigma)
+                    ran += 1
+                with torch.no_grad():
+                    final = param().detach()
+                    values.append(evaluate(final, index).detach().float().cpu())
+                images.append(final.float().cpu())
+                done.append(torch.full((hi - lo,), ran, dtype=torch.long))
+                del param, opt, params
+    return RenderResult(
+        images=torch.cat(images),
+        values=torch.cat(values),
+        initial_values=torch.cat(initial),
+        steps=torch.cat(done),
+        seconds=time.perf_counter() - start,
+        budget_exceeded=exceeded,
+    )
+
+
+def _spec(
+    model: nn.Module, size: int | tuple[int, int], image_channels: int | None, options: dict[str, Any]
+) -> ImageSpec:
+    channels = infer_image_channels(model) if image_channels is None else image_channels
+    keys = ("fft", "decorrelate", "stats", "sd", "decay_power")
+    kw = {k: options.pop(k) for k in keys if k in options}
+    return ImageSpec(channels=channels, size=size, **kw)  # type: ignore[arg-type]
+
+
+def _units_list(units: int | Sequence[int], what: str) -> list[int]:
+    if isinstance(units, int) and not isinstance(units, bool):
+        return [units]
+    try:
+        values = list(units)
+    except TypeError:
+        raise TypeError(f"`{what}` must be an int or a sequence of ints, got {type(units).__name__}") from None
+    if not values:
+        raise ValueError(f"`{what}` must not be empty")
+    return values
+
+
+def visualize_channels(
+    model: nn.Module,
+    layer: str,
+    channels: int | Sequence[int],
+    *,
+    size: int | tuple[int, int],
+    steps: int = 64,
+    seed: int = 0,
+    image_channels: int | None = None,
+    normalize: Normalize | None = None,
+    **options: Any,
+) -> torch.Tensor:
+    """Feature visualization of channels of one layer, all in one batch.
+
+    Args:
+        model: the network.
+        layer: layer reference (``"features.3"``, ``"layer1.0.relu@0"``).
+        channels: channel indices; image ``i`` maximizes ``channels[i]``.
+        size: rendered image size (``int`` or ``(H, W)``), independent of the training size.
+        steps: optimization steps.
+        seed: base seed; channel ``c`` always starts from the same noise for the same ``seed``.
+        image_channels: channels of the image; ``None`` = the first convolution's input channels.
+        normalize: ``(mean, std)`` the model expects its inputs normalized with.
+        **options: ``unit="channel"|"neuron"``, ``negative=False`` (minimize the unit instead),
+            parametrization options of :class:`~featurewatch.core.param.ImageSpec` (``fft``,
+            ``decorrelate``, ``stats``, ``sd``, ``decay_power``) and :func:`render` options
+            (``lr``, ``transforms``, ``batch_size``, ``time_budget``, ``redirect_steps``, ``l2``,
+            ``tv``, ``blur_every``, ...).
+
+    Returns:
+        ``(len(channels), C, H, W)`` images in ``[0, 1]``.
+
+    Example:
+        >>> imgs = visualize_channels(model, "features.3", range(8), size=32, steps=64)
+    """
+    chans = _units_list(channels, "channels")
+    unit = options.pop("unit", "channel")
+    negative = bool(options.pop("negative", False))
+    if unit not in ("channel", "neuron"):
+        raise ValueError(f"`unit` must be 'channel' or 'neuron', got {unit!r}")
+    objective = channel(layer, chans) if unit == "channel" else neuron(layer, chans)
+    if negative:
+        objective = -objective
+    spec = _spec(model, size, image_channels, options)
+    seeds = [unit_seed(seed, c) for c in chans]
+    return render(model, objective, spec, seeds=seeds, steps=steps, normalize=normalize, **options).images
+
+
+def class_model_images(
+    model: nn.Module,
+    classes: int | Sequence[int],
+    *,
+    size: int | tuple[int, int],
+    steps: int = 64,
+    seed: int = 0,
+    image_channels: int | None = None,
+    normalize: Normalize | None = None,
+    **options: Any,
+) -> torch.Tensor:
+    """Class model visualization: images that maximize each class's pre-softmax score.
+
+    Simonyan et al., 2014, "Deep Inside Convolutional Networks"; with a spectral parametrization
+    and transformation robustness (Olah et al., 2017) instead of their L2-only regularization.
+
+    Args:
+        model: a classifier returning ``(N, classes)`` scores.
+        classes: class indices; image ``i`` maximizes ``classes[i]``.
+        size, steps, seed, image_channels, normalize, **options: as in :func:`visualize_channels`.
+
+    Returns:
+        ``(len(classes), C, H, W)`` images in ``[0, 1]``.
+    """
+    cls = _units_list(classes, "classes")
+    spec = _spec(model, size, image_channels, options)
+    seeds = [unit_seed(seed, c) for c in cls]
+    return render(model, class_logit(cls), spec, seeds=seeds, steps=steps, normalize=normalize, **options).images

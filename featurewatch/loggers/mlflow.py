@@ -1,0 +1,78 @@
+"""MLflow adapter: writes events through the ``MlflowClient`` and run of an ``MLFlowLogger``."""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+from featurewatch.loggers._shared import (
+    bin_values,
+    captions_by_group,
+    captions_key,
+    check_pixels,
+    histogram_image,
+    safe_segments,
+)
+from featurewatch.loggers.base import Event, Sink
+
+__all__ = ["MLflowSink", "mlflow_key"]
+
+
+def mlflow_key(key: str) -> str:
+    """Make ``key`` a valid MLflow metric / image key.
+
+    MLflow accepts letters, digits, ``_ - . /`` and spaces, and rejects names that
+    ``posixpath.normpath`` would change (``a//b``, ``a/../b``); anything else becomes ``_``.
+    ``featurewatch/<what>/<layer>`` keys pass unchanged.
+    """
+    return "/".join(safe_segments(key, allow_space=True))
+
+
+class MLflowSink(Sink):
+    """Write events to an MLflow run.
+
+    * scalars: one ``log_batch`` call per event (metric history with ``step``);
+    * images: ``log_image(run_id, uint8, key=..., step=...)``, shown in the run's image grid with a
+      step slider;
+    * histograms: MLflow has no histogram type, so each is drawn as a bar chart (30 bins over the
+      finite values) and logged like an image under its own key;
+    * texts: ``log_text`` artifacts ``<key>/step_<step:08d>.txt``;
+    * captions (MLflow images have none): one Markdown artifact per key group and event,
+      ``featurewatch/<what>/captions/step_<step:08d>.md``.
+
+    Keys are made valid with :func:`mlflow_key` (slashes are fine in MLflow).
+
+    Args:
+        client: an ``mlflow.MlflowClient``, usually ``MLFlowLogger.experiment``.
+        run_id: the run to write to, usually ``MLFlowLogger.run_id``.
+    """
+
+    def __init__(self, client: Any, run_id: str) -> None:
+        for method in ("log_batch", "log_image", "log_text"):
+            if not callable(getattr(client, method, None)):
+                raise TypeError(
+                    f"MLflowSink needs an MlflowClient (with `{method}`), got {type(client).__name__}; "
+                    "pass MLFlowLogger.experiment"
+                )
+        if not isinstance(run_id, str) or not run_id:
+            raise ValueError(f"MLflowSink needs the id of an MLflow run, got {run_id!r}; pass MLFlowLogger.run_id")
+        self.client = client
+        self.run_id = run_id
+
+    def write(self, event: Event) -> None:
+        from mlflow.entities import Metric
+
+        step = event.step
+        if event.scalars:
+            now = int(time.time() * 1000)
+            metrics = [Metric(mlflow_key(k), v, now, step) for k, v in event.scalars.items()]
+            self.client.log_batch(self.run_id, metrics=metrics)
+        for image in event.images:
+            self.client.log_image(self.run_id, check_pixels(image), key=mlflow_key(image.key), step=step)
+        for key, values in event.histograms.items():
+            chart = histogram_image(bin_values(values), title=f"{key} · step {step}")
+            self.client.log_image(self.run_id, chart, key=mlflow_key(key), step=step)
+        for key, text in event.texts.items():
+            self.client.log_text(self.run_id, text, f"{mlflow_key(key)}/step_{step:08d}.txt")
+        for group, table in captions_by_group(event.images, step, event.epoch).items():
+            self.client.log_text(self.run_id, table, f"{mlflow_key(captions_key(group))}/step_{step:08d}.md")

@@ -1,0 +1,47 @@
+"""Shared pieces for callback tests."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytorch_lightning as pl
+from torch import nn
+
+from featurewatch import ActivationGrid, FeatureWatchCallback, FilterWeights
+
+
+def make_trainer(root, callbacks, **kwargs: Any) -> pl.Trainer:
+    """A small CPU Trainer with no progress bar; files go under ``root``."""
+    options: dict[str, Any] = dict(
+        default_root_dir=root,
+        accelerator="cpu",
+        devices=1,
+        logger=False,
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        max_epochs=1,
+        deterministic=True,
+    )
+    options.update(kwargs)
+    return pl.Trainer(callbacks=callbacks, **options)
+
+
+def all_callbacks(every_n_train_steps: int | None = None) -> list[FeatureWatchCallback]:
+    """One instance of every featurewatch callback, configured for ``LitClassifier(SmallCNN())``."""
+    schedule: dict[str, Any] = (
+        {"every_n_epochs": None, "every_n_train_steps": every_n_train_steps} if every_n_train_steps else {}
+    )
+    return [
+        FilterWeights(**schedule),
+        ActivationGrid(layers=["net.features.2", "net.features.6"], num_images=2, **schedule),
+    ]
+
+
+def hooks_left(model: nn.Module) -> list[str]:
+    """Names of modules that still carry any hook."""
+    return [
+        name
+        for name, m in model.named_modules()
+        if m._forward_hooks or m._forward_pre_hooks or m._backward_hooks or getattr(m, "_backward_pre_hooks", None)
+    ]
