@@ -127,3 +127,20 @@ def seed_everything_quietly(seed: int) -> None:
     import random
 
     random.seed(seed)
+
+
+class DigitsDataModule(pl.LightningDataModule):
+    """Digits as a DataModule (for LightningCLI)."""
+
+    def __init__(self, n: int = 128, size: int = 16, batch_size: int = 32) -> None:
+        super().__init__()
+        self.n, self.size, self.batch_size = n, size, batch_size
+
+    def setup(self, stage: str) -> None:
+        self._train, self._val = digits_loaders(self.n, self.size, self.batch_size)
+
+    def train_dataloader(self) -> DataLoader:
+        return self._train
+
+    def val_dataloader(self) -> DataLoader:
+        return self._val

@@ -48,6 +48,7 @@ __all__ = [
     "RenderResult",
     "class_model_images",
     "infer_image_channels",
+    "objective_forward",
     "render",
     "total_variation",
     "unit_seed",
@@ -207,6 +208,46 @@ def _redirect_relus(model: nn.Module, enabled: bool) -> Iterator[None]:
         stash.clear()
 
 
+@contextmanager
+def objective_forward(
+    model: nn.Module,
+    objective: Objective,
+    example: torch.Tensor,
+    norm: Callable[[torch.Tensor], torch.Tensor] = lambda x: x,
+) -> Iterator[Callable[[torch.Tensor, torch.Tensor | None], torch.Tensor]]:
+    """Hook the objective's layers for the duration of the block; yield ``evaluate(x, index)``.
+
+    One no-grad forward of ``example[:1]`` counts how often each module runs (to find the *last*
+    call of a module used several times) and checks the objective against the output shapes
+    (a bad channel index fails here, listing the valid range). ``evaluate`` then runs the model on
+    ``norm(x)``, stops right after the deepest layer the objective needs, and returns the
+    ``(N,)`` objective values (differentiable if ``x`` is). Call it inside
+    :func:`~featurewatch.core.hygiene.isolated`.
+    """
+    _, dtype = model_device_dtype(model)
+    names = sorted({parse_layer(la).name for la in objective.layers})
+    with torch.no_grad(), capture(model, objective.layers, clone=False) as seen:
+        counts = module_calls(model, lambda: model(norm(example[:1]).to(dtype)), names)
+        missing = [la for la in objective.layers if la not in seen.outputs]
+        if missing:
+            raise ValueError(
+                f"layer {missing[0]!r} is not reached in the forward pass (calls per module: {counts}); "
+                "for a module called k times use '@0' .. '@k-1'"
+            )
+        objective.check({k: v.shape for k, v in seen.outputs.items()})
+    del seen
+    with capture(model, objective.layers, call_counts=counts, stop=True, clone=len(objective.layers) > 1) as got:
+
+        def evaluate(x: torch.Tensor, index: torch.Tensor | None = None) -> torch.Tensor:
+            with suppress(StopForward):
+                model(norm(x).to(dtype))
+            if len(got.outputs) < len(objective.layers):
+                raise RuntimeError(f"the forward pass did not reach {list(objective.layers)}")
+            return objective(got.outputs, index)
+
+        yield evaluate
+
+
 def _check_positive(name: str, value: Any, *, allow_zero: bool = False, kind: type = int) -> None:
     ok_type = (int, float) if kind is float else (int,)
     if isinstance(value, bool) or not isinstance(value, ok_type) or value < 0 or (value == 0 and not allow_zero):
@@ -312,33 +353,13 @@ def render(
         channels, size = x0.shape[1], (x0.shape[2], x0.shape[3])
         norm = _normalizer(normalize, channels, device)
         transform = _transforms(transforms, size)
-        names = sorted({parse_layer(la).name for la in objective.layers})
-
-        # one no-grad forward: how often each module runs (for "last call" refs) and output shapes
-        with torch.no_grad(), capture(model, objective.layers, clone=False) as got:
-            counts = module_calls(model, lambda: model(norm(x0).to(dtype)), names)
-            missing = [la for la in objective.layers if la not in got.outputs]
-            if missing:
-                raise ValueError(
-                    f"layer {missing[0]!r} is not reached in the forward pass "
-                    f"(calls per module: {counts}); for a module called k times use '@0'..'@{{k-1}}'"
-                )
-            objective.check({k: v.shape for k, v in got.outputs.items()})
-        del probe, x0, got
-
+        del probe
         chunk = batch_size or n
         bounds = [(i, min(i + chunk, n)) for i in range(0, n, chunk)]
         images, values, initial, done = [], [], [], []
         exceeded = False
-        with capture(model, objective.layers, call_counts=counts, stop=True, clone=len(objective.layers) > 1) as got:
-
-            def evaluate(x: torch.Tensor, index: torch.Tensor) -> torch.Tensor:
-                with suppress(StopForward):
-                    model(norm(x).to(dtype))
-                if not got.complete and len(got.outputs) < len(objective.layers):
-                    raise RuntimeError(f"the forward pass did not reach {objective.layers}")
-                return objective(got.outputs, index)
-
+        with objective_forward(model, objective, x0, norm) as evaluate:
+            del x0
             for k, (lo, hi) in enumerate(bounds):
                 index = torch.arange(lo, hi)
                 param = build(seeds[lo:hi], device)

@@ -24,7 +24,7 @@ def make_trainer(root, callbacks, **kwargs: Any) -> pl.Trainer:
         deterministic=True,
     )
     options.update(kwargs)
-    return pl.Trainer(callbacks=callbacks, **options)
+    return pl.Trainer(callbacks=list(callbacks), **options)  # Lightning appends to the list it gets
 
 
 def all_callbacks(every_n_train_steps: int | None = None) -> list[FeatureWatchCallback]:

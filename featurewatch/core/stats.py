@@ -1,0 +1,469 @@
+"""Per-channel activation statistics, accumulated on the device during training forwards.
+
+The building block of dead-filter detection. For every monitored *call site* of a layer (a module
+called twice in one forward has two sites, ``name@0`` and ``name@1``, whose tensors are never
+mixed) and every channel ``c`` (dim 1 of the output), a :class:`ChannelStats` keeps, over a window:
+
+* ``count_on[c]``: how many values (samples x positions) were above ``threshold``;
+* ``sum_mag[c]`` and ``max_mag[c]``: sum and maximum of the channel's magnitude (see below);
+* ``positions``: how many values each channel saw (``numel / channels``, a host-side int).
+
+Each update is a handful of reductions over the activation, launched without reading anything back
+(no ``.item()``, no ``.cpu()``, no data-dependent Python branch), so a CUDA stream never waits on
+the host; memory is ``O(channels)`` per site whatever the window length.
+
+*Magnitude* is ``|a|`` for activation modules (their output itself for ``ReLU``/``ReLU6``, which are
+never negative). A layer that is not an activation module (a conv or BatchNorm whose output feeds a
+functional ``F.relu``) is a *pre-activation*: "on" means ``a > threshold``, exactly when the ReLU
+it feeds outputs a positive value (for ``threshold >= 0``), and the magnitude is ``relu(a)``, the
+output of that ReLU, so a channel pushed far below zero has magnitude 0, not a large ``|a|``.
+
+From the window, :class:`ChannelSummary` derives the on-rate, whether the channel fired at all, its
+mean/max magnitude and the ReDo dormancy score ``s_c = mean_c / mean_k(mean_k)`` (Sokar et al., "The
+Dormant Neuron Phenomenon in Deep Reinforcement Learning", ICML 2023). A channel is *dead* over the
+window if it never fired (on-rate exactly 0).
+
+Example:
+    >>> recorder = ChannelStatsRecorder(model)           # every ReLU-family module
+    >>> with recorder:                                   # hooks removed on exit, even on error
+    ...     for x, y in loader:
+    ...         recorder.new_forward()
+    ...         loss = F.cross_entropy(model(x), y); ...
+    >>> {key: s.dead for key, s in recorder.summaries().items()}
+    {'features.2': [3], 'layer1.0.relu@0': [], 'layer1.0.relu@1': [5]}
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+from torch import nn
+
+from featurewatch.core.hygiene import in_isolation
+from featurewatch.core.layers import LayerRef, parse_layer, resolve_layer
+
+__all__ = [
+    "NONNEGATIVE_TYPES",
+    "RECTIFIER_TYPES",
+    "ChannelStats",
+    "ChannelStatsRecorder",
+    "ChannelSummary",
+    "default_dead_layers",
+]
+
+#: Activation modules monitored by default: those with an "off" regime (output <= 0 exactly when
+#: the input is <= 0), where a unit can die. Tanh, Sigmoid, Softplus and Hardtanh are not included.
+RECTIFIER_TYPES: tuple[type[nn.Module], ...] = (
+    nn.ReLU,
+    nn.ReLU6,
+    nn.LeakyReLU,
+    nn.PReLU,
+    nn.RReLU,
+    nn.ELU,
+    nn.CELU,
+    nn.SELU,
+    nn.GELU,
+    nn.SiLU,
+    nn.Mish,
+    nn.Hardswish,
+)
+#: Activation modules whose output is never negative: the magnitude is the output itself.
+NONNEGATIVE_TYPES: tuple[type[nn.Module], ...] = (nn.ReLU, nn.ReLU6)
+
+_EXACT_F32_COUNT = 2**24  # float32 counts integers exactly up to here
+
+
+def default_dead_layers(model: nn.Module) -> list[str]:
+    """Names of the ReLU-family modules (:data:`RECTIFIER_TYPES`) of ``model``, in order."""
+    return [name for name, m in model.named_modules() if name and isinstance(m, RECTIFIER_TYPES)]
+
+
+def _mode(module: nn.Module) -> str:
+    if isinstance(module, NONNEGATIVE_TYPES):
+        return "nonnegative"
+    if isinstance(module, RECTIFIER_TYPES) or isinstance(module, (nn.Tanh, nn.Sigmoid, nn.Softplus, nn.Hardtanh)):
+        return "activation"
+    return "preactivation"
+
+
+class ChannelStats:
+    """Running statistics of one tensor stream (one call site of one layer), per channel.
+
+    Args:
+        channels: size of dim 1 of the tensors that will be fed.
+        device: where the accumulators live (the activations' device).
+        threshold: a value is "on" when it is ``> threshold``.
+        mode: ``"nonnegative"`` (ReLU outputs: magnitude = value), ``"activation"`` (magnitude =
+            ``|a|``) or ``"preactivation"`` (magnitude = ``relu(a)``, the output of the ReLU the
+            layer feeds).
+
+    Attributes:
+        count_on: ``(C,)`` float64, values above the threshold (exact integers below 2**53).
+        sum_mag: ``(C,)`` float64, sum of magnitudes.
+        max_mag: ``(C,)`` float32, maximum magnitude (0 before any update).
+        positions: int, values seen per channel (samples x spatial positions).
+        updates: int, tensors fed since the last reset.
+    """
+
+    def __init__(self, channels: int, device: torch.device | str, *, threshold: float = 0.0, mode: str = "nonnegative") -> None:
+        if mode not in ("nonnegative", "activation", "preactivation"):
+            raise ValueError(f"mode must be 'nonnegative', 'activation' or 'preactivation', got {mode!r}")
+        self.channels = int(channels)
+        self.threshold = float(threshold)
+        self.mode = mode
+        # Accumulators may be created during a validation forward under inference mode; they must
+        # stay normal tensors so that later in-place updates outside it are allowed.
+        with torch.inference_mode(False):
+            self.count_on = torch.zeros(self.channels, dtype=torch.float64, device=device)
+            self.sum_mag = torch.zeros(self.channels, dtype=torch.float64, device=device)
+            self.max_mag = torch.zeros(self.channels, dtype=torch.float32, device=device)
+        self.positions = 0
+        self.updates = 0
+
+    def update(self, a: torch.Tensor) -> None:
+        """Add one output tensor ``(N, C, *)`` to the window; no host synchronization.
+
+        Raises:
+            ValueError: if ``a`` has fewer than 2 dims or not ``channels`` channels.
+        """
+        if a.dim() < 2 or a.shape[1] != self.channels:
+            raise ValueError(
+                f"expected an (N, {self.channels}, ...) tensor (channels on dim 1), got shape {tuple(a.shape)}"
+            )
+        a = a.detach()  # no graph is recorded for anything below
+        dims = [0, *range(2, a.dim())]
+        per_channel = a.numel() // self.channels
+        # Counts are summed in float: exact for integers below 2**24 (float32) per call, and far
+        # cheaper on CPU than summing a boolean mask.
+        acc: torch.dtype | None = None
+        if per_channel >= _EXACT_F32_COUNT:
+            acc = torch.float64
+        elif a.dtype in (torch.float16, torch.bfloat16):
+            acc = torch.float32
+        if self.mode == "nonnegative":
+            mag = a
+            above = a if self.threshold == 0.0 else torch.relu(a - self.threshold)
+        elif self.mode == "activation":
+            mag = a.abs()
+            above = torch.relu(a - self.threshold) if self.threshold != 0.0 else torch.relu(a)
+        else:
+            mag = torch.relu(a)
+            above = mag if self.threshold == 0.0 else torch.relu(a - self.threshold)
+        # `above` is >= 0 and > 0 exactly where a > threshold: its sign is the on-mask.
+        self.count_on += torch.sign(above).sum(dims, dtype=acc)
+        self.sum_mag += mag.sum(dims, dtype=acc)
+        self.max_mag = torch.maximum(self.max_mag, mag.amax(dims).to(torch.float32))
+        self.positions += per_channel
+        self.updates += 1
+
+    def reset(self) -> None:
+        """Start a new window (in place, on the device)."""
+        self.count_on.zero_()
+        self.sum_mag.zero_()
+        self.max_mag.zero_()
+        self.positions = 0
+        self.updates = 0
+
+
+@dataclass(frozen=True)
+class ChannelSummary:
+    """Statistics of one call site over one window, on the CPU.
+
+    Attributes:
+        on_rate: ``(C,)`` float64 in ``[0, 1]``, fraction of values above the threshold.
+        max_abs: ``(C,)`` float32, maximum magnitude.
+        mean_abs: ``(C,)`` float64, mean magnitude.
+        positions: values seen per channel.
+    """
+
+    on_rate: torch.Tensor
+    max_abs: torch.Tensor
+    mean_abs: torch.Tensor
+    positions: int
+
+    @classmethod
+    def from_totals(cls, count_on: torch.Tensor, sum_mag: torch.Tensor, max_mag: torch.Tensor, positions: int) -> ChannelSummary:
+        n = max(int(positions), 1)
+        return cls(
+            on_rate=(count_on.detach().double().cpu() / n).clamp_(0.0, 1.0),
+            max_abs=max_mag.detach().float().cpu(),
+            mean_abs=sum_mag.detach().double().cpu() / n,
+            positions=int(positions),
+        )
+
+    @property
+    def channels(self) -> int:
+        return int(self.on_rate.numel())
+
+    @property
+    def fired(self) -> torch.Tensor:
+        """``(C,)`` bool: the channel was above the threshold at least once."""
+        return self.on_rate > 0
+
+    @property
+    def dead(self) -> list[int]:
+        """Channels that never fired in the window."""
+        return [int(c) for c in torch.nonzero(self.on_rate == 0).flatten()]
+
+    def dying(self, rate: float) -> list[int]:
+        """Channels that fired, but on fewer than ``rate`` of their values (dead ones excluded)."""
+        return [int(c) for c in torch.nonzero((self.on_rate > 0) & (self.on_rate < rate)).flatten()]
+
+    @property
+    def dormancy(self) -> torch.Tensor:
+        """``(C,)`` ReDo score: mean magnitude / its mean over the layer's channels (0 if all are 0)."""
+        layer_mean = self.mean_abs.mean()
+        if float(layer_mean) <= 0.0:
+            return torch.zeros_like(self.mean_abs)
+        return self.mean_abs / layer_mean
+
+    def dormant(self, tau: float) -> list[int]:
+        """ReDo's tau-dormant channels: dormancy score ``<= tau``."""
+        return [int(c) for c in torch.nonzero(self.dormancy <= tau).flatten()]
+
+    def to_state(self) -> dict[str, Any]:
+        """Plain values and tensors (loads with ``torch.load(weights_only=True)``)."""
+        return {
+            "on_rate": self.on_rate.clone(),
+            "max_abs": self.max_abs.clone(),
+            "mean_abs": self.mean_abs.clone(),
+            "positions": self.positions,
+        }
+
+    @classmethod
+    def from_state(cls, state: dict[str, Any]) -> ChannelSummary:
+        return cls(
+            on_rate=torch.as_tensor(state["on_rate"], dtype=torch.float64),
+            max_abs=torch.as_tensor(state["max_abs"], dtype=torch.float32),
+            mean_abs=torch.as_tensor(state["mean_abs"], dtype=torch.float64),
+            positions=int(state["positions"]),
+        )
+
+
+AllReduce = Callable[[torch.Tensor, str], torch.Tensor]
+GatherObjects = Callable[[Any], list[Any]]
+
+
+class ChannelStatsRecorder:
+    """Hooks that feed a :class:`ChannelStats` per call site of the monitored layers.
+
+    Only forwards run while :attr:`enabled` is true and outside featurewatch's own work
+    (:func:`~featurewatch.core.hygiene.in_isolation`) are counted. Call sites are numbered per
+    *outermost* forward: pre-hooks on the ancestors of the monitored modules reset the call counters
+    when a forward enters the outermost one, so ``model(x)`` and ``model.net(x)`` both number a
+    ReLU reused twice as calls 0 and 1.
+
+    Args:
+        model: the network.
+        layers: layer references. ``None``: every ReLU-family module (:data:`RECTIFIER_TYPES`). A
+            plain ``"name"`` follows every call site of that module (reported as ``"name"`` if it
+            runs once per forward, else ``"name@0"``, ``"name@1"``, ...); ``"name@k"`` only the
+            k-th. A non-activation module (conv, BatchNorm, linear) is treated as the
+            pre-activation of a ReLU.
+        threshold: a value is "on" when it is ``> threshold``.
+
+    Raises:
+        ValueError: if a layer does not exist, or ``layers=None`` and the model has no
+            ReLU-family module.
+    """
+
+    def __init__(self, model: nn.Module, layers: Sequence[str | LayerRef] | None = None, *, threshold: float = 0.0) -> None:
+        self.model = model
+        self.threshold = float(threshold)
+        if layers is None:
+            names = default_dead_layers(model)
+            if not names:
+                raise ValueError(
+                    f"{type(model).__name__} has no ReLU-family activation module to monitor; if its "
+                    "forward calls F.relu, name the conv/BatchNorm layers whose outputs feed it, "
+                    "e.g. layers=['conv1', 'bn2']"
+                )
+            refs = [LayerRef(n) for n in names]
+        else:
+            refs = [parse_layer(r) for r in layers]
+        self.wanted: dict[str, set[int] | None] = {}
+        for ref in refs:
+            resolve_layer(model, ref)
+            if ref.name == "":
+                raise ValueError("the whole model cannot be monitored as a layer; name one of its submodules")
+            if ref.call is None:
+                self.wanted[ref.name] = None
+            elif ref.name not in self.wanted or self.wanted[ref.name] is not None:
+                self.wanted.setdefault(ref.name, set()).add(ref.call)  # type: ignore[union-attr]
+        self.modes = {name: _mode(model.get_submodule(name)) for name in self.wanted}
+        self.enabled = True
+        self.sites: dict[str, dict[int, ChannelStats]] = {name: {} for name in self.wanted}
+        self.reused: set[str] = set()
+        self.problems: dict[str, str] = {}
+        self._calls: dict[str, int] = {}
+        self._depth = 0
+        self._handles: list[torch.utils.hooks.RemovableHandle] = []
+
+    # ------------------------------------------------------------------ hooks
+    @property
+    def attached(self) -> bool:
+        return bool(self._handles)
+
+    def attach(self) -> None:
+        """Register the hooks (idempotent)."""
+        if self._handles:
+            return
+        try:
+            ancestors: list[str] = []
+            for name in self.wanted:
+                parts = name.split(".")
+                for i in range(len(parts)):
+                    parent = ".".join(parts[:i])
+                    if parent not in ancestors:
+                        ancestors.append(parent)
+            for parent in ancestors:
+                module = self.model.get_submodule(parent) if parent else self.model
+                self._handles.append(module.register_forward_pre_hook(self._enter))
+                self._handles.append(module.register_forward_hook(self._leave, always_call=True))
+            for name in self.wanted:
+                self._handles.append(self.model.get_submodule(name).register_forward_hook(self._make_hook(name)))
+        except BaseException:
+            self.detach()
+            raise
+
+    def detach(self) -> None:
+        """Remove every hook (idempotent); accumulated statistics are kept."""
+        handles, self._handles = self._handles, []
+        for handle in handles:
+            handle.remove()
+        self.new_forward()
+
+    def __enter__(self) -> ChannelStatsRecorder:
+        self.attach()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.detach()
+
+    @contextmanager
+    def paused(self) -> Iterator[None]:
+        """Temporarily stop counting (hooks stay registered)."""
+        before, self.enabled = self.enabled, False
+        try:
+            yield
+        finally:
+            self.enabled = before
+
+    def new_forward(self) -> None:
+        """Forget the call numbering (e.g. after a forward that raised half way)."""
+        self._depth = 0
+        self._calls.clear()
+
+    def _enter(self, _module: nn.Module, _inputs: Any) -> None:
+        if self._depth == 0:
+            self._calls.clear()
+        self._depth += 1
+
+    def _leave(self, _module: nn.Module, _inputs: Any, _output: Any) -> None:
+        self._depth = max(self._depth - 1, 0)
+
+    def _make_hook(self, name: str) -> Callable[[nn.Module, Any, Any], None]:
+        wanted = self.wanted[name]
+        sites = self.sites[name]
+        mode = self.modes[name]
+        calls = self._calls
+
+        def hook(_module: nn.Module, _inputs: Any, output: Any) -> None:
+            if not self.enabled or in_isolation():
+                return
+            k = calls.get(name, 0)
+            calls[name] = k + 1
+            if k:
+                self.reused.add(name)
+            if wanted is not None and k not in wanted:
+                return
+            tensor = output[0] if isinstance(output, (tuple, list)) else output
+            stats = sites.get(k)
+            if stats is None:
+                if name in self.problems:
+                    return
+                if not isinstance(tensor, torch.Tensor) or tensor.dim() < 2 or not tensor.is_floating_point():
+                    self.problems[name] = (
+                        f"layer {name!r} outputs {_describe(tensor)}; expected a floating (N, C, ...) "
+                        "tensor with channels on dim 1"
+                    )
+                    return
+                stats = sites[k] = ChannelStats(tensor.shape[1], tensor.device, threshold=self.threshold, mode=mode)
+            stats.update(tensor)
+
+        return hook
+
+    # ------------------------------------------------------------------ results
+    def key(self, name: str, call: int) -> str:
+        """Reported name of a call site: ``name`` for a module run once per forward, else ``name@k``."""
+        if self.wanted.get(name) is not None or name in self.reused:
+            return f"{name}@{call}"
+        return name
+
+    def layout(self) -> list[tuple[str, int, int]]:
+        """``(module name, call, channels)`` of every site seen so far, in a fixed order."""
+        return sorted((name, k, s.channels) for name, sites in self.sites.items() for k, s in sites.items())
+
+    def reset(self) -> None:
+        """Start a new window for every site (in place; no host sync)."""
+        for sites in self.sites.values():
+            for stats in sites.values():
+                stats.reset()
+
+    def summaries(self, *, all_reduce: AllReduce | None = None, gather: GatherObjects | None = None) -> dict[str, ChannelSummary]:
+        """Per-site statistics of the current window, optionally reduced over processes.
+
+        With ``all_reduce``, **every process must call this** (it runs collectives): ``gather``
+        (``obj -> [obj of each rank]``) first agrees on the union of the sites all ranks saw, then
+        ``all_reduce(tensor, "sum")`` adds counts, sums and positions, and ``all_reduce(tensor,
+        "max")`` takes the maximum of the maxima, so N processes report exactly what one process
+        sees on the union of their data (up to float rounding of the magnitude sums).
+
+        Returns:
+            ``{site key: ChannelSummary}`` for sites that saw at least one value, in layout order.
+        """
+        layout = self.layout()
+        if gather is not None:
+            names = set(self.wanted)
+            layout = sorted({tuple(site) for rank in gather(layout) for site in rank if site[0] in names})  # type: ignore[misc]
+        if not layout:
+            return {}
+        device = next((s.count_on.device for sites in self.sites.values() for s in sites.values()), torch.device("cpu"))
+        for name, k, channels in layout:
+            if k not in self.sites[name]:
+                self.sites[name][k] = ChannelStats(channels, device, threshold=self.threshold, mode=self.modes[name])
+            if len({self.sites[name][k].channels, channels}) != 1:
+                raise ValueError(f"layer {name!r} call {k} has different channel counts on different processes")
+        stats = [self.sites[name][k] for name, k, _ in layout]
+        totals = torch.cat(
+            [torch.cat([s.count_on, s.sum_mag]) for s in stats]
+            + [torch.tensor([float(s.positions) for s in stats], dtype=torch.float64, device=device)]
+        )
+        maxima = torch.cat([s.max_mag for s in stats])
+        if all_reduce is not None:
+            totals = all_reduce(totals, "sum")
+            maxima = all_reduce(maxima, "max")
+        totals, maxima = totals.cpu(), maxima.cpu()
+        positions = totals[-len(stats):]
+        out: dict[str, ChannelSummary] = {}
+        offset = moffset = 0
+        for i, ((name, k, channels), _s) in enumerate(zip(layout, stats)):
+            count = totals[offset : offset + channels]
+            total = totals[offset + channels : offset + 2 * channels]
+            offset += 2 * channels
+            maximum = maxima[moffset : moffset + channels]
+            moffset += channels
+            n = int(positions[i])
+            if n > 0:
+                out[self.key(name, k)] = ChannelSummary.from_totals(count, total, maximum, n)
+        return out
+
+
+def _describe(value: Any) -> str:
+    if isinstance(value, torch.Tensor):
+        return f"a {value.dtype} tensor of shape {tuple(value.shape)}"
+    return f"a {type(value).__name__}"

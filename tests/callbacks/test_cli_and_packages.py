@@ -1,0 +1,73 @@
+"""LightningCLI configuration from YAML, and use from `lightning.pytorch` as well as `pytorch_lightning`."""
+
+import textwrap
+
+import torch
+import torch.nn.functional as F
+from pytorch_lightning.cli import LightningCLI
+
+from featurewatch import ActivationGrid, FilterWeights
+from tests._models import DigitsDataModule, LitClassifier, SmallCNN, digits_loaders
+
+
+def test_lightning_cli_yaml_attaches_callbacks(tmp_path):
+    probe = tmp_path / "probe.pt"
+    torch.save(torch.randn(2, 1, 16, 16), probe)
+    config = tmp_path / "config.yaml"
+    config.write_text(
+        textwrap.dedent(
+            f"""
+            trainer:
+              max_epochs: 1
+              logger: false
+              enable_checkpointing: false
+              enable_progress_bar: false
+              default_root_dir: {tmp_path}
+              callbacks:
+                - class_path: featurewatch.FilterWeights
+                  init_args:
+                    layer: net.features.0
+                    every_n_epochs: 1
+                - class_path: featurewatch.ActivationGrid
+                  init_args:
+                    layers: [net.features.2, net.features.6]
+                    probe: {probe}
+                    max_channels: 4
+            """
+        )
+    )
+    cli = LightningCLI(LitClassifier, DigitsDataModule, args=["fit", "--config", str(config)], save_config_callback=None)
+    ours = [cb for cb in cli.trainer.callbacks if isinstance(cb, (FilterWeights, ActivationGrid))]
+    assert [type(cb).__name__ for cb in ours] == ["FilterWeights", "ActivationGrid"]
+    assert ours[0].layer == "net.features.0" and ours[1].layers == ["net.features.2", "net.features.6"]
+    assert all(cb.calls == 1 and cb.failures == 0 for cb in ours)
+    assert torch.equal(ours[1]._probe.fixed, torch.load(probe))
+
+
+def test_callbacks_work_with_lightning_pytorch_trainer(tmp_path):
+    import lightning.pytorch as L
+
+    class Module(L.LightningModule):
+        def __init__(self):
+            super().__init__()
+            self.net = SmallCNN()
+
+        def forward(self, x):
+            return self.net(x)
+
+        def training_step(self, batch, batch_idx):
+            return F.cross_entropy(self(batch[0]), batch[1])
+
+        def configure_optimizers(self):
+            return torch.optim.SGD(self.parameters(), lr=0.1)
+
+    train, _ = digits_loaders(n=64)
+    cbs = [FilterWeights(), ActivationGrid(layers=["net.features.2"], num_images=2)]
+    trainer = L.Trainer(
+        max_epochs=1, callbacks=list(cbs), logger=False, enable_progress_bar=False, default_root_dir=tmp_path
+    )
+    trainer.fit(Module(), train)
+    assert [cb.calls for cb in cbs] == [1, 1]
+    ckpt = torch.load(trainer.checkpoint_callback.best_model_path, weights_only=True)
+    saved = [k for k in ckpt["callbacks"] if k.startswith(("FilterWeights", "ActivationGrid"))]
+    assert len(saved) == 2  # our state travels in lightning.pytorch checkpoints too
