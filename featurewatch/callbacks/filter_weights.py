@@ -45,7 +45,7 @@ class FilterWeights(FeatureWatchCallback):
         self,
         layer: str | None = None,
         *,
-        min_size: int = 24,
+        min_size: int = 32,
         every_n_epochs: int | None = 1,
         every_n_train_steps: int | None = None,
         at_start: bool = False,

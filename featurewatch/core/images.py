@@ -17,6 +17,7 @@ from torchvision.utils import make_grid
 
 __all__ = [
     "colorize",
+    "columns_for",
     "figure_to_array",
     "grid",
     "load_images",
@@ -85,9 +86,18 @@ def grid(
         raise ValueError(f"grid expects (N, C, H, W) images, got shape {tuple(batch.shape)}")
     batch = to_display_channels(batch.detach().float().cpu())
     if nrow is None:
-        nrow = max(1, int(np.ceil(np.sqrt(batch.shape[0]))))
+        nrow = columns_for(batch.shape[0])
     out = make_grid(batch, nrow=nrow, padding=padding, pad_value=pad_value)
     return out
+
+
+def columns_for(n: int) -> int:
+    """Tiles per row for ``n`` tiles: near-square, preferring full rows (32 -> 8 x 4, not 6 x 6)."""
+    root = max(1, int(np.ceil(np.sqrt(n))))
+    for cols in range(root, min(n, 2 * root) + 1):
+        if n % cols == 0:
+            return cols
+    return root
 
 
 def to_uint8(image: torch.Tensor | np.ndarray) -> np.ndarray:

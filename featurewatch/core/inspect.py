@@ -28,7 +28,7 @@ def _upscale(tiles: torch.Tensor, min_size: int) -> torch.Tensor:
     return F.interpolate(tiles, scale_factor=factor, mode="nearest") if factor > 1 else tiles
 
 
-def filter_images(weight: torch.Tensor, *, min_size: int = 24) -> torch.Tensor:
+def filter_images(weight: torch.Tensor, *, min_size: int = 32) -> torch.Tensor:
     """Display tiles for convolution filters that look at image channels.
 
     Args:
@@ -48,7 +48,7 @@ def filter_images(weight: torch.Tensor, *, min_size: int = 24) -> torch.Tensor:
     return _upscale(scale_each(w, symmetric=True), min_size)
 
 
-def filter_grid(conv: nn.Module, *, min_size: int = 24) -> torch.Tensor:
+def filter_grid(conv: nn.Module, *, min_size: int = 32) -> torch.Tensor:
     """One ``(3, H, W)`` grid of a conv layer's filters (see :func:`filter_images`)."""
     weight = getattr(conv, "weight", None)
     if not isinstance(weight, torch.Tensor):
@@ -83,7 +83,7 @@ def activation_grid(
     *,
     channels: Sequence[int] | None = None,
     max_channels: int = 64,
-    min_size: int = 24,
+    min_size: int = 32,
     cmap: str = "viridis",
 ) -> torch.Tensor:
     """Deep-Visualization-Toolbox view of one layer: per input image, a grid of its channel maps.
@@ -107,5 +107,5 @@ def activation_grid(
         lo = one.amin().clamp(max=0.0)
         scaled = (one - lo) / (one.amax() - lo).clamp_min(1e-8)
         tiles = _upscale(colorize(scaled), min_size)
-        per_image.append(grid(tiles, padding=1, pad_value=0.0))
+        per_image.append(grid(tiles, padding=1, pad_value=0.5))
     return grid(torch.stack(per_image), nrow=len(per_image), padding=4, pad_value=1.0)
