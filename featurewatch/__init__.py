@@ -32,6 +32,9 @@ _EXPORTS: dict[str, str] = {
     # loggers
     "Event": "featurewatch.loggers.base",
     "Sink": "featurewatch.loggers.base",
+    "FilesSink": "featurewatch.loggers.files",
+    "register_sink": "featurewatch.loggers.registry",
+    "sinks_for": "featurewatch.loggers.registry",
 }
 
 __all__ = sorted(_EXPORTS)
@@ -58,3 +61,5 @@ if TYPE_CHECKING:  # pragma: no cover - for type checkers and IDEs
     from featurewatch.core.inspect import activation_grid, activation_maps, filter_grid
     from featurewatch.core.layers import list_layers, resolve_layer
     from featurewatch.loggers.base import Event, Sink
+    from featurewatch.loggers.files import FilesSink
+    from featurewatch.loggers.registry import register_sink, sinks_for

@@ -16,7 +16,7 @@ trainer's loggers; they never touch ``logger.experiment`` themselves. Adapters:
 from featurewatch.loggers.base import Event, LoggedImage, Sink
 from featurewatch.loggers.files import FilesSink
 from featurewatch.loggers.mlflow import MLflowSink
-from featurewatch.loggers.registry import SinkFactory, register_sink, sinks_for
+from featurewatch.loggers.registry import SinkFactory, files_next_to, register_sink, sinks_for
 from featurewatch.loggers.tensorboard import TensorBoardSink
 from featurewatch.loggers.wandb import WandbSink
 
@@ -29,6 +29,7 @@ __all__ = [
     "SinkFactory",
     "TensorBoardSink",
     "WandbSink",
+    "files_next_to",
     "register_sink",
     "sinks_for",
 ]

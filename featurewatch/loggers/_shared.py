@@ -80,8 +80,14 @@ def check_pixels(image: LoggedImage) -> np.ndarray:
     """Return ``image.pixels`` after checking it is what :func:`~featurewatch.core.images.to_uint8`
     makes; a sink never converts pixels itself (all back-ends must show the same image)."""
     pixels = image.pixels
-    if not isinstance(pixels, np.ndarray) or pixels.dtype != np.uint8 or pixels.ndim != 3 or pixels.shape[2] != 3:
-        got = f"{type(pixels).__name__} {getattr(pixels, 'dtype', '')} {getattr(pixels, 'shape', '')}".strip()
+    if (
+        not isinstance(pixels, np.ndarray)
+        or pixels.dtype != np.uint8
+        or pixels.ndim != 3
+        or pixels.shape[2] != 3
+    ):
+        dtype, shape = getattr(pixels, "dtype", ""), getattr(pixels, "shape", "")
+        got = f"{type(pixels).__name__} {dtype} {shape}".strip()
         raise TypeError(
             f"image {image.key!r}: expected an (H, W, 3) uint8 array, got {got}; add images with "
             "Event.add_image / Event.add_figure, which convert them"

@@ -1,4 +1,4 @@
-"""Plain-files adapter: PNGs, a JSON-lines log and one static HTML page, for runs without a dashboard."""
+"""Plain-files adapter: PNGs, a JSON-lines log and a static HTML page; no dashboard needed."""
 
 from __future__ import annotations
 
@@ -44,23 +44,29 @@ class FilesSink(Sink):
     ``file://`` page cannot fetch files); see :mod:`featurewatch.loggers._page` for what it shows.
     Key segments are made safe as file names (other characters become ``_``); two keys that end up
     in the same folder are told apart by a short hash. Nothing is created before the first write.
-    Writing to a ``root`` that already holds ``events.jsonl`` (a resumed run) appends to it, and the
-    page shows old and new records.
+    Several writers may share a ``root`` (every featurewatch callback builds its own sinks; a
+    resumed run writes into the old folder): each appends to ``events.jsonl`` and reads what the
+    others appended before re-writing the page, so the page always shows every record.
 
     Args:
         root: directory to write into (created on the first write).
-        title: heading of the page (default: ``"featurewatch · <parent folder name>"``).
+        title: heading of the page (default: ``"featurewatch · <last two folders above root>"``,
+            e.g. ``"featurewatch · lightning_logs/version_3"``).
     """
 
     def __init__(self, root: str | os.PathLike[str], *, title: str | None = None) -> None:
         if not isinstance(root, (str, os.PathLike)):
-            raise TypeError(f"FilesSink root must be a path (str or os.PathLike), got {type(root).__name__} {root!r}")
+            raise TypeError(
+                f"FilesSink root must be a path (str or os.PathLike), got {type(root).__name__} {root!r}"
+            )
         if title is not None and not isinstance(title, str):
             raise TypeError(f"FilesSink title must be a str or None, got {type(title).__name__}")
         self.root = Path(root)
-        self.title = title or f"featurewatch · {self.root.resolve().parent.name or self.root}"
-        self._records: list[dict[str, Any]] | None = None
-        self._folders: dict[str, str] = {}  # image folder (relative to root) -> the key it belongs to
+        run = "/".join(self.root.resolve().parent.parts[1:][-2:])  # e.g. lightning_logs/version_3
+        self.title = title or (f"featurewatch · {run}" if run else "featurewatch")
+        self._records: list[dict[str, Any]] = []  # everything in events.jsonl, in file order
+        self._read_up_to = 0  # bytes of events.jsonl already in self._records
+        self._folders: dict[str, str] = {}  # image folder (relative to root) -> its key
 
     @property
     def index_html(self) -> Path:
@@ -73,22 +79,30 @@ class FilesSink(Sink):
         return self.root / "events.jsonl"
 
     def write(self, event: Event) -> None:
-        if self._records is None:
-            self._records = self._load()
         if not event:
             return
-        now = round(time.time(), 3)
-        base = {"step": event.step, "epoch": event.epoch, "time": now}
+        # Other writers may share this folder: every featurewatch callback builds its own sinks,
+        # and a resumed run appends to the old log. The log is the one truth; read what they added.
+        self._catch_up()
+        base = {"step": event.step, "epoch": event.epoch, "time": round(time.time(), 3)}
         records: list[dict[str, Any]] = []
-        written: set[str] = set()
+        taken: set[str] = set()
         for image in event.images:
             pixels = check_pixels(image)
-            path = self._image_path(image.key, event.step, written)
+            path = self._image_path(image.key, event.step, taken)
             _atomic_write(self.root / path, _png_bytes(pixels))
-            written.add(path)
+            taken.add(path)
+            height, width = pixels.shape[:2]
             records.append(
-                {"kind": "image", "key": image.key, **base, "path": path, "caption": image.caption,
-                 "width": int(pixels.shape[1]), "height": int(pixels.shape[0])}
+                {
+                    "kind": "image",
+                    "key": image.key,
+                    **base,
+                    "path": path,
+                    "caption": image.caption,
+                    "width": int(width),
+                    "height": int(height),
+                }
             )
         for key, value in event.scalars.items():
             record: dict[str, Any] = {"kind": "scalar", "key": key, **base, "value": value}
@@ -98,43 +112,59 @@ class FilesSink(Sink):
         for key, values in event.histograms.items():
             hist = bin_values(values)
             records.append(
-                {"kind": "histogram", "key": key, **base, "counts": hist.counts.tolist(),
-                 "edges": hist.edges.tolist(), "count": int(hist.counts.sum()), "nonfinite": hist.nonfinite}
+                {
+                    "kind": "histogram",
+                    "key": key,
+                    **base,
+                    "counts": hist.counts.tolist(),
+                    "edges": hist.edges.tolist(),
+                    "count": int(hist.counts.sum()),
+                    "nonfinite": hist.nonfinite,
+                }
             )
         for key, text in event.texts.items():
             records.append({"kind": "text", "key": key, **base, "value": text})
 
-        self.root.mkdir(parents=True, exist_ok=True)
-        with open(self.events_jsonl, "a", encoding="utf-8") as f:
-            f.writelines(json.dumps(r, allow_nan=False, ensure_ascii=False) + "\n" for r in records)
+        lines = "".join(json.dumps(r, allow_nan=False, ensure_ascii=False) + "\n" for r in records)
+        with open(self.events_jsonl, "ab") as f:
+            f.write(lines.encode("utf-8"))
+            self._read_up_to = f.tell()
         self._records.extend(records)
         self._write_page(self._records)
 
     # ------------------------------------------------------------------ internals
-    def _load(self) -> list[dict[str, Any]]:
-        """Records already in ``events.jsonl`` (a resumed run writes into the same folder)."""
-        if not self.events_jsonl.exists():
-            return []
-        records, bad = [], 0
-        with open(self.events_jsonl, encoding="utf-8") as f:
-            for line in f:
-                try:
-                    record = json.loads(line)
-                except json.JSONDecodeError:  # e.g. the last line of a run that was killed mid-write
-                    bad += 1
-                    continue
-                if isinstance(record, dict) and {"kind", "key", "step"} <= record.keys():
-                    records.append(record)
-                    if record["kind"] == "image" and isinstance(record.get("path"), str):
-                        self._folders.setdefault(posixpath.dirname(record["path"]), record["key"])
-                else:
-                    bad += 1
+    def _catch_up(self) -> None:
+        """Add the records other writers appended to ``events.jsonl`` since this sink last looked.
+
+        A last line without a newline is the remnant of a run killed mid-write: it is skipped (with a
+        warning) and terminated, so that the next record starts on a line of its own.
+        """
+        self.root.mkdir(parents=True, exist_ok=True)
+        with open(self.events_jsonl, "a+b") as f:
+            f.seek(self._read_up_to)
+            chunk = f.read()
+            if chunk and not chunk.endswith(b"\n"):
+                f.write(b"\n")
+            self._read_up_to = f.tell()
+        bad = 0
+        for line in chunk.splitlines():
+            try:
+                record = json.loads(line)
+            except (json.JSONDecodeError, UnicodeDecodeError):
+                bad += 1
+                continue
+            if not (isinstance(record, dict) and {"kind", "key", "step"} <= record.keys()):
+                bad += 1
+                continue
+            self._records.append(record)
+            if record["kind"] == "image" and isinstance(record.get("path"), str):
+                self._folders.setdefault(posixpath.dirname(record["path"]), record["key"])
         if bad:
             warnings.warn(
-                f"featurewatch: skipped {bad} unreadable line(s) of {self.events_jsonl}; the page leaves them out",
+                f"featurewatch: skipped {bad} unreadable line(s) of {self.events_jsonl}; "
+                "the page leaves them out",
                 stacklevel=3,
             )
-        return records
 
     def _image_path(self, key: str, step: int, taken: set[str]) -> str:
         """``images/<safe key>/step_<step:08d>.png``, unique per key (and within one event)."""
@@ -176,7 +206,7 @@ def _png_bytes(pixels: Any) -> bytes:
 
 
 def _atomic_write(path: Path, data: bytes) -> None:
-    """Write via a temporary file and ``os.replace``: a browser reloading meanwhile never sees half a file."""
+    """Write via a temporary file and ``os.replace``, so a reader never sees half a file."""
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:

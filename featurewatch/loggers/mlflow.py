@@ -55,7 +55,9 @@ class MLflowSink(Sink):
                     "pass MLFlowLogger.experiment"
                 )
         if not isinstance(run_id, str) or not run_id:
-            raise ValueError(f"MLflowSink needs the id of an MLflow run, got {run_id!r}; pass MLFlowLogger.run_id")
+            raise ValueError(
+                f"MLflowSink needs the id of an MLflow run, got {run_id!r}; pass MLFlowLogger.run_id"
+            )
         self.client = client
         self.run_id = run_id
 
@@ -68,11 +70,15 @@ class MLflowSink(Sink):
             metrics = [Metric(mlflow_key(k), v, now, step) for k, v in event.scalars.items()]
             self.client.log_batch(self.run_id, metrics=metrics)
         for image in event.images:
-            self.client.log_image(self.run_id, check_pixels(image), key=mlflow_key(image.key), step=step)
+            self.client.log_image(
+                self.run_id, check_pixels(image), key=mlflow_key(image.key), step=step
+            )
         for key, values in event.histograms.items():
             chart = histogram_image(bin_values(values), title=f"{key} · step {step}")
             self.client.log_image(self.run_id, chart, key=mlflow_key(key), step=step)
         for key, text in event.texts.items():
             self.client.log_text(self.run_id, text, f"{mlflow_key(key)}/step_{step:08d}.txt")
         for group, table in captions_by_group(event.images, step, event.epoch).items():
-            self.client.log_text(self.run_id, table, f"{mlflow_key(captions_key(group))}/step_{step:08d}.md")
+            self.client.log_text(
+                self.run_id, table, f"{mlflow_key(captions_key(group))}/step_{step:08d}.md"
+            )

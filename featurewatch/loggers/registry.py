@@ -16,13 +16,16 @@ from typing import Any
 from featurewatch.loggers.base import Sink
 from featurewatch.loggers.files import FilesSink
 
-__all__ = ["SinkFactory", "register_sink", "sinks_for"]
+__all__ = ["SinkFactory", "files_next_to", "register_sink", "sinks_for"]
 
 #: Builds the sink for one logger: ``factory(logger, trainer)``. Return ``None`` to log nothing there.
 SinkFactory = Callable[[Any, Any], Sink | None]
 
-#: Folder name of the files sink inside a logger's (or the trainer's) directory.
+#: Folder name of the files sink inside a logger's directory.
 FILES_DIR = "featurewatch"
+#: Folder of the files sink in ``trainer.default_root_dir`` when there is no logger at all. Not
+#: ``featurewatch``: run from a checkout, that would be the package's own folder.
+NO_LOGGER_DIR = "featurewatch_logs"
 
 
 def _tensorboard(logger: Any, trainer: Any) -> Sink:
@@ -45,20 +48,24 @@ def _mlflow(logger: Any, trainer: Any) -> Sink:
 
 def files_next_to(logger: Any, trainer: Any) -> Sink:
     """A :class:`~featurewatch.loggers.files.FilesSink` in ``<dir>/featurewatch``, where ``<dir>`` is
-    the logger's ``log_dir``, else its ``save_dir``, else ``trainer.default_root_dir``.
+    the logger's ``log_dir``, else its ``save_dir``; else in ``<trainer.default_root_dir>/featurewatch_logs``.
 
     The default for loggers without an adapter (``CSVLogger``, Neptune, Comet, ...): the images land
-    next to what that logger writes. ``trainer.log_dir`` is never read: it is a DDP collective, and
+    next to what that logger writes. Also usable with :func:`register_sink` to give a logger that has
+    an adapter plain files instead, e.g. ``register_sink("MLFlowLogger", files_next_to)``. ``trainer.log_dir`` is never read: it is a DDP collective, and
     sinks are built on rank zero only.
     """
-    return FilesSink(Path(_logger_dir(logger) or trainer.default_root_dir) / FILES_DIR)
+    folder = _logger_dir(logger)
+    if folder is None:
+        return FilesSink(Path(trainer.default_root_dir) / NO_LOGGER_DIR)
+    return FilesSink(Path(folder) / FILES_DIR)
 
 
 def _logger_dir(logger: Any) -> str | None:
     for attribute in ("log_dir", "save_dir"):
         try:
             value = getattr(logger, attribute, None)
-        except Exception:  # a third-party property may fail (e.g. no run yet); try the next one
+        except Exception:  # noqa: BLE001 - a third-party property may fail (no run yet); try the next
             value = None
         if isinstance(value, (str, os.PathLike)) and str(value):
             return os.fspath(value)
@@ -98,7 +105,8 @@ def register_sink(logger_class_name: str, factory: SinkFactory) -> None:
     """
     if not isinstance(logger_class_name, str) or not logger_class_name.isidentifier():
         raise TypeError(
-            f"register_sink: `logger_class_name` must be a class name such as 'NeptuneLogger', got {logger_class_name!r}"
+            "register_sink: `logger_class_name` must be a class name such as 'NeptuneLogger', "
+            f"got {logger_class_name!r}"
         )
     if not callable(factory):
         raise TypeError(
@@ -123,14 +131,14 @@ def sinks_for(trainer: Any) -> list[Sink]:
     :class:`~featurewatch.loggers.mlflow.MLflowSink`; ``CSVLogger`` and loggers without an adapter →
     :class:`~featurewatch.loggers.files.FilesSink` in ``<logger dir>/featurewatch``; ``DummyLogger``
     (``fast_dev_run``) → nothing. A trainer without any logger (``logger=False``) still gets a
-    :class:`FilesSink` in ``<default_root_dir>/featurewatch``, so the work is never thrown away.
+    :class:`FilesSink` in ``<default_root_dir>/featurewatch_logs``, so the work is never thrown away.
     Two loggers that would get a files sink in the same folder share one.
 
     Call on global rank zero only: adapters use ``logger.experiment``, which other ranks do not have.
     """
     loggers = list(getattr(trainer, "loggers", None) or [])
     if not loggers:
-        return [files_next_to(None, trainer)]
+        return [FilesSink(Path(trainer.default_root_dir) / NO_LOGGER_DIR)]
     sinks: list[Sink] = []
     roots: set[Path] = set()
     for logger in loggers:
@@ -139,8 +147,8 @@ def sinks_for(trainer: Any) -> list[Sink]:
             continue
         if not isinstance(sink, Sink):
             raise TypeError(
-                f"the sink factory for {type(logger).__name__} returned {type(sink).__name__}; it must return "
-                "a featurewatch.loggers.Sink or None (see register_sink)"
+                f"the sink factory for {type(logger).__name__} returned {type(sink).__name__}; "
+                "it must return a featurewatch.loggers.Sink or None (see register_sink)"
             )
         if isinstance(sink, FilesSink):
             root = sink.root.resolve()

@@ -4,7 +4,12 @@ from __future__ import annotations
 
 from typing import Any
 
-from featurewatch.loggers._shared import captions_by_group, captions_key, check_pixels, finite_values
+from featurewatch.loggers._shared import (
+    captions_by_group,
+    captions_key,
+    check_pixels,
+    finite_values,
+)
 from featurewatch.loggers.base import Event, Sink
 
 __all__ = ["TensorBoardSink"]
@@ -33,8 +38,8 @@ class TensorBoardSink(Sink):
         for method in ("add_image", "add_scalar", "add_histogram", "add_text", "flush"):
             if not callable(getattr(writer, method, None)):
                 raise TypeError(
-                    f"TensorBoardSink needs a SummaryWriter (with `{method}`), got {type(writer).__name__}; "
-                    "pass TensorBoardLogger.experiment"
+                    f"TensorBoardSink needs a SummaryWriter (with `{method}`), "
+                    f"got {type(writer).__name__}; pass TensorBoardLogger.experiment"
                 )
         self.writer = writer
 

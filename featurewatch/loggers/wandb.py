@@ -9,7 +9,7 @@ from typing import Any
 from featurewatch.loggers._shared import bin_values, check_pixels, context_caption
 from featurewatch.loggers.base import Event, Sink
 
-__all__ = ["WandbSink"]
+__all__ = ["WandbSink", "wandb_row"]
 
 #: W&B shows at most this many images under one key of one ``log`` call.
 MAX_IMAGES_PER_KEY = 108
@@ -30,7 +30,8 @@ class WandbSink(Sink):
     images under one key become a list, at most 108 of them, W&B's limit), scalars as numbers,
     histograms as ``wandb.Histogram`` (30 bins over the finite values), texts as ``wandb.Html``
     (preformatted). If two items of different kinds share a key, the later kind's key gets a
-    ``/<kind>`` suffix instead of overwriting the first.
+    ``/<kind>`` suffix instead of overwriting the first (and a key ``trainer/global_step`` is moved
+    aside the same way, so that field always holds the step).
 
     Args:
         run: a ``wandb`` run, usually ``WandbLogger.experiment``.
@@ -38,43 +39,48 @@ class WandbSink(Sink):
 
     def __init__(self, run: Any) -> None:
         if not callable(getattr(run, "log", None)):
-            raise TypeError(f"WandbSink needs a wandb run (with `log`), got {type(run).__name__}; pass WandbLogger.experiment")
+            raise TypeError(
+                f"WandbSink needs a wandb run (with `log`), got {type(run).__name__}; "
+                "pass WandbLogger.experiment"
+            )
         self.run = run
 
     def write(self, event: Event) -> None:
         if event:
-            self.run.log(self.payload(event))
+            self.run.log(wandb_row(event))
 
-    def payload(self, event: Event) -> dict[str, Any]:
-        """The one row :meth:`write` logs for ``event``."""
-        import wandb
 
-        row: dict[str, Any] = {}
+def wandb_row(event: Event) -> dict[str, Any]:
+    """The one row :class:`WandbSink` logs for ``event`` (see its docstring for the contents)."""
+    import wandb
 
-        def put(key: str, kind: str, value: Any) -> None:
-            row[f"{key}/{kind}" if key in row or key == STEP_KEY else key] = value
+    row: dict[str, Any] = {}
 
-        images: dict[str, list[Any]] = {}
-        for image in event.images:
-            caption = context_caption(image.caption, event.step, event.epoch)
-            images.setdefault(image.key, []).append(wandb.Image(check_pixels(image), caption=caption))
-        for key, items in images.items():
-            if len(items) > MAX_IMAGES_PER_KEY:
-                warnings.warn(
-                    f"featurewatch: {len(items)} images under W&B key {key!r} at step {event.step}; W&B shows at "
-                    f"most {MAX_IMAGES_PER_KEY} per key, logging the first {MAX_IMAGES_PER_KEY}. Tile them into "
-                    "one grid image (featurewatch.core.images.grid) to keep them all.",
-                    stacklevel=3,
-                )
-                items = items[:MAX_IMAGES_PER_KEY]
-            put(key, "image", items[0] if len(items) == 1 else items)
-        for key, value in event.scalars.items():
-            put(key, "scalar", value)
-        for key, values in event.histograms.items():
-            hist = bin_values(values)
-            if not hist.empty:
-                put(key, "histogram", wandb.Histogram(np_histogram=(hist.counts, hist.edges)))
-        for key, text in event.texts.items():
-            put(key, "text", wandb.Html(f"<pre>{html.escape(text)}</pre>", inject=False))
-        row[STEP_KEY] = event.step
-        return row
+    def put(key: str, kind: str, value: Any) -> None:
+        row[f"{key}/{kind}" if key in row or key == STEP_KEY else key] = value
+
+    images: dict[str, list[Any]] = {}
+    for image in event.images:
+        caption = context_caption(image.caption, event.step, event.epoch)
+        images.setdefault(image.key, []).append(wandb.Image(check_pixels(image), caption=caption))
+    for key, items in images.items():
+        if len(items) > MAX_IMAGES_PER_KEY:
+            warnings.warn(
+                f"featurewatch: {len(items)} images under W&B key {key!r} at step {event.step}; "
+                f"W&B shows at most {MAX_IMAGES_PER_KEY} per key, logging the first "
+                f"{MAX_IMAGES_PER_KEY}. Tile them into one grid image "
+                "(featurewatch.core.images.grid) to keep them all.",
+                stacklevel=3,
+            )
+            items = items[:MAX_IMAGES_PER_KEY]
+        put(key, "image", items[0] if len(items) == 1 else items)
+    for key, value in event.scalars.items():
+        put(key, "scalar", value)
+    for key, values in event.histograms.items():
+        hist = bin_values(values)
+        if not hist.empty:
+            put(key, "histogram", wandb.Histogram(np_histogram=(hist.counts, hist.edges)))
+    for key, text in event.texts.items():
+        put(key, "text", wandb.Html(f"<pre>{html.escape(text)}</pre>", inject=False))
+    row[STEP_KEY] = event.step
+    return row

@@ -17,8 +17,7 @@ from torch import nn
 from torch.utils.data import DataLoader, TensorDataset
 
 from featurewatch.callbacks.base import FeatureWatchCallback
-from featurewatch.loggers import Event
-from featurewatch.loggers import registry
+from featurewatch.loggers import Event, registry
 
 IMAGE_KEYS = ("featurewatch/probe/layer1", "featurewatch/probe/layer2")
 SCALAR_KEY = "featurewatch/probe/value"
@@ -122,8 +121,9 @@ def chromium_path() -> str:
     path = os.environ.get("FEATUREWATCH_CHROMIUM") or shutil.which("chromium")
     if not path or not os.access(path, os.X_OK):
         pytest.fail(
-            "Chromium is needed to test FilesSink's index.html: install it (`apt-get install -y chromium`, "
-            "done by scripts/test.sh) or point FEATUREWATCH_CHROMIUM at a chromium/chrome binary"
+            "Chromium is needed to test FilesSink's index.html: install it "
+            "(`apt-get install -y chromium`, as scripts/test.sh does) or point "
+            "FEATUREWATCH_CHROMIUM at a chromium/chrome binary"
         )
     return path
 
@@ -151,7 +151,7 @@ def run_chromium(url: str, profile: Path, *args: str) -> str:
         *args,
         url,
     ]
-    done = subprocess.run(command, capture_output=True, text=True, timeout=120)
+    done = subprocess.run(command, capture_output=True, text=True, timeout=120, check=False)
     if done.returncode != 0:
         raise AssertionError(f"chromium exited with {done.returncode}:\n{done.stderr[-3000:]}")
     return done.stdout
@@ -173,7 +173,7 @@ class DomElement:
 class Dom(HTMLParser):
     """A flat list of the elements of a dumped page, each knowing its ancestors and own text."""
 
-    VOID = {"img", "input", "br", "meta", "link", "hr", "source", "wbr"}
+    VOID = frozenset({"img", "input", "br", "meta", "link", "hr", "source", "wbr"})
 
     def __init__(self, html: str) -> None:
         super().__init__(convert_charrefs=True)
@@ -198,4 +198,8 @@ class Dom(HTMLParser):
 
     def find(self, tag: str, **attrs: str) -> list[DomElement]:
         wanted = {k.replace("_", "-"): v for k, v in attrs.items()}
-        return [e for e in self.elements if e.tag == tag and all(e.attrs.get(k) == v for k, v in wanted.items())]
+        return [
+            e
+            for e in self.elements
+            if e.tag == tag and all(e.attrs.get(k) == v for k, v in wanted.items())
+        ]

@@ -27,7 +27,11 @@ def make_trainer(package: Any, root: Path, **kwargs: Any) -> Any:
     )
 
 
-@pytest.mark.parametrize("package, loggers", [(pl, plloggers), (L, Lloggers)], ids=["pytorch_lightning", "lightning.pytorch"])
+@pytest.mark.parametrize(
+    "package, loggers",
+    [(pl, plloggers), (L, Lloggers)],
+    ids=["pytorch_lightning", "lightning.pytorch"],
+)
 def test_every_logger_gets_its_adapter(tmp_path, package, loggers):
     tb = loggers.TensorBoardLogger(save_dir=tmp_path / "tb")
     csv = loggers.CSVLogger(save_dir=tmp_path / "csv")
@@ -47,10 +51,10 @@ def test_no_logger_still_gets_files_under_default_root_dir(tmp_path, package):
     sinks = sinks_for(trainer)
 
     assert [type(s) for s in sinks] == [FilesSink]
-    assert sinks[0].root == tmp_path / "featurewatch"
-    assert not (tmp_path / "featurewatch").exists()  # nothing is written before the first event
+    assert sinks[0].root == tmp_path / "featurewatch_logs"
+    assert not (tmp_path / "featurewatch_logs").exists()  # nothing is written before the first event
     sinks[0].write(Event(step=0, epoch=0, scalars={"a": 1.0}))
-    assert (tmp_path / "featurewatch" / "index.html").is_file()
+    assert (tmp_path / "featurewatch_logs" / "index.html").is_file()
 
 
 def test_fast_dev_run_logs_nothing(tmp_path):
@@ -87,14 +91,23 @@ class SaveDirLogger(DirlessLogger):
 
 
 def test_subclasses_match_and_unknown_loggers_get_files_next_to_them(tmp_path):
-    loggers = [MyTensorBoardLogger(tmp_path / "tb"), SaveDirLogger(tmp_path / "third"), DirlessLogger(), DirlessLogger()]
+    loggers = [
+        MyTensorBoardLogger(tmp_path / "tb"),
+        SaveDirLogger(tmp_path / "third"),
+        DirlessLogger(),
+        DirlessLogger(),
+    ]
     trainer = make_trainer(pl, tmp_path, logger=loggers)
 
     sinks = sinks_for(trainer)
 
-    assert [type(s) for s in sinks] == [TensorBoardSink, FilesSink, FilesSink]  # the two dirless share one
+    assert [type(s) for s in sinks] == [
+        TensorBoardSink,
+        FilesSink,
+        FilesSink,
+    ]  # the two dirless share one
     assert sinks[1].root == tmp_path / "third" / "featurewatch"
-    assert sinks[2].root == tmp_path / "featurewatch"
+    assert sinks[2].root == tmp_path / "featurewatch_logs"
 
 
 class RecordingSink(Sink):
@@ -131,7 +144,7 @@ def test_register_sink_rejects_bad_arguments_and_factories(tmp_path):
 
 
 class NoCollectives:
-    """A trainer whose ``log_dir`` (a DDP collective) must not be read; everything else passes through."""
+    """A trainer whose ``log_dir`` (a DDP collective) must not be read; the rest passes through."""
 
     def __init__(self, trainer: pl.Trainer) -> None:
         self._trainer = trainer
@@ -145,6 +158,13 @@ class NoCollectives:
 
 
 def test_sinks_for_never_reads_trainer_log_dir(tmp_path):
-    loggers = [plloggers.TensorBoardLogger(tmp_path), plloggers.CSVLogger(tmp_path), DirlessLogger()]
-    for trainer in (make_trainer(pl, tmp_path, logger=loggers), make_trainer(pl, tmp_path, logger=False)):
+    loggers = [
+        plloggers.TensorBoardLogger(tmp_path),
+        plloggers.CSVLogger(tmp_path),
+        DirlessLogger(),
+    ]
+    for trainer in (
+        make_trainer(pl, tmp_path, logger=loggers),
+        make_trainer(pl, tmp_path, logger=False),
+    ):
         assert sinks_for(NoCollectives(trainer))
