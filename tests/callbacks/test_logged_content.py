@@ -1,0 +1,129 @@
+"""One real fit with FilterWeights and ActivationGrid logging to TensorBoard, W&B (offline), MLflow and
+CSV at once; everything is read back with each back-end's own reader."""
+
+from __future__ import annotations
+
+import io
+import json
+from pathlib import Path
+
+import pytest
+from mlflow import MlflowClient
+from PIL import Image
+from pytorch_lightning.loggers import CSVLogger, MLFlowLogger, TensorBoardLogger, WandbLogger
+from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+from featurewatch import ActivationGrid, FeatureWatchCallback, FilterWeights
+from tests._models import LitClassifier, digits_loaders
+from tests.callbacks.conftest import make_trainer
+from tests.loggers.test_wandb_sink import wandb_records
+
+FILTERS = "featurewatch/filters/net.features.0"
+ACTS = "featurewatch/activations/net.features.6"
+STEPS = [0, 4, 8]  # at_start, end of epoch 0 and of epoch 1 (4 steps per epoch)
+# SmallCNN: 8 filters of 1x3x3, enlarged 11x to 33 px (>= 32), 2 rows x 4 columns, 2 px padding
+FILTER_SIZE = (2 * 35 + 2, 4 * 35 + 2)
+
+
+class Failing(FeatureWatchCallback):
+    name = "failing"
+
+    def visualize(self, trainer, pl_module, event):
+        raise ValueError("visualization exploded")
+
+
+@pytest.fixture(scope="module")
+def run(tmp_path_factory):
+    root = tmp_path_factory.mktemp("all_loggers")
+    with pytest.MonkeyPatch.context() as env:
+        for var, value in {
+            "WANDB_MODE": "offline",
+            "WANDB_SILENT": "true",
+            "WANDB_CONSOLE": "off",
+            "WANDB_DISABLE_GIT": "true",
+            "WANDB_DIR": str(root),
+            "WANDB_CONFIG_DIR": str(root / "wandb_config"),
+            "WANDB_CACHE_DIR": str(root / "wandb_cache"),
+            "WANDB_DATA_DIR": str(root / "wandb_data"),
+        }.items():
+            env.setenv(var, value)
+        loggers = [
+            TensorBoardLogger(root / "tb", name="run", version=0),
+            WandbLogger(save_dir=root, project="featurewatch-tests"),
+            MLFlowLogger(
+                experiment_name="fw",
+                tracking_uri=f"sqlite:///{root / 'mlflow.db'}",
+                artifact_location=str(root / "mlartifacts"),
+            ),
+            CSVLogger(root / "csv", name="run", version=0),
+        ]
+        callbacks = [
+            FilterWeights(at_start=True),
+            ActivationGrid(layers=["net.features.6"], num_images=3, at_start=True),
+            Failing(),
+        ]
+        train, val = digits_loaders(n=128)
+        trainer = make_trainer(root, callbacks, logger=loggers, max_epochs=2, log_every_n_steps=1)
+        with pytest.warns(UserWarning, match="visualization exploded"):
+            trainer.fit(LitClassifier(), train, val)
+        wandb_dir = Path(loggers[1].experiment.dir).parent
+        loggers[1].experiment.finish()
+    return root, loggers, wandb_dir
+
+
+def test_tensorboard_event_reader(run):
+    root, loggers, _ = run
+    acc = EventAccumulator(loggers[0].log_dir, size_guidance={"images": 0, "scalars": 0, "tensors": 0})
+    acc.Reload()
+    assert [e.step for e in acc.Images(FILTERS)] == STEPS
+    assert [(e.height, e.width) for e in acc.Images(FILTERS)] == [FILTER_SIZE] * 3
+    acts = acc.Images(ACTS)
+    assert [e.step for e in acts] == STEPS
+    png = Image.open(io.BytesIO(acts[-1].encoded_image_string))
+    # 16 maps of 8x8 enlarged to 32 px in a 4x4 grid (1 px padding) = 133 px; 3 probes side by side (4 px)
+    assert png.size == (acts[-1].width, acts[-1].height) == (3 * (133 + 4) + 4, 133 + 8)
+    assert [e.step for e in acc.Scalars("featurewatch/filter_weights/seconds")] == STEPS
+    assert "featurewatch/filters/net.features.0/weights" in acc.Tags()["histograms"]
+    error_tags = [t for t in acc.Tags()["tensors"] if t.startswith("featurewatch/failing/error")]
+    assert error_tags, acc.Tags()["tensors"]
+
+
+def test_wandb_offline_run_files(run):
+    _, _, wandb_dir = run
+    (run_file,) = wandb_dir.glob("run-*.wandb")
+    rows = [r["history"]["item"] for r in wandb_records(run_file) if r["type"] == "history"]
+    ours = [r for r in rows if f"{FILTERS}._type" in r]
+    assert [r["trainer/global_step"] for r in ours] == STEPS
+    for row in ours:
+        png = Image.open(wandb_dir / "files" / row[f"{FILTERS}.path"])
+        assert (png.height, png.width) == FILTER_SIZE
+        assert f"step {row['trainer/global_step']}" in row[f"{FILTERS}.caption"]
+    assert sum(f"{ACTS}._type" in r for r in rows) == 3
+    assert sum("featurewatch/failing/error._type" in r for r in rows) == 2  # 2 epoch ends
+
+
+def test_mlflow_local_store(run, tmp_path):
+    root, loggers, _ = run
+    client = MlflowClient(tracking_uri=f"sqlite:///{root / 'mlflow.db'}")
+    run_id = loggers[2].run_id
+    seconds = client.get_metric_history(run_id, "featurewatch/filter_weights/seconds")
+    assert sorted(m.step for m in seconds) == STEPS
+    images = [a.path for a in client.list_artifacts(run_id, "images")]
+    assert images, "no image artifacts"
+    local = Path(client.download_artifacts(run_id, "images", str(tmp_path)))
+    pngs = [p for p in local.rglob("*.png") if "filters~net.features.0+step" in p.name]
+    assert len(pngs) == 3 and {Image.open(p).size[::-1] for p in pngs} == {FILTER_SIZE}
+
+
+def test_files_sink_next_to_csv_logs(run):
+    root, loggers, _ = run
+    files = Path(loggers[3].log_dir) / "featurewatch"
+    records = [json.loads(line) for line in (files / "events.jsonl").read_text().splitlines()]
+    filter_records = [r for r in records if r.get("key") == FILTERS]
+    assert [r["step"] for r in filter_records] == STEPS
+    for r in filter_records:
+        png = Image.open(files / r["path"])
+        assert (png.height, png.width) == FILTER_SIZE
+    errors = [r for r in records if r.get("key") == "featurewatch/failing/error"]
+    assert len(errors) == 2 and "visualization exploded" in errors[0]["value"]
+    assert (files / "index.html").is_file()
