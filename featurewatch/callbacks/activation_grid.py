@@ -135,7 +135,7 @@ class ActivationGrid(FeatureWatchCallback):
                 activation_grid(m, channels=list(shown), max_channels=self.max_channels),
                 caption=(
                     f"epoch {event.epoch}, step {event.step}: {layer}, {m.shape[1]} channels "
-                    f"({len(shown)} shown) for {m.shape[0]} probe images, left to right"
+                    f"({len(shown)} shown) for {m.shape[0]} probe images in reading order"
                 ),
             )
         if not self._probe_logged:

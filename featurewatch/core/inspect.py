@@ -89,7 +89,7 @@ def activation_grid(
     """Deep-Visualization-Toolbox view of one layer: per input image, a grid of its channel maps.
 
     Each input image's maps share one colour scale (zero = the darkest colour), so a silent channel
-    is dark next to active ones. The per-image grids are laid side by side.
+    is dark next to active ones. The per-image grids are tiled in reading order (near-square).
 
     Args:
         maps: ``(N, C, H, W)`` feature maps.
@@ -108,4 +108,4 @@ def activation_grid(
         scaled = (one - lo) / (one.amax() - lo).clamp_min(1e-8)
         tiles = _upscale(colorize(scaled), min_size)
         per_image.append(grid(tiles, padding=1, pad_value=0.5))
-    return grid(torch.stack(per_image), nrow=len(per_image), padding=4, pad_value=1.0)
+    return grid(torch.stack(per_image), padding=4, pad_value=1.0)
