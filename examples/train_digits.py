@@ -120,6 +120,8 @@ def make_callbacks(normalize: tuple[list[float], list[float]], fast: bool) -> li
     return [
         fw.FilterWeights(at_start=True),
         fw.ActivationGrid(layers=["features.2", "features.9", "features.13"], num_images=4, max_channels=32, at_start=True),
+        # dead/dying filters of every ReLU (features.2, .5, .9, .13); warns once per layer
+        fw.DeadNeuronMonitor(dead_alert_fraction=0.1, on_dead="warn"),
     ]
 
 

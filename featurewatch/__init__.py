@@ -22,6 +22,9 @@ _EXPORTS: dict[str, str] = {
     "FeatureWatchWarning": "featurewatch.callbacks.base",
     "FilterWeights": "featurewatch.callbacks.filter_weights",
     "ActivationGrid": "featurewatch.callbacks.activation_grid",
+    "DeadNeuronMonitor": "featurewatch.callbacks.dead_neurons",
+    "DeadNeuronWarning": "featurewatch.callbacks.dead_neurons",
+    "DeadNeuronError": "featurewatch.callbacks.dead_neurons",
     # core
     "activation_grid": "featurewatch.core.inspect",
     "activation_maps": "featurewatch.core.inspect",
@@ -29,6 +32,8 @@ _EXPORTS: dict[str, str] = {
     "isolated": "featurewatch.core.hygiene",
     "list_layers": "featurewatch.core.layers",
     "resolve_layer": "featurewatch.core.layers",
+    "ChannelStatsRecorder": "featurewatch.core.stats",
+    "ChannelSummary": "featurewatch.core.stats",
     # loggers
     "Event": "featurewatch.loggers.base",
     "Sink": "featurewatch.loggers.base",
@@ -56,10 +61,12 @@ def __dir__() -> list[str]:
 if TYPE_CHECKING:  # pragma: no cover - for type checkers and IDEs
     from featurewatch.callbacks.activation_grid import ActivationGrid
     from featurewatch.callbacks.base import FeatureWatchCallback, FeatureWatchWarning
+    from featurewatch.callbacks.dead_neurons import DeadNeuronError, DeadNeuronMonitor, DeadNeuronWarning
     from featurewatch.callbacks.filter_weights import FilterWeights
     from featurewatch.core.hygiene import isolated
     from featurewatch.core.inspect import activation_grid, activation_maps, filter_grid
     from featurewatch.core.layers import list_layers, resolve_layer
+    from featurewatch.core.stats import ChannelStatsRecorder, ChannelSummary
     from featurewatch.loggers.base import Event, Sink
     from featurewatch.loggers.files import FilesSink
     from featurewatch.loggers.registry import register_sink, sinks_for

@@ -2,6 +2,16 @@
 
 from featurewatch.callbacks.activation_grid import ActivationGrid
 from featurewatch.callbacks.base import FeatureWatchCallback, FeatureWatchWarning, batch_input
+from featurewatch.callbacks.dead_neurons import DeadNeuronError, DeadNeuronMonitor, DeadNeuronWarning
 from featurewatch.callbacks.filter_weights import FilterWeights
 
-__all__ = ["ActivationGrid", "FeatureWatchCallback", "FeatureWatchWarning", "FilterWeights", "batch_input"]
+__all__ = [
+    "ActivationGrid",
+    "DeadNeuronError",
+    "DeadNeuronMonitor",
+    "DeadNeuronWarning",
+    "FeatureWatchCallback",
+    "FeatureWatchWarning",
+    "FilterWeights",
+    "batch_input",
+]

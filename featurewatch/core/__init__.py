@@ -4,14 +4,26 @@ from featurewatch.core.hygiene import in_isolation, isolated, model_device_dtype
 from featurewatch.core.images import colorize, grid, load_images, scale_each, to_uint8
 from featurewatch.core.inspect import activation_grid, activation_maps, filter_grid, filter_images
 from featurewatch.core.layers import LayerRef, StopForward, capture, list_layers, parse_layer, resolve_layer
+from featurewatch.core.stats import (
+    RECTIFIER_TYPES,
+    ChannelStats,
+    ChannelStatsRecorder,
+    ChannelSummary,
+    default_dead_layers,
+)
 
 __all__ = [
+    "RECTIFIER_TYPES",
+    "ChannelStats",
+    "ChannelStatsRecorder",
+    "ChannelSummary",
     "LayerRef",
     "StopForward",
     "activation_grid",
     "activation_maps",
     "capture",
     "colorize",
+    "default_dead_layers",
     "filter_grid",
     "filter_images",
     "grid",

@@ -27,8 +27,7 @@ Example:
     >>> recorder = ChannelStatsRecorder(model)           # every ReLU-family module
     >>> with recorder:                                   # hooks removed on exit, even on error
     ...     for x, y in loader:
-    ...         recorder.new_forward()
-    ...         loss = F.cross_entropy(model(x), y); ...
+    ...         F.cross_entropy(model(x), y).backward(); opt.step(); opt.zero_grad()
     >>> {key: s.dead for key, s in recorder.summaries().items()}
     {'features.2': [3], 'layer1.0.relu@0': [], 'layer1.0.relu@1': [5]}
 """
@@ -85,7 +84,7 @@ def default_dead_layers(model: nn.Module) -> list[str]:
 def _mode(module: nn.Module) -> str:
     if isinstance(module, NONNEGATIVE_TYPES):
         return "nonnegative"
-    if isinstance(module, RECTIFIER_TYPES) or isinstance(module, (nn.Tanh, nn.Sigmoid, nn.Softplus, nn.Hardtanh)):
+    if isinstance(module, (*RECTIFIER_TYPES, nn.Tanh, nn.Sigmoid, nn.Softplus, nn.Hardtanh)):
         return "activation"
     return "preactivation"
 
@@ -105,6 +104,8 @@ class ChannelStats:
         count_on: ``(C,)`` float64, values above the threshold (exact integers below 2**53).
         sum_mag: ``(C,)`` float64, sum of magnitudes.
         max_mag: ``(C,)`` float32, maximum magnitude (0 before any update).
+        last_on: ``(C,)`` int64, index (0-based, within the window) of the last update in which
+            the channel fired; -1 if it has not fired in this window.
         positions: int, values seen per channel (samples x spatial positions).
         updates: int, tensors fed since the last reset.
     """
@@ -121,11 +122,15 @@ class ChannelStats:
             self.count_on = torch.zeros(self.channels, dtype=torch.float64, device=device)
             self.sum_mag = torch.zeros(self.channels, dtype=torch.float64, device=device)
             self.max_mag = torch.zeros(self.channels, dtype=torch.float32, device=device)
+            self.last_on = torch.full((self.channels,), -1, dtype=torch.int64, device=device)
         self.positions = 0
         self.updates = 0
 
     def update(self, a: torch.Tensor) -> None:
         """Add one output tensor ``(N, C, *)`` to the window; no host synchronization.
+
+        Four passes over ``a`` (sum, max, compare, sum of the 0/1 mask) and a few ``(C,)`` updates;
+        one temporary the size of ``a``. ``a`` itself is not modified.
 
         Raises:
             ValueError: if ``a`` has fewer than 2 dims or not ``channels`` channels.
@@ -137,26 +142,29 @@ class ChannelStats:
         a = a.detach()  # no graph is recorded for anything below
         dims = [0, *range(2, a.dim())]
         per_channel = a.numel() // self.channels
-        # Counts are summed in float: exact for integers below 2**24 (float32) per call, and far
-        # cheaper on CPU than summing a boolean mask.
+        # Counts are sums of a 0/1 float mask: exact for integers below 2**24 (float32) per call,
+        # and far cheaper on CPU than summing a boolean tensor.
         acc: torch.dtype | None = None
         if per_channel >= _EXACT_F32_COUNT:
             acc = torch.float64
         elif a.dtype in (torch.float16, torch.bfloat16):
             acc = torch.float32
+        tmp = torch.empty_like(a)
+        # 1. magnitudes: sum and max
         if self.mode == "nonnegative":
             mag = a
-            above = a if self.threshold == 0.0 else torch.relu(a - self.threshold)
         elif self.mode == "activation":
-            mag = a.abs()
-            above = torch.relu(a - self.threshold) if self.threshold != 0.0 else torch.relu(a)
+            mag = torch.abs(a, out=tmp)
         else:
-            mag = torch.relu(a)
-            above = mag if self.threshold == 0.0 else torch.relu(a - self.threshold)
-        # `above` is >= 0 and > 0 exactly where a > threshold: its sign is the on-mask.
-        self.count_on += torch.sign(above).sum(dims, dtype=acc)
+            mag = torch.clamp(a, min=0.0, out=tmp)
         self.sum_mag += mag.sum(dims, dtype=acc)
-        self.max_mag = torch.maximum(self.max_mag, mag.amax(dims).to(torch.float32))
+        peak = mag.amax(dims)
+        torch.maximum(self.max_mag, peak if peak.dtype == torch.float32 else peak.float(), out=self.max_mag)
+        # 2. the on-mask (1.0 where a > threshold, else 0.0; NaN is off), written over `tmp`
+        above = torch.gt(a, self.threshold, out=tmp)
+        on = above.sum(dims, dtype=acc)
+        self.count_on += on
+        self.last_on.masked_fill_(on > 0, self.updates)
         self.positions += per_channel
         self.updates += 1
 
@@ -165,6 +173,7 @@ class ChannelStats:
         self.count_on.zero_()
         self.sum_mag.zero_()
         self.max_mag.zero_()
+        self.last_on.fill_(-1)
         self.positions = 0
         self.updates = 0
 
@@ -177,22 +186,37 @@ class ChannelSummary:
         on_rate: ``(C,)`` float64 in ``[0, 1]``, fraction of values above the threshold.
         max_abs: ``(C,)`` float32, maximum magnitude.
         mean_abs: ``(C,)`` float64, mean magnitude.
+        silent_steps: ``(C,)`` int64, how many of the window's last updates (forwards) the channel
+            went without firing; ``updates`` if it never fired.
         positions: values seen per channel.
+        updates: forwards (tensors) in the window.
     """
 
     on_rate: torch.Tensor
     max_abs: torch.Tensor
     mean_abs: torch.Tensor
+    silent_steps: torch.Tensor
     positions: int
+    updates: int
 
     @classmethod
-    def from_totals(cls, count_on: torch.Tensor, sum_mag: torch.Tensor, max_mag: torch.Tensor, positions: int) -> ChannelSummary:
+    def from_totals(
+        cls,
+        count_on: torch.Tensor,
+        sum_mag: torch.Tensor,
+        max_mag: torch.Tensor,
+        last_on: torch.Tensor,
+        positions: int,
+        updates: int,
+    ) -> ChannelSummary:
         n = max(int(positions), 1)
         return cls(
             on_rate=(count_on.detach().double().cpu() / n).clamp_(0.0, 1.0),
             max_abs=max_mag.detach().float().cpu(),
             mean_abs=sum_mag.detach().double().cpu() / n,
+            silent_steps=(int(updates) - 1 - last_on.detach().cpu().long()).clamp_(0, int(updates)),
             positions=int(positions),
+            updates=int(updates),
         )
 
     @property
@@ -208,6 +232,17 @@ class ChannelSummary:
     def dead(self) -> list[int]:
         """Channels that never fired in the window."""
         return [int(c) for c in torch.nonzero(self.on_rate == 0).flatten()]
+
+    def silent(self, patience: int | None) -> list[int]:
+        """Dead channels plus those that did not fire in the last ``patience`` updates of the window.
+
+        A filter killed half way through a window fired before, so it is not in :attr:`dead`; it is
+        here once it has been silent for ``patience`` forwards. ``None``: same as :attr:`dead`.
+        """
+        mask = self.on_rate == 0
+        if patience is not None:
+            mask |= self.silent_steps >= int(patience)
+        return [int(c) for c in torch.nonzero(mask).flatten()]
 
     def dying(self, rate: float) -> list[int]:
         """Channels that fired, but on fewer than ``rate`` of their values (dead ones excluded)."""
@@ -226,21 +261,32 @@ class ChannelSummary:
         return [int(c) for c in torch.nonzero(self.dormancy <= tau).flatten()]
 
     def to_state(self) -> dict[str, Any]:
-        """Plain values and tensors (loads with ``torch.load(weights_only=True)``)."""
+        """Plain values and compact tensors (loads with ``torch.load(weights_only=True)``).
+
+        Stored in float32/int32 (16 bytes per channel per evaluation): an on-rate of exactly 0
+        stays 0, and a positive one stays positive.
+        """
         return {
-            "on_rate": self.on_rate.clone(),
-            "max_abs": self.max_abs.clone(),
-            "mean_abs": self.mean_abs.clone(),
+            "on_rate": self.on_rate.float(),
+            "max_abs": self.max_abs.float(),
+            "mean_abs": self.mean_abs.float(),
+            "silent_steps": self.silent_steps.int(),
             "positions": self.positions,
+            "updates": self.updates,
         }
 
     @classmethod
     def from_state(cls, state: dict[str, Any]) -> ChannelSummary:
+        on_rate = torch.as_tensor(state["on_rate"], dtype=torch.float64)
+        updates = int(state.get("updates", 0))
+        silent = state.get("silent_steps")
         return cls(
-            on_rate=torch.as_tensor(state["on_rate"], dtype=torch.float64),
+            on_rate=on_rate,
             max_abs=torch.as_tensor(state["max_abs"], dtype=torch.float32),
             mean_abs=torch.as_tensor(state["mean_abs"], dtype=torch.float64),
+            silent_steps=torch.as_tensor(silent, dtype=torch.int64) if silent is not None else torch.where(on_rate > 0, 0, updates),
             positions=int(state["positions"]),
+            updates=updates,
         )
 
 
@@ -337,7 +383,7 @@ class ChannelStatsRecorder:
             handle.remove()
         self.new_forward()
 
-    def __enter__(self) -> ChannelStatsRecorder:
+    def __enter__(self) -> ChannelStatsRecorder:  # noqa: PYI034 - Python 3.10 has no typing.Self
         self.attach()
         return self
 
@@ -381,11 +427,11 @@ class ChannelStatsRecorder:
                 self.reused.add(name)
             if wanted is not None and k not in wanted:
                 return
+            if name in self.problems:
+                return
             tensor = output[0] if isinstance(output, (tuple, list)) else output
             stats = sites.get(k)
             if stats is None:
-                if name in self.problems:
-                    return
                 if not isinstance(tensor, torch.Tensor) or tensor.dim() < 2 or not tensor.is_floating_point():
                     self.problems[name] = (
                         f"layer {name!r} outputs {_describe(tensor)}; expected a floating (N, C, ...) "
@@ -393,7 +439,16 @@ class ChannelStatsRecorder:
                     )
                     return
                 stats = sites[k] = ChannelStats(tensor.shape[1], tensor.device, threshold=self.threshold, mode=mode)
-            stats.update(tensor)
+            elif tensor.dim() < 2 or tensor.shape[1] != stats.channels:
+                self.problems[name] = (
+                    f"layer {name!r} call {k} changed from {stats.channels} channels to {_describe(tensor)}; "
+                    "its statistics are no longer updated"
+                )
+                return
+            try:
+                stats.update(tensor)
+            except Exception as err:  # noqa: BLE001 - never break the user's training step
+                self.problems[name] = f"layer {name!r}: {type(err).__name__}: {err}"
 
         return hook
 
@@ -439,27 +494,32 @@ class ChannelStatsRecorder:
             if len({self.sites[name][k].channels, channels}) != 1:
                 raise ValueError(f"layer {name!r} call {k} has different channel counts on different processes")
         stats = [self.sites[name][k] for name, k, _ in layout]
+        # Two packed tensors, two collectives: sums (counts, magnitudes, positions) and maxima
+        # (magnitudes, last firing update, updates), all float64 (integers exact below 2**53).
         totals = torch.cat(
             [torch.cat([s.count_on, s.sum_mag]) for s in stats]
             + [torch.tensor([float(s.positions) for s in stats], dtype=torch.float64, device=device)]
         )
-        maxima = torch.cat([s.max_mag for s in stats])
+        maxima = torch.cat(
+            [torch.cat([s.max_mag.double(), s.last_on.double()]) for s in stats]
+            + [torch.tensor([float(s.updates) for s in stats], dtype=torch.float64, device=device)]
+        )
         if all_reduce is not None:
             totals = all_reduce(totals, "sum")
             maxima = all_reduce(maxima, "max")
         totals, maxima = totals.cpu(), maxima.cpu()
-        positions = totals[-len(stats):]
+        positions = totals[-len(stats) :]
+        updates = maxima[-len(stats) :]
         out: dict[str, ChannelSummary] = {}
-        offset = moffset = 0
-        for i, ((name, k, channels), _s) in enumerate(zip(layout, stats)):
-            count = totals[offset : offset + channels]
-            total = totals[offset + channels : offset + 2 * channels]
+        offset = 0
+        for i, (name, k, channels) in enumerate(layout):
+            count, total = totals[offset : offset + channels], totals[offset + channels : offset + 2 * channels]
+            maximum, last_on = maxima[offset : offset + channels], maxima[offset + channels : offset + 2 * channels]
             offset += 2 * channels
-            maximum = maxima[moffset : moffset + channels]
-            moffset += channels
-            n = int(positions[i])
-            if n > 0:
-                out[self.key(name, k)] = ChannelSummary.from_totals(count, total, maximum, n)
+            if int(positions[i]) > 0:
+                out[self.key(name, k)] = ChannelSummary.from_totals(
+                    count, total, maximum, last_on, int(positions[i]), int(updates[i])
+                )
         return out
 
 

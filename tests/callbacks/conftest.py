@@ -7,7 +7,7 @@ from typing import Any
 import pytorch_lightning as pl
 from torch import nn
 
-from featurewatch import ActivationGrid, FeatureWatchCallback, FilterWeights
+from featurewatch import ActivationGrid, DeadNeuronMonitor, FeatureWatchCallback, FilterWeights
 
 
 def make_trainer(root, callbacks, **kwargs: Any) -> pl.Trainer:
@@ -35,6 +35,7 @@ def all_callbacks(every_n_train_steps: int | None = None) -> list[FeatureWatchCa
     return [
         FilterWeights(**schedule),
         ActivationGrid(layers=["net.features.2", "net.features.6"], num_images=2, **schedule),
+        DeadNeuronMonitor(**schedule),
     ]
 
 

@@ -1,0 +1,241 @@
+"""Training-step time with vs without DeadNeuronMonitor's per-step statistics.
+
+Two models, batch 32, CPU:
+
+* ``digits``: the example's network (``DigitsNet`` of ``examples/train_digits.py``: four
+  conv-BN-ReLU blocks, in-place ReLUs, 16-64 channels) on 32x32 digits (4 monitored ReLUs);
+* ``resnet18``: torchvision ResNet-18, random init, 10 classes, ``--size`` pixels (default 64), where
+  one ReLU module per block runs twice per forward (17 monitored call sites).
+
+Two measurements per model, in one process:
+
+1. **hot path** - a plain training loop (forward, cross-entropy, backward, SGD step) in which the
+   monitor's hooks (``ChannelStatsRecorder``, what ``DeadNeuronMonitor`` attaches during ``fit``)
+   are attached for one step of each pair, in ABBA order, both steps on the same batch, so slow
+   drifts of the machine cancel. Overhead = median of the per-pair time ratios - 1, with a 95%
+   bootstrap interval; the ratio of the medians is printed as a check. The cost with
+   ``sample_every_n_steps=N`` is derived from it (the hooks then work on 1 step in N).
+2. **Lightning** (``--lightning``; off by default, too noisy on a shared machine) - alternating
+   short ``Trainer.fit`` runs with and without ``DeadNeuronMonitor``; per-step time from
+   ``on_train_batch_start`` to ``on_train_batch_end`` (forward, backward, optimizer step and every
+   callback hook), first steps of each run dropped. The evaluation at the end of a window
+   (reduction, logging, heatmaps) is reported separately: it runs once per window, not per step.
+
+Usage::
+
+    python bench/dead_overhead.py                  # both models, 1 and 2 threads
+    python bench/dead_overhead.py --threads 2 --size 112 --pairs 40 --lightning
+
+Thread counts: with 1 thread the step time is stable even when other processes share the CPUs;
+with 2 threads on a loaded 2-core machine, interference dominates (check the printed load average).
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import random
+import statistics
+import sys
+import tempfile
+import time
+import warnings
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from featurewatch.core.stats import ChannelStatsRecorder
+
+
+def make_model(kind: str) -> nn.Module:
+    """The example's ``DigitsNet`` (examples/train_digits.py) or a random-init ResNet-18."""
+    torch.manual_seed(0)
+    if kind == "digits":
+        sys.path.insert(0, str(ROOT / "examples"))
+        from train_digits import DigitsNet
+
+        return DigitsNet(in_channels=1, num_classes=10)
+    import torchvision
+
+    return torchvision.models.resnet18(num_classes=10)
+
+
+def make_data(kind: str, size: int, batch: int, n_batches: int) -> list[tuple[torch.Tensor, torch.Tensor]]:
+    if kind == "digits":
+        from sklearn.datasets import load_digits
+
+        d = load_digits()
+        x = torch.tensor(d.images, dtype=torch.float32)[:, None] / 16.0
+        x = (F.interpolate(x, size=(32, 32), mode="bilinear", align_corners=False) - 0.3) / 0.4
+        y = torch.tensor(d.target)
+    else:
+        g = torch.Generator().manual_seed(0)
+        x = torch.randn(batch * n_batches, 3, size, size, generator=g)
+        y = torch.randint(0, 10, (batch * n_batches,), generator=g)
+    return [(x[i * batch : (i + 1) * batch], y[i * batch : (i + 1) * batch]) for i in range(n_batches)]
+
+
+def hot_path(kind: str, size: int, batch: int, pairs: int, warmup: int) -> dict[str, float]:
+    model = make_model(kind).train()  # a plain nn.Module forward in both cases
+    opt = torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9)
+    data = make_data(kind, size, batch, 16)
+    recorder = ChannelStatsRecorder(model)
+
+    def step(i: int) -> float:
+        x, y = data[i % len(data)]
+        recorder.new_forward()
+        start = time.perf_counter()
+        opt.zero_grad(set_to_none=True)
+        F.cross_entropy(model(x), y).backward()
+        opt.step()
+        return time.perf_counter() - start
+
+    for i in range(warmup):
+        with recorder:
+            step(i)
+        step(i)
+    with_t: list[float] = []
+    without_t: list[float] = []
+    ratios: list[float] = []
+    for p in range(pairs):
+        order = (True, False) if p % 2 == 0 else (False, True)  # ABBA
+        got = {}
+        for monitored in order:  # both steps of a pair train on the same batch
+            if monitored:
+                recorder.attach()
+            got[monitored] = step(p)
+            recorder.detach()
+        with_t.append(got[True])
+        without_t.append(got[False])
+        ratios.append(got[True] / got[False])
+    sites = len(recorder.layout())
+    start = time.perf_counter()
+    recorder.summaries()
+    summarize = time.perf_counter() - start
+    # 95% bootstrap interval of the median pair ratio (private RNG: the bench draws nothing global).
+    rng = random.Random(0)
+    boots = sorted(statistics.median(rng.choices(ratios, k=len(ratios))) for _ in range(2000))
+    return {
+        "with_ms": 1e3 * statistics.median(with_t),
+        "without_ms": 1e3 * statistics.median(without_t),
+        "overhead_pct": 100 * (statistics.median(with_t) / statistics.median(without_t) - 1),
+        "pair_ratio_pct": 100 * (statistics.median(ratios) - 1),
+        "ci_low": 100 * (boots[50] - 1),
+        "ci_high": 100 * (boots[1949] - 1),
+        "sites": sites,
+        "summary_ms": 1e3 * summarize,
+    }
+
+
+def lightning(kind: str, size: int, batch: int, runs: int, steps: int) -> dict[str, float]:
+    import pytorch_lightning as pl
+    from torch.utils.data import DataLoader, TensorDataset
+
+    from featurewatch.callbacks.dead_neurons import DeadNeuronMonitor
+
+    class Lit(pl.LightningModule):
+        def __init__(self) -> None:
+            super().__init__()
+            self.net = make_model(kind)
+
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            return self.net(x)
+
+        def training_step(self, b, _i):  # type: ignore[no-untyped-def]
+            return F.cross_entropy(self(b[0]), b[1])
+
+        def configure_optimizers(self):  # type: ignore[no-untyped-def]
+            return torch.optim.SGD(self.parameters(), lr=0.01, momentum=0.9)
+
+    class StepTimer(pl.Callback):
+        def __init__(self) -> None:
+            self.times: list[float] = []
+            self._t = 0.0
+
+        def on_train_batch_start(self, *args: object) -> None:
+            self._t = time.perf_counter()
+
+        def on_train_batch_end(self, *args: object) -> None:
+            self.times.append(time.perf_counter() - self._t)
+
+    data = make_data(kind, size, batch, steps)
+    x = torch.cat([d[0] for d in data])
+    y = torch.cat([d[1] for d in data])
+    loader = DataLoader(TensorDataset(x, y), batch_size=batch, shuffle=False)
+    root = tempfile.mkdtemp(prefix="dead_overhead_")  # where the files sink writes (logger=False)
+    times: dict[bool, list[float]] = {True: [], False: []}
+    eval_s: list[float] = []
+    for r in range(runs):
+        for monitored in ((True, False) if r % 2 == 0 else (False, True)):
+            timer = StepTimer()
+            callbacks: list[pl.Callback] = [timer]
+            monitor = DeadNeuronMonitor(heatmap=True) if monitored else None
+            if monitor is not None:
+                callbacks.insert(0, monitor)
+            module = make_model(kind) if kind == "digits" else Lit()  # DigitsNet is a LightningModule
+            trainer = pl.Trainer(
+                default_root_dir=root, max_epochs=1, logger=False, enable_checkpointing=False, enable_progress_bar=False,
+                enable_model_summary=False, callbacks=callbacks, accelerator="cpu", devices=1,
+            )
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")
+                trainer.fit(module, loader)
+            times[monitored].extend(timer.times[2:])
+            if monitor is not None:
+                eval_s.append(monitor.total_seconds / max(monitor.calls, 1))
+    w, wo = statistics.median(times[True]), statistics.median(times[False])
+    return {
+        "with_ms": 1e3 * w,
+        "without_ms": 1e3 * wo,
+        "overhead_pct": 100 * (w / wo - 1),
+        "steps_each": len(times[True]),
+        "evaluation_ms": 1e3 * statistics.median(eval_s),
+    }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--models", default="digits,resnet18")
+    parser.add_argument("--size", type=int, default=64, help="ResNet-18 input size in pixels (digits: 32)")
+    parser.add_argument("--batch", type=int, default=32)
+    parser.add_argument("--threads", default="1,2", help="torch intra-op thread counts to measure with")
+    parser.add_argument("--pairs", type=int, default=0, help="ABBA step pairs (default: 100 digits, 30 resnet18)")
+    parser.add_argument("--sample", type=int, default=4, help="also show the cost with sample_every_n_steps=N")
+    parser.add_argument("--lightning", action=argparse.BooleanOptionalAction, default=False)
+    parser.add_argument("--runs", type=int, default=4, help="Lightning fits per arm")
+    args = parser.parse_args()
+    load = os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")
+    print(f"torch {torch.__version__}, {os.cpu_count()} CPUs, load average {load:.1f}, batch {args.batch}")
+    for threads in [int(t) for t in args.threads.split(",")]:
+        torch.set_num_threads(threads)
+        for kind in args.models.split(","):
+            size = 32 if kind == "digits" else args.size
+            pairs = args.pairs or (100 if kind == "digits" else 30)
+            r = hot_path(kind, size, args.batch, pairs, warmup=3)
+            print(
+                f"[{kind} {size}px, {threads} thread(s)] {pairs} ABBA step pairs, {r['sites']} monitored call "
+                f"sites: step {r['without_ms']:.1f} ms without, {r['with_ms']:.1f} ms with -> overhead "
+                f"{r['pair_ratio_pct']:+.2f}% (median of pair ratios; 95% CI {r['ci_low']:+.2f}..{r['ci_high']:+.2f}%; "
+                f"ratio of medians {r['overhead_pct']:+.2f}%); with sample_every_n_steps={args.sample}: "
+                f"~{r['pair_ratio_pct'] / args.sample:+.2f}% (derived); end-of-window summary {r['summary_ms']:.2f} ms",
+                flush=True,
+            )
+            if args.lightning:
+                steps = 40 if kind == "digits" else 12
+                lr = lightning(kind, size, args.batch, args.runs, steps)
+                print(
+                    f"[{kind} {size}px, {threads} thread(s)] Lightning fit, {args.runs} runs x {steps} steps per "
+                    f"arm: step {lr['without_ms']:.1f} ms without, {lr['with_ms']:.1f} ms with DeadNeuronMonitor "
+                    f"-> overhead {lr['overhead_pct']:+.2f}%; evaluation (once per window, incl. heatmaps) "
+                    f"{lr['evaluation_ms']:.0f} ms",
+                    flush=True,
+                )
+
+
+if __name__ == "__main__":
+    main()

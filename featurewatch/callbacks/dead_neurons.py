@@ -1,0 +1,384 @@
+"""DeadNeuronMonitor: find dead and dying filters while the network trains."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import pytorch_lightning as pl
+import torch
+from pytorch_lightning.utilities import rank_zero_warn
+
+from featurewatch.callbacks.base import FeatureWatchCallback
+from featurewatch.core.layers import parse_layer
+from featurewatch.core.stats import ChannelStatsRecorder, ChannelSummary
+from featurewatch.loggers import Event
+
+__all__ = ["DeadNeuronError", "DeadNeuronMonitor", "DeadNeuronWarning"]
+
+_ON_DEAD = ("warn", "raise", "stop")
+
+
+class DeadNeuronWarning(UserWarning):
+    """A layer's fraction of dead channels went above ``dead_alert_fraction``."""
+
+
+class DeadNeuronError(RuntimeError):
+    """Raised by ``DeadNeuronMonitor(on_dead="raise")`` when too many channels of a layer died."""
+
+
+def _number(name: str, value: Any, low: float, high: float, *, low_open: bool = False, high_open: bool = False) -> float:
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise TypeError(f"`{name}` must be a number, got {type(value).__name__} {value!r}")
+    value = float(value)
+    too_low = value <= low if low_open else value < low
+    too_high = value >= high if high_open else value > high
+    if too_low or too_high:
+        lo, hi = ("(" if low_open else "["), (")" if high_open else "]")
+        raise ValueError(f"`{name}` must be in {lo}{low:g}, {high:g}{hi}, got {value:g}")
+    return value
+
+
+def _gather_objects(obj: Any) -> list[Any]:
+    import torch.distributed as dist
+
+    out: list[Any] = [None] * dist.get_world_size()
+    dist.all_gather_object(out, obj)
+    return out
+
+
+def _channel_list(channels: Sequence[int], limit: int = 64) -> str:
+    shown = ", ".join(str(c) for c in channels[:limit])
+    return f"[{shown}{', ...' if len(channels) > limit else ''}]"
+
+
+class DeadNeuronMonitor(FeatureWatchCallback):
+    """Track, per layer and channel, how often each unit fires during training; flag dead filters.
+
+    A ReLU unit whose input stays below zero for every sample gets no gradient and never recovers:
+    it wastes capacity, and many of them at once usually mean a too-high learning rate or a bad
+    initialization (Lu et al., "Dying ReLU and Initialization", 2019). Over each window (the
+    training forwards between two evaluations: one epoch by default) the monitor counts, on the
+    device and without any per-step host synchronization, for every channel of every monitored
+    layer: the on-rate (fraction of samples x positions above ``threshold``), whether it fired at
+    all, the max and mean magnitude, and the ReDo dormancy score (mean magnitude / layer mean;
+    Sokar et al., ICML 2023). Memory is O(channels) per layer.
+
+    * ``layers=None`` monitors every ReLU-family module (``featurewatch.core.stats.RECTIFIER_TYPES``).
+      For networks that call ``F.relu`` in ``forward``, name the conv/BatchNorm layers whose output
+      feeds it: pre-activation ``<= threshold`` means a dead output, and the magnitude is that of
+      the ReLU output.
+    * A module called several times per forward (torchvision ResNet blocks reuse one ``relu``) is
+      monitored per call site, reported as ``name@0``, ``name@1`` (a plain ``"name"`` in ``layers``
+      follows all its sites); ``"name@k"`` picks one site. In-place ReLUs are fine. Channels are
+      dim 1 of the output (``(N, C, ...)``: conv maps and linear features).
+    * Only training forwards count: never featurewatch's own forwards, never the sanity check, and
+      validation forwards only with ``include_validation=True``.
+    * Under DDP the windows of all ranks are reduced (counts summed, maxima maxed) before anything
+      is reported, so N processes report exactly what one process sees on the union of their data.
+    * A channel is *dead* if it never fired in the window, or did not fire in any of the window's
+      last ``patience`` training steps (so a filter killed half way through an epoch is reported at
+      that epoch's evaluation, not one window later); *dying* if it fired on fewer than
+      ``dying_rate`` of its values (dead ones excluded); *dormant* if its dormancy score is
+      ``<= dormancy_threshold``.
+
+    Args:
+        layers: layer names as in ``model.named_modules()``, optionally ``"name@k"``; default every
+            ReLU-family module.
+        threshold: an activation is "on" when ``> threshold``.
+        dying_rate: on-rate below which a (live) channel counts as dying, in ``(0, 1]``.
+        patience: a channel silent for this many consecutive training steps at the end of the
+            window counts as dead; ``None``: only channels silent for the whole window.
+        dead_alert_fraction: alert when a layer's fraction of dead channels exceeds this, in
+            ``[0, 1)``.
+        on_dead: what an alert does: ``"warn"`` (a :class:`DeadNeuronWarning`, once per layer),
+            ``"raise"`` (:class:`DeadNeuronError`) or ``"stop"`` (sets ``trainer.should_stop``;
+            the reason is warned, logged as text and kept in :attr:`stop_reason`).
+        dormancy_threshold: ReDo's tau.
+        include_validation: also count validation forwards (inside ``fit``) in the window.
+        sample_every_n_steps: count only the forwards of every n-th training batch (``batch_idx %
+            n == 0``), dividing the per-step cost by n; the window's statistics then come from those
+            batches, and ``patience`` counts sampled steps. Default 1: every training forward.
+        heatmap: log the channels x evaluations on-rate heatmap (one matplotlib figure per layer).
+        every_n_epochs, every_n_train_steps, at_end, strict: see
+            :class:`~featurewatch.callbacks.base.FeatureWatchCallback`.
+
+    Logged keys (``<layer>`` is the name or ``name@k``):
+        - ``featurewatch/dead/<layer>/dead_fraction``: scalar, fraction of dead channels (those in
+          :attr:`dead_channels`).
+        - ``featurewatch/dead/<layer>/dying_fraction``: scalar, fraction of live channels with
+          on-rate below ``dying_rate``.
+        - ``featurewatch/dead/<layer>/dormant_fraction``: scalar, fraction of ReDo-dormant channels.
+        - ``featurewatch/dead/<layer>/on_rate``: histogram of the channels' on-rates.
+        - ``featurewatch/dead/<layer>/heatmap``: image, on-rate of every channel (rows) at every
+          evaluation so far (columns); red cells never fired.
+        - ``featurewatch/dead/alerts``: text, the alerts raised at this evaluation.
+        - ``featurewatch/dead/<layer>/error``: text, once, if a layer's output cannot be monitored.
+        - ``featurewatch/dead_neurons/seconds``: wall time of the evaluation.
+
+    Attributes:
+        dead_channels: ``{layer: [channel, ...]}`` of the latest evaluation.
+        latest: ``{layer: ChannelSummary}`` of the latest evaluation (since this process started).
+        history: every evaluation (kept across resume, in the checkpoint): ``[{"step", "epoch",
+            "layers": {layer: {"on_rate", "max_abs", "mean_abs", "silent_steps", "positions",
+            "updates"}}}]`` (float32/int32 ``(C,)`` tensors and ints).
+        stop_reason: why ``on_dead="stop"`` stopped training (``None`` if it did not).
+
+    Example:
+        >>> monitor = DeadNeuronMonitor(on_dead="stop", dead_alert_fraction=0.25)
+        >>> pl.Trainer(callbacks=[monitor]).fit(model, loader)
+        >>> monitor.dead_channels
+        {'net.features.2': [], 'net.features.6': [3, 11]}
+    """
+
+    name = "dead_neurons"
+    all_ranks = True
+
+    def __init__(
+        self,
+        layers: Sequence[str] | None = None,
+        *,
+        threshold: float = 0.0,
+        dying_rate: float = 0.01,
+        patience: int | None = 20,
+        dead_alert_fraction: float = 0.1,
+        on_dead: str = "warn",
+        dormancy_threshold: float = 0.025,
+        include_validation: bool = False,
+        sample_every_n_steps: int = 1,
+        heatmap: bool = True,
+        every_n_epochs: int | None = 1,
+        every_n_train_steps: int | None = None,
+        at_end: bool = True,
+        strict: bool = False,
+    ) -> None:
+        super().__init__(
+            every_n_epochs=every_n_epochs,
+            every_n_train_steps=every_n_train_steps,
+            at_start=False,
+            at_end=at_end,
+            strict=strict,
+        )
+        if isinstance(layers, str):
+            layers = [layers]
+        if layers is not None and (not layers or not all(isinstance(la, str) for la in layers)):
+            raise TypeError(f"`layers` must be a non-empty list of layer names or None, got {layers!r}")
+        for layer in layers or []:
+            parse_layer(layer)
+        if isinstance(threshold, bool) or not isinstance(threshold, (int, float)):
+            raise TypeError(f"`threshold` must be a number, got {type(threshold).__name__} {threshold!r}")
+        if on_dead not in _ON_DEAD:
+            raise ValueError(f"`on_dead` must be one of {', '.join(repr(o) for o in _ON_DEAD)}, got {on_dead!r}")
+        if patience is not None and (isinstance(patience, bool) or not isinstance(patience, int) or patience < 1):
+            raise ValueError(f"`patience` must be a positive number of training steps or None, got {patience!r}")
+        self.patience = patience
+        if isinstance(sample_every_n_steps, bool) or not isinstance(sample_every_n_steps, int) or sample_every_n_steps < 1:
+            raise ValueError(f"`sample_every_n_steps` must be a positive int, got {sample_every_n_steps!r}")
+        self.sample_every_n_steps = sample_every_n_steps
+        self.layers = list(layers) if layers is not None else None
+        self.threshold = float(threshold)
+        self.dying_rate = _number("dying_rate", dying_rate, 0.0, 1.0, low_open=True)
+        self.dead_alert_fraction = _number("dead_alert_fraction", dead_alert_fraction, 0.0, 1.0, high_open=True)
+        self.dormancy_threshold = _number("dormancy_threshold", dormancy_threshold, 0.0, float("inf"))
+        self.on_dead = on_dead
+        self.include_validation = bool(include_validation)
+        self.heatmap = bool(heatmap)
+        self.dead_channels: dict[str, list[int]] = {}
+        self.latest: dict[str, ChannelSummary] = {}
+        self.history: list[dict[str, Any]] = []
+        self.stop_reason: str | None = None
+        self._alerted: set[str] = set()
+        self._pending: list[str] = []
+        self._reported_problems: set[str] = set()
+        self._recorder: ChannelStatsRecorder | None = None
+
+    # ------------------------------------------------------------------ configuration
+    def state_key_fields(self) -> dict[str, Any]:
+        return {"layers": self.layers, "threshold": self.threshold}
+
+    def check_model(self, pl_module: pl.LightningModule) -> None:
+        self._detach()
+        self._recorder = ChannelStatsRecorder(pl_module, self.layers, threshold=self.threshold)
+        self._recorder.enabled = False
+
+    # ------------------------------------------------------------------ hooks on the hot path
+    def on_train_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        super().on_train_start(trainer, pl_module)
+        if self._recorder is None or self._recorder.model is not pl_module:
+            self.check_model(pl_module)
+        if self._recorder is not None and not trainer.fast_dev_run:
+            self._recorder.enabled = False
+            self._recorder.attach()
+
+    def on_train_batch_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule, batch: Any, batch_idx: int) -> None:
+        super().on_train_batch_start(trainer, pl_module, batch, batch_idx)
+        if self._recorder is not None:
+            self._recorder.new_forward()
+            self._recorder.enabled = batch_idx % self.sample_every_n_steps == 0
+
+    def on_train_batch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule, outputs: Any, batch: Any, batch_idx: int) -> None:
+        if self._recorder is not None:
+            self._recorder.enabled = False
+        super().on_train_batch_end(trainer, pl_module, outputs, batch, batch_idx)
+        self._act(trainer)
+
+    def on_validation_batch_start(
+        self, trainer: pl.Trainer, pl_module: pl.LightningModule, batch: Any, batch_idx: int, dataloader_idx: int = 0
+    ) -> None:
+        super().on_validation_batch_start(trainer, pl_module, batch, batch_idx, dataloader_idx)
+        if self._recorder is not None and self.include_validation and not trainer.sanity_checking:
+            self._recorder.new_forward()
+            self._recorder.enabled = True
+
+    def on_validation_batch_end(
+        self, trainer: pl.Trainer, pl_module: pl.LightningModule, outputs: Any, batch: Any, batch_idx: int, dataloader_idx: int = 0
+    ) -> None:
+        if self._recorder is not None:
+            self._recorder.enabled = False
+
+    def on_train_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        super().on_train_epoch_end(trainer, pl_module)
+        self._act(trainer)
+
+    def on_train_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        super().on_train_end(trainer, pl_module)
+        self._detach()
+        self._act(trainer)
+
+    def teardown(self, trainer: pl.Trainer, pl_module: pl.LightningModule, stage: str) -> None:
+        self._detach()
+        super().teardown(trainer, pl_module, stage)
+
+    def on_exception(self, trainer: pl.Trainer, pl_module: pl.LightningModule, exception: BaseException) -> None:
+        self._detach()
+        super().on_exception(trainer, pl_module, exception)
+
+    def _detach(self) -> None:
+        if self._recorder is not None:
+            self._recorder.detach()
+            self._recorder.enabled = False
+
+    # ------------------------------------------------------------------ evaluation
+    def visualize(self, trainer: pl.Trainer, pl_module: pl.LightningModule, event: Event) -> None:
+        recorder = self._recorder
+        if recorder is None:
+            return
+        # Collectives first, reached by every rank whatever happens afterwards.
+        distributed = trainer.world_size > 1 and torch.distributed.is_available() and torch.distributed.is_initialized()
+        if distributed:
+            summaries = recorder.summaries(
+                all_reduce=lambda t, op: trainer.strategy.reduce(t, reduce_op=op), gather=_gather_objects
+            )
+        else:
+            summaries = recorder.summaries()
+        recorder.reset()
+        if self.strict and recorder.problems:
+            raise ValueError("DeadNeuronMonitor: " + "; ".join(recorder.problems.values()))
+        for name, problem in recorder.problems.items():
+            if name not in self._reported_problems:
+                self._reported_problems.add(name)
+                rank_zero_warn(f"DeadNeuronMonitor skips {problem}", category=DeadNeuronWarning)
+                event.add_text(f"featurewatch/dead/{name}/error", problem)
+        if not summaries:
+            return
+        self.latest = summaries
+        self.history.append(
+            {"step": event.step, "epoch": event.epoch, "layers": {key: s.to_state() for key, s in summaries.items()}}
+        )
+        self.dead_channels = {}
+        alerts = []
+        for key, s in summaries.items():
+            dead = s.silent(self.patience)
+            self.dead_channels[key] = dead
+            fraction = len(dead) / s.channels
+            event.add_scalar(f"featurewatch/dead/{key}/dead_fraction", fraction)
+            event.add_scalar(f"featurewatch/dead/{key}/dying_fraction", len(s.dying(self.dying_rate)) / s.channels)
+            event.add_scalar(f"featurewatch/dead/{key}/dormant_fraction", len(s.dormant(self.dormancy_threshold)) / s.channels)
+            event.add_histogram(f"featurewatch/dead/{key}/on_rate", s.on_rate)
+            if self.heatmap and trainer.is_global_zero:
+                event.add_figure(
+                    f"featurewatch/dead/{key}/heatmap",
+                    self.heatmap_figure(key),
+                    caption=f"step {event.step}, epoch {event.epoch}: on-rate of the {s.channels} channels of {key} "
+                    "at every evaluation; red = never fired",
+                )
+            if fraction > self.dead_alert_fraction and key not in self._alerted:
+                self._alerted.add(key)
+                alerts.append(
+                    f"layer {key!r}: {len(dead)} of {s.channels} channels ({fraction:.0%}) are dead (no "
+                    f"activation above {self.threshold:g} in the window ending at step {event.step}, epoch "
+                    f"{event.epoch}, or in its last {self.patience} steps), above "
+                    f"dead_alert_fraction={self.dead_alert_fraction:g}; dead channels {_channel_list(dead)}"
+                )
+        if alerts:
+            if self.on_dead == "stop":
+                self.stop_reason = "DeadNeuronMonitor stopped training: " + "; ".join(alerts)
+                alerts = [self.stop_reason]
+            event.add_text("featurewatch/dead/alerts", "\n".join(alerts))
+            self._pending.extend(alerts)
+
+    def _act(self, trainer: pl.Trainer) -> None:
+        if not self._pending:
+            return
+        alerts, self._pending = self._pending, []
+        if self.on_dead == "raise":
+            raise DeadNeuronError("DeadNeuronMonitor: " + "; ".join(alerts))
+        if self.on_dead == "stop":
+            trainer.should_stop = True
+        for alert in alerts:
+            rank_zero_warn(alert if self.on_dead == "stop" else "DeadNeuronMonitor: " + alert, category=DeadNeuronWarning)
+
+    def heatmap_figure(self, key: str) -> Any:
+        """The on-rate history of one layer as a matplotlib ``Figure`` (channels x evaluations)."""
+        import numpy as np
+        from matplotlib import colormaps
+        from matplotlib.figure import Figure
+
+        columns = [(e["step"], e["epoch"], e["layers"][key]["on_rate"]) for e in self.history if key in e["layers"]]
+        if not columns:
+            raise ValueError(f"no evaluation of layer {key!r} yet (layers: {sorted(self.dead_channels)})")
+        rates = torch.stack([torch.as_tensor(c[2], dtype=torch.float64) for c in columns], 1).numpy()
+        n_channels, n_cols = rates.shape
+        fig = Figure(figsize=(min(3.0 + 0.3 * n_cols, 12.0), min(1.8 + 0.12 * n_channels, 9.0)), dpi=80)
+        ax = fig.add_subplot()
+        cmap = colormaps["viridis"].with_extremes(bad="red")
+        image = ax.imshow(
+            np.ma.masked_equal(rates, 0.0), aspect="auto", interpolation="nearest", cmap=cmap, vmin=0.0, vmax=1.0
+        )
+        by_epoch = self.every_n_train_steps is None
+        labels = [f"{c[1]}" if by_epoch else f"{c[0]}" for c in columns]
+        ticks = list(range(0, n_cols, max(1, n_cols // 10)))
+        ax.set_xticks(ticks, [labels[t] for t in ticks])
+        ax.set_xlabel("epoch" if by_epoch else "global step")
+        ax.set_ylabel("channel")
+        ax.set_title(f"{key}: on-rate (red: never fired)", fontsize=9)
+        fig.colorbar(image, ax=ax, label="on-rate")
+        fig.tight_layout()
+        return fig
+
+    # ------------------------------------------------------------------ resume
+    def extra_state(self) -> dict[str, Any]:
+        return {
+            "history": [
+                {"step": int(e["step"]), "epoch": int(e["epoch"]), "layers": {k: dict(v) for k, v in e["layers"].items()}}
+                for e in self.history
+            ],
+            "alerted": sorted(self._alerted),
+            "stop_reason": self.stop_reason,
+        }
+
+    def load_extra_state(self, state: dict[str, Any]) -> None:
+        self.history = [
+            {
+                "step": int(e["step"]),
+                "epoch": int(e["epoch"]),
+                "layers": {k: ChannelSummary.from_state(v).to_state() for k, v in e["layers"].items()},
+            }
+            for e in state.get("history", [])
+        ]
+        self._alerted = set(state.get("alerted", []))
+        self.stop_reason = state.get("stop_reason")
+        if self.history:
+            last = self.history[-1]["layers"]
+            self.latest = {k: ChannelSummary.from_state(v) for k, v in last.items()}
+            self.dead_channels = {k: s.silent(self.patience) for k, s in self.latest.items()}

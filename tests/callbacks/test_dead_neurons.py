@@ -1,0 +1,331 @@
+"""DeadNeuronMonitor with a real Trainer: planted dead filters, alerts, hygiene, resume."""
+
+from __future__ import annotations
+
+import json
+import warnings
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+import pytorch_lightning as pl
+import torch
+import torch.nn.functional as F
+from PIL import Image
+from pytorch_lightning.callbacks import ModelCheckpoint
+from torch import nn
+
+from featurewatch.callbacks.activation_grid import ActivationGrid
+from featurewatch.callbacks.dead_neurons import (
+    DeadNeuronError,
+    DeadNeuronMonitor,
+    DeadNeuronWarning,
+)
+from tests._models import (
+    LitClassifier,
+    SmallCNN,
+    TinyResNet,
+    digits_loaders,
+    seed_everything_quietly,
+)
+
+
+@pytest.fixture(autouse=True)
+def _run_in_tmp(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Trainer(logger=False) writes featurewatch's files under the working directory."""
+    monkeypatch.chdir(tmp_path)
+
+
+def _records(kind: str | None = None) -> list[dict[str, Any]]:
+    """What the files sink wrote (``featurewatch_logs/events.jsonl``), read back as JSON."""
+    lines = (Path("featurewatch_logs") / "events.jsonl").read_text().splitlines()
+    records = [json.loads(line) for line in lines]
+    return [r for r in records if kind is None or r["kind"] == kind]
+
+
+def _trainer(callbacks: list[pl.Callback], **kwargs: Any) -> pl.Trainer:
+    defaults: dict[str, Any] = {
+        "max_epochs": 2,
+        "logger": False,
+        "enable_checkpointing": False,
+        "enable_progress_bar": False,
+        "enable_model_summary": False,
+        "accelerator": "cpu",
+        "devices": 1,
+        "num_sanity_val_steps": 0,
+    }
+    defaults.update(kwargs)
+    return pl.Trainer(callbacks=callbacks, **defaults)
+
+
+def _hooks_left(model: nn.Module) -> int:
+    return sum(len(m._forward_hooks) + len(m._forward_pre_hooks) for m in model.modules())
+
+
+def _dead_warnings(record: list[warnings.WarningMessage]) -> list[str]:
+    return [str(w.message) for w in record if issubclass(w.category, DeadNeuronWarning)]
+
+
+class PlainCNN(nn.Module):
+    """Conv -> ReLU (not in-place) modules, no BatchNorm."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.features = nn.Sequential(
+            nn.Conv2d(1, 8, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2), nn.Conv2d(8, 16, 3, padding=1), nn.ReLU()
+        )
+        self.fc = nn.Linear(16, 10)
+        with torch.no_grad():  # a healthy baseline: every channel starts well inside its "on" regime
+            self.features[0].bias.fill_(0.5)
+            self.features[3].bias.fill_(0.5)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.fc(self.features(x).mean((2, 3)))
+
+
+class FunctionalCNN(nn.Module):
+    """forward calls F.relu: the monitored layers are the conv / BN producing its input."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.conv1 = nn.Conv2d(1, 8, 3, padding=1)
+        self.conv2 = nn.Conv2d(8, 12, 3, padding=1, bias=False)
+        self.bn2 = nn.BatchNorm2d(12)
+        self.fc = nn.Linear(12, 10)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = F.max_pool2d(F.relu(self.conv1(x)), 2)
+        x = F.relu(self.bn2(self.conv2(x)), inplace=True)
+        return self.fc(x.mean((2, 3)))
+
+
+def _planted(kind: str) -> tuple[nn.Module, list[str] | None, dict[str, list[int]]]:
+    """A network with chosen channels that can never fire, the layers to name, the expected report."""
+    seed_everything_quietly(0)
+    if kind == "relu_module":
+        net: nn.Module = PlainCNN()
+        with torch.no_grad():
+            net.features[0].bias[[1, 6]] = -1e4
+            net.features[3].bias[[0, 9, 15]] = -1e4
+        return net, None, {"net.features.1": [1, 6], "net.features.4": [0, 9, 15]}
+    if kind == "inplace_relu":
+        net = SmallCNN()
+        with torch.no_grad():
+            net.features[1].bias[3] = -100.0  # BN shift: the in-place ReLU after it never fires
+            net.features[5].bias[[2, 11]] = -100.0
+        return net, None, {"net.features.2": [3], "net.features.6": [2, 11]}
+    if kind == "reused_relu":
+        net = TinyResNet(in_channels=1)
+        with torch.no_grad():
+            net.layer1.bn1.bias[2] = -100.0  # first call of layer1.relu
+            net.layer1.bn2.bias[5] = -1000.0  # second call, after the residual sum
+        return net, None, {"net.relu": [], "net.layer1.relu@0": [2], "net.layer1.relu@1": [5]}
+    if kind == "functional_relu":
+        net = FunctionalCNN()
+        with torch.no_grad():
+            net.conv1.bias[[0, 7]] = -1e4
+            net.bn2.bias[4] = -100.0
+        return net, ["net.conv1", "net.bn2"], {"net.conv1": [0, 7], "net.bn2": [4]}
+    raise AssertionError(kind)
+
+
+@pytest.mark.parametrize("kind", ["relu_module", "inplace_relu", "reused_relu", "functional_relu"])
+def test_planted_dead_channels_are_exactly_reported(kind: str) -> None:
+    net, layers, expected = _planted(kind)
+    monitor = DeadNeuronMonitor(layers, dead_alert_fraction=0.5)
+    train, val = digits_loaders(128)
+    _trainer([monitor]).fit(LitClassifier(net), train, val)
+    assert monitor.dead_channels == expected
+    assert [e["step"] for e in monitor.history] == [4, 8]
+    # Read back what was logged at the last evaluation.
+    scalars = {r["key"]: r["value"] for r in _records("scalar") if r["step"] == 8}
+    histograms = {r["key"]: r for r in _records("histogram") if r["step"] == 8}
+    images = {r["key"]: r for r in _records("image") if r["step"] == 8}
+    for key, dead in expected.items():
+        channels = monitor.latest[key].channels
+        assert scalars[f"featurewatch/dead/{key}/dead_fraction"] == pytest.approx(len(dead) / channels)
+        assert 0.0 <= scalars[f"featurewatch/dead/{key}/dying_fraction"] <= 1.0
+        assert histograms[f"featurewatch/dead/{key}/on_rate"]["count"] == channels
+        rates = monitor.latest[key].on_rate
+        assert np.flatnonzero(rates.numpy() == 0).tolist() == dead
+        heatmap = images[f"featurewatch/dead/{key}/heatmap"]
+        with Image.open(Path("featurewatch_logs") / heatmap["path"]) as png:
+            assert png.size == (heatmap["width"], heatmap["height"]) and png.size[0] > 100
+    assert sum(k.endswith("/heatmap") for k in images) == len(expected)
+
+
+def test_healthy_networks_have_no_dead_channels() -> None:
+    train, _ = digits_loaders(128)
+    for net in (SmallCNN(), TinyResNet(in_channels=1)):
+        seed_everything_quietly(0)
+        monitor = DeadNeuronMonitor(dead_alert_fraction=0.0, heatmap=False)
+        with warnings.catch_warnings(record=True) as record:
+            warnings.simplefilter("always")
+            _trainer([monitor]).fit(LitClassifier(net), train)
+        assert monitor.dead_channels and all(dead == [] for dead in monitor.dead_channels.values())
+        assert _dead_warnings(record) == []
+
+
+class SpikedLR(LitClassifier):
+    """SGD whose learning rate jumps x`factor` for the optimizer step taken at `spike_step`."""
+
+    def __init__(self, net: nn.Module, spike_step: int, factor: float = 100.0) -> None:
+        super().__init__(net, lr=0.05)
+        self.spike_step, self.factor = spike_step, factor
+
+    def on_train_batch_start(self, batch: Any, batch_idx: int) -> None:
+        for group in self.optimizers().optimizer.param_groups:
+            group["lr"] = self.lr * (self.factor if self.global_step == self.spike_step else 1.0)
+
+
+def _plain_net() -> nn.Module:
+    seed_everything_quietly(0)
+    return nn.Sequential(
+        nn.Conv2d(1, 8, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2), nn.Conv2d(8, 16, 3, padding=1), nn.ReLU(),
+        nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(16, 10),
+    )
+
+
+def test_lr_spike_alerted_at_first_evaluation_after() -> None:
+    # 8 steps per epoch; the spike is the optimizer step at global step 10, mid epoch 1.
+    train, _ = digits_loaders(128, batch_size=16)
+    monitor = DeadNeuronMonitor(patience=4, dead_alert_fraction=0.2, heatmap=False)
+    with warnings.catch_warnings(record=True) as record:
+        warnings.simplefilter("always")
+        _trainer([monitor], max_epochs=3).fit(SpikedLR(_plain_net(), spike_step=10), train)
+    alerts = _dead_warnings(record)
+    assert [e["step"] for e in monitor.history] == [8, 16, 24]
+    # Before the spike: quiet. The first evaluation after it alerts, in a warning and in the log.
+    assert alerts and "step 16" in alerts[0]
+    assert next(r["step"] for r in _records("text") if r["key"] == "featurewatch/dead/alerts") == 16
+    dead_at_16 = monitor.history[1]["layers"]
+    assert max(float((layer["silent_steps"] >= 4).double().mean()) for layer in dead_at_16.values()) > 0.2
+    # Warned once per layer, not again at step 24 although the filters are still dead.
+    assert len(alerts) == len({a.split("'")[1] for a in alerts})
+
+    # The same run without the spike raises no alert: the alert is caused by the spike.
+    quiet = DeadNeuronMonitor(patience=4, dead_alert_fraction=0.2, heatmap=False)
+    with warnings.catch_warnings(record=True) as record:
+        warnings.simplefilter("always")
+        _trainer([quiet], max_epochs=2).fit(SpikedLR(_plain_net(), spike_step=10, factor=1.0), train)
+    assert _dead_warnings(record) == []
+
+
+def test_on_dead_stop_stops_training_with_the_reason() -> None:
+    net, _, _ = _planted("inplace_relu")
+    monitor = DeadNeuronMonitor(on_dead="stop", dead_alert_fraction=0.1, every_n_epochs=None, every_n_train_steps=2)
+    train, _ = digits_loaders(256)
+    trainer = _trainer([monitor], max_steps=40, max_epochs=None)
+    with pytest.warns(DeadNeuronWarning, match="stopped training") as record:
+        trainer.fit(LitClassifier(net), train)
+    assert trainer.global_step == 2 and trainer.should_stop
+    assert monitor.stop_reason is not None
+    assert "'net.features.6'" in monitor.stop_reason and "[2, 11]" in monitor.stop_reason
+    assert "step 2" in monitor.stop_reason
+    texts = [r for r in _records("text") if r["key"] == "featurewatch/dead/alerts"]
+    assert [(r["step"], r["value"]) for r in texts] == [(2, monitor.stop_reason)]
+    assert any(monitor.stop_reason in str(w.message) for w in record)
+    assert _hooks_left(net) == 0
+
+
+def test_on_dead_raise_and_hooks_removed_after_exceptions() -> None:
+    net, _, _ = _planted("relu_module")
+    model = LitClassifier(net)
+    monitor = DeadNeuronMonitor(on_dead="raise", every_n_epochs=None, every_n_train_steps=2, heatmap=False)
+    train, _ = digits_loaders(128)
+    with pytest.raises(DeadNeuronError, match=r"net\.features\.1.*\[1, 6\]"):
+        _trainer([monitor]).fit(model, train)
+    assert _hooks_left(model) == 0
+
+    class Crash(LitClassifier):
+        def training_step(self, batch: Any, batch_idx: int) -> torch.Tensor:
+            if batch_idx == 2:
+                raise RuntimeError("user bug")
+            return super().training_step(batch, batch_idx)
+
+    crash = Crash(TinyResNet(in_channels=1))
+    monitor = DeadNeuronMonitor(heatmap=False)
+    with pytest.raises(RuntimeError, match="user bug"):
+        _trainer([monitor]).fit(crash, train)
+    assert _hooks_left(crash) == 0
+
+
+def test_hooks_removed_after_fit_and_run_unchanged() -> None:
+    train, val = digits_loaders(64)
+    params = []
+    for with_monitor in (True, False):
+        seed_everything_quietly(0)
+        model = LitClassifier(TinyResNet(in_channels=1))
+        seed_everything_quietly(1)  # same shuffling stream in both runs
+        callbacks: list[pl.Callback] = [DeadNeuronMonitor(include_validation=True, heatmap=False)] if with_monitor else []
+        _trainer(callbacks).fit(model, train, val)
+        assert _hooks_left(model) == 0
+        params.append({k: v.clone() for k, v in model.state_dict().items()})
+    assert params[0].keys() == params[1].keys()
+    for key in params[0]:
+        assert torch.equal(params[0][key], params[1][key]), key
+
+
+def test_counts_only_training_forwards() -> None:
+    train, val = digits_loaders(128)  # 128 training images, 64 validation images, 16x16
+    positions = {}
+    for include in (False, True):
+        seed_everything_quietly(0)
+        monitor = DeadNeuronMonitor(["net.features.2"], include_validation=include, heatmap=False)
+        grid = ActivationGrid(["net.features.2"])  # featurewatch's own forwards, every epoch
+        _trainer([monitor, grid], max_epochs=1, num_sanity_val_steps=2).fit(LitClassifier(SmallCNN()), train, val)
+        positions[include] = monitor.latest["net.features.2"].positions
+        assert grid.calls >= 1
+    assert positions[False] == 128 * 16 * 16
+    assert positions[True] == (128 + 64) * 16 * 16
+
+
+def test_sampling_counts_every_n_th_training_batch() -> None:
+    train, _ = digits_loaders(128)  # 4 batches of 32 per epoch
+    monitor = DeadNeuronMonitor(["net.features.2"], sample_every_n_steps=3, heatmap=False)
+    _trainer([monitor], max_epochs=1).fit(LitClassifier(SmallCNN()), train)
+    summary = monitor.latest["net.features.2"]
+    assert summary.updates == 2 and summary.positions == 2 * 32 * 16 * 16  # batches 0 and 3
+
+
+def test_resume_keeps_history(tmp_path: Path) -> None:
+    train, _ = digits_loaders(128)
+    net, _, expected = _planted("reused_relu")
+    ckpt = ModelCheckpoint(dirpath=tmp_path, save_last=True)
+    first = DeadNeuronMonitor()
+    _trainer([first, ckpt], enable_checkpointing=True).fit(LitClassifier(net), train)
+    path = tmp_path / "last.ckpt"
+    state = torch.load(path, weights_only=True)  # plain values and tensors only
+    assert any("DeadNeuronMonitor" in k for k in state["callbacks"])
+
+    net2, _, _ = _planted("reused_relu")
+    second = DeadNeuronMonitor()
+    _trainer([second, ModelCheckpoint(dirpath=tmp_path)], max_epochs=3, enable_checkpointing=True).fit(
+        LitClassifier(net2), train, ckpt_path=path
+    )
+    assert [e["step"] for e in second.history] == [4, 8, 12]
+    for old, new in zip(first.history, second.history[:2]):
+        assert old["layers"].keys() == new["layers"].keys()
+        for key in old["layers"]:
+            assert torch.equal(old["layers"][key]["on_rate"], new["layers"][key]["on_rate"])
+    assert second.dead_channels == expected
+    fig = second.heatmap_figure("net.layer1.relu@1")
+    assert fig.axes[0].images[0].get_array().shape == (8, 3)  # channels x evaluations
+
+
+def test_argument_validation() -> None:
+    with pytest.raises(ValueError, match="`on_dead` must be one of 'warn', 'raise', 'stop', got 'explode'"):
+        DeadNeuronMonitor(on_dead="explode")
+    with pytest.raises(ValueError, match=r"`dead_alert_fraction` must be in \[0, 1\), got 1.5"):
+        DeadNeuronMonitor(dead_alert_fraction=1.5)
+    with pytest.raises(ValueError, match=r"`dying_rate` must be in \(0, 1\]"):
+        DeadNeuronMonitor(dying_rate=0)
+    with pytest.raises(TypeError, match="`layers` must be a non-empty list"):
+        DeadNeuronMonitor(layers=[])
+    with pytest.raises(ValueError, match="`sample_every_n_steps` must be a positive int, got 0"):
+        DeadNeuronMonitor(sample_every_n_steps=0)
+    with pytest.raises(ValueError, match="`patience`"):
+        DeadNeuronMonitor(patience=0)
+    with pytest.raises(ValueError, match="did you mean 'net.features.2'"):
+        _trainer([DeadNeuronMonitor(["net.features.22"])]).fit(LitClassifier(SmallCNN()), digits_loaders(32)[0])

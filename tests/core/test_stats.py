@@ -1,0 +1,311 @@
+"""Per-channel activation statistics: closed-form values, hooks, call sites, reduction."""
+
+from __future__ import annotations
+
+import io
+
+import pytest
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from featurewatch.core.hygiene import isolated
+from featurewatch.core.layers import capture
+from featurewatch.core.stats import (
+    ChannelStats,
+    ChannelStatsRecorder,
+    ChannelSummary,
+    default_dead_layers,
+)
+from tests._models import SmallCNN, TinyResNet
+
+
+def _summary(stats: ChannelStats) -> ChannelSummary:
+    return ChannelSummary.from_totals(
+        stats.count_on, stats.sum_mag, stats.max_mag, stats.last_on, stats.positions, stats.updates
+    )
+
+
+def _hooks_left(model: nn.Module) -> int:
+    return sum(len(m._forward_hooks) + len(m._forward_pre_hooks) for m in model.modules())
+
+
+# ---------------------------------------------------------------- ChannelStats, closed form
+def test_closed_form_relu_output() -> None:
+    # (N=2, C=3, 2x2): channel 0 fires 3 of 8 values, channel 1 never, channel 2 everywhere.
+    a = torch.zeros(2, 3, 2, 2)
+    a[0, 0, 0, 0], a[0, 0, 1, 1], a[1, 0, 0, 1] = 1.0, 2.0, 5.0
+    a[:, 2] = 0.5
+    s = ChannelStats(3, "cpu")
+    s.update(a)
+    summary = _summary(s)
+    assert s.positions == 8 and s.updates == 1
+    assert summary.on_rate.tolist() == [3 / 8, 0.0, 1.0]
+    assert summary.max_abs.tolist() == [5.0, 0.0, 0.5]
+    assert summary.mean_abs.tolist() == [8 / 8, 0.0, 0.5]
+    assert summary.dead == [1]
+    assert summary.fired.tolist() == [True, False, True]
+    assert summary.dying(0.5) == [0]
+    # ReDo: mean |a| / layer mean = [1, 0, 0.5] / 0.5
+    assert torch.allclose(summary.dormancy, torch.tensor([2.0, 0.0, 1.0], dtype=torch.float64))
+    assert summary.dormant(0.025) == [1]
+
+
+def test_preactivation_magnitude_is_the_relu_output() -> None:
+    # A conv output feeding F.relu: a channel far below zero is dead and has magnitude 0.
+    a = torch.tensor([[[-100.0, -50.0]], [[3.0, -1.0]]]).reshape(1, 2, 2)  # (N=1, C=2, L=2)
+    s = ChannelStats(2, "cpu", mode="preactivation")
+    s.update(a)
+    summary = _summary(s)
+    assert summary.dead == [0]
+    assert summary.max_abs.tolist() == [0.0, 3.0]
+    assert summary.mean_abs.tolist() == [0.0, 1.5]
+    assert summary.on_rate.tolist() == [0.0, 0.5]
+
+
+def test_threshold_and_abs_mode() -> None:
+    a = torch.tensor([[-2.0, 0.05, 0.5, -0.01]]).reshape(1, 4)  # (N=1, C=4): a linear layer output
+    s = ChannelStats(4, "cpu", threshold=0.1, mode="activation")
+    s.update(a)
+    summary = _summary(s)
+    assert summary.on_rate.tolist() == [0.0, 0.0, 1.0, 0.0]
+    assert summary.max_abs.tolist() == pytest.approx([2.0, 0.05, 0.5, 0.01])
+
+
+def test_batched_equals_per_sample_and_reset() -> None:
+    g = torch.Generator().manual_seed(0)
+    a = torch.relu(torch.randn(6, 5, 4, 4, generator=g) - 0.5)
+    batched, single = ChannelStats(5, "cpu"), ChannelStats(5, "cpu")
+    batched.update(a)
+    for i in range(6):
+        single.update(a[i : i + 1])
+    assert torch.equal(batched.count_on, single.count_on)
+    assert torch.equal(batched.max_mag, single.max_mag)
+    assert torch.allclose(batched.sum_mag, single.sum_mag)
+    assert batched.positions == single.positions == 6 * 16
+    reference = (a > 0).sum((0, 2, 3)).double()
+    assert torch.equal(batched.count_on, reference)
+    batched.reset()
+    assert batched.positions == 0 and float(batched.count_on.abs().sum()) == 0.0
+    assert batched.last_on.tolist() == [-1] * 5
+
+
+def test_silent_steps_catch_a_channel_that_died_mid_window() -> None:
+    s = ChannelStats(2, "cpu")
+    alive = torch.ones(4, 2, 3, 3)
+    died = alive.clone()
+    died[:, 1] = 0.0
+    for _ in range(3):
+        s.update(alive)
+    for _ in range(5):
+        s.update(died)
+    summary = _summary(s)
+    assert summary.dead == []  # channel 1 fired in the first three forwards
+    assert summary.silent_steps.tolist() == [0, 5]
+    assert summary.silent(5) == [1] and summary.silent(6) == [] and summary.silent(None) == []
+
+
+def test_half_precision_counts_stay_exact() -> None:
+    a = torch.ones(8, 2, 128, 128, dtype=torch.bfloat16)  # 131072 values per channel > fp16 max
+    s = ChannelStats(2, "cpu")
+    s.update(a)
+    assert s.count_on.tolist() == [131072.0, 131072.0]
+
+
+def test_no_host_sync_in_the_update() -> None:
+    # Meta tensors have no data: any .item(), .cpu(), bool(tensor) or data-dependent branch raises.
+    s = ChannelStats(4, "meta")
+    s.update(torch.empty(2, 4, 3, 3, device="meta"))
+    s.update(torch.empty(2, 4, 3, 3, device="meta"))
+    assert s.positions == 36 and s.count_on.device.type == "meta"
+
+
+def test_shape_errors() -> None:
+    s = ChannelStats(3, "cpu")
+    with pytest.raises(ValueError, match=r"expected an \(N, 3, \.\.\.\) tensor"):
+        s.update(torch.ones(2, 4, 2, 2))
+    with pytest.raises(ValueError, match="mode"):
+        ChannelStats(3, "cpu", mode="bogus")
+
+
+def test_summary_state_loads_with_weights_only() -> None:
+    s = ChannelStats(3, "cpu")
+    s.update(torch.relu(torch.randn(2, 3, 4, 4)))
+    state = _summary(s).to_state()
+    buf = io.BytesIO()
+    torch.save(state, buf)
+    buf.seek(0)
+    back = ChannelSummary.from_state(torch.load(buf, weights_only=True))
+    assert torch.equal(back.on_rate, _summary(s).on_rate) and back.positions == 32
+
+
+# ---------------------------------------------------------------- recorder: hooks and call sites
+def _reference(model: nn.Module, xs: list[torch.Tensor], layers: list[str]) -> dict[str, torch.Tensor]:
+    """On-counts per channel from captured (cloned) outputs: the oracle."""
+    counts: dict[str, torch.Tensor] = {}
+    for x in xs:
+        with capture(model, layers, clone=True) as got:
+            model(x)
+        for layer in layers:
+            counts[layer] = counts.get(layer, 0) + (got[layer] > 0).sum((0, 2, 3)).double()
+    return counts
+
+
+def test_recorder_matches_captured_outputs_per_call_site() -> None:
+    torch.manual_seed(0)
+    model = TinyResNet(in_channels=1).eval()  # eval: the oracle pass sees the same BatchNorm output
+    xs = [torch.randn(4, 1, 8, 8) for _ in range(3)]
+    assert default_dead_layers(model) == ["relu", "layer1.relu"]
+    with torch.no_grad(), ChannelStatsRecorder(model) as recorder:
+        for x in xs:
+            model(x)
+    got = recorder.summaries()
+    # The block's ReLU module runs twice per forward: two call sites, never mixed.
+    assert list(got) == ["layer1.relu@0", "layer1.relu@1", "relu"]
+    with torch.no_grad():
+        ref = _reference(model, xs, ["layer1.relu@0", "layer1.relu@1", "relu@0"])
+    for key, ref_key in [("layer1.relu@0", "layer1.relu@0"), ("layer1.relu@1", "layer1.relu@1"), ("relu", "relu@0")]:
+        assert torch.equal((got[key].on_rate * got[key].positions).round(), ref[ref_key]), key
+        assert got[key].positions == 3 * 4 * 64 and got[key].updates == 3
+    assert not torch.equal(got["layer1.relu@0"].on_rate, got["layer1.relu@1"].on_rate)
+
+
+def test_explicit_call_site_and_inplace_relu() -> None:
+    torch.manual_seed(0)
+    model = TinyResNet(in_channels=1).eval()
+    x = torch.randn(4, 1, 8, 8)
+    with torch.no_grad(), ChannelStatsRecorder(model, ["layer1.relu@1"]) as rec:
+        model(x)
+        model.layer1(torch.relu(torch.randn(4, 8, 8, 8)))  # the block alone: still numbered 0, 1
+    assert list(rec.summaries()) == ["layer1.relu@1"]
+    assert rec.summaries()["layer1.relu@1"].updates == 2
+
+    # In-place ReLU in a Sequential: statistics are those of the ReLU output.
+    cnn = SmallCNN().eval()
+    with torch.no_grad(), ChannelStatsRecorder(cnn, ["features.2"]) as rec:
+        cnn(x)
+    with torch.no_grad(), capture(cnn, ["features.2"]) as got:
+        cnn(x)
+    ref = got["features.2"]
+    s = rec.summaries()["features.2"]
+    assert torch.equal((s.on_rate * s.positions).round(), (ref > 0).sum((0, 2, 3)).double())
+    assert torch.equal(s.max_abs, ref.amax((0, 2, 3)))
+
+
+def test_only_enabled_forwards_outside_isolation_count() -> None:
+    model = SmallCNN().eval()
+    x = torch.randn(2, 1, 8, 8)
+    with torch.no_grad(), ChannelStatsRecorder(model) as rec:
+        model(x)
+        with isolated(model):
+            model(x)  # featurewatch's own forward
+        with rec.paused():
+            model(x)
+        rec.enabled = False
+        model(x)
+    assert {k: s.updates for k, s in rec.summaries().items()} == {"features.2": 1, "features.6": 1}
+
+
+def test_hooks_removed_on_exit_and_on_error() -> None:
+    model = TinyResNet(in_channels=1)
+    rec = ChannelStatsRecorder(model)
+    with rec:
+        assert _hooks_left(model) > 0
+    assert _hooks_left(model) == 0
+    with pytest.raises(RuntimeError, match="boom"), rec:
+        raise RuntimeError("boom")
+    assert _hooks_left(model) == 0 and not rec.attached
+
+
+def test_forward_that_raises_does_not_shift_call_sites() -> None:
+    torch.manual_seed(0)
+    model = TinyResNet(in_channels=1).eval()
+    x = torch.randn(2, 1, 8, 8)
+
+    def explode(_m: nn.Module, _i: object, _o: object) -> None:
+        raise RuntimeError("half way")
+
+    with torch.no_grad(), ChannelStatsRecorder(model) as rec:
+        handle = model.layer1.bn2.register_forward_hook(explode)
+        with pytest.raises(RuntimeError):
+            model(x)  # layer1.relu ran once, then the forward died
+        handle.remove()
+        model(x)
+    assert sorted(rec.summaries()) == ["layer1.relu@0", "layer1.relu@1", "relu"]
+    assert rec.summaries()["layer1.relu@1"].updates == 1
+
+
+class _FunctionalNet(nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.conv1 = nn.Conv2d(1, 4, 3, padding=1)
+        self.bn1 = nn.BatchNorm2d(4)
+        self.fc = nn.Linear(4, 3)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = F.relu(self.bn1(self.conv1(x)), inplace=True)
+        return self.fc(x.mean((2, 3)))
+
+
+def test_errors_name_the_problem() -> None:
+    with pytest.raises(ValueError, match="F.relu"):
+        ChannelStatsRecorder(_FunctionalNet())
+    with pytest.raises(ValueError, match="did you mean 'bn1'"):
+        ChannelStatsRecorder(_FunctionalNet(), ["bn11"])
+    # A layer whose output is not (N, C, ...) is reported, not counted, and training is not broken.
+    model = nn.Sequential(nn.Flatten(0), nn.ReLU())
+    with ChannelStatsRecorder(model, ["1"]) as rec:
+        model(torch.ones(3))
+    assert rec.summaries() == {} and "expected a floating (N, C, ...)" in rec.problems["1"]
+    # A call site whose channel count changes is reported and frozen, not raised inside forward.
+    relu = nn.Sequential(nn.ReLU())
+    with ChannelStatsRecorder(relu) as rec:
+        relu(torch.ones(2, 3, 4))
+        relu(torch.ones(2, 5, 4))
+    assert rec.summaries()["0"].positions == 8 and "changed from 3 channels" in rec.problems["0"]
+
+
+def test_preactivation_layers_in_a_functional_network() -> None:
+    net = _FunctionalNet().eval()
+    with torch.no_grad():
+        net.bn1.bias[2] = -50.0
+    with torch.no_grad(), ChannelStatsRecorder(net, ["bn1"]) as rec:
+        net(torch.randn(4, 1, 6, 6))
+    assert rec.summaries()["bn1"].dead == [2]
+
+
+def test_reduction_over_two_ranks_equals_one_process() -> None:
+    """Run the packing/reduction with an all_reduce that adds what a second rank sent."""
+    torch.manual_seed(0)
+    model = TinyResNet(in_channels=1).eval()
+    xs = torch.randn(8, 1, 8, 8)
+    whole = ChannelStatsRecorder(model)
+    halves = [ChannelStatsRecorder(model), ChannelStatsRecorder(model)]
+    with torch.no_grad():
+        with whole:
+            model(xs[:4])
+            model(xs[4:])
+        for rank, rec in enumerate(halves):
+            with rec:
+                model(xs[rank::2][:2])
+                model(xs[rank::2][2:])
+    sent: dict[str, torch.Tensor] = {}
+
+    def record(t: torch.Tensor, op: str) -> torch.Tensor:
+        sent[op] = t.clone()
+        return t
+
+    halves[1].summaries(all_reduce=record, gather=lambda layout: [layout])
+
+    def add_rank1(t: torch.Tensor, op: str) -> torch.Tensor:
+        return t + sent[op] if op == "sum" else torch.maximum(t, sent[op])
+
+    reduced = halves[0].summaries(all_reduce=add_rank1, gather=lambda layout: [layout, halves[1].layout()])
+    expected = whole.summaries()
+    assert list(reduced) == list(expected)
+    for key in expected:
+        assert torch.equal(reduced[key].on_rate, expected[key].on_rate), key
+        assert torch.equal(reduced[key].max_abs, expected[key].max_abs), key
+        assert torch.allclose(reduced[key].mean_abs, expected[key].mean_abs, rtol=1e-6), key
+        assert reduced[key].positions == expected[key].positions
+        assert torch.equal(reduced[key].silent_steps, expected[key].silent_steps)
