@@ -117,7 +117,13 @@ def load_data(spec: str, size: int, seed: int) -> tuple[Dataset, Dataset, list[s
 
 def make_callbacks(normalize: tuple[list[float], list[float]], fast: bool) -> list[pl.Callback]:
     """Every featurewatch callback, at defaults that keep a 2-core CPU run pleasant."""
+    steps = 32 if fast else 64
     return [
+        # images optimized to excite each channel: strokes and edges at features.2, parts deeper
+        fw.ChannelVisualization(["features.2", "features.9"], max_channels=16, steps=steps, normalize=normalize, at_start=True),
+        # inputs that maximize each class logit, captioned with the class names of the model
+        fw.ClassModelVisualization(steps=steps, normalize=normalize, at_start=True),
+        fw.DeepDream("features.9", num_images=4, normalize=normalize, at_start=True),
         fw.FilterWeights(at_start=True),
         fw.ActivationGrid(layers=["features.2", "features.9", "features.13"], num_images=4, max_channels=32, at_start=True),
         # dead/dying filters of every ReLU (features.2, .5, .9, .13); warns once per layer

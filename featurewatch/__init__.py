@@ -22,6 +22,9 @@ _EXPORTS: dict[str, str] = {
     "FeatureWatchWarning": "featurewatch.callbacks.base",
     "FilterWeights": "featurewatch.callbacks.filter_weights",
     "ActivationGrid": "featurewatch.callbacks.activation_grid",
+    "ChannelVisualization": "featurewatch.callbacks.channel_visualization",
+    "ClassModelVisualization": "featurewatch.callbacks.class_model",
+    "DeepDream": "featurewatch.callbacks.deep_dream",
     "DeadNeuronMonitor": "featurewatch.callbacks.dead_neurons",
     "DeadNeuronWarning": "featurewatch.callbacks.dead_neurons",
     "DeadNeuronError": "featurewatch.callbacks.dead_neurons",
@@ -32,6 +35,21 @@ _EXPORTS: dict[str, str] = {
     "isolated": "featurewatch.core.hygiene",
     "list_layers": "featurewatch.core.layers",
     "resolve_layer": "featurewatch.core.layers",
+    "visualize_channels": "featurewatch.core.render",
+    "class_model_images": "featurewatch.core.render",
+    "render": "featurewatch.core.render",
+    "RenderResult": "featurewatch.core.render",
+    "deep_dream": "featurewatch.core.deepdream",
+    "ImageSpec": "featurewatch.core.param",
+    "fit_image_stats": "featurewatch.core.fit_stats",
+    "ImageStats": "featurewatch.core.fit_stats",
+    "Objective": "featurewatch.core.objectives",
+    "channel": "featurewatch.core.objectives",
+    "neuron": "featurewatch.core.objectives",
+    "layer_l2": "featurewatch.core.objectives",
+    "class_logit": "featurewatch.core.objectives",
+    "direction": "featurewatch.core.objectives",
+    "interpolate": "featurewatch.core.objectives",
     "ChannelStatsRecorder": "featurewatch.core.stats",
     "ChannelSummary": "featurewatch.core.stats",
     # loggers
@@ -61,11 +79,27 @@ def __dir__() -> list[str]:
 if TYPE_CHECKING:  # pragma: no cover - for type checkers and IDEs
     from featurewatch.callbacks.activation_grid import ActivationGrid
     from featurewatch.callbacks.base import FeatureWatchCallback, FeatureWatchWarning
+    from featurewatch.callbacks.channel_visualization import ChannelVisualization
+    from featurewatch.callbacks.class_model import ClassModelVisualization
     from featurewatch.callbacks.dead_neurons import DeadNeuronError, DeadNeuronMonitor, DeadNeuronWarning
+    from featurewatch.callbacks.deep_dream import DeepDream
     from featurewatch.callbacks.filter_weights import FilterWeights
     from featurewatch.core.hygiene import isolated
     from featurewatch.core.inspect import activation_grid, activation_maps, filter_grid
+    from featurewatch.core.deepdream import deep_dream
+    from featurewatch.core.fit_stats import ImageStats, fit_image_stats
     from featurewatch.core.layers import list_layers, resolve_layer
+    from featurewatch.core.objectives import (
+        Objective,
+        channel,
+        class_logit,
+        direction,
+        interpolate,
+        layer_l2,
+        neuron,
+    )
+    from featurewatch.core.param import ImageSpec
+    from featurewatch.core.render import RenderResult, class_model_images, render, visualize_channels
     from featurewatch.core.stats import ChannelStatsRecorder, ChannelSummary
     from featurewatch.loggers.base import Event, Sink
     from featurewatch.loggers.files import FilesSink

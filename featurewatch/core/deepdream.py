@@ -103,4 +103,4 @@ def deep_dream(
                     img = (img + step_size * grad / scale).clamp(0, 1).detach()
                 detail = img - here
                 out = img
-    return out.detach().float().cpu()
+        return out.detach().float().cpu()

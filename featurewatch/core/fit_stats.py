@@ -123,7 +123,7 @@ def fit_image_stats(
         The fitted statistics (CPU tensors).
     """
     x = _batches(data, max_images)
-    n, c, h, w = x.shape
+    _n, c, h, w = x.shape
     low = x.transpose(0, 1).reshape(c, -1).amin(1)
     high = x.transpose(0, 1).reshape(c, -1).amax(1)
     if normalize is not None:
@@ -138,6 +138,9 @@ def fit_image_stats(
     cov = flat @ flat.T / max(1, flat.shape[1] - 1)
     evals, evecs = torch.linalg.eigh(cov.double())
     color = (evecs * evals.clamp_min(0).sqrt()[None, :]).float()
+    # eigenvectors have arbitrary signs: make each column's largest entry positive (deterministic)
+    signs = torch.sign(color.gather(0, color.abs().argmax(0, keepdim=True))).clamp_min(0) * 2 - 1
+    color = color * signs
     norm = color.norm(dim=0).max()
     color = color / norm if norm > 0 else torch.eye(c)
     # spectrum: mean amplitude per radial frequency bin

@@ -26,7 +26,6 @@ from __future__ import annotations
 
 import numbers
 from collections.abc import Callable, Iterable, Mapping, Sequence
-from typing import Union
 
 import torch
 
@@ -49,7 +48,7 @@ OUTPUT = ""
 
 Activations = Mapping[str, torch.Tensor]
 Check = Callable[[Mapping[str, torch.Size]], None]
-Units = Union[int, Sequence[int], range, torch.Tensor]
+Units = int | Sequence[int] | range | torch.Tensor
 
 
 def _ref(layer: str) -> str:
@@ -196,7 +195,7 @@ def _units(units: Units, what: str) -> tuple[torch.Tensor, bool]:
         return torch.tensor([int(units)]), False
     if isinstance(units, torch.Tensor):
         values = units.flatten().tolist()
-    elif isinstance(units, Iterable):
+    elif isinstance(units, Iterable) and not isinstance(units, (str, bytes)):
         values = list(units)
     else:
         raise TypeError(f"`{what}` must be an int or a sequence of ints, got {type(units).__name__}")
@@ -209,7 +208,8 @@ def _units(units: Units, what: str) -> tuple[torch.Tensor, bool]:
 
 
 def _pick(units: torch.Tensor, batched: bool, index: torch.Tensor) -> torch.Tensor:
-    return units[index.cpu()] if batched else units.expand(index.shape[0])
+    # clone: the objective may have been built under torch.inference_mode
+    return (units[index.cpu()] if batched else units.expand(index.shape[0])).clone()
 
 
 def _check_units(layer: str, units: torch.Tensor, kind: str) -> Check:
@@ -352,7 +352,7 @@ def direction(layer: str, vectors: torch.Tensor | Sequence[float]) -> Objective:
 
     def fn(acts: Activations, index: torch.Tensor) -> torch.Tensor:
         a = acts[ref]
-        v = (vec[index.cpu()] if batched else vec.expand(a.shape[0], -1)).to(a.device, a.dtype)
+        v = (vec[index.cpu()] if batched else vec.expand(a.shape[0], -1)).clone().to(a.device, a.dtype)
         v = v.reshape(a.shape[0], a.shape[1], *([1] * (a.dim() - 2)))
         return _spatial_mean((a * v).sum(1))
 
@@ -381,7 +381,7 @@ def interpolate(a: Objective, b: Objective, weights: Sequence[float]) -> Objecti
         raise ValueError("`weights` must not be empty")
 
     def fn(acts: Activations, index: torch.Tensor) -> torch.Tensor:
-        wi = w[index.cpu()]
+        wi = w[index.cpu()].clone()
         va, vb = a.fn(acts, index), b.fn(acts, index)
         wi = wi.to(va.device, va.dtype)
         return (1 - wi) * va + wi * vb

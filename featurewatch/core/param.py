@@ -82,7 +82,8 @@ class ImageParam(nn.Module):
     def forward(self) -> torch.Tensor:
         t = self.raw()
         if self.color.numel():
-            t = torch.einsum("dc,nchw->ndhw", self.color, t)
+            # a 1x1 convolution: the fastest channel mix on CPU and GPU (einsum lowers to bmm)
+            t = F.conv2d(t, self.color[:, :, None, None].to(t.dtype))
         return torch.sigmoid(t)
 
     @torch.no_grad()
@@ -103,7 +104,7 @@ class PixelImage(ImageParam):
     @torch.no_grad()
     def blur_(self, sigma: float) -> None:
         """Periodic Gaussian blur of the pixels (Yosinski et al., 2015)."""
-        r = max(1, int(math.ceil(2 * sigma)))
+        r = max(1, math.ceil(2 * sigma))
         k = torch.exp(-(torch.arange(-r, r + 1, dtype=self.pixels.dtype, device=self.pixels.device) ** 2) / (2 * sigma**2))
         k = k / k.sum()
         n, c, h, w = self.pixels.shape
@@ -146,13 +147,14 @@ class FourierImage(ImageParam):
             fitted = stats.spectrum_scale(h, w)
             fitted[0, 0] = fitted.flatten()[1:].max()  # DC: as the strongest fitted frequency
             scale = fitted * (scale.pow(2).mean().sqrt() / fitted.pow(2).mean().sqrt())
-        self.register_buffer("scale", (scale * math.sqrt(h * w)).float(), persistent=False)
+        # sqrt(h w) undoes irfft2's 1/(h w) up to sqrt; the 1/4 is Lucid's output scale, folded in
+        self.register_buffer("scale", (scale * math.sqrt(h * w) / 4.0).float(), persistent=False)
         self.register_buffer("freqs", freqs.float(), persistent=False)
         self.spectrum = nn.Parameter(_randn(seeds, (channels, h, w // 2 + 1, 2), sd))
 
     def raw(self) -> torch.Tensor:
         coeffs = torch.view_as_complex(self.spectrum) * self.scale
-        return torch.fft.irfft2(coeffs, s=self.size) / 4.0
+        return torch.fft.irfft2(coeffs, s=self.size)
 
     @torch.no_grad()
     def blur_(self, sigma: float) -> None:
@@ -171,6 +173,9 @@ class ImageSpec:
         fft: spectral (:class:`FourierImage`) if true, else :class:`PixelImage`.
         decorrelate: colour decorrelation (``True``: fitted or ImageNet, see :func:`color_matrix`).
         stats: fitted :class:`~featurewatch.core.fit_stats.ImageStats` (colour and spectrum).
+        fitted_spectrum: use the spectrum profile of ``stats`` instead of ``1/f`` (with ``stats``).
+            For blurry data (e.g. upsampled 8x8 digits) the fitted profile is very steep and gives
+            smooth blobs with lower activations; ``False`` keeps the fitted colours with ``1/f``.
         sd: initial standard deviation.
         decay_power: ``1/f`` exponent of the spectral parametrization (ignored with ``stats``).
     """
@@ -180,6 +185,7 @@ class ImageSpec:
     fft: bool = True
     decorrelate: bool | torch.Tensor = True
     stats: ImageStats | None = None
+    fitted_spectrum: bool = True
     sd: float = 0.01
     decay_power: float = 1.0
 
@@ -194,7 +200,8 @@ class ImageSpec:
     def build(self, seeds: Sequence[int], device: torch.device | str = "cpu") -> ImageParam:
         color = color_matrix(self.channels, self.decorrelate, self.stats)
         if self.fft:
-            p: ImageParam = FourierImage(seeds, self.channels, self.size, sd=self.sd, decay_power=self.decay_power, stats=self.stats, color=color)
+            spectrum = self.stats if self.fitted_spectrum else None
+            p: ImageParam = FourierImage(seeds, self.channels, self.size, sd=self.sd, decay_power=self.decay_power, stats=spectrum, color=color)
         else:
             p = PixelImage(seeds, self.channels, self.size, sd=self.sd, color=color)
         return p.to(device)

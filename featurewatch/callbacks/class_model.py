@@ -1,0 +1,180 @@
+"""ClassModelVisualization: one image per class that the network scores highest for that class."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import pytorch_lightning as pl
+import torch
+
+from featurewatch.callbacks.channel_visualization import NormalizeArg, _check_int, _RenderCallback
+from featurewatch.core.objectives import class_logit
+from featurewatch.core.render import unit_seed
+from featurewatch.loggers import Event
+
+__all__ = ["ClassModelVisualization"]
+
+_NAME_ATTRS = ("class_names", "classes")
+
+
+def _names_from(obj: object) -> list[str] | None:
+    for attr in _NAME_ATTRS:
+        value = getattr(obj, attr, None)
+        if isinstance(value, dict):
+            return [str(value[k]) for k in sorted(value)]
+        if isinstance(value, (list, tuple)) and value and all(isinstance(v, (str, int)) for v in value):
+            return [str(v) for v in value]
+    return None
+
+
+class ClassModelVisualization(_RenderCallback):
+    """Render, at every call, an image per class that maximizes the class's pre-softmax score.
+
+    The class model visualization of Simonyan et al. (2014), with a spectral parametrization and
+    transformation robustness (Olah et al., 2017). Early in training the images are noise the
+    network happens to like; as it learns, each becomes a recognizable prototype of its class (a
+    digit's strokes). The fraction of images the network classifies as their own class is logged.
+
+    Args:
+        classes: class indices to render. Default: every output of the model (up to
+            ``max_classes``).
+        class_names: names for the captions. Default: ``class_names`` or ``classes`` of the
+            datamodule, of the LightningModule, or of the training dataset, when one has them.
+        max_classes: cap when ``classes`` is not given.
+        size, steps, lr, normalize, fit_stats, transforms, redirect_steps, polish_steps, batch_size,
+            time_budget, seed, min_size, input_key: as in
+            :class:`~featurewatch.callbacks.ChannelVisualization`.
+        every_n_epochs, every_n_train_steps, at_start, at_end, strict: see
+            :class:`~featurewatch.callbacks.base.FeatureWatchCallback`.
+
+    Logged keys:
+        - ``featurewatch/class_model/output``: image, one tile per class (row-major; the caption
+          lists index and name of each class).
+        - ``featurewatch/class_model/output/mean_logit``: scalar, mean final score.
+        - ``featurewatch/class_model/output/self_classified``: scalar, fraction of images the
+          model classifies as the class they were rendered for.
+        - ``featurewatch/class_model/seconds``: wall time of the call.
+
+    Example:
+        >>> ClassModelVisualization(class_names=[str(d) for d in range(10)], steps=64)
+    """
+
+    name = "class_model"
+
+    def __init__(
+        self,
+        classes: Sequence[int] | None = None,
+        class_names: Sequence[str] | None = None,
+        *,
+        max_classes: int = 16,
+        size: int | None = None,
+        steps: int = 64,
+        lr: float = 0.1,
+        normalize: NormalizeArg = "data",
+        fit_stats: str = "color",
+        transforms: str | None = "standard",
+        redirect_steps: int = 0,
+        polish_steps: int | None = None,
+        batch_size: int | None = None,
+        time_budget: float | None = None,
+        seed: int = 0,
+        min_size: int = 64,
+        input_key: int | str = 0,
+        every_n_epochs: int | None = 1,
+        every_n_train_steps: int | None = None,
+        at_start: bool = False,
+        at_end: bool = True,
+        strict: bool = False,
+    ) -> None:
+        super().__init__(
+            size=size, steps=steps, lr=lr, normalize=normalize, fit_stats=fit_stats, transforms=transforms,
+            redirect_steps=redirect_steps, polish_steps=polish_steps, batch_size=batch_size,
+            time_budget=time_budget, seed=seed, min_size=min_size, input_key=input_key,
+            every_n_epochs=every_n_epochs, every_n_train_steps=every_n_train_steps, at_start=at_start,
+            at_end=at_end, strict=strict,
+        )  # fmt: skip
+        if classes is not None:
+            classes = list(classes)
+            if not classes or any(isinstance(c, bool) or not isinstance(c, int) or c < 0 for c in classes):
+                raise ValueError(f"`classes` must be a non-empty list of non-negative ints, got {classes!r}")
+        if class_names is not None and (isinstance(class_names, str) or not all(isinstance(n, str) for n in class_names)):
+            raise TypeError(f"`class_names` must be a list of strings, got {class_names!r}")
+        _check_int("max_classes", max_classes, 1)
+        self.classes = classes
+        self.class_names = list(class_names) if class_names is not None else None
+        self.max_classes = max_classes
+        self._num_outputs: int | None = None
+
+    def check_input(self, pl_module: pl.LightningModule, x: torch.Tensor) -> None:
+        self._learn_input(x)
+        with torch.no_grad():
+            out = pl_module(x[:1])
+        if not isinstance(out, torch.Tensor) or out.dim() != 2:
+            raise ValueError(
+                "ClassModelVisualization needs a model returning (N, classes) scores, got "
+                + (f"shape {tuple(out.shape)}" if isinstance(out, torch.Tensor) else type(out).__name__)
+            )
+        self._num_outputs = int(out.shape[1])
+        if self.classes is not None and max(self.classes) >= self._num_outputs:
+            raise ValueError(
+                f"ClassModelVisualization: class {max(self.classes)} out of range; the model outputs "
+                f"{self._num_outputs} scores (valid: 0..{self._num_outputs - 1})"
+            )
+
+    def _classes(self) -> list[int]:
+        if self.classes is not None:
+            return list(self.classes)
+        assert self._num_outputs is not None
+        return list(range(min(self.max_classes, self._num_outputs)))
+
+    def _names(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> list[str] | None:
+        if self.class_names is not None:
+            return self.class_names
+        sources: list[object] = [getattr(trainer, "datamodule", None), pl_module]
+        loader = getattr(trainer, "train_dataloader", None)
+        sources.append(getattr(loader, "dataset", None))
+        for source in sources:
+            if source is not None and (names := _names_from(source)) is not None:
+                return names
+        return None
+
+    def visualize(self, trainer: pl.Trainer, pl_module: pl.LightningModule, event: Event) -> None:
+        self._ensure_input(trainer, pl_module)
+        if self._num_outputs is None:
+            with torch.no_grad():
+                self._num_outputs = int(pl_module(torch.zeros(1, *self._input_shape)).shape[1])  # type: ignore[misc]
+        classes = self._classes()
+        result = self._render(pl_module, class_logit(classes), [unit_seed(self.seed, c) for c in classes], self.time_budget)
+        names = self._names(trainer, pl_module)
+        label = [f"{c}: {names[c]}" if names is not None and c < len(names) else str(c) for c in classes]
+        norm = self._norm
+        images = result.images.to(pl_module.device)
+        if norm is not None:
+            mean = torch.tensor(norm[0], device=images.device).reshape(1, -1, 1, 1)
+            std = torch.tensor(norm[1], device=images.device).reshape(1, -1, 1, 1)
+            images = (images - mean) / std
+        with torch.no_grad():
+            predicted = pl_module(images.to(next(pl_module.parameters()).dtype)).argmax(1).cpu()
+        own = predicted == torch.tensor(classes)
+        caption = (
+            f"epoch {event.epoch}, step {event.step}: class model images (row-major), classes "
+            + ", ".join(label)
+            + f"; classified as their class: {int(own.sum())}/{len(classes)}"
+            + (f"; time budget cut steps to {int(result.steps.min())}" if result.budget_exceeded else "")
+        )
+        key = "featurewatch/class_model/output"
+        event.add_image(key, self._display(result.images), caption=caption)
+        event.add_scalar(f"{key}/mean_logit", float(result.values.mean()))
+        event.add_scalar(f"{key}/self_classified", float(own.float().mean()))
+
+    def extra_state(self) -> dict[str, Any]:
+        state = super().extra_state()
+        if self._num_outputs is not None:
+            state["num_outputs"] = self._num_outputs
+        return state
+
+    def load_extra_state(self, state: dict[str, Any]) -> None:
+        super().load_extra_state(state)
+        if "num_outputs" in state:
+            self._num_outputs = int(state["num_outputs"])

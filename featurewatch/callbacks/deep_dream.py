@@ -1,0 +1,197 @@
+"""DeepDream: what a layer sees in fixed probe images, amplified, at every epoch."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytorch_lightning as pl
+import torch
+
+from featurewatch.callbacks._probe import ProbeImages
+from featurewatch.callbacks.base import FeatureWatchCallback
+from featurewatch.callbacks.channel_visualization import NormalizeArg, _check_int
+from featurewatch.core.deepdream import deep_dream
+from featurewatch.core.fit_stats import fit_image_stats
+from featurewatch.core.images import grid
+from featurewatch.core.inspect import activation_maps
+from featurewatch.core.layers import parse_layer, resolve_layer
+from featurewatch.loggers import Event
+
+__all__ = ["DeepDream"]
+
+
+class DeepDream(FeatureWatchCallback):
+    """Dream on fixed probe images with one layer, and log the originals above the dreams.
+
+    DeepDream (Mordvintsev, Olah & Tyka, 2015) pushes an image, by gradient ascent on its pixels,
+    towards more of whatever a layer already responds to in it, at several scales. On the same
+    probe images at every epoch, the dreams show the layer's vocabulary growing: blotches first,
+    then strokes, loops and parts.
+
+    Args:
+        layer: layer name as in ``model.named_modules()`` (``"name@k"`` for a reused module).
+        image: probe images: a ``(N, C, H, W)`` tensor normalized like the training inputs, a path
+            (image file, folder or ``.pt``), or ``None`` for the first ``num_images`` validation
+            inputs (training inputs without validation), fixed for the whole run.
+        num_images: number of probe images.
+        octaves: scales, coarse to fine.
+        octave_scale: size ratio between scales.
+        steps: gradient steps per octave.
+        step_size: pixel change per step relative to the mean absolute gradient.
+        normalize: the model's input normalization ``(mean, std)``; ``"data"`` fits it from the
+            first batch (exact for per-channel affine normalization); ``None``: inputs in [0, 1].
+        seed: seed of the random shifts.
+        min_size: tiles are enlarged (nearest neighbour, display only) to at least this size.
+        input_key: where the images are in a batch (index for tuples, key for dicts).
+        every_n_epochs, every_n_train_steps, at_start, at_end, strict: see
+            :class:`~featurewatch.callbacks.base.FeatureWatchCallback`.
+
+    Logged keys:
+        - ``featurewatch/deepdream/<layer>``: image, probe images (top row) and their dreams
+          (bottom row).
+        - ``featurewatch/deepdream/<layer>/gain``: scalar, mean squared activation of the layer on
+          the dreams divided by that on the probe images.
+        - ``featurewatch/deep_dream/seconds``: wall time of the call.
+
+    Example:
+        >>> DeepDream("net.features.4", num_images=4, octaves=3, steps=10)
+    """
+
+    name = "deep_dream"
+
+    def __init__(
+        self,
+        layer: str,
+        image: torch.Tensor | str | None = None,
+        num_images: int = 4,
+        *,
+        octaves: int = 3,
+        octave_scale: float = 1.4,
+        steps: int = 10,
+        step_size: float = 0.02,
+        normalize: NormalizeArg = "data",
+        seed: int = 0,
+        min_size: int = 64,
+        input_key: int | str = 0,
+        every_n_epochs: int | None = 1,
+        every_n_train_steps: int | None = None,
+        at_start: bool = False,
+        at_end: bool = True,
+        strict: bool = False,
+    ) -> None:
+        super().__init__(
+            every_n_epochs=every_n_epochs,
+            every_n_train_steps=every_n_train_steps,
+            at_start=at_start,
+            at_end=at_end,
+            strict=strict,
+        )
+        if not isinstance(layer, str):
+            raise TypeError(f"`layer` must be a layer name (str), got {type(layer).__name__}")
+        parse_layer(layer)
+        _check_int("octaves", octaves, 1)
+        _check_int("steps", steps, 1)
+        _check_int("min_size", min_size, 1)
+        if isinstance(octave_scale, bool) or not isinstance(octave_scale, (int, float)) or octave_scale <= 1:
+            raise ValueError(f"`octave_scale` must be a number > 1, got {octave_scale!r}")
+        if isinstance(step_size, bool) or not isinstance(step_size, (int, float)) or step_size <= 0:
+            raise ValueError(f"`step_size` must be a positive number, got {step_size!r}")
+        if normalize is not None and normalize != "data" and (not isinstance(normalize, (tuple, list)) or len(normalize) != 2):
+            raise ValueError(f"`normalize` must be (mean, std), 'data' or None, got {normalize!r}")
+        self.layer = layer
+        self.octaves = octaves
+        self.octave_scale = float(octave_scale)
+        self.steps = steps
+        self.step_size = float(step_size)
+        self.normalize = normalize
+        self.seed = seed
+        self.min_size = min_size
+        self.input_key = input_key
+        self._probe = ProbeImages(image, num_images, normalize if isinstance(normalize, (tuple, list)) else None)
+        self._norm: tuple[list[float], list[float]] | None = None
+
+    def state_key_fields(self) -> dict[str, Any]:
+        return {"layer": self.layer}
+
+    def check_model(self, pl_module: pl.LightningModule) -> None:
+        resolve_layer(pl_module, self.layer)
+
+    def check_input(self, pl_module: pl.LightningModule, x: torch.Tensor) -> None:
+        if self.normalize == "data":
+            self._norm = fit_image_stats(x.detach().float().cpu()).normalize
+        elif self.normalize is not None:
+            mean, std = self.normalize  # type: ignore[misc]
+            self._norm = ([float(v) for v in mean], [float(v) for v in std])
+        if self._probe.normalize is None and self._norm is not None:
+            self._probe.normalize = self._norm  # a probe loaded from a path is normalized like inputs
+        self._probe.resolve_path(x)
+
+    def observe_batch(self, batch: Any, split: str) -> None:
+        if self._probe.fixed is None and self._probe.source is None:
+            self._probe.observe(self.input_from_batch(batch), split)
+
+    def visualize(self, trainer: pl.Trainer, pl_module: pl.LightningModule, event: Event) -> None:
+        try:
+            probe = self._probe.get().float()
+        except RuntimeError:  # at_start: no batch has passed yet; take the first training batch
+            loader = trainer.train_dataloader
+            if loader is None:
+                raise
+            x = self.input_from_batch(next(iter(loader)))
+            if not self._checked_input:
+                self._checked_input = True
+                self.check_input(pl_module, x.clone())
+            self._probe.observe(x, "train")
+            probe = self._probe.get().float()
+        if self._norm is not None:
+            c = probe.shape[1]
+            mean = torch.tensor(self._norm[0]).reshape(1, -1, 1, 1).expand(1, c, 1, 1)
+            std = torch.tensor(self._norm[1]).reshape(1, -1, 1, 1).expand(1, c, 1, 1)
+            pixels = (probe * std + mean).clamp(0, 1)
+        else:
+            pixels = probe.clamp(0, 1)
+        dreamed = deep_dream(
+            pl_module,
+            pixels,
+            self.layer,
+            octaves=self.octaves,
+            octave_scale=self.octave_scale,
+            steps=self.steps,
+            step_size=self.step_size,
+            normalize=self._norm,
+            seed=self.seed,
+        )
+        def energy(images: torch.Tensor) -> float:
+            x = images
+            if self._norm is not None:
+                x = (images - mean) / std
+            m = activation_maps(pl_module, x, [self.layer])[str(parse_layer(self.layer))]
+            return float(m.float().pow(2).mean())
+
+        gain = energy(dreamed) / max(energy(pixels), 1e-12)
+        both = torch.cat([pixels, dreamed])
+        h, w = both.shape[-2:]
+        factor = max(1, -(-self.min_size // max(h, w)))
+        if factor > 1:
+            both = torch.nn.functional.interpolate(both, scale_factor=factor, mode="nearest")
+        key = f"featurewatch/deepdream/{self.layer}"
+        event.add_image(
+            key,
+            grid(both, nrow=pixels.shape[0], padding=2, pad_value=1.0),
+            caption=(
+                f"epoch {event.epoch}, step {event.step}: {self.layer}, {pixels.shape[0]} probe images (top) "
+                f"and their dreams (bottom), {self.octaves} octaves x {self.steps} steps"
+            ),
+        )
+        event.add_scalar(f"{key}/gain", gain)
+
+    def extra_state(self) -> dict[str, Any]:
+        state = dict(self._probe.state())
+        if self._norm is not None:
+            state["norm"] = self._norm
+        return state
+
+    def load_extra_state(self, state: dict[str, Any]) -> None:
+        self._probe.load_state(state)
+        if state.get("norm") is not None:
+            self._norm = state["norm"]

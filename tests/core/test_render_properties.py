@@ -1,0 +1,107 @@
+"""Properties on a network trained for a few seconds on real digits (scikit-learn)."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from featurewatch.core.deepdream import deep_dream
+from featurewatch.core.inspect import activation_maps
+from featurewatch.core.objectives import channel, layer_l2
+from featurewatch.core.param import ImageSpec
+from featurewatch.core.render import class_model_images, render, visualize_channels
+from tests._models import digits_tensors
+
+NORM = ((0.3,), (0.4,))  # digits_tensors normalizes pixels as (p - 0.3) / 0.4
+
+
+def to_input(images: torch.Tensor) -> torch.Tensor:
+    return (images - 0.3) / 0.4
+
+
+def train_epochs(model: nn.Module, opt: torch.optim.Optimizer, x: torch.Tensor, y: torch.Tensor, g: torch.Generator) -> None:
+    for _ in range(5):
+        perm = torch.randperm(len(x), generator=g)
+        for i in range(0, len(x), 64):
+            idx = perm[i : i + 64]
+            loss = F.cross_entropy(model(x[idx]), y[idx])
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+
+
+@pytest.fixture(scope="module")
+def trained() -> nn.Module:
+    x, y = digits_tensors(size=16)
+    torch.manual_seed(0)
+    g = torch.Generator().manual_seed(0)
+    model = nn.Sequential(
+        nn.Conv2d(1, 8, 3, padding=1), nn.BatchNorm2d(8), nn.ReLU(inplace=True), nn.MaxPool2d(2),
+        nn.Conv2d(8, 16, 3, padding=1), nn.BatchNorm2d(16), nn.ReLU(inplace=True), nn.MaxPool2d(2),
+        nn.Conv2d(16, 32, 3, padding=1), nn.ReLU(inplace=True),
+        nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(32, 10),
+    )  # fmt: skip
+    opt = torch.optim.Adam(model.parameters(), 3e-3)
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # a tiny net trains as fast on one thread, and a busy neighbour cannot stall it
+    try:
+        train_epochs(model, opt, x, y, g)
+    finally:
+        torch.set_num_threads(threads)
+    model.eval()
+    with torch.no_grad():
+        accuracy = (model(x).argmax(1) == y).float().mean().item()
+    assert accuracy > 0.85, f"the fixture network did not train ({accuracy:.2f})"
+    return model
+
+
+OPTIONS = {"size": 16, "steps": 64, "lr": 0.1, "redirect_steps": 8, "polish_steps": 24, "normalize": NORM}
+
+
+def test_channel_images_are_specific(trained: nn.Module) -> None:
+    """Channel i's image excites channel i more than any other channel's image does."""
+    layer = "6"
+    images = visualize_channels(trained, layer, range(16), **OPTIONS)
+    acts = activation_maps(trained, to_input(images), [layer])[layer].mean((2, 3))  # (image, channel)
+    specific = acts.argmax(0) == torch.arange(16)
+    assert specific.float().mean() >= 0.75, f"specific channels: {specific.tolist()}"
+
+
+def test_objective_rises_on_a_trained_network(trained: nn.Module) -> None:
+    result = render(trained, channel("9", range(32)), ImageSpec(1, 16), steps=32, lr=0.1, normalize=NORM, redirect_steps=8)
+    assert (result.values > result.initial_values).all()
+    assert not result.weak.any()
+
+
+def test_class_model_images_are_classified_as_their_class(trained: nn.Module) -> None:
+    images = class_model_images(trained, range(10), size=16, steps=48, lr=0.1, polish_steps=16, normalize=NORM)
+    with torch.no_grad():
+        predicted = trained(to_input(images)).argmax(1)
+    assert (predicted == torch.arange(10)).sum() >= 9, predicted.tolist()
+
+
+def test_negative_images_lower_the_unit(trained: nn.Module) -> None:
+    layer, chans = "6", list(range(0, 16, 3))
+    pos = visualize_channels(trained, layer, chans, **OPTIONS)
+    neg = visualize_channels(trained, layer, chans, negative=True, **OPTIONS)
+    grey = torch.full_like(pos, 0.5)
+    acts = {k: activation_maps(trained, to_input(v), [layer])[layer].mean((2, 3)) for k, v in {"pos": pos, "neg": neg, "grey": grey}.items()}
+    idx = torch.arange(len(chans))
+    c = torch.tensor(chans)
+    assert (acts["neg"][idx, c] < acts["pos"][idx, c]).all()
+    assert (acts["neg"][idx, c] <= acts["grey"][idx, c]).all()
+    assert acts["neg"][idx, c].mean() < 0.5 * acts["grey"][idx, c].mean()
+
+
+def test_deep_dream_amplifies_the_layer(trained: nn.Module) -> None:
+    x, _ = digits_tensors(n=2, size=16)
+    pixels = x * 0.4 + 0.3
+    dreamed = deep_dream(trained, pixels, "6", octaves=2, steps=8, normalize=NORM)
+    assert dreamed.shape == pixels.shape and dreamed.min() >= 0 and dreamed.max() <= 1
+    before = activation_maps(trained, to_input(pixels), ["6"])["6"].pow(2).flatten(1).mean(1)
+    after = activation_maps(trained, to_input(dreamed), ["6"])["6"].pow(2).flatten(1).mean(1)
+    assert (after > 1.2 * before).all()
+    # deterministic for a seed; the same objective as an explicit one
+    assert torch.equal(dreamed, deep_dream(trained, pixels, layer_l2("6"), octaves=2, steps=8, normalize=NORM))
