@@ -7,7 +7,15 @@ from typing import Any
 import pytorch_lightning as pl
 from torch import nn
 
-from featurewatch import ActivationGrid, DeadNeuronMonitor, FeatureWatchCallback, FilterWeights
+from featurewatch import (
+    ActivationGrid,
+    ChannelVisualization,
+    ClassModelVisualization,
+    DeadNeuronMonitor,
+    DeepDream,
+    FeatureWatchCallback,
+    FilterWeights,
+)
 
 
 def make_trainer(root, callbacks, **kwargs: Any) -> pl.Trainer:
@@ -36,6 +44,9 @@ def all_callbacks(every_n_train_steps: int | None = None) -> list[FeatureWatchCa
         FilterWeights(**schedule),
         ActivationGrid(layers=["net.features.2", "net.features.6"], num_images=2, **schedule),
         DeadNeuronMonitor(**schedule),
+        ChannelVisualization(["net.features.2"], max_channels=4, steps=4, **schedule),
+        ClassModelVisualization(classes=[0, 1], steps=4, **schedule),
+        DeepDream("net.features.6", num_images=2, octaves=2, steps=2, **schedule),
     ]
 
 

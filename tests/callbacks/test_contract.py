@@ -9,7 +9,16 @@ import pytorch_lightning as pl
 import torch
 from torch import nn
 
-from featurewatch import ActivationGrid, DeadNeuronMonitor, FeatureWatchCallback, FeatureWatchWarning, FilterWeights
+from featurewatch import (
+    ActivationGrid,
+    ChannelVisualization,
+    ClassModelVisualization,
+    DeadNeuronMonitor,
+    DeepDream,
+    FeatureWatchCallback,
+    FeatureWatchWarning,
+    FilterWeights,
+)
 from tests._models import LitClassifier, SmallCNN, TinyResNet, digits_loaders, rgb_digits_loaders
 from tests.callbacks.conftest import all_callbacks, hooks_left, make_trainer
 
@@ -159,7 +168,14 @@ def test_models_users_train_resnet_vgg_rgb_bf16(tmp_path):
         if isinstance(net, type(vgg11_bn())):
             net.avgpool = nn.AdaptiveAvgPool2d(1)
             net.classifier = nn.Linear(512, 10)
-        cbs = [FilterWeights(), ActivationGrid(layers=layers, num_images=2, max_channels=8), DeadNeuronMonitor()]
+        cbs = [
+            FilterWeights(),
+            ActivationGrid(layers=layers, num_images=2, max_channels=8),
+            DeadNeuronMonitor(),
+            ChannelVisualization(layers[-1], max_channels=2, steps=2),
+            ClassModelVisualization(classes=[3], steps=2),
+            DeepDream(layers[0], num_images=1, octaves=1, steps=1),
+        ]
         trainer = make_trainer(tmp_path, callbacks=cbs, max_epochs=1, precision="bf16-mixed")
         before = {k: v.clone() for k, v in net.state_dict().items()}
         with warnings.catch_warnings():
