@@ -99,7 +99,8 @@ class FeatureWatchCallback(pl.Callback, ABC):
         every_n_epochs: run at the end of every n-th training epoch. Exclusive with
             ``every_n_train_steps``.
         every_n_train_steps: run after every n-th optimizer step instead.
-        at_start: also run once before the first training step (shows the network at init).
+        at_start: also run once before the first optimizer step (shows the network at init; runs
+            when the first training batch arrives, so it can use that batch's size and images).
         at_end: run once more at the end of training, unless this step was just logged.
         strict: re-raise exceptions from the visualization instead of warning and going on.
     """
@@ -136,6 +137,7 @@ class FeatureWatchCallback(pl.Callback, ABC):
         self._calls = 0
         self._failures = 0
         self._checked_input = False
+        self._start_pending = False
         self.last_seconds: float = 0.0
         self.total_seconds: float = 0.0
 
@@ -184,6 +186,13 @@ class FeatureWatchCallback(pl.Callback, ABC):
     ) -> None:
         self._first_batch(pl_module, batch)
         self.observe_batch(batch, "train")
+        if self._start_pending:
+            # The "at start" run happens here, before the first optimizer step, rather than in
+            # on_train_start: by now a real batch has been seen (input size, probe images), and
+            # we never have to draw a batch from the user's dataloader ourselves (that would
+            # advance its sampler's generator and change the run's data order).
+            self._start_pending = False
+            self._run(trainer, pl_module)
 
     def on_validation_batch_start(
         self,
@@ -197,8 +206,7 @@ class FeatureWatchCallback(pl.Callback, ABC):
         self.observe_batch(batch, "val")
 
     def on_train_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
-        if self.at_start:
-            self._run(trainer, pl_module)
+        self._start_pending = self.at_start
 
     def on_train_batch_end(
         self, trainer: pl.Trainer, pl_module: pl.LightningModule, outputs: Any, batch: Any, batch_idx: int
@@ -261,6 +269,8 @@ class FeatureWatchCallback(pl.Callback, ABC):
         if self._checked_input:
             return
         self._checked_input = True
+        if type(self).check_input is FeatureWatchCallback.check_input:
+            return  # nothing to check: do not even look for images in the batch
         x = self.input_from_batch(batch)
         with isolated(pl_module):
             self.check_input(pl_module, x.clone())

@@ -129,15 +129,14 @@ class _RenderCallback(FeatureWatchCallback):
         self._stats = stats if fit else None
 
     def _ensure_input(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
-        """Before the first batch (``at_start``): take one batch from the training dataloader."""
-        if self._input_shape is not None:
-            return
-        loader = trainer.train_dataloader
-        if loader is None:
-            raise RuntimeError(f"{type(self).__name__} has not seen an input batch yet; pass `size` and `normalize`")
-        batch = next(iter(loader))
-        self._checked_input = True
-        self.check_input(pl_module, self.input_from_batch(batch).to(pl_module.device))
+        """The input size and statistics come from the first batch Lightning feeds the model.
+
+        The base class runs even the ``at_start`` call after that batch has been seen, so this only
+        fails if the callback is driven by hand before any batch. We never draw a batch from the
+        user's dataloader ourselves: that would advance its sampler and change the run.
+        """
+        if self._input_shape is None:
+            raise RuntimeError(f"{type(self).__name__} has not seen an input batch yet")
 
     def _spec(self) -> ImageSpec:
         assert self._input_shape is not None

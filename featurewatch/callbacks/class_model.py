@@ -9,6 +9,7 @@ import pytorch_lightning as pl
 import torch
 
 from featurewatch.callbacks.channel_visualization import NormalizeArg, _check_int, _RenderCallback
+from featurewatch.core.hygiene import model_device_dtype
 from featurewatch.core.objectives import class_logit
 from featurewatch.core.render import unit_seed
 from featurewatch.loggers import Event
@@ -143,7 +144,8 @@ class ClassModelVisualization(_RenderCallback):
         self._ensure_input(trainer, pl_module)
         if self._num_outputs is None:
             with torch.no_grad():
-                self._num_outputs = int(pl_module(torch.zeros(1, *self._input_shape)).shape[1])  # type: ignore[misc]
+                x = torch.zeros(1, *self._input_shape, device=pl_module.device, dtype=model_device_dtype(pl_module)[1])  # type: ignore[misc]
+                self._num_outputs = int(pl_module(x).shape[1])
         classes = self._classes()
         result = self._render(pl_module, class_logit(classes), [unit_seed(self.seed, c) for c in classes], self.time_budget)
         names = self._names(trainer, pl_module)

@@ -131,18 +131,7 @@ class DeepDream(FeatureWatchCallback):
             self._probe.observe(self.input_from_batch(batch), split)
 
     def visualize(self, trainer: pl.Trainer, pl_module: pl.LightningModule, event: Event) -> None:
-        try:
-            probe = self._probe.get().float()
-        except RuntimeError:  # at_start: no batch has passed yet; take the first training batch
-            loader = trainer.train_dataloader
-            if loader is None:
-                raise
-            x = self.input_from_batch(next(iter(loader)))
-            if not self._checked_input:
-                self._checked_input = True
-                self.check_input(pl_module, x.clone())
-            self._probe.observe(x, "train")
-            probe = self._probe.get().float()
+        probe = self._probe.get().float()
         if self._norm is not None:
             c = probe.shape[1]
             mean = torch.tensor(self._norm[0]).reshape(1, -1, 1, 1).expand(1, c, 1, 1)
@@ -195,3 +184,4 @@ class DeepDream(FeatureWatchCallback):
         self._probe.load_state(state)
         if state.get("norm") is not None:
             self._norm = state["norm"]
+            self._checked_input = True  # keep the pre-resume pixel mapping; do not refit it

@@ -73,7 +73,9 @@ def activation_maps(model: nn.Module, x: torch.Tensor, layers: Sequence[str]) ->
     for layer in layers:
         resolve_layer(model, layer)
     counts = module_calls(model, lambda: model(x[:1]), names) if any(parse_layer(la).call is None for la in layers) else None
-    with capture(model, layers, call_counts=counts, stop=True, clone=False) as got, suppress(StopForward):
+    # Clone when several layers are captured: a later in-place op (ReLU(inplace=True) after a conv,
+    # ``out += identity`` after a BatchNorm) would otherwise overwrite an earlier capture.
+    with capture(model, layers, call_counts=counts, stop=True, clone=len(layers) > 1) as got, suppress(StopForward):
         model(x)
     return {str(parse_layer(layer)): got[layer].detach() for layer in layers}
 

@@ -35,15 +35,16 @@ def make_trainer(root, callbacks, **kwargs: Any) -> pl.Trainer:
     return pl.Trainer(callbacks=list(callbacks), **options)  # Lightning appends to the list it gets
 
 
-def all_callbacks(every_n_train_steps: int | None = None) -> list[FeatureWatchCallback]:
+def all_callbacks(every_n_train_steps: int | None = None, at_start: bool = False) -> list[FeatureWatchCallback]:
     """One instance of every featurewatch callback, configured for ``LitClassifier(SmallCNN())``."""
     schedule: dict[str, Any] = (
         {"every_n_epochs": None, "every_n_train_steps": every_n_train_steps} if every_n_train_steps else {}
     )
+    schedule["at_start"] = at_start
     return [
         FilterWeights(**schedule),
         ActivationGrid(layers=["net.features.2", "net.features.6"], num_images=2, **schedule),
-        DeadNeuronMonitor(**schedule),
+        DeadNeuronMonitor(**{k: v for k, v in schedule.items() if k != "at_start"}),
         ChannelVisualization(["net.features.2"], max_channels=4, steps=4, **schedule),
         ClassModelVisualization(classes=[0, 1], steps=4, **schedule),
         DeepDream("net.features.6", num_images=2, octaves=2, steps=2, **schedule),

@@ -58,6 +58,32 @@ def test_run_with_all_callbacks_is_bit_identical_to_run_without(tmp_path):
     assert not hooks_left(model)
 
 
+def test_at_start_never_draws_from_the_users_dataloader(tmp_path):
+    """With no sanity check, `at_start` work must use the batch Lightning fetched, not pull one from
+    the loader itself: that would advance the loader's own generator and reshuffle the run."""
+
+    def run(callbacks):
+        pl.seed_everything(0, verbose=False)
+        x, y = digits_loaders(n=128)[0].dataset.tensors
+        loader = torch.utils.data.DataLoader(
+            torch.utils.data.TensorDataset(x, y), batch_size=32, shuffle=True,
+            generator=torch.Generator().manual_seed(7),
+        )
+        model = LitClassifier(DropoutCNN())
+        trainer = make_trainer(tmp_path, callbacks=callbacks, max_epochs=2, num_sanity_val_steps=0)
+        trainer.fit(model, loader)
+        return model, loader.generator.get_state()
+
+    base, base_gen = run([])
+    cbs = all_callbacks(at_start=True)
+    model, gen = run(cbs)
+    assert all(cb.failures == 0 for cb in cbs), [(type(c).__name__, c.failures) for c in cbs]
+    assert all(cb.calls == 3 for cb in cbs if cb.at_start)  # start + 2 epoch ends
+    assert torch.equal(gen, base_gen)
+    for (name, a), (_, b) in zip(base.state_dict().items(), model.state_dict().items()):
+        assert torch.equal(a, b), f"{name} differs"
+
+
 class Exploding(FeatureWatchCallback):
     name = "exploding"
 

@@ -96,3 +96,14 @@ def test_activation_maps_matches_manual_forward():
         expected = model.features[3:](h)
     assert torch.allclose(maps["features.2"], h)
     assert torch.allclose(maps["features.6"], expected)
+
+
+def test_activation_maps_of_a_conv_followed_by_inplace_relu_are_not_rectified():
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Conv2d(1, 4, 3), nn.ReLU(inplace=True), nn.Conv2d(4, 4, 3), nn.ReLU(inplace=True)).eval()
+    x = torch.randn(2, 1, 8, 8)
+    maps = activation_maps(model, x, ["0", "2"])
+    with torch.no_grad():
+        conv0 = model[0](x)
+    assert conv0.min() < 0
+    assert torch.equal(maps["0"], conv0)  # the captured conv output, not the ReLU'd one
