@@ -267,7 +267,9 @@ class DeadNeuronMonitor(FeatureWatchCallback):
         distributed = trainer.world_size > 1 and torch.distributed.is_available() and torch.distributed.is_initialized()
         if distributed:
             summaries = recorder.summaries(
-                all_reduce=lambda t, op: trainer.strategy.reduce(t, reduce_op=op), gather=_gather_objects
+                all_reduce=lambda t, op: trainer.strategy.reduce(t, reduce_op=op),
+                gather=_gather_objects,
+                device=trainer.strategy.root_device,
             )
         else:
             summaries = recorder.summaries()
@@ -287,21 +289,18 @@ class DeadNeuronMonitor(FeatureWatchCallback):
         )
         self.dead_channels = {}
         alerts = []
+        # Everything that decides alerts comes from the reduced statistics, identically on every
+        # rank; rank-zero-only drawing (the heatmaps) happens afterwards and cannot change it.
         for key, s in summaries.items():
             dead = s.silent(self.patience)
             self.dead_channels[key] = dead
             fraction = len(dead) / s.channels
+            dead_set = set(dead)
+            dying = [c for c in s.dying(self.dying_rate) if c not in dead_set]
             event.add_scalar(f"featurewatch/dead/{key}/dead_fraction", fraction)
-            event.add_scalar(f"featurewatch/dead/{key}/dying_fraction", len(s.dying(self.dying_rate)) / s.channels)
+            event.add_scalar(f"featurewatch/dead/{key}/dying_fraction", len(dying) / s.channels)
             event.add_scalar(f"featurewatch/dead/{key}/dormant_fraction", len(s.dormant(self.dormancy_threshold)) / s.channels)
             event.add_histogram(f"featurewatch/dead/{key}/on_rate", s.on_rate)
-            if self.heatmap and trainer.is_global_zero:
-                event.add_figure(
-                    f"featurewatch/dead/{key}/heatmap",
-                    self.heatmap_figure(key),
-                    caption=f"step {event.step}, epoch {event.epoch}: on-rate of the {s.channels} channels of {key} "
-                    "at every evaluation; red = never fired",
-                )
             if fraction > self.dead_alert_fraction and key not in self._alerted:
                 self._alerted.add(key)
                 alerts.append(
@@ -316,6 +315,19 @@ class DeadNeuronMonitor(FeatureWatchCallback):
                 alerts = [self.stop_reason]
             event.add_text("featurewatch/dead/alerts", "\n".join(alerts))
             self._pending.extend(alerts)
+        if self.heatmap and trainer.is_global_zero:
+            for key, s in summaries.items():
+                try:
+                    event.add_figure(
+                        f"featurewatch/dead/{key}/heatmap",
+                        self.heatmap_figure(key),
+                        caption=f"step {event.step}, epoch {event.epoch}: on-rate of the {s.channels} channels of "
+                        f"{key} at every evaluation; red = never fired",
+                    )
+                except Exception as err:  # drawing must not change what the ranks decided
+                    if self.strict:
+                        raise
+                    rank_zero_warn(f"DeadNeuronMonitor: heatmap of {key!r} failed: {err}", category=DeadNeuronWarning)
 
     def _act(self, trainer: pl.Trainer) -> None:
         if not self._pending:

@@ -140,8 +140,19 @@ class ChannelStats:
                 f"expected an (N, {self.channels}, ...) tensor (channels on dim 1), got shape {tuple(a.shape)}"
             )
         a = a.detach()  # no graph is recorded for anything below
-        dims = [0, *range(2, a.dim())]
         per_channel = a.numel() // self.channels
+        if a.dim() > 2 and a.is_contiguous():
+            # (N, C, L) view: reducing the contiguous last dim, then N, is about twice as fast on
+            # CPU as one reduction over dims (0, 2, 3, ...).
+            a = a.view(a.shape[0], self.channels, -1)
+
+        def total(t: torch.Tensor, dtype: torch.dtype | None) -> torch.Tensor:
+            return t.sum(-1, dtype=dtype).sum(0) if t.dim() == 3 else t.sum(dims, dtype=dtype)
+
+        def peak_of(t: torch.Tensor) -> torch.Tensor:
+            return t.amax(-1).amax(0) if t.dim() == 3 else t.amax(dims)
+
+        dims = [0, *range(2, a.dim())]
         # Counts are sums of a 0/1 float mask: exact for integers below 2**24 (float32) per call,
         # and far cheaper on CPU than summing a boolean tensor.
         acc: torch.dtype | None = None
@@ -157,12 +168,12 @@ class ChannelStats:
             mag = torch.abs(a, out=tmp)
         else:
             mag = torch.clamp(a, min=0.0, out=tmp)
-        self.sum_mag += mag.sum(dims, dtype=acc)
-        peak = mag.amax(dims)
+        self.sum_mag += total(mag, acc)
+        peak = peak_of(mag)
         torch.maximum(self.max_mag, peak if peak.dtype == torch.float32 else peak.float(), out=self.max_mag)
         # 2. the on-mask (1.0 where a > threshold, else 0.0; NaN is off), written over `tmp`
         above = torch.gt(a, self.threshold, out=tmp)
-        on = above.sum(dims, dtype=acc)
+        on = total(above, acc)
         self.count_on += on
         self.last_on.masked_fill_(on > 0, self.updates)
         self.positions += per_channel
@@ -469,7 +480,13 @@ class ChannelStatsRecorder:
             for stats in sites.values():
                 stats.reset()
 
-    def summaries(self, *, all_reduce: AllReduce | None = None, gather: GatherObjects | None = None) -> dict[str, ChannelSummary]:
+    def summaries(
+        self,
+        *,
+        all_reduce: AllReduce | None = None,
+        gather: GatherObjects | None = None,
+        device: torch.device | None = None,
+    ) -> dict[str, ChannelSummary]:
         """Per-site statistics of the current window, optionally reduced over processes.
 
         With ``all_reduce``, **every process must call this** (it runs collectives): ``gather``
@@ -487,7 +504,14 @@ class ChannelStatsRecorder:
             layout = sorted({tuple(site) for rank in gather(layout) for site in rank if site[0] in names})  # type: ignore[misc]
         if not layout:
             return {}
-        device = next((s.count_on.device for sites in self.sites.values() for s in sites.values()), torch.device("cpu"))
+        # Every process must pack its tensors on the same kind of device for the collective, even a
+        # process that never reached a site (pass the strategy's root device under DDP).
+        if device is None:
+            device = next((s.count_on.device for sites in self.sites.values() for s in sites.values()), torch.device("cpu"))
+        for sites in self.sites.values():
+            for stat in sites.values():
+                if stat.count_on.device != device:
+                    raise ValueError(f"statistics live on {stat.count_on.device}, but `device` is {device}")
         for name, k, channels in layout:
             if k not in self.sites[name]:
                 self.sites[name][k] = ChannelStats(channels, device, threshold=self.threshold, mode=self.modes[name])
