@@ -81,13 +81,17 @@ if TYPE_CHECKING:  # pragma: no cover - for type checkers and IDEs
     from featurewatch.callbacks.base import FeatureWatchCallback, FeatureWatchWarning
     from featurewatch.callbacks.channel_visualization import ChannelVisualization
     from featurewatch.callbacks.class_model import ClassModelVisualization
-    from featurewatch.callbacks.dead_neurons import DeadNeuronError, DeadNeuronMonitor, DeadNeuronWarning
+    from featurewatch.callbacks.dead_neurons import (
+        DeadNeuronError,
+        DeadNeuronMonitor,
+        DeadNeuronWarning,
+    )
     from featurewatch.callbacks.deep_dream import DeepDream
     from featurewatch.callbacks.filter_weights import FilterWeights
-    from featurewatch.core.hygiene import isolated
-    from featurewatch.core.inspect import activation_grid, activation_maps, filter_grid
     from featurewatch.core.deepdream import deep_dream
     from featurewatch.core.fit_stats import ImageStats, fit_image_stats
+    from featurewatch.core.hygiene import isolated
+    from featurewatch.core.inspect import activation_grid, activation_maps, filter_grid
     from featurewatch.core.layers import list_layers, resolve_layer
     from featurewatch.core.objectives import (
         Objective,
@@ -99,7 +103,12 @@ if TYPE_CHECKING:  # pragma: no cover - for type checkers and IDEs
         neuron,
     )
     from featurewatch.core.param import ImageSpec
-    from featurewatch.core.render import RenderResult, class_model_images, render, visualize_channels
+    from featurewatch.core.render import (
+        RenderResult,
+        class_model_images,
+        render,
+        visualize_channels,
+    )
     from featurewatch.core.stats import ChannelStatsRecorder, ChannelSummary
     from featurewatch.loggers.base import Event, Sink
     from featurewatch.loggers.files import FilesSink

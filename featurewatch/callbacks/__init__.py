@@ -1,11 +1,15 @@
 """Lightning callbacks: each schedules work, calls the core and hands an Event to the sinks."""
 
 from featurewatch.callbacks.activation_grid import ActivationGrid
+from featurewatch.callbacks.base import FeatureWatchCallback, FeatureWatchWarning, batch_input
 from featurewatch.callbacks.channel_visualization import ChannelVisualization
 from featurewatch.callbacks.class_model import ClassModelVisualization
+from featurewatch.callbacks.dead_neurons import (
+    DeadNeuronError,
+    DeadNeuronMonitor,
+    DeadNeuronWarning,
+)
 from featurewatch.callbacks.deep_dream import DeepDream
-from featurewatch.callbacks.base import FeatureWatchCallback, FeatureWatchWarning, batch_input
-from featurewatch.callbacks.dead_neurons import DeadNeuronError, DeadNeuronMonitor, DeadNeuronWarning
 from featurewatch.callbacks.filter_weights import FilterWeights
 
 __all__ = [

@@ -22,9 +22,9 @@ base class owns everything else, once, for all of them:
 from __future__ import annotations
 
 import time
-from abc import ABC, abstractmethod
 import traceback
 import warnings
+from abc import ABC, abstractmethod
 from collections.abc import Sequence
 from typing import Any, ClassVar
 

@@ -5,7 +5,14 @@ from featurewatch.core.fit_stats import ImageStats, fit_image_stats
 from featurewatch.core.hygiene import in_isolation, isolated, model_device_dtype, outside_inference
 from featurewatch.core.images import colorize, grid, load_images, scale_each, to_uint8
 from featurewatch.core.inspect import activation_grid, activation_maps, filter_grid, filter_images
-from featurewatch.core.layers import LayerRef, StopForward, capture, list_layers, parse_layer, resolve_layer
+from featurewatch.core.layers import (
+    LayerRef,
+    StopForward,
+    capture,
+    list_layers,
+    parse_layer,
+    resolve_layer,
+)
 from featurewatch.core.objectives import (
     OUTPUT,
     Objective,
@@ -27,6 +34,13 @@ from featurewatch.core.render import (
     unit_seed,
     visualize_channels,
 )
+from featurewatch.core.stats import (
+    RECTIFIER_TYPES,
+    ChannelStats,
+    ChannelStatsRecorder,
+    ChannelSummary,
+    default_dead_layers,
+)
 from featurewatch.core.transforms import (
     compose,
     jitter,
@@ -35,13 +49,6 @@ from featurewatch.core.transforms import (
     random_rotate,
     random_scale,
     standard_transforms,
-)
-from featurewatch.core.stats import (
-    RECTIFIER_TYPES,
-    ChannelStats,
-    ChannelStatsRecorder,
-    ChannelSummary,
-    default_dead_layers,
 )
 
 __all__ = [

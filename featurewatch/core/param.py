@@ -23,6 +23,7 @@ Example:
 from __future__ import annotations
 
 import math
+from abc import ABC, abstractmethod
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -69,15 +70,16 @@ def _randn(seeds: Sequence[int], shape: Sequence[int], sd: float) -> torch.Tenso
     return torch.stack(out)
 
 
-class ImageParam(nn.Module):
+class ImageParam(nn.Module, ABC):
     """Base class: ``forward() -> (N, C, H, W)`` in ``[0, 1]``; ``blur_(sigma)`` smooths in place."""
 
     def __init__(self, color: torch.Tensor | None) -> None:
         super().__init__()
         self.register_buffer("color", color if color is not None else torch.empty(0), persistent=False)
 
-    def raw(self) -> torch.Tensor:  # pragma: no cover - abstract
-        raise NotImplementedError
+    @abstractmethod
+    def raw(self) -> torch.Tensor:
+        """Unconstrained ``(N, C, H, W)`` values, before the colour mix and the sigmoid."""
 
     def forward(self) -> torch.Tensor:
         t = self.raw()
@@ -86,9 +88,9 @@ class ImageParam(nn.Module):
             t = F.conv2d(t, self.color[:, :, None, None].to(t.dtype))
         return torch.sigmoid(t)
 
-    @torch.no_grad()
-    def blur_(self, sigma: float) -> None:  # pragma: no cover - abstract
-        raise NotImplementedError
+    @abstractmethod
+    def blur_(self, sigma: float) -> None:
+        """Smooth the parameters in place with a Gaussian of std ``sigma`` pixels (no autograd)."""
 
 
 class PixelImage(ImageParam):

@@ -5,7 +5,14 @@ import torch
 from torch import nn
 
 from featurewatch.core.inspect import activation_maps
-from featurewatch.core.layers import StopForward, capture, list_layers, module_calls, parse_layer, resolve_layer
+from featurewatch.core.layers import (
+    StopForward,
+    capture,
+    list_layers,
+    module_calls,
+    parse_layer,
+    resolve_layer,
+)
 from tests._models import SmallCNN, TinyResNet
 
 
