@@ -40,7 +40,7 @@ class FilesSink(Sink):
     over the finite values), ``count`` and ``nonfinite``; texts ``value``. The file is strict JSON
     (no ``NaN``), so any JSON reader, including a browser's, can read it.
 
-    ``index.html`` is re-written atomically after every event, with the records embedded (a
+    ``index.html`` is re-written atomically (at most every ``page_every`` seconds), with the records embedded (a
     ``file://`` page cannot fetch files); see :mod:`featurewatch.loggers._page` for what it shows.
     Key segments are made safe as file names (other characters become ``_``); two keys that end up
     in the same folder are told apart by a short hash. Nothing is created before the first write.
@@ -50,17 +50,25 @@ class FilesSink(Sink):
 
     Args:
         root: directory to write into (created on the first write).
+        page_every: seconds between rewrites of ``index.html`` (it embeds every record, so a long
+            run would otherwise rewrite a growing page at every event); the first event and
+            :meth:`close` (called at the end of ``fit``) always write it. ``0``: after every event.
         title: heading of the page (default: ``"featurewatch · <last two folders above root>"``,
             e.g. ``"featurewatch · lightning_logs/version_3"``).
     """
 
-    def __init__(self, root: str | os.PathLike[str], *, title: str | None = None) -> None:
+    def __init__(self, root: str | os.PathLike[str], *, title: str | None = None, page_every: float = 5.0) -> None:
         if not isinstance(root, (str, os.PathLike)):
             raise TypeError(
                 f"FilesSink root must be a path (str or os.PathLike), got {type(root).__name__} {root!r}"
             )
         if title is not None and not isinstance(title, str):
             raise TypeError(f"FilesSink title must be a str or None, got {type(title).__name__}")
+        if isinstance(page_every, bool) or not isinstance(page_every, (int, float)) or page_every < 0:
+            raise ValueError(f"FilesSink page_every must be a number of seconds >= 0, got {page_every!r}")
+        self.page_every = float(page_every)
+        self._page_written = -math.inf  # monotonic time of the last page write
+        self._page_stale = False
         self.root = Path(root)
         run = "/".join(self.root.resolve().parent.parts[1:][-2:])  # e.g. lightning_logs/version_3
         self.title = title or (f"featurewatch · {run}" if run else "featurewatch")
@@ -130,7 +138,23 @@ class FilesSink(Sink):
             f.write(lines.encode("utf-8"))
             self._read_up_to = f.tell()
         self._records.extend(records)
+        # The page embeds every record, so rewriting it costs O(run length): do it at most every
+        # `page_every` seconds (the first event at once), and always in close().
+        self._page_stale = True
+        if time.monotonic() - self._page_written >= self.page_every:
+            self._flush_page()
+
+    def close(self) -> None:
+        """Write the page if events arrived since it was last written (with what other writers of
+        this folder added meanwhile, so the last sink to close leaves the complete page)."""
+        if self._page_stale:
+            self._catch_up()
+            self._flush_page()
+
+    def _flush_page(self) -> None:
         self._write_page(self._records)
+        self._page_written = time.monotonic()
+        self._page_stale = False
 
     # ------------------------------------------------------------------ internals
     def _catch_up(self) -> None:

@@ -31,6 +31,7 @@ def page(tmp_path_factory):
         if step == 10:
             event.add_image(LATE_KEY, np.full((16, 16, 3), SOLID, np.uint8), caption="solid")
         sink.write(event)
+    sink.close()  # as at the end of fit: the page is throttled while events arrive
     return sink.index_html
 
 

@@ -50,6 +50,7 @@ def test_writes_pngs_with_exact_pixels_and_one_json_line_per_item(tmp_path):
     assert not (tmp_path / "fw").exists()
     for epoch, step in enumerate((0, 7)):
         sink.write(sample_event(step, epoch))
+    sink.close()
 
     png = tmp_path / "fw" / "images" / "featurewatch" / "probe" / "layer1" / "step_00000007.png"
     np.testing.assert_array_equal(np.asarray(Image.open(png)), pattern(7))
@@ -117,6 +118,8 @@ def test_sinks_sharing_a_folder_all_show_up_on_the_page(tmp_path):
     second.write(Event(step=0, epoch=0, scalars={"second": 2.0}))
     first.write(Event(step=1, epoch=0, scalars={"first": 3.0}))
     second.write(Event(step=1, epoch=0, images=[LoggedImage("first", pattern(0))]))
+    second.close()
+    first.close()  # closes last, though it has not seen second's last event: it catches up
 
     expected = [("first", 0), ("second", 0), ("first", 1), ("first", 1)]
     assert [(r["key"], r["step"]) for r in read_jsonl(first)] == expected
@@ -161,3 +164,15 @@ def test_rejects_bad_arguments(tmp_path):
     bad = Event(step=0, epoch=0, images=[LoggedImage("k", np.zeros((4, 4), np.uint8))])
     with pytest.raises(TypeError, match=r"image 'k': expected an \(H, W, 3\) uint8 array"):
         FilesSink(tmp_path).write(bad)
+
+
+def test_page_is_rewritten_at_most_every_page_every_seconds_and_on_close(tmp_path):
+    sink = FilesSink(tmp_path, page_every=3600)
+    sink.write(Event(step=0, epoch=0, scalars={"loss": 1.0}))
+    sink.write(Event(step=1, epoch=0, scalars={"loss": 0.5}))
+    assert [r["step"] for r in page_records(sink)] == [0]  # the first event at once, then throttled
+    assert [r["step"] for r in read_jsonl(sink)] == [0, 1]  # the log itself is never throttled
+    sink.close()
+    assert [r["step"] for r in page_records(sink)] == [0, 1]
+    with pytest.raises(ValueError, match="page_every"):
+        FilesSink(tmp_path, page_every=-1)
