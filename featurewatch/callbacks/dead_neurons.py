@@ -274,8 +274,16 @@ class DeadNeuronMonitor(FeatureWatchCallback):
         else:
             summaries = recorder.summaries()
         recorder.reset()
-        if self.strict and recorder.problems:
-            raise ValueError("DeadNeuronMonitor: " + "; ".join(recorder.problems.values()))
+        failed = bool(recorder.problems)
+        if self.strict and distributed:
+            # A hook problem may be seen on some ranks only: decide together, or the ranks that
+            # raise would leave the others waiting in the next collective.
+            flag = torch.tensor([float(failed)], device=trainer.strategy.root_device)
+            failed = bool(trainer.strategy.reduce(flag, reduce_op="max").item())
+        if self.strict and failed:
+            raise ValueError(
+                "DeadNeuronMonitor: " + ("; ".join(recorder.problems.values()) or "a layer failed on another process")
+            )
         for name, problem in recorder.problems.items():
             if name not in self._reported_problems:
                 self._reported_problems.add(name)
