@@ -125,4 +125,4 @@ def isolated(model: nn.Module, *, eval_mode: bool = True) -> Iterator[nn.Module]
 def _autocast_device_types(model: nn.Module) -> list[str]:
     device, _ = model_device_dtype(model)
     types = {"cpu", device.type}
-    return sorted(t for t in types if t in ("cpu", "cuda"))
+    return sorted(t for t in types if t in ("cpu", "cuda", "mps", "xpu", "hpu"))
