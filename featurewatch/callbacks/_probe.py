@@ -8,6 +8,7 @@ from typing import Any
 
 import torch
 
+from featurewatch.callbacks.base import check_int
 from featurewatch.core.hygiene import outside_inference
 from featurewatch.core.images import load_images
 
@@ -24,8 +25,7 @@ class ProbeImages:
     """
 
     def __init__(self, probe: torch.Tensor | str | None, num_images: int, normalize: Normalize | None = None) -> None:
-        if isinstance(num_images, bool) or not isinstance(num_images, int) or num_images < 1:
-            raise ValueError(f"`num_images` must be a positive int, got {num_images!r}")
+        check_int("num_images", num_images)
         if probe is not None and not isinstance(probe, (torch.Tensor, str, Path)):
             raise TypeError(f"`probe` must be a tensor, a path or None, got {type(probe).__name__}")
         if isinstance(probe, (str, Path)) and not Path(probe).exists():

@@ -9,7 +9,7 @@ import pytorch_lightning as pl
 import torch
 
 from featurewatch.callbacks._probe import Normalize, ProbeImages
-from featurewatch.callbacks.base import FeatureWatchCallback
+from featurewatch.callbacks.base import FeatureWatchCallback, check_int
 from featurewatch.core.images import grid, scale_each
 from featurewatch.core.inspect import activation_grid, activation_maps
 from featurewatch.core.layers import list_layers, parse_layer, resolve_layer
@@ -79,8 +79,7 @@ class ActivationGrid(FeatureWatchCallback):
             raise TypeError(f"`layers` must be a non-empty list of layer names or None, got {layers!r}")
         for layer in layers or []:
             parse_layer(layer)
-        if isinstance(max_channels, bool) or not isinstance(max_channels, int) or max_channels < 1:
-            raise ValueError(f"`max_channels` must be a positive int, got {max_channels!r}")
+        check_int("max_channels", max_channels)
         if channels is not None and any(isinstance(c, bool) or not isinstance(c, int) or c < 0 for c in channels):
             raise ValueError(f"`channels` must be non-negative ints, got {list(channels)!r}")
         self.layers = list(layers) if layers is not None else None

@@ -35,20 +35,24 @@ from pytorch_lightning.utilities import rank_zero_warn
 from featurewatch.core.hygiene import isolated
 from featurewatch.loggers import Event, Sink, sinks_for
 
-__all__ = ["FeatureWatchCallback", "FeatureWatchWarning", "batch_input"]
+__all__ = ["FeatureWatchCallback", "FeatureWatchWarning", "batch_input", "check_int"]
 
 
 class FeatureWatchWarning(UserWarning):
     """A featurewatch visualization failed; training continued."""
 
 
-def _check_interval(name: str, value: int | None) -> None:
-    if value is None:
+def check_int(name: str, value: Any, minimum: int = 1, *, allow_none: bool = False) -> None:
+    """Validate an integer argument of a callback (``bool`` is not an int here).
+
+    Raises:
+        ValueError: naming the argument, what was expected and what came.
+    """
+    if value is None and allow_none:
         return
-    if isinstance(value, bool) or not isinstance(value, int):
-        raise TypeError(f"`{name}` must be a positive int or None, got {type(value).__name__} {value!r}")
-    if value < 1:
-        raise ValueError(f"`{name}` must be a positive int or None, got {value}")
+    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
+        expected = "a positive int" if minimum == 1 else f"an int >= {minimum}"
+        raise ValueError(f"`{name}` must be {expected}{' or None' if allow_none else ''}, got {value!r}")
 
 
 def batch_input(batch: Any, input_key: int | str = 0) -> torch.Tensor:
@@ -119,8 +123,8 @@ class FeatureWatchCallback(pl.Callback, ABC):
         at_end: bool = True,
         strict: bool = False,
     ) -> None:
-        _check_interval("every_n_epochs", every_n_epochs)
-        _check_interval("every_n_train_steps", every_n_train_steps)
+        check_int("every_n_epochs", every_n_epochs, allow_none=True)
+        check_int("every_n_train_steps", every_n_train_steps, allow_none=True)
         if every_n_train_steps is not None and every_n_epochs is not None:
             raise ValueError(
                 f"{type(self).__name__}: set either `every_n_epochs` or `every_n_train_steps`, not both "

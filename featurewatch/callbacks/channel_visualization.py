@@ -9,7 +9,7 @@ import pytorch_lightning as pl
 import torch
 import torch.nn.functional as F
 
-from featurewatch.callbacks.base import FeatureWatchCallback, describe_channels
+from featurewatch.callbacks.base import FeatureWatchCallback, check_int, describe_channels
 from featurewatch.core.fit_stats import ImageStats, fit_image_stats
 from featurewatch.core.images import grid
 from featurewatch.core.inspect import activation_maps
@@ -23,11 +23,6 @@ __all__ = ["ChannelVisualization"]
 
 #: ``(mean, std)``, ``"data"`` (fitted from the first batch) or ``None`` (the model sees [0, 1]).
 NormalizeArg = tuple[Sequence[float], Sequence[float]] | str | None
-
-
-def _check_int(name: str, value: Any, minimum: int) -> None:
-    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
-        raise ValueError(f"`{name}` must be an int >= {minimum}, got {value!r}")
 
 
 class _RenderCallback(FeatureWatchCallback):
@@ -68,20 +63,20 @@ class _RenderCallback(FeatureWatchCallback):
             strict=strict,
         )
         if size is not None:
-            _check_int("size", size, 8)
-        _check_int("steps", steps, 1)
-        _check_int("redirect_steps", redirect_steps, 0)
+            check_int("size", size, 8)
+        check_int("steps", steps, 1)
+        check_int("redirect_steps", redirect_steps, 0)
         if polish_steps is None:
             polish_steps = steps // 4 if isinstance(steps, int) and not isinstance(steps, bool) else 0
-        _check_int("polish_steps", polish_steps, 0)
-        _check_int("seed", seed, 0)
-        _check_int("min_size", min_size, 1)
+        check_int("polish_steps", polish_steps, 0)
+        check_int("seed", seed, 0)
+        check_int("min_size", min_size, 1)
         if polish_steps > steps:
             raise ValueError(f"`polish_steps` ({polish_steps}) cannot exceed `steps` ({steps})")
         if isinstance(lr, bool) or not isinstance(lr, (int, float)) or lr <= 0:
             raise ValueError(f"`lr` must be a positive number, got {lr!r}")
         if batch_size is not None:
-            _check_int("batch_size", batch_size, 1)
+            check_int("batch_size", batch_size, 1)
         if time_budget is not None and (isinstance(time_budget, bool) or not isinstance(time_budget, (int, float)) or time_budget <= 0):
             raise ValueError(f"`time_budget` must be a positive number of seconds or None, got {time_budget!r}")
         if isinstance(normalize, str) and normalize != "data":
@@ -283,7 +278,7 @@ class ChannelVisualization(_RenderCallback):
             raise TypeError(f"`layers` must be a layer name or a non-empty list of names, got {layers!r}")
         for layer in layers:
             parse_layer(layer)
-        _check_int("max_channels", max_channels, 1)
+        check_int("max_channels", max_channels, 1)
         if channels is not None:
             channels = list(channels)
             if not channels or any(isinstance(c, bool) or not isinstance(c, int) or c < 0 for c in channels):

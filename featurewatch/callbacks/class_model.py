@@ -8,7 +8,8 @@ from typing import Any
 import pytorch_lightning as pl
 import torch
 
-from featurewatch.callbacks.channel_visualization import NormalizeArg, _check_int, _RenderCallback
+from featurewatch.callbacks.base import check_int
+from featurewatch.callbacks.channel_visualization import NormalizeArg, _RenderCallback
 from featurewatch.core.hygiene import model_device_dtype
 from featurewatch.core.objectives import class_logit
 from featurewatch.core.render import unit_seed
@@ -101,7 +102,7 @@ class ClassModelVisualization(_RenderCallback):
                 raise ValueError(f"`classes` must be a non-empty list of non-negative ints, got {classes!r}")
         if class_names is not None and (isinstance(class_names, str) or not all(isinstance(n, str) for n in class_names)):
             raise TypeError(f"`class_names` must be a list of strings, got {class_names!r}")
-        _check_int("max_classes", max_classes, 1)
+        check_int("max_classes", max_classes, 1)
         self.classes = classes
         self.class_names = list(class_names) if class_names is not None else None
         self.max_classes = max_classes

@@ -9,7 +9,7 @@ import pytorch_lightning as pl
 import torch
 from pytorch_lightning.utilities import rank_zero_warn
 
-from featurewatch.callbacks.base import FeatureWatchCallback
+from featurewatch.callbacks.base import FeatureWatchCallback, check_int
 from featurewatch.core.layers import parse_layer
 from featurewatch.core.stats import ChannelStatsRecorder, ChannelSummary
 from featurewatch.loggers import Event
@@ -172,8 +172,7 @@ class DeadNeuronMonitor(FeatureWatchCallback):
         if patience is not None and (isinstance(patience, bool) or not isinstance(patience, int) or patience < 1):
             raise ValueError(f"`patience` must be a positive number of training steps or None, got {patience!r}")
         self.patience = patience
-        if isinstance(sample_every_n_steps, bool) or not isinstance(sample_every_n_steps, int) or sample_every_n_steps < 1:
-            raise ValueError(f"`sample_every_n_steps` must be a positive int, got {sample_every_n_steps!r}")
+        check_int("sample_every_n_steps", sample_every_n_steps)
         self.sample_every_n_steps = sample_every_n_steps
         self.layers = list(layers) if layers is not None else None
         self.threshold = float(threshold)

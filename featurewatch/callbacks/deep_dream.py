@@ -8,8 +8,8 @@ import pytorch_lightning as pl
 import torch
 
 from featurewatch.callbacks._probe import ProbeImages
-from featurewatch.callbacks.base import FeatureWatchCallback
-from featurewatch.callbacks.channel_visualization import NormalizeArg, _check_int
+from featurewatch.callbacks.base import FeatureWatchCallback, check_int
+from featurewatch.callbacks.channel_visualization import NormalizeArg
 from featurewatch.core.deepdream import deep_dream
 from featurewatch.core.fit_stats import fit_image_stats
 from featurewatch.core.images import grid
@@ -89,9 +89,9 @@ class DeepDream(FeatureWatchCallback):
         if not isinstance(layer, str):
             raise TypeError(f"`layer` must be a layer name (str), got {type(layer).__name__}")
         parse_layer(layer)
-        _check_int("octaves", octaves, 1)
-        _check_int("steps", steps, 1)
-        _check_int("min_size", min_size, 1)
+        check_int("octaves", octaves, 1)
+        check_int("steps", steps, 1)
+        check_int("min_size", min_size, 1)
         if isinstance(octave_scale, bool) or not isinstance(octave_scale, (int, float)) or octave_scale <= 1:
             raise ValueError(f"`octave_scale` must be a number > 1, got {octave_scale!r}")
         if isinstance(step_size, bool) or not isinstance(step_size, (int, float)) or step_size <= 0:

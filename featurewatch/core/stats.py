@@ -43,7 +43,7 @@ import torch
 from torch import nn
 
 from featurewatch.core.hygiene import in_isolation
-from featurewatch.core.layers import LayerRef, parse_layer, resolve_layer
+from featurewatch.core.layers import ACTIVATION_TYPES, LayerRef, parse_layer, resolve_layer
 
 __all__ = [
     "NONNEGATIVE_TYPES",
@@ -56,19 +56,8 @@ __all__ = [
 
 #: Activation modules monitored by default: those with an "off" regime (output <= 0 exactly when
 #: the input is <= 0), where a unit can die. Tanh, Sigmoid, Softplus and Hardtanh are not included.
-RECTIFIER_TYPES: tuple[type[nn.Module], ...] = (
-    nn.ReLU,
-    nn.ReLU6,
-    nn.LeakyReLU,
-    nn.PReLU,
-    nn.RReLU,
-    nn.ELU,
-    nn.CELU,
-    nn.SELU,
-    nn.GELU,
-    nn.SiLU,
-    nn.Mish,
-    nn.Hardswish,
+RECTIFIER_TYPES: tuple[type[nn.Module], ...] = tuple(
+    t for t in ACTIVATION_TYPES if t not in (nn.Tanh, nn.Sigmoid, nn.Softplus, nn.Hardtanh)
 )
 #: Activation modules whose output is never negative: the magnitude is the output itself.
 NONNEGATIVE_TYPES: tuple[type[nn.Module], ...] = (nn.ReLU, nn.ReLU6)
