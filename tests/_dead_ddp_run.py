@@ -4,6 +4,7 @@ Used by ``tests/callbacks/test_dead_neurons_ddp.py``::
 
     python tests/_dead_ddp_run.py OUT_DIR ddp      # Lightning re-runs this script for rank 1
     python tests/_dead_ddp_run.py OUT_DIR single
+    python tests/_dead_ddp_run.py OUT_DIR strict   # 2 processes; a hook problem on rank 1 only
 
 Each process writes ``OUT_DIR/<mode>_rank<r>.json``. The data are identical in both modes: 128
 digits, not shuffled; one process takes batches of 32, each DDP rank batches of 16 through
@@ -64,6 +65,41 @@ def build() -> LitClassifier:
     return LitClassifier(net, lr=0.05)
 
 
+class OneRankBreaks(ReusedNet):
+    """Rank 1 feeds ``tap`` a different channel count from its second forward on: a hook problem
+    that only one process sees."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.tap = nn.Identity()
+        self.forwards = 0
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        rank = torch.distributed.get_rank() if torch.distributed.is_initialized() else 0
+        self.forwards += 1
+        self.tap(x if rank == 0 or self.forwards < 2 else x[:, :0])
+        return super().forward(x)
+
+
+def run_strict(out_dir: str) -> None:
+    """``strict=True`` under DDP: a problem on one rank must make *every* rank raise (together),
+    not leave rank 0 waiting in the next collective."""
+    torch.set_num_threads(1)
+    x, y = digits_tensors(128, size=16)
+    loader = DataLoader(TensorDataset(x, y), batch_size=16, shuffle=False)
+    trainer = pl.Trainer(
+        max_epochs=2, accelerator="cpu", devices=2, strategy="ddp", logger=False, enable_checkpointing=False,
+        enable_progress_bar=False, enable_model_summary=False, num_sanity_val_steps=0,
+        callbacks=[DeadNeuronMonitor(["net.tap"], heatmap=False, strict=True)],
+    )
+    torch.manual_seed(0)
+    try:
+        trainer.fit(LitClassifier(OneRankBreaks(), lr=0.05), loader)
+    except ValueError as err:
+        (Path(out_dir) / f"strict_rank{trainer.global_rank}.txt").write_text(f"step {trainer.global_step}: {err}")
+        raise
+
+
 def run(out_dir: str, mode: str) -> dict[str, Any]:
     torch.set_num_threads(1)
     x, y = digits_tensors(128, size=16)
@@ -115,4 +151,7 @@ def run(out_dir: str, mode: str) -> dict[str, Any]:
 
 
 if __name__ == "__main__":
-    run(sys.argv[1], sys.argv[2])
+    if sys.argv[2] == "strict":
+        run_strict(sys.argv[1])
+    else:
+        run(sys.argv[1], sys.argv[2])
