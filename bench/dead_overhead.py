@@ -15,16 +15,17 @@ Two measurements per model, in one process:
    drifts of the machine cancel. Overhead = median of the per-pair time ratios - 1, with a 95%
    bootstrap interval; the ratio of the medians is printed as a check. The cost with
    ``sample_every_n_steps=N`` is derived from it (the hooks then work on 1 step in N).
-2. **Lightning** (``--lightning``; off by default, too noisy on a shared machine) - alternating
-   short ``Trainer.fit`` runs with and without ``DeadNeuronMonitor``; per-step time from
-   ``on_train_batch_start`` to ``on_train_batch_end`` (forward, backward, optimizer step and every
-   callback hook), first steps of each run dropped. The evaluation at the end of a window
-   (reduction, logging, heatmaps) is reported separately: it runs once per window, not per step.
+2. **Lightning** (on by default; ``--no-lightning`` skips it) - one real ``Trainer.fit`` with the
+   real ``DeadNeuronMonitor``, whose hooks are attached for one step of each pair and detached for
+   the other (ABBA); per-step time from ``on_train_batch_start`` to ``on_train_batch_end``
+   (forward, backward, optimizer step, Lightning's logging and every callback hook). This is the
+   training step the issue's target is about. The evaluation at the end of the window (reduction,
+   logging, heatmaps) is reported separately: it runs once per window, not per step.
 
 Usage::
 
     python bench/dead_overhead.py                  # both models, 1 and 2 threads
-    python bench/dead_overhead.py --threads 2 --size 112 --pairs 40 --lightning
+    python bench/dead_overhead.py --threads 2 --size 112 --pairs 40 --no-lightning
 
 Thread counts: with 1 thread the step time is stable even when other processes share the CPUs;
 with 2 threads on a loaded 2-core machine, interference dominates (check the printed load average).
@@ -132,7 +133,13 @@ def hot_path(kind: str, size: int, batch: int, pairs: int, warmup: int) -> dict[
     }
 
 
-def lightning(kind: str, size: int, batch: int, runs: int, steps: int) -> dict[str, float]:
+def lightning(kind: str, size: int, batch: int, pairs: int, warmup: int) -> dict[str, float]:
+    """ABBA steps inside one real ``Trainer.fit`` with the real ``DeadNeuronMonitor``.
+
+    The monitor's hooks are attached for one step of each pair and detached for the other (in
+    ``on_train_batch_start``, before the timer starts), so both arms share the process, the
+    allocator state and Lightning's own per-step work (logging, optimizer closure, callbacks).
+    """
     import pytorch_lightning as pl
     from torch.utils.data import DataLoader, TensorDataset
 
@@ -152,6 +159,23 @@ def lightning(kind: str, size: int, batch: int, runs: int, steps: int) -> dict[s
         def configure_optimizers(self):  # type: ignore[no-untyped-def]
             return torch.optim.SGD(self.parameters(), lr=0.01, momentum=0.9)
 
+    total = warmup + 2 * pairs
+
+    def monitored(i: int) -> bool:  # warm-up alternates; then pairs in ABBA order
+        if i < warmup:
+            return i % 2 == 0
+        p, j = divmod(i - warmup, 2)
+        return (j == 0) if p % 2 == 0 else (j == 1)
+
+    class ABMonitor(DeadNeuronMonitor):
+        def on_train_batch_start(self, trainer, pl_module, batch, batch_idx):  # type: ignore[no-untyped-def]
+            super().on_train_batch_start(trainer, pl_module, batch, batch_idx)
+            assert self._recorder is not None
+            if monitored(batch_idx):
+                self._recorder.attach()
+            else:
+                self._recorder.detach()
+
     class StepTimer(pl.Callback):
         def __init__(self) -> None:
             self.times: list[float] = []
@@ -163,38 +187,35 @@ def lightning(kind: str, size: int, batch: int, runs: int, steps: int) -> dict[s
         def on_train_batch_end(self, *args: object) -> None:
             self.times.append(time.perf_counter() - self._t)
 
-    data = make_data(kind, size, batch, steps)
+    data = make_data(kind, size, batch, 16)
     x = torch.cat([d[0] for d in data])
     y = torch.cat([d[1] for d in data])
-    loader = DataLoader(TensorDataset(x, y), batch_size=batch, shuffle=False)
-    root = tempfile.mkdtemp(prefix="dead_overhead_")  # where the files sink writes (logger=False)
-    times: dict[bool, list[float]] = {True: [], False: []}
-    eval_s: list[float] = []
-    for r in range(runs):
-        for monitored in ((True, False) if r % 2 == 0 else (False, True)):
-            timer = StepTimer()
-            callbacks: list[pl.Callback] = [timer]
-            monitor = DeadNeuronMonitor(heatmap=True) if monitored else None
-            if monitor is not None:
-                callbacks.insert(0, monitor)
-            module = make_model(kind) if kind == "digits" else Lit()  # DigitsNet is a LightningModule
-            trainer = pl.Trainer(
-                default_root_dir=root, max_epochs=1, logger=False, enable_checkpointing=False, enable_progress_bar=False,
-                enable_model_summary=False, callbacks=callbacks, accelerator="cpu", devices=1,
-            )
-            with warnings.catch_warnings():
-                warnings.simplefilter("ignore")
-                trainer.fit(module, loader)
-            times[monitored].extend(timer.times[2:])
-            if monitor is not None:
-                eval_s.append(monitor.total_seconds / max(monitor.calls, 1))
-    w, wo = statistics.median(times[True]), statistics.median(times[False])
+    index = torch.arange(total * batch) % x.shape[0]
+    loader = DataLoader(TensorDataset(x[index], y[index]), batch_size=batch, shuffle=False)
+    monitor = ABMonitor(heatmap=True)
+    timer = StepTimer()  # after the monitor: its clock starts once the hooks are in place
+    module = make_model(kind) if kind == "digits" else Lit()  # DigitsNet is a LightningModule
+    trainer = pl.Trainer(
+        default_root_dir=tempfile.mkdtemp(prefix="dead_overhead_"),  # the files sink writes here
+        max_epochs=1, logger=False, enable_checkpointing=False, enable_progress_bar=False,
+        enable_model_summary=False, callbacks=[monitor, timer], accelerator="cpu", devices=1,
+    )
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        trainer.fit(module, loader)
+    steps = timer.times[warmup:]
+    with_t = [t for i, t in enumerate(steps) if monitored(warmup + i)]
+    without_t = [t for i, t in enumerate(steps) if not monitored(warmup + i)]
+    ratios = [steps[2 * p + (0 if p % 2 == 0 else 1)] / steps[2 * p + (1 if p % 2 == 0 else 0)] for p in range(pairs)]
+    rng = random.Random(0)
+    boots = sorted(statistics.median(rng.choices(ratios, k=len(ratios))) for _ in range(2000))
     return {
-        "with_ms": 1e3 * w,
-        "without_ms": 1e3 * wo,
-        "overhead_pct": 100 * (w / wo - 1),
-        "steps_each": len(times[True]),
-        "evaluation_ms": 1e3 * statistics.median(eval_s),
+        "with_ms": 1e3 * statistics.median(with_t),
+        "without_ms": 1e3 * statistics.median(without_t),
+        "pair_ratio_pct": 100 * (statistics.median(ratios) - 1),
+        "ci_low": 100 * (boots[50] - 1),
+        "ci_high": 100 * (boots[1949] - 1),
+        "evaluation_ms": 1e3 * monitor.total_seconds / max(monitor.calls, 1),
     }
 
 
@@ -206,8 +227,7 @@ def main() -> None:
     parser.add_argument("--threads", default="1,2", help="torch intra-op thread counts to measure with")
     parser.add_argument("--pairs", type=int, default=0, help="ABBA step pairs (default: 100 digits, 30 resnet18)")
     parser.add_argument("--sample", type=int, default=4, help="also show the cost with sample_every_n_steps=N")
-    parser.add_argument("--lightning", action=argparse.BooleanOptionalAction, default=False)
-    parser.add_argument("--runs", type=int, default=4, help="Lightning fits per arm")
+    parser.add_argument("--lightning", action=argparse.BooleanOptionalAction, default=True)
     args = parser.parse_args()
     load = os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")
     print(f"torch {torch.__version__}, {os.cpu_count()} CPUs, load average {load:.1f}, batch {args.batch}")
@@ -226,13 +246,12 @@ def main() -> None:
                 flush=True,
             )
             if args.lightning:
-                steps = 40 if kind == "digits" else 12
-                lr = lightning(kind, size, args.batch, args.runs, steps)
+                lr = lightning(kind, size, args.batch, pairs, warmup=6)
                 print(
-                    f"[{kind} {size}px, {threads} thread(s)] Lightning fit, {args.runs} runs x {steps} steps per "
-                    f"arm: step {lr['without_ms']:.1f} ms without, {lr['with_ms']:.1f} ms with DeadNeuronMonitor "
-                    f"-> overhead {lr['overhead_pct']:+.2f}%; evaluation (once per window, incl. heatmaps) "
-                    f"{lr['evaluation_ms']:.0f} ms",
+                    f"[{kind} {size}px, {threads} thread(s)] Lightning fit, {pairs} ABBA step pairs with the real "
+                    f"DeadNeuronMonitor: step {lr['without_ms']:.1f} ms without, {lr['with_ms']:.1f} ms with -> "
+                    f"overhead {lr['pair_ratio_pct']:+.2f}% (95% CI {lr['ci_low']:+.2f}..{lr['ci_high']:+.2f}%); "
+                    f"evaluation at the end of the window (reduction, scalars, heatmaps): {lr['evaluation_ms']:.0f} ms",
                     flush=True,
                 )
 
