@@ -1,0 +1,421 @@
+"""AttributionMaps: where the network looks in fixed probe images, by several methods, as it trains."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import pytorch_lightning as pl
+import torch
+import torch.nn.functional as F
+
+from featurewatch.callbacks._probe import Normalize, ProbeImages
+from featurewatch.callbacks.base import FeatureWatchCallback, check_int
+from featurewatch.core.attribution import (
+    _occlusion_windows,
+    cam,
+    check_cam_layer,
+    find_cam_layer,
+    grad_cam,
+    last_conv_layer,
+    last_linear_layer,
+    occlusion,
+    overlay,
+    saliency,
+)
+from featurewatch.core.hygiene import model_device_dtype
+from featurewatch.core.images import grid, scale_each, to_display_channels
+from featurewatch.core.inspect import activation_maps
+from featurewatch.core.layers import parse_layer, resolve_layer
+from featurewatch.loggers import Event
+
+__all__ = ["ATTRIBUTION_METHODS", "AttributionMaps"]
+
+#: Method names accepted by :class:`AttributionMaps`, with what the caption calls them.
+ATTRIBUTION_METHODS: dict[str, str] = {
+    "saliency": "gradient saliency",
+    "smoothgrad": "SmoothGrad",
+    "occlusion": "occlusion sensitivity",
+    "gradcam": "Grad-CAM",
+    "cam": "CAM",
+}
+
+
+class AttributionMaps(FeatureWatchCallback):
+    """Log attribution heatmaps for a few fixed probe images: which pixels drive the class score.
+
+    Watching the same images over training shows whether the network comes to rely on the object
+    (a digit's strokes) or on something else (a corner, the background, a watermark) long before
+    accuracy tells. Each method answers "where" differently; see :mod:`featurewatch.core.attribution`:
+
+    * ``"saliency"``: ``|d logit / d pixel|`` (Simonyan et al., 2013): sharp, noisy, local.
+    * ``"smoothgrad"``: saliency averaged over noisy copies (Smilkov et al., 2017).
+    * ``"occlusion"``: drop of the class's softmax probability when a window is covered by
+      ``baseline`` (Zeiler & Fergus, 2014): model-agnostic, one forward pass per window.
+    * ``"gradcam"``: Grad-CAM (Selvaraju et al., 2017) at ``layer``: coarse, class-discriminative.
+    * ``"cam"``: CAM (Zhou et al., 2016), for networks ending in global average pooling + a linear
+      classifier; no backward pass.
+
+    Args:
+        methods: one or several of ``"saliency"``, ``"smoothgrad"``, ``"occlusion"``, ``"gradcam"``,
+            ``"cam"``.
+        probe: the probe images: a ``(N, C, H, W)`` tensor (already normalized like training
+            inputs), a path (image file, folder or ``.pt``; resized to the training input size and
+            normalized with ``normalize``), or ``None`` for the first ``num_images`` validation
+            inputs (training inputs without validation), fixed for the whole run.
+        num_images: number of probe images (from a dataloader or a folder).
+        target: the class each map explains: ``"predicted"`` (the model's current top class for
+            each image, re-read at every call), one class index for every image, or one per image.
+        layer: Grad-CAM/CAM layer as in ``model.named_modules()`` (``"name@k"`` for a reused
+            module). Default: Grad-CAM uses the last conv layer; CAM uses the feature map that is
+            globally average-pooled into ``classifier`` (found by running one probe image).
+        classifier: CAM's ``nn.Linear`` classifier (default: the last one registered).
+        window, stride: occlusion window and step (int or ``(h, w)``; default a quarter of the image
+            and half the window).
+        baseline: what occlusion covers a window with, in normalized input units (``0.0`` is the
+            data mean for standardized inputs).
+        smooth_samples, noise: SmoothGrad copies per image and noise level (fraction of each image's
+            value range).
+        seed: seed of SmoothGrad's private generator (the same noise at every call).
+        batch_size: images per forward pass for occlusion and SmoothGrad.
+        cmap: matplotlib colormap of the heatmaps.
+        alpha: heatmap opacity over the image.
+        min_size: tiles are enlarged (nearest neighbour, display only) to at least this size.
+        normalize: ``(mean, std)`` applied to probe images loaded from a path.
+        input_key: where the images are in a batch (index for tuples, key for dicts).
+        every_n_epochs, every_n_train_steps, at_start, at_end, strict: see
+            :class:`~featurewatch.callbacks.base.FeatureWatchCallback`.
+
+    Logged keys:
+        - ``featurewatch/attribution/<method>``: image, the probe images (top row) with the
+          method's heatmap over each (bottom row), one map per image scaled to its own maximum
+          (only positive evidence is coloured). The caption gives, per image, the target class,
+          the predicted class and its probability.
+        - ``featurewatch/attribution/seconds``: wall time of the call.
+
+    Example:
+        >>> AttributionMaps(methods=("saliency", "gradcam"), num_images=8, layer="net.layer4")
+    """
+
+    name = "attribution"
+
+    def __init__(
+        self,
+        methods: str | Sequence[str] = ("saliency", "occlusion", "gradcam"),
+        probe: torch.Tensor | str | None = None,
+        num_images: int = 4,
+        *,
+        target: str | int | Sequence[int] = "predicted",
+        layer: str | None = None,
+        classifier: str | None = None,
+        window: int | Sequence[int] | None = None,
+        stride: int | Sequence[int] | None = None,
+        baseline: float = 0.0,
+        smooth_samples: int = 16,
+        noise: float = 0.15,
+        seed: int = 0,
+        batch_size: int = 64,
+        cmap: str = "jet",
+        alpha: float = 0.5,
+        min_size: int = 64,
+        normalize: Normalize | None = None,
+        input_key: int | str = 0,
+        every_n_epochs: int | None = 1,
+        every_n_train_steps: int | None = None,
+        at_start: bool = False,
+        at_end: bool = True,
+        strict: bool = False,
+    ) -> None:
+        super().__init__(
+            every_n_epochs=every_n_epochs,
+            every_n_train_steps=every_n_train_steps,
+            at_start=at_start,
+            at_end=at_end,
+            strict=strict,
+        )
+        if isinstance(methods, str):
+            methods = [methods]
+        if isinstance(methods, Sequence) and not methods:
+            raise ValueError(
+                f"`methods` must name at least one of {', '.join(ATTRIBUTION_METHODS)}"
+            )
+        if not isinstance(methods, Sequence) or not all(isinstance(m, str) for m in methods):
+            raise TypeError(f"`methods` must be a method name or a list of them, got {methods!r}")
+        unknown = [m for m in methods if m not in ATTRIBUTION_METHODS]
+        if unknown:
+            raise ValueError(
+                f"unknown attribution method {unknown[0]!r} in `methods`; valid: "
+                + ", ".join(repr(m) for m in ATTRIBUTION_METHODS)
+            )
+        self.methods = list(dict.fromkeys(methods))
+        self._probe = ProbeImages(probe, num_images, normalize)
+        self.target = self._check_target(target, self._expected_images(num_images))
+        if layer is not None:
+            if not isinstance(layer, str):
+                raise TypeError(
+                    f"`layer` must be a layer name (str) or None, got {type(layer).__name__}"
+                )
+            parse_layer(layer)
+        if classifier is not None and not isinstance(classifier, str):
+            raise TypeError(f"`classifier` must be a layer name (str) or None, got {classifier!r}")
+        for name, value in (("window", window), ("stride", stride)):
+            pair = [value, value] if isinstance(value, int) else value
+            if value is not None and (
+                not isinstance(pair, Sequence)
+                or len(pair) != 2
+                or any(isinstance(v, bool) or not isinstance(v, int) or v < 1 for v in pair)
+            ):
+                raise ValueError(
+                    f"`{name}` must be a positive int, a pair (h, w) of them, or None, got {value!r}"
+                )
+        if isinstance(baseline, bool) or not isinstance(baseline, (int, float)):
+            raise TypeError(
+                f"`baseline` must be a number (normalized input units), got {baseline!r}"
+            )
+        check_int("smooth_samples", smooth_samples)
+        check_int("batch_size", batch_size)
+        check_int("min_size", min_size)
+        if isinstance(noise, bool) or not isinstance(noise, (int, float)) or noise < 0:
+            raise ValueError(
+                f"`noise` must be a number >= 0 (fraction of the input range), got {noise!r}"
+            )
+        if isinstance(seed, bool) or not isinstance(seed, int):
+            raise TypeError(f"`seed` must be an int, got {seed!r}")
+        if isinstance(alpha, bool) or not isinstance(alpha, (int, float)) or not 0 <= alpha <= 1:
+            raise ValueError(f"`alpha` must be a number in [0, 1], got {alpha!r}")
+        import matplotlib
+
+        if not isinstance(cmap, str) or cmap not in matplotlib.colormaps:
+            raise ValueError(
+                f"`cmap` must be a matplotlib colormap name such as 'jet' or 'inferno', got {cmap!r}"
+            )
+        self.layer = layer
+        self.classifier = classifier
+        self.window = window
+        self.stride = stride
+        self.baseline = float(baseline)
+        self.smooth_samples = smooth_samples
+        self.noise = float(noise)
+        self.seed = seed
+        self.batch_size = batch_size
+        self.cmap = cmap
+        self.alpha = float(alpha)
+        self.min_size = min_size
+        self.input_key = input_key
+        self._cam_layer: str | None = None
+
+    # ------------------------------------------------------------------ argument helpers
+    def _expected_images(self, num_images: int) -> int | None:
+        """How many probe images there will be, when known before training (None for a path)."""
+        if self._probe.fixed is not None:
+            return int(self._probe.fixed.shape[0])
+        return None if self._probe.source is not None else num_images
+
+    @staticmethod
+    def _check_target(target: Any, images: int | None) -> str | int | list[int]:
+        if target == "predicted":
+            return "predicted"
+        if isinstance(target, int) and not isinstance(target, bool):
+            if target < 0:
+                raise ValueError(f"`target` class must be >= 0, got {target}")
+            return target
+        if isinstance(target, str):  # a wrong word, e.g. "label": a bad value, not a bad type
+            raise ValueError(  # noqa: TRY004
+                f"`target` must be 'predicted', a class index, or one class index per probe image, "
+                f"got {target!r} (probe images have no labels)"
+            )
+        if not isinstance(target, Sequence):
+            raise TypeError(
+                f"`target` must be 'predicted', a class index, or one class index per probe image, "
+                f"got {type(target).__name__}"
+            )
+        values = list(target)
+        if any(isinstance(v, bool) or not isinstance(v, int) or v < 0 for v in values):
+            raise ValueError(f"`target` must hold non-negative int class indices, got {values!r}")
+        if images is not None and len(values) != images:
+            raise ValueError(
+                f"`target` gives {len(values)} classes for {images} probe images; give one per image"
+            )
+        return values
+
+    def state_key_fields(self) -> dict[str, Any]:
+        return {"methods": self.methods, "layer": self.layer}
+
+    def _gradcam_layer(self, pl_module: pl.LightningModule) -> str:
+        return self.layer if self.layer is not None else last_conv_layer(pl_module)
+
+    # ------------------------------------------------------------------ checks
+    def check_model(self, pl_module: pl.LightningModule) -> None:
+        if self.layer is not None:
+            resolve_layer(pl_module, self.layer)
+        if "gradcam" in self.methods:
+            self._gradcam_layer(pl_module)  # raises when the model has no conv layer
+        if "cam" in self.methods:
+            name = self.classifier if self.classifier is not None else last_linear_layer(pl_module)
+            linear = resolve_layer(pl_module, name)
+            if not isinstance(linear, torch.nn.Linear):
+                raise TypeError(
+                    f"AttributionMaps: `classifier` {name!r} must name an nn.Linear, got {type(linear).__name__}"
+                )
+            if self.layer is not None:
+                module = resolve_layer(pl_module, self.layer)
+                channels = getattr(module, "out_channels", getattr(module, "num_features", None))
+                if isinstance(channels, int) and channels != linear.in_features:
+                    raise ValueError(
+                        f"AttributionMaps: CAM at layer {self.layer!r} is undefined: it has {channels} "
+                        f"channels but classifier {name!r} takes {linear.in_features} features; use "
+                        "method 'gradcam' (grad_cam) for that layer, or name the pooled feature map"
+                    )
+
+    def check_input(self, pl_module: pl.LightningModule, x: torch.Tensor) -> None:
+        self._probe.resolve_path(x)
+        if self._probe.fixed is not None and isinstance(self.target, list):
+            self._check_target(self.target, int(self._probe.fixed.shape[0]))
+        device, dtype = model_device_dtype(pl_module)
+        sample = (self._probe.fixed if self._probe.fixed is not None else x)[:1].to(
+            device=device, dtype=dtype
+        )
+        with torch.no_grad():
+            out = pl_module(sample)
+        if not isinstance(out, torch.Tensor) or out.dim() != 2:
+            got = (
+                f"shape {tuple(out.shape)}" if isinstance(out, torch.Tensor) else type(out).__name__
+            )
+            raise ValueError(
+                f"AttributionMaps needs a model returning (N, classes) scores, got {got}"
+            )
+        classes = int(out.shape[1])
+        targets = (
+            [self.target]
+            if isinstance(self.target, int)
+            else self.target
+            if isinstance(self.target, list)
+            else []
+        )
+        if targets and max(targets) >= classes:
+            raise ValueError(
+                f"AttributionMaps: target class {max(targets)} out of range; the model outputs "
+                f"{classes} scores (valid: 0..{classes - 1})"
+            )
+        if "gradcam" in self.methods:
+            layer = self._gradcam_layer(pl_module)
+            fmap = activation_maps(pl_module, sample, [layer])[str(parse_layer(layer))]
+            if fmap.dim() != 4:
+                raise ValueError(
+                    f"AttributionMaps: Grad-CAM needs a spatial (N, C, H, W) layer, but {layer!r} outputs "
+                    f"shape {tuple(fmap.shape)}; pass `layer=` naming a conv layer"
+                )
+        if "occlusion" in self.methods:  # window vs image size: the check occlusion() makes later
+            _occlusion_windows(sample.shape, self.window, self.stride)
+        if "cam" in self.methods:
+            if self.layer is None:
+                self._cam_layer = find_cam_layer(pl_module, sample, self.classifier)
+            else:
+                check_cam_layer(pl_module, sample, self.layer, self.classifier)
+                self._cam_layer = self.layer
+
+    def observe_batch(self, batch: Any, split: str) -> None:
+        if self._probe.fixed is None and self._probe.source is None:
+            self._probe.observe(self.input_from_batch(batch), split)
+
+    # ------------------------------------------------------------------ work
+    def _maps(
+        self, method: str, pl_module: pl.LightningModule, x: torch.Tensor, t: torch.Tensor
+    ) -> tuple[torch.Tensor, str]:
+        """The method's ``(N, H, W)`` maps and a caption fragment describing the settings."""
+        if method == "saliency":
+            return saliency(pl_module, x, t), "max over channels of |d logit / d pixel|"
+        if method == "smoothgrad":
+            gen = torch.Generator().manual_seed(self.seed)
+            maps = saliency(
+                pl_module,
+                x,
+                t,
+                smooth=self.smooth_samples,
+                noise=self.noise,
+                generator=gen,
+                batch_size=self.batch_size,
+            )
+            return (
+                maps,
+                f"{self.smooth_samples} noisy copies, noise {self.noise:g} of the value range",
+            )
+        if method == "occlusion":
+            maps = occlusion(
+                pl_module,
+                x,
+                t,
+                window=self.window,
+                stride=self.stride,
+                baseline=self.baseline,
+                batch_size=self.batch_size,
+            )
+            return (
+                maps,
+                f"drop of the softmax probability when a window is set to {self.baseline:g}",
+            )
+        if method == "gradcam":
+            layer = self._gradcam_layer(pl_module)
+            return grad_cam(pl_module, x, t, layer), f"layer {layer}"
+        if self._cam_layer is None:
+            self._cam_layer = find_cam_layer(pl_module, x, self.classifier)
+        return cam(pl_module, x, t, self._cam_layer, self.classifier), f"layer {self._cam_layer}"
+
+    def visualize(self, trainer: pl.Trainer, pl_module: pl.LightningModule, event: Event) -> None:
+        probe = self._probe.get()
+        n = probe.shape[0]
+        device, dtype = model_device_dtype(pl_module)
+        x = probe.to(device=device, dtype=dtype)
+        with torch.no_grad():
+            probs = pl_module(x).float().softmax(dim=1).cpu()
+        top_p, predicted = probs.max(dim=1)
+        if self.target == "predicted":
+            t = predicted.clone()
+        else:
+            values = [self.target] * n if isinstance(self.target, int) else list(self.target)  # type: ignore[arg-type]
+            if len(values) != n:
+                raise ValueError(
+                    f"`target` gives {len(values)} classes for {n} probe images; give one per image"
+                )
+            t = torch.tensor(values, dtype=torch.long)
+        per_image = ", ".join(
+            f"#{i}: target {int(t[i])}, predicted {int(predicted[i])} (p={float(top_p[i]):.2f})"
+            for i in range(n)
+        )
+        shown = to_display_channels(scale_each(probe.float()))
+        shown = shown.expand(-1, 3, -1, -1) if shown.shape[1] == 1 else shown
+        for method in self.methods:
+            maps, how = self._maps(method, pl_module, x, t.to(device))
+            tiles = torch.cat(
+                [
+                    shown,
+                    overlay(probe.float(), maps.float().cpu(), cmap=self.cmap, alpha=self.alpha),
+                ]
+            )
+            h, w = tiles.shape[-2:]
+            factor = max(1, -(-self.min_size // max(h, w)))
+            if factor > 1:
+                tiles = F.interpolate(tiles, scale_factor=factor, mode="nearest")
+            event.add_image(
+                f"featurewatch/attribution/{method}",
+                grid(tiles, nrow=n, padding=2, pad_value=1.0),
+                caption=(
+                    f"epoch {event.epoch}, step {event.step}: {ATTRIBUTION_METHODS[method]} ({how}); "
+                    f"{n} probe images (top) and the map over each (bottom, {self.cmap}, scaled per "
+                    f"image, positive evidence only); {per_image}" + _empty_note(maps)
+                ),
+            )
+
+    def extra_state(self) -> dict[str, Any]:
+        return self._probe.state()
+
+    def load_extra_state(self, state: dict[str, Any]) -> None:
+        self._probe.load_state(state)
+
+
+def _empty_note(maps: torch.Tensor) -> str:
+    """Caption note for maps with no positive value (their tile shows only the coldest colour)."""
+    empty = [str(i) for i, m in enumerate(maps) if not bool((m > 0).any())]
+    if not empty:
+        return ""
+    return f"; no positive evidence for the target in image(s) #{', #'.join(empty)} (uniform tile)"

@@ -1,0 +1,535 @@
+"""Attribution maps: planted ground truth, closed-form identities, batched == naive, hygiene."""
+
+from __future__ import annotations
+
+import ast
+import copy
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any, Literal
+
+import matplotlib
+import pytest
+import torch
+from torch import nn
+
+from featurewatch.core.attribution import (
+    cam,
+    check_cam_layer,
+    find_cam_layer,
+    grad_cam,
+    last_conv_layer,
+    last_linear_layer,
+    occlusion,
+    overlay,
+    saliency,
+)
+from tests._models import SmallCNN, TinyResNet
+
+SIZE = 16
+#: Two disjoint boxes (row slice, column slice): class c's score reads only box c.
+BOXES = [(slice(2, 8), slice(2, 8)), (slice(9, 15), slice(8, 14))]
+
+
+class Boxes(nn.Module):
+    """Multiplies channel c of its input by the indicator of box c."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        masks = torch.zeros(len(BOXES), SIZE, SIZE)
+        for c, (rows, cols) in enumerate(BOXES):
+            masks[c, rows, cols] = 1.0
+        self.masks: torch.Tensor
+        self.register_buffer("masks", masks)
+
+    def forward(self, a: torch.Tensor) -> torch.Tensor:
+        return a * self.masks
+
+
+class BoxNet(nn.Module):
+    """score_c = mean over the image of (w . x) * box_c: a GAP + linear net that looks only in box c.
+
+    The 1x1 conv mixes the 3 input channels with fixed positive weights, ``mask`` keeps box c in
+    channel c, and the classifier is the identity on the pooled channels.
+    """
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.conv = nn.Conv2d(3, len(BOXES), 1, bias=False)
+        self.mask = Boxes()
+        self.pool = nn.AdaptiveAvgPool2d(1)
+        self.fc = nn.Linear(len(BOXES), len(BOXES))
+        with torch.no_grad():
+            self.conv.weight.copy_(
+                torch.tensor([0.5, 1.0, 1.5]).expand(len(BOXES), 3)[..., None, None]
+            )
+            self.fc.weight.copy_(torch.eye(len(BOXES)) * 4.0)
+            self.fc.bias.zero_()
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.fc(self.pool(self.mask(self.conv(x))).flatten(1))
+
+
+def bright_images(n: int = 2, seed: int = 0) -> torch.Tensor:
+    """Positive images that are bright everywhere: only the model's box makes a region special."""
+    return 0.5 + 0.5 * torch.rand(n, 3, SIZE, SIZE, generator=torch.Generator().manual_seed(seed))
+
+
+def box_mass(maps: torch.Tensor, box: int) -> torch.Tensor:
+    """Fraction of each map's positive mass inside a box."""
+    rows, cols = BOXES[box]
+    pos = maps.clamp_min(0)
+    return pos[:, rows, cols].sum(dim=(1, 2)) / pos.sum(dim=(1, 2))
+
+
+def argmax_in_box(maps: torch.Tensor, box: int) -> bool:
+    rows, cols = BOXES[box]
+    flat = maps.flatten(1).argmax(1)
+    r, c = flat // SIZE, flat % SIZE
+    return bool(((r >= rows.start) & (r < rows.stop) & (c >= cols.start) & (c < cols.stop)).all())
+
+
+def small_cnn() -> SmallCNN:
+    torch.manual_seed(0)
+    m = SmallCNN()
+    with torch.no_grad():  # non-trivial BN statistics, so "unchanged" means something
+        m.train()
+        m(torch.randn(8, 1, SIZE, SIZE))
+    return m.eval()
+
+
+def digits(n: int = 3) -> torch.Tensor:
+    return torch.randn(n, 1, SIZE, SIZE, generator=torch.Generator().manual_seed(1))
+
+
+# ---------------------------------------------------------------------- planted ground truth
+PLANTED: dict[str, Callable[[nn.Module, torch.Tensor, int], torch.Tensor]] = {
+    "saliency": lambda m, x, t: saliency(m, x, t),
+    "smoothgrad": lambda m, x, t: saliency(m, x, t, smooth=8, noise=0.3),
+    "occlusion": lambda m, x, t: occlusion(m, x, t, window=2, stride=1, output="logit"),
+    "gradcam": lambda m, x, t: grad_cam(m, x, t, "mask"),
+    "cam": lambda m, x, t: cam(m, x, t, "mask", "fc"),
+}
+
+
+@pytest.mark.parametrize("method", sorted(PLANTED))
+def test_each_method_finds_the_box_the_class_reads(method: str) -> None:
+    model, x = BoxNet(), bright_images()
+    # a whole-image method would put 36 / 256 = 14% of its mass in a box; occlusion credits every
+    # pixel of a window that overlaps the box, so its map spills one pixel (window - 1) around it
+    # (the exact support is checked below)
+    threshold = 0.7 if method == "occlusion" else 0.95
+    for target in (0, 1):
+        maps = PLANTED[method](model, x, target)
+        assert maps.shape == (2, SIZE, SIZE)
+        mass = box_mass(maps, target)
+        assert (mass > threshold).all(), f"{method}, class {target}: {mass}"
+        assert argmax_in_box(maps, target)
+        assert (box_mass(maps, 1 - target) < 0.05).all()
+
+
+def test_occlusion_support_is_the_box_grown_by_the_window_and_sign_follows_the_class() -> None:
+    model, x = BoxNet(), bright_images()
+    logit = occlusion(model, x, 0, window=3, stride=1, output="logit")
+    rows, cols = BOXES[0]
+    grown = torch.zeros(SIZE, SIZE, dtype=torch.bool)
+    grown[rows.start - 2 : rows.stop + 2, cols.start - 2 : cols.stop + 2] = True
+    assert (logit[:, ~grown].abs() < 1e-6).all()  # windows that miss the box change nothing
+    assert (logit[:, grown] > 0).all()
+    # with the softmax probability, covering the *other* class's box helps class 0: negative there
+    prob = occlusion(model, x, 0, window=2, stride=1)
+    rows1, cols1 = BOXES[1]
+    assert (prob[:, rows1, cols1] < 0).all() and (prob[:, rows, cols] > 0).all()
+    assert prob.abs().max() <= 1.0
+
+
+# ---------------------------------------------------------------------- closed-form identities
+def test_cam_equals_grad_cam_times_positions_on_a_gap_linear_net() -> None:
+    model, x = small_cnn(), digits()
+    target = torch.tensor([3, 0, 7])
+    # features.6 is an in-place ReLU whose output is pooled into fc: 8 x 8 positions
+    gc = grad_cam(model, x, target, "features.6")
+    c = cam(model, x, target, "features.6", "fc")
+    assert gc.shape == c.shape == (3, SIZE, SIZE)
+    assert (c < 0).any() and gc.max() > 0  # a real, signed CAM; not a degenerate all-zero case
+    torch.testing.assert_close(gc, c.clamp_min(0) / 64, rtol=1e-4, atol=1e-7)
+    # the default CAM layer is the pooled map, found by running the network
+    torch.testing.assert_close(cam(model, x, target), c)
+
+
+def test_cam_layer_is_found_in_forward_order_and_wrong_layers_are_refused() -> None:
+    assert find_cam_layer(small_cnn(), digits(1)) == "features.6"
+    assert find_cam_layer(BoxNet(), bright_images(1)) == "mask"
+    # the block's ReLU is called twice; the pooled map is its second (last) call
+    assert find_cam_layer(TinyResNet().eval(), torch.randn(1, 3, SIZE, SIZE)) == "layer1.relu"
+    model, x = small_cnn(), digits(1)
+    check_cam_layer(model, x, "features.6")
+    with pytest.raises(
+        ValueError, match=r"'features\.4' is undefined.*layer='features\.6'.*'gradcam'"
+    ):
+        check_cam_layer(model, x, "features.4")  # right channel count, but BN + ReLU follow it
+    with pytest.raises(ValueError, match=r"8 channels but classifier 'fc' takes 16.*grad_cam"):
+        cam(model, x, 0, "features.0")
+    no_gap = nn.Sequential(nn.Conv2d(1, 4, 3), nn.ReLU(), nn.Flatten(), nn.Linear(4 * 14 * 14, 3))
+    with pytest.raises(ValueError, match="no layer of Sequential is pooled into it; use 'gradcam'"):
+        find_cam_layer(no_gap, digits(1))
+
+
+def test_default_layers_are_the_last_conv_and_linear_with_helpful_errors() -> None:
+    model = small_cnn()
+    assert last_conv_layer(model) == "features.4"
+    assert last_linear_layer(model) == "fc"
+    torch.testing.assert_close(
+        grad_cam(model, digits(), 1), grad_cam(model, digits(), 1, "features.4")
+    )
+    mlp = nn.Sequential(nn.Flatten(), nn.Linear(256, 8), nn.ReLU(), nn.Linear(8, 2))
+    with pytest.raises(ValueError, match=r"no convolution layer.*layers: 1, 2, 3"):
+        last_conv_layer(mlp)
+    with pytest.raises(ValueError, match=r"no nn.Linear.*use 'gradcam'.*layers: 0, 1, 2"):
+        last_linear_layer(nn.Sequential(nn.Conv2d(1, 2, 3), nn.ReLU(), nn.Conv2d(2, 2, 3)))
+
+
+# ---------------------------------------------------------------------- batched == naive
+def naive_occlusion(model: nn.Module, x: torch.Tensor, target: torch.Tensor, window: tuple[int, int],
+                    stride: tuple[int, int], baseline: torch.Tensor, output: str) -> torch.Tensor:  # fmt: skip
+    """One forward per image and window: the reference implementation."""
+
+    def score(images: torch.Tensor, t: int) -> float:
+        out = model(images)
+        return float((out.softmax(1) if output == "probability" else out)[0, t])
+
+    n, _, h, w = x.shape
+    rows = list(range(0, h - window[0] + 1, stride[0]))
+    cols = list(range(0, w - window[1] + 1, stride[1]))
+    rows += [h - window[0]] if rows[-1] != h - window[0] else []
+    cols += [w - window[1]] if cols[-1] != w - window[1] else []
+    result = torch.zeros(n, h, w)
+    with torch.no_grad():
+        for i in range(n):
+            total, count = torch.zeros(h, w), torch.zeros(h, w)
+            full = score(x[i : i + 1], int(target[i]))
+            for r in rows:
+                for c in cols:
+                    covered = x[i : i + 1].clone()
+                    covered[..., r : r + window[0], c : c + window[1]] = baseline[
+                        ..., r : r + window[0], c : c + window[1]
+                    ]
+                    total[r : r + window[0], c : c + window[1]] += full - score(
+                        covered, int(target[i])
+                    )
+                    count[r : r + window[0], c : c + window[1]] += 1
+            result[i] = total / count
+    return result
+
+
+@pytest.mark.parametrize("output", ["probability", "logit"])
+def test_batched_occlusion_equals_a_naive_loop_over_windows(
+    output: Literal["probability", "logit"],
+) -> None:
+    torch.manual_seed(0)
+    model = nn.Sequential(
+        nn.Conv2d(2, 4, 3, padding=1),
+        nn.ReLU(),
+        nn.AdaptiveAvgPool2d(2),
+        nn.Flatten(),
+        nn.Linear(16, 5),
+    ).eval()
+    x = torch.randn(2, 2, 8, 9)
+    target = torch.tensor([4, 1])
+    baseline = torch.tensor([0.3, -0.2]).reshape(2, 1, 1).expand(2, 8, 9)
+    # 4 x 5 window positions, the last row and column pushed to the border; 5 copies per forward
+    fast = occlusion(
+        model,
+        x,
+        target,
+        window=(3, 2),
+        stride=2,
+        baseline=baseline[None],
+        batch_size=5,
+        output=output,
+    )
+    slow = naive_occlusion(model, x, target, (3, 2), (2, 2), baseline, output)
+    assert fast.abs().max() > 1e-3  # something was measured
+    torch.testing.assert_close(fast, slow, rtol=1e-4, atol=1e-6)
+
+
+def test_batched_equals_per_image_and_batch_size_changes_nothing() -> None:
+    model, x = small_cnn(), digits(3)
+    target = [5, 2, 9]
+    for fn in (
+        lambda xs, ts, bs: saliency(model, xs, ts, batch_size=bs),
+        lambda xs, ts, bs: saliency(model, xs, ts, smooth=5, batch_size=bs),
+        lambda xs, ts, bs: occlusion(model, xs, ts, batch_size=bs),
+        lambda xs, ts, bs: grad_cam(model, xs, ts),
+    ):
+        together = fn(x, target, 64)
+        assert together.abs().max() > 0
+        torch.testing.assert_close(fn(x, target, 2), together, rtol=1e-4, atol=1e-7)
+    alone = torch.cat([saliency(model, x[i : i + 1], target[i]) for i in range(3)])
+    torch.testing.assert_close(saliency(model, x, target), alone, rtol=1e-4, atol=1e-7)
+    alone = torch.cat([grad_cam(model, x[i : i + 1], target[i]) for i in range(3)])
+    torch.testing.assert_close(grad_cam(model, x, target), alone, rtol=1e-4, atol=1e-7)
+
+
+# ---------------------------------------------------------------------- SmoothGrad randomness
+def test_smoothgrad_draws_only_from_its_private_generator() -> None:
+    model, x = small_cnn(), digits(2)
+    torch.manual_seed(123)
+    rng = torch.get_rng_state()
+    a = saliency(model, x, 1, smooth=6, generator=torch.Generator().manual_seed(7))
+    b = saliency(model, x, 1, smooth=6, generator=torch.Generator().manual_seed(7))
+    c = saliency(model, x, 1, smooth=6, generator=torch.Generator().manual_seed(8))
+    assert torch.equal(torch.get_rng_state(), rng), "the global RNG was touched"
+    assert torch.equal(a, b)
+    assert not torch.allclose(a, c)
+    assert torch.equal(
+        saliency(model, x, 1, smooth=6), saliency(model, x, 1, smooth=6)
+    )  # default seed
+    # with zero noise, SmoothGrad is the average of identical gradients
+    torch.testing.assert_close(saliency(model, x, 1, smooth=3, noise=0.0), saliency(model, x, 1))
+
+
+# ---------------------------------------------------------------------- hygiene
+def snapshot(model: nn.Module) -> dict[str, Any]:
+    return {
+        "params": {n: p.detach().clone() for n, p in model.named_parameters()},
+        "grads": {
+            n: None if p.grad is None else p.grad.clone() for n, p in model.named_parameters()
+        },
+        "requires_grad": {n: p.requires_grad for n, p in model.named_parameters()},
+        "buffers": {n: b.clone() for n, b in model.named_buffers()},
+        "training": {n: m.training for n, m in model.named_modules()},
+        "inplace": {n: m.inplace for n, m in model.named_modules() if isinstance(m, nn.ReLU)},
+        "rng": torch.get_rng_state(),
+    }
+
+
+def assert_untouched(model: nn.Module, before: dict[str, Any]) -> None:
+    after = snapshot(model)
+    for n, p in before["params"].items():
+        assert torch.equal(p, after["params"][n]), f"parameter {n} changed"
+    for n, g in before["grads"].items():
+        g2 = after["grads"][n]
+        assert (g is None and g2 is None) or (
+            g is not None and g2 is not None and torch.equal(g, g2)
+        ), f".grad of {n} changed"
+    for n, b in before["buffers"].items():
+        assert torch.equal(b, after["buffers"][n]), f"buffer {n} changed"
+    for key in ("requires_grad", "training", "inplace"):
+        assert before[key] == after[key], f"{key} changed"
+    assert torch.equal(before["rng"], after["rng"]), "global torch RNG state changed"
+    for name, m in model.named_modules():
+        for attr in (
+            "_forward_hooks",
+            "_forward_pre_hooks",
+            "_backward_hooks",
+            "_backward_pre_hooks",
+        ):
+            assert len(getattr(m, attr)) == 0, f"hook left on {name or 'model'} ({attr})"
+
+
+def messy_state(model: nn.Module) -> None:
+    """Training mode with one module in eval, a frozen parameter, a parameter with a .grad."""
+    model.train()
+    list(model.modules())[2].eval()
+    params = list(model.parameters())
+    params[0].requires_grad_(False)
+    params[1].grad = torch.full_like(params[1], 0.25)
+
+
+ENTRY_POINTS: dict[str, Callable[[nn.Module, torch.Tensor], object]] = {
+    "saliency": lambda m, x: saliency(m, x, 1),
+    "smoothgrad": lambda m, x: saliency(m, x, [1, 2], smooth=3),
+    "occlusion": lambda m, x: occlusion(m, x, 2, batch_size=7),
+    "grad_cam": lambda m, x: grad_cam(m, x, 3, "features.2"),
+    "cam": lambda m, x: cam(m, x, 3, "features.6"),
+    "cam_default_layer": lambda m, x: cam(m, x, 3),
+    "find_cam_layer": lambda m, x: find_cam_layer(m, x),
+    "check_cam_layer": lambda m, x: check_cam_layer(m, x, "features.6"),
+}
+
+
+@pytest.mark.parametrize("entry", sorted(ENTRY_POINTS))
+def test_entry_points_leave_the_model_untouched(entry: str) -> None:
+    model = small_cnn()
+    messy_state(model)
+    before = snapshot(model)
+    ENTRY_POINTS[entry](model, digits(2))
+    assert_untouched(model, before)
+    # as isolated() leaves it: every parameter frozen, eval mode
+    for p in model.parameters():
+        p.requires_grad_(False)
+    model.eval()
+    before = snapshot(model)
+    ENTRY_POINTS[entry](model, digits(2))
+    assert_untouched(model, before)
+
+
+class Explode(nn.Module):
+    armed = False
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.armed:
+            raise RuntimeError("boom")
+        return x
+
+
+@pytest.mark.parametrize("entry", sorted(ENTRY_POINTS))
+def test_an_exception_inside_the_model_leaves_nothing_behind(entry: str) -> None:
+    model = small_cnn()
+    model.pool = nn.Sequential(Explode(), model.pool)  # type: ignore[assignment]  # after every hooked layer
+    messy_state(model)
+    before = snapshot(model)
+    Explode.armed = True
+    try:
+        with pytest.raises(RuntimeError, match="boom"):
+            ENTRY_POINTS[entry](model, digits(2))
+    finally:
+        Explode.armed = False
+    assert_untouched(model, before)
+
+
+def not_inplace(model: nn.Module) -> nn.Module:
+    twin = copy.deepcopy(model)
+    for m in twin.modules():
+        if isinstance(m, nn.ReLU):
+            m.inplace = False
+    return twin
+
+
+def test_in_place_relu_after_or_at_the_layer_gives_the_same_map() -> None:
+    torch.manual_seed(0)
+    model = nn.Sequential(
+        nn.Conv2d(1, 4, 3, padding=1), nn.ReLU(inplace=True),
+        nn.Conv2d(4, 6, 3, padding=1), nn.ReLU(inplace=True),
+        nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(6, 3),
+    ).eval()  # fmt: skip
+    twin, x = not_inplace(model), digits(3)
+    for layer in ("0", "1", "2", "3"):
+        maps = grad_cam(model, x, [0, 1, 2], layer)
+        assert maps.max() > 0
+        torch.testing.assert_close(maps, grad_cam(twin, x, [0, 1, 2], layer), rtol=1e-5, atol=1e-8)
+    # the conv output holds negatives the in-place ReLU would erase: the maps must differ from the ReLU's
+    assert not torch.allclose(grad_cam(model, x, 0, "2"), grad_cam(model, x, 0, "3"))
+    # a module called twice (torchvision-style block): each call, in place, vs not in place
+    res = TinyResNet().eval()
+    twin_res, rgb = (
+        not_inplace(res),
+        torch.randn(2, 3, SIZE, SIZE, generator=torch.Generator().manual_seed(2)),
+    )
+    for layer in ("layer1.relu@0", "layer1.relu@1", "layer1.relu", "layer1.bn2"):
+        torch.testing.assert_close(
+            grad_cam(res, rgb, 4, layer), grad_cam(twin_res, rgb, 4, layer), rtol=1e-5, atol=1e-8
+        )
+    torch.testing.assert_close(
+        grad_cam(res, rgb, 4, "layer1.relu"), grad_cam(res, rgb, 4, "layer1.relu@1")
+    )
+    assert not torch.allclose(
+        grad_cam(res, rgb, 4, "layer1.relu@0"), grad_cam(res, rgb, 4, "layer1.relu@1")
+    )
+
+
+def test_works_from_inside_inference_mode() -> None:
+    model, x = small_cnn(), digits(2)
+    outside = (saliency(model, x, 1), grad_cam(model, x, 1), occlusion(model, x, 1))
+    with torch.inference_mode():
+        inside = (saliency(model, x, 1), grad_cam(model, x, 1), occlusion(model, x, 1))
+    for a, b in zip(outside, inside):
+        assert not b.is_inference()
+        torch.testing.assert_close(a, b)
+
+
+# ---------------------------------------------------------------------- errors and display
+def test_errors_say_what_is_valid() -> None:
+    model, x = small_cnn(), digits(2)
+    with pytest.raises(
+        ValueError, match=r"target class 10 out of range.*10 scores \(valid: 0\.\.9\)"
+    ):
+        saliency(model, x, [1, 10])
+    with pytest.raises(ValueError, match=r"target class 12 out of range"):
+        occlusion(model, x, 12)
+    with pytest.raises(ValueError, match=r"valid: 0\.\.9"):
+        cam(model, x, -1, "features.6")
+    with pytest.raises(ValueError, match="one class per image: expected 2, got 3"):
+        grad_cam(model, x, [1, 2, 3])
+    with pytest.raises(TypeError, match="class index"):
+        grad_cam(model, x, 1.5)  # type: ignore[arg-type]
+    with pytest.raises(ValueError, match=r"'features\.60' not found in SmallCNN.*features\.6"):
+        grad_cam(model, x, 1, "features.60")
+    with pytest.raises(
+        ValueError, match=r"layer 'fc' outputs shape \(2, 10\); name a conv layer.*features\.4"
+    ):
+        grad_cam(model, x, 1, "fc")
+    with pytest.raises(ValueError, match=r"called 1 time\(s\).*features\.6@0\.\.0"):
+        grad_cam(model, x, 1, "features.6@1")
+    with pytest.raises(TypeError, match="must name an nn.Linear.*'features.0' is a Conv2d.*fc"):
+        cam(model, x, 1, "features.6", classifier="features.0")
+    with pytest.raises(ValueError, match="`window`"):
+        occlusion(model, x, 1, window=0)
+    with pytest.raises(ValueError, match="never be covered"):
+        occlusion(model, x, 1, window=2, stride=(1, 3))
+    with pytest.raises(ValueError, match="larger than the images"):
+        occlusion(model, x, 1, window=17)
+    with pytest.raises(ValueError, match="`smooth`"):
+        saliency(model, x, 1, smooth=-1)
+    with pytest.raises(ValueError, match=r"\(N, classes\) scores"):
+        saliency(nn.Conv2d(1, 2, 3), x, 0)
+
+
+def test_overlay_blends_a_per_image_heatmap_over_grayscale_images() -> None:
+    images = torch.linspace(-3, 5, SIZE * SIZE).reshape(1, 1, SIZE, SIZE).repeat(2, 1, 1, 1)
+    maps = torch.zeros(2, SIZE, SIZE)
+    maps[0, 3, 4] = 5.0
+    maps[1, 10, 2] = 0.01  # another scale: normalized per image
+    maps[1, 0, 0] = -7.0  # negative evidence is not coloured
+    out = overlay(images, maps, cmap="jet", alpha=0.5)
+    assert out.shape == (2, 3, SIZE, SIZE)
+    assert out.min() >= 0 and out.max() <= 1
+    grey = (images[0, 0] - images.min()) / (images.max() - images.min())
+    jet = matplotlib.colormaps["jet"]
+    hottest, coldest = (
+        torch.tensor(jet(v)[:3], dtype=torch.float32) for v in (1.0, 0.0)
+    )  # dark red, dark blue
+    for i, (r, c) in enumerate([(3, 4), (10, 2)]):
+        torch.testing.assert_close(
+            out[i, :, r, c], 0.5 * grey[r, c] + 0.5 * hottest, atol=0.005, rtol=0
+        )
+        torch.testing.assert_close(
+            out[i, :, 0, 0], 0.5 * grey[0, 0] + 0.5 * coldest, atol=0.005, rtol=0
+        )
+    inferno = overlay(images, maps, cmap="inferno", alpha=1.0)
+    torch.testing.assert_close(
+        inferno[0, :, 3, 4],
+        torch.tensor(matplotlib.colormaps["inferno"](1.0)[:3], dtype=torch.float32),
+        atol=0.005,
+        rtol=0,
+    )
+    with pytest.raises(ValueError, match="not a matplotlib colormap"):
+        overlay(images, maps, cmap="nope")
+    with pytest.raises(ValueError, match="matching images"):
+        overlay(images, maps[:, :8])
+
+
+def test_core_module_imports_only_torch_and_the_core() -> None:
+    """No Lightning or logging back-end: the module imports torch, stdlib and featurewatch.core only
+    (tests/core/test_hygiene.py checks that importing featurewatch.core loads no Lightning)."""
+    import featurewatch.core.attribution as module
+
+    tree = ast.parse(Path(module.__file__).read_text())
+    imported = {a.name for n in ast.walk(tree) if isinstance(n, ast.Import) for a in n.names}
+    imported |= {n.module or "" for n in ast.walk(tree) if isinstance(n, ast.ImportFrom)}
+    roots = {name.split(".")[0] for name in imported}
+    assert roots <= {
+        "__future__",
+        "collections",
+        "contextlib",
+        "typing",
+        "torch",
+        "matplotlib",
+        "featurewatch",
+    }
+    assert all(
+        name.startswith("featurewatch.core.")
+        for name in imported
+        if name.startswith("featurewatch")
+    )
