@@ -54,6 +54,29 @@ class ProbeImages:
         with outside_inference():
             self._seen[split].append(x[:need].detach().to("cpu", copy=True))
 
+    def seen(self, split: str) -> int:
+        """How many inputs of ``split`` are held while the probe is not fixed yet."""
+        return self._count(split)
+
+    def drop(self, split: str) -> None:
+        """Forget the inputs held for ``split`` (e.g. the sanity check's, which the first validation
+        epoch shows again); no effect once the probe is fixed."""
+        if self.fixed is None:
+            self._seen[split] = []
+
+    def peek(self) -> torch.Tensor:
+        """The probe as held so far, without fixing it (a large pool fills over a whole epoch).
+
+        Falls back to :meth:`get` when nothing is held (a tensor or path probe, or the "no probe
+        images yet" error).
+        """
+        if self.fixed is not None:
+            return self.fixed
+        split = "val" if self._seen["val"] else "train"
+        if not self._seen[split]:
+            return self.get()
+        return torch.cat(self._seen[split])[: self.num_images]
+
     def resolve_path(self, like: torch.Tensor) -> None:
         """Load a path probe at the size and channel count of a real input batch ``like``."""
         if self.fixed is not None or not isinstance(self.source, (str, Path)):

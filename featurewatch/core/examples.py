@@ -1,0 +1,874 @@
+"""Dataset examples: which real inputs excite a unit, where, and through which pixels.
+
+Zeiler & Fergus (2014), "Visualizing and Understanding Convolutional Networks", show a channel by
+the inputs of a dataset that excite it most, the patch of each input the unit can see (its
+*receptive field*), and a projection of the activation back to pixel space. Unlike a rendered
+image (:mod:`featurewatch.core.render`) these are real data: they answer "what does this channel
+fire on in *my* data", and they cost a few forward passes over a fixed pool plus one backward.
+
+* :func:`top_examples` - per channel, the ``k`` pool images with the highest spatial maximum of the
+  channel, their values and the ``(y, x)`` of that maximum. Batched over the pool; every forward
+  stops right after the layer.
+* :func:`receptive_fields` / :func:`receptive_field` - the input box a feature-map position can
+  depend on, measured exactly as the support of a gradient (see there for how ReLU zeros and
+  max-pooling are kept from hiding pixels).
+* :func:`project` - the gradient of one unit with respect to the input under the guided-backprop
+  (Springenberg et al., 2015), deconvnet (Zeiler & Fergus, 2014) or plain-gradient rule.
+* :func:`examples_grid` - one picture: per channel a row of top images | receptive-field crops |
+  projections.
+
+Every function runs inside :func:`~featurewatch.core.hygiene.isolated` (eval mode, parameters do
+not require grad, RNG restored), differentiates with ``torch.autograd.grad`` with respect to the
+*input only* (parameter ``.grad`` is never touched) and removes every hook in a ``finally`` block.
+
+Example:
+    >>> top = top_examples(model, pool, "features.6", channels=range(4), k=6)
+    >>> boxes = receptive_fields(model, "features.6", pool.shape[1:], top.positions.flatten(0, 1).tolist())
+    >>> proj = project(model, pool[top.indices.flatten()], "features.6",
+    ...                channel=[c for c in top.channels for _ in range(top.k)],
+    ...                position=top.positions.flatten(0, 1))
+    >>> picture = examples_grid(pool, top, boxes=[boxes[r * top.k : (r + 1) * top.k] for r in range(4)],
+    ...                         projections=proj.reshape(4, top.k, *proj.shape[1:]))
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager, suppress
+from dataclasses import dataclass
+from typing import Any, Literal
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+from torch.func import functional_call
+
+from featurewatch.core.hygiene import isolated, model_device_dtype
+from featurewatch.core.images import grid, scale_each, to_display_channels
+from featurewatch.core.layers import (
+    LayerRef,
+    StopForward,
+    capture,
+    module_calls,
+    parse_layer,
+    resolve_layer,
+)
+
+__all__ = [
+    "PROJECTION_RULES",
+    "Box",
+    "ProjectionRule",
+    "TopExamples",
+    "examples_grid",
+    "project",
+    "receptive_field",
+    "receptive_fields",
+    "top_examples",
+]
+
+#: ``(top, left, bottom, right)`` in input pixels; ``bottom``/``right`` exclusive, so
+#: ``image[..., top:bottom, left:right]`` is the patch.
+Box = tuple[int, int, int, int]
+ProjectionRule = Literal["guided", "deconvnet", "gradient"]
+PROJECTION_RULES: tuple[str, ...] = ("guided", "deconvnet", "gradient")
+
+Forward = Callable[[torch.Tensor], Any]
+
+
+# ---------------------------------------------------------------------- argument checks
+def _check_images(images: Any, what: str = "images") -> torch.Tensor:
+    if not isinstance(images, torch.Tensor):
+        raise TypeError(f"`{what}` must be an (N, C, H, W) tensor, got {type(images).__name__}")
+    if images.dim() != 4 or images.shape[0] == 0:
+        raise ValueError(
+            f"`{what}` must be a non-empty (N, C, H, W) tensor, got shape {tuple(images.shape)}"
+        )
+    return images
+
+
+def _check_positive(name: str, value: Any) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise ValueError(f"`{name}` must be a positive int, got {value!r}")
+    return value
+
+
+def _channel_list(channels: int | Sequence[int], what: str = "channels") -> list[int]:
+    values = (
+        [channels] if isinstance(channels, int) and not isinstance(channels, bool) else channels
+    )
+    try:
+        out = list(values)  # type: ignore[arg-type]
+    except TypeError:
+        raise TypeError(
+            f"`{what}` must be an int or a sequence of ints, got {type(channels).__name__}"
+        ) from None
+    if not out or any(isinstance(c, bool) or not isinstance(c, int) or c < 0 for c in out):
+        raise ValueError(f"`{what}` must be a non-empty list of non-negative ints, got {out!r}")
+    return out
+
+
+def _check_channels(layer: str, out: torch.Tensor, channels: Sequence[int]) -> None:
+    if out.dim() not in (2, 4):
+        raise ValueError(
+            f"layer {layer!r} outputs shape {tuple(out.shape)}; dataset examples need a conv-like (N, C, H, W) "
+            "or fully-connected (N, C) output: name a conv, activation or linear layer"
+        )
+    n = out.shape[1]
+    bad = max(channels)
+    if bad >= n:
+        raise ValueError(
+            f"channel {bad} out of range for layer {layer!r} with {n} channels (valid: 0..{n - 1})"
+        )
+
+
+# ---------------------------------------------------------------------- truncated forward
+def _call_counts(
+    forward: Forward, model: nn.Module, ref: LayerRef, example: torch.Tensor
+) -> dict[str, int] | None:
+    """How often the layer's module runs in one forward (to find its *last* call), or ``None``
+    when the reference names its call (``"name@k"``) and no counting forward is needed.
+
+    The counting forward sees one image; if the model fails after the layer was reached (a head
+    that wants another input size), the count up to there is used.
+    """
+    if ref.call is not None:
+        return None
+    failure: Exception | None = None
+
+    def run() -> None:
+        nonlocal failure
+        try:
+            forward(example[:1])
+        except Exception as err:  # noqa: BLE001 - fine if the layer ran before it
+            failure = err
+
+    with torch.no_grad():
+        counts = module_calls(model, run, [ref.name])
+    if counts[ref.name] == 0:
+        if failure is not None:
+            raise failure
+        raise ValueError(f"layer {str(ref)!r} is not called in the model's forward pass")
+    return counts
+
+
+@contextmanager
+def _layer_reader(
+    model: nn.Module, ref: LayerRef, counts: dict[str, int] | None, forward: Forward | None = None
+) -> Iterator[Callable[[torch.Tensor], torch.Tensor]]:
+    """Yield ``read(x)``: the layer's output for ``x``; the forward stops right after the layer.
+
+    ``clone=False``: nothing runs after the capture (the forward is stopped there), so a later
+    in-place op cannot overwrite it, and the autograd graph is kept for :func:`project`.
+    """
+    run = forward if forward is not None else model
+    with capture(model, [ref], call_counts=counts, stop=True, clone=False) as got:
+
+        def read(x: torch.Tensor) -> torch.Tensor:
+            with suppress(StopForward):
+                run(x)
+            out = got.outputs.get(str(ref))
+            if out is None:
+                raise ValueError(
+                    f"layer {str(ref)!r} was not reached in the forward pass; for a module called k times "
+                    "use '@0' .. '@k-1'"
+                )
+            if not isinstance(out, torch.Tensor):
+                raise TypeError(f"layer {str(ref)!r} outputs {type(out).__name__}, not a tensor")
+            return out
+
+        yield read
+
+
+def _first_argmax(flat: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Max over the last dim and the *first* index reaching it (deterministic on ties)."""
+    values = flat.amax(-1)
+    length = flat.shape[-1]
+    ar = torch.arange(length, device=flat.device).expand_as(flat)
+    index = torch.where(flat == values.unsqueeze(-1), ar, length).amin(-1).clamp_max(length - 1)
+    return values, index
+
+
+# ---------------------------------------------------------------------- top examples
+@dataclass(frozen=True)
+class TopExamples:
+    """What :func:`top_examples` returns (all tensors on the CPU).
+
+    Attributes:
+        layer: the layer reference.
+        channels: the channels, in the order of the rows below.
+        indices: ``(len(channels), k)`` long, pool indices, highest activation first.
+        values: ``(len(channels), k)`` float32, the spatial maximum of the channel for each image.
+        positions: ``(len(channels), k, 2)`` long ``(y, x)`` of that maximum in the feature map,
+            or ``None`` for a fully-connected (2-D) layer.
+        map_size: ``(H, W)`` of the feature map, ``None`` for a 2-D layer.
+        pool_size: number of pool images searched.
+    """
+
+    layer: str
+    channels: list[int]
+    indices: torch.Tensor
+    values: torch.Tensor
+    positions: torch.Tensor | None
+    map_size: tuple[int, int] | None
+    pool_size: int
+
+    @property
+    def k(self) -> int:
+        """Examples per channel (``min(k asked, pool size)``)."""
+        return int(self.indices.shape[1])
+
+
+def top_examples(
+    model: nn.Module,
+    images: torch.Tensor,
+    layer: str,
+    channels: int | Sequence[int],
+    k: int = 9,
+    *,
+    batch_size: int = 64,
+) -> TopExamples:
+    """The ``k`` pool images that excite each channel most (Zeiler & Fergus, 2014, Fig. 2).
+
+    An image's score for a channel is the channel's maximum over the feature map (one strongly
+    responding location is what a detector is for; the mean would favour large, diffuse responses).
+    The pool is processed in batches and every forward stops right after ``layer``: nothing deeper
+    in the network runs. One extra single-image forward counts the layer's calls when the reference
+    has no ``@k``.
+
+    Ties are broken deterministically: between images by the lower pool index, inside a feature
+    map by the first position in row-major order. NaN activations rank last.
+
+    Args:
+        model: the network (left exactly as it was).
+        images: ``(N, C, H, W)`` pool, as the model takes it (normalized); any device.
+        layer: layer reference (``"features.6"``, ``"layer1.0.relu@0"``); its output must be
+            ``(N, C, H, W)`` or ``(N, C)`` (fully connected: no position).
+        channels: channel index or indices.
+        k: examples per channel; capped at the pool size.
+        batch_size: pool images per forward (memory bound; results do not depend on it).
+
+    Returns:
+        A :class:`TopExamples`.
+
+    Raises:
+        ValueError: unknown layer, channel out of range (the message lists the valid range),
+            unsupported output shape.
+
+    Example:
+        >>> top = top_examples(model, pool, "features.6", [0, 1, 2], k=6)
+        >>> top.indices.shape, top.positions.shape
+        (torch.Size([3, 6]), torch.Size([3, 6, 2]))
+    """
+    images = _check_images(images)
+    chans = _channel_list(channels)
+    _check_positive("k", k)
+    _check_positive("batch_size", batch_size)
+    ref = parse_layer(layer)
+    resolve_layer(model, ref)
+    n = images.shape[0]
+    with isolated(model):
+        device, dtype = model_device_dtype(model)
+        counts = _call_counts(model, model, ref, images[:1].to(device=device, dtype=dtype))
+        maxima: list[torch.Tensor] = []
+        where: list[torch.Tensor] = []
+        map_size: tuple[int, int] | None = None
+        index = torch.tensor(chans)
+        with torch.no_grad(), _layer_reader(model, ref, counts) as read:
+            for lo in range(0, n, batch_size):
+                out = read(images[lo : lo + batch_size].to(device=device, dtype=dtype))
+                if lo == 0:
+                    _check_channels(str(ref), out, chans)
+                    map_size = (int(out.shape[2]), int(out.shape[3])) if out.dim() == 4 else None
+                sel = out.index_select(1, index.to(out.device)).float()
+                if sel.dim() == 2:
+                    maxima.append(sel.cpu())
+                else:
+                    v, i = _first_argmax(sel.flatten(2))
+                    maxima.append(v.cpu())
+                    where.append(i.cpu())
+    values = torch.cat(maxima).T.contiguous()  # (C, N)
+    key = torch.nan_to_num(values, nan=float("-inf"))
+    kk = min(k, n)
+    order = torch.sort(key, dim=1, descending=True, stable=True).indices[:, :kk]
+    positions = None
+    if map_size is not None:
+        flat = torch.cat(where).T.gather(1, order)  # (C, k) flat index into the map
+        positions = torch.stack([flat // map_size[1], flat % map_size[1]], dim=-1)
+    return TopExamples(
+        layer=str(ref),
+        channels=chans,
+        indices=order,
+        values=values.gather(1, order),
+        positions=positions,
+        map_size=map_size,
+        pool_size=n,
+    )
+
+
+# ---------------------------------------------------------------------- receptive fields
+def _surrogate_state(model: nn.Module, dtype: torch.dtype) -> dict[str, torch.Tensor]:
+    """Stand-in parameters and buffers under which every unit is a positive function of its inputs.
+
+    Weights (``dim >= 2``) become ``1 / fan_in`` (each output an average: no overflow however
+    deep), biases 0, other vectors (BatchNorm/LayerNorm scales, PReLU slopes) 1, BatchNorm running
+    means 0 and variances 1. With a positive input, every pre-activation is then positive, so a
+    ReLU (module *or* ``F.relu``) never blocks, and every gradient is a sum of non-negative terms,
+    so none cancels to zero. The model's own tensors are not touched (``functional_call``).
+    """
+    state: dict[str, torch.Tensor] = {}
+    for name, p in model.named_parameters():
+        if not p.is_floating_point():
+            continue
+        if p.dim() >= 2:
+            fan_in = max(1, p[0].numel())
+            state[name] = torch.full(p.shape, 1.0 / fan_in, dtype=dtype, device=p.device)
+        elif name.rsplit(".", 1)[-1] == "bias":
+            state[name] = torch.zeros(p.shape, dtype=dtype, device=p.device)
+        else:
+            state[name] = torch.ones(p.shape, dtype=dtype, device=p.device)
+    for name, b in model.named_buffers():
+        if b is None or not b.is_floating_point():
+            continue
+        leaf = name.rsplit(".", 1)[-1]
+        if leaf == "running_mean":
+            state[name] = torch.zeros(b.shape, dtype=dtype, device=b.device)
+        elif leaf == "running_var":
+            state[name] = torch.ones(b.shape, dtype=dtype, device=b.device)
+        else:
+            state[name] = b.to(dtype)
+    return state
+
+
+_MAX_POOLS = (
+    nn.MaxPool1d,
+    nn.MaxPool2d,
+    nn.MaxPool3d,
+    nn.AdaptiveMaxPool1d,
+    nn.AdaptiveMaxPool2d,
+    nn.AdaptiveMaxPool3d,
+)
+
+
+def _window_average(module: nn.Module, x: torch.Tensor, out: torch.Tensor) -> torch.Tensor | None:
+    """The average over each max-pool window (same windows as ``module``), or ``None``."""
+    if getattr(module, "return_indices", False):
+        return None
+    if isinstance(module, nn.AdaptiveMaxPool1d):
+        return F.adaptive_avg_pool1d(x, out.shape[-1])
+    if isinstance(module, nn.AdaptiveMaxPool2d):
+        return F.adaptive_avg_pool2d(x, (out.shape[-2], out.shape[-1]))
+    if isinstance(module, nn.AdaptiveMaxPool3d):
+        return F.adaptive_avg_pool3d(x, (out.shape[-3], out.shape[-2], out.shape[-1]))
+    if not isinstance(module, (nn.MaxPool1d, nn.MaxPool2d, nn.MaxPool3d)):
+        return None
+    dilation = module.dilation
+    if any(d != 1 for d in (dilation if isinstance(dilation, tuple) else (dilation,))):
+        return None  # average pooling has no dilation: such a pool keeps its argmax-only gradient
+    window: Any = (module.kernel_size, module.stride, module.padding, module.ceil_mode, True)
+    if isinstance(module, nn.MaxPool1d):
+        return F.avg_pool1d(x, *window)
+    if isinstance(module, nn.MaxPool2d):
+        return F.avg_pool2d(x, *window)
+    return F.avg_pool3d(x, *window)
+
+
+@contextmanager
+def _whole_window_pools(model: nn.Module) -> Iterator[None]:
+    """Let every ``nn.MaxPool*`` module pass gradient to its whole window, not just the argmax.
+
+    The output *value* is unchanged (``out + (avg - avg.detach())``); the gradient gains the
+    average pool's, which is positive on every pixel of each window.
+    """
+
+    def hook(module: nn.Module, args: tuple[Any, ...], out: Any) -> Any:
+        if not isinstance(out, torch.Tensor) or not args or not isinstance(args[0], torch.Tensor):
+            return None
+        avg = _window_average(module, args[0], out)
+        if avg is None or avg.shape != out.shape:
+            return None
+        return out + (avg - avg.detach())
+
+    handles = []
+    try:
+        for m in model.modules():
+            if isinstance(m, _MAX_POOLS):
+                handles.append(m.register_forward_hook(hook))
+        yield
+    finally:
+        for h in handles:
+            h.remove()
+
+
+def _shape3(input_shape: Sequence[int]) -> tuple[int, int, int]:
+    shape = tuple(int(s) for s in input_shape)
+    if len(shape) == 4 and shape[0] == 1:
+        shape = shape[1:]
+    if len(shape) != 3 or min(shape) < 1:
+        raise ValueError(f"`input_shape` must be (C, H, W), got {tuple(input_shape)!r}")
+    return shape
+
+
+def receptive_fields(
+    model: nn.Module,
+    layer: str,
+    input_shape: Sequence[int],
+    positions: Sequence[tuple[int, int] | None],
+    *,
+    batch_size: int = 64,
+    trials: int = 1,
+) -> list[Box]:
+    """The input box each feature-map position of ``layer`` can depend on, measured exactly.
+
+    **Method.** The box is the bounding box of the support of the gradient of the unit (summed over
+    channels) with respect to the input. To make that support the *architectural* receptive field
+    rather than whatever the current weights and a particular input happen to let through, the
+    forward runs with stand-in parameters (``torch.func.functional_call``; the model's tensors are
+    untouched): weights ``1/fan_in``, biases 0, normalization scales 1, BatchNorm statistics 0/1,
+    in float64, on a random input in ``[0.5, 1.5]``. Every pre-activation is then positive, so no
+    ReLU (module or functional) blocks a gradient, and every gradient is a sum of non-negative
+    terms, so nothing cancels; dead or zero filters of the real model do not shrink the box.
+    Every ``nn.MaxPool*``/``nn.AdaptiveMaxPool*`` module also passes gradient to its whole window
+    (an average-pool gradient over the same windows is added; values unchanged). All positions
+    are batched: one forward and one backward per ``batch_size`` positions.
+
+    **Limits.** Padding: pixels of the zero padding do not exist, so boxes near the border are
+    clipped to the image (that is the truth: nothing else can influence the unit). Functional
+    max-pooling (``F.max_pool2d``) and dilated or index-returning max-pool modules pass gradient to
+    the argmax only, so the box can come out too small; ``trials > 1`` takes the union over several
+    random inputs. Layers that subtract data-dependent means (LayerNorm, GroupNorm) can make values
+    negative and let a ``ReLU`` block; again ``trials`` helps. Normalization with batch statistics
+    or global operations (attention, global pooling) make every pixel count: the box is the whole
+    image, which is correct.
+
+    Args:
+        model: the network (left exactly as it was).
+        layer: layer reference; output ``(N, C, H, W)`` or ``(N, C)`` (then position ``None`` and
+            the box is the support of the whole layer).
+        input_shape: ``(C, H, W)`` of the model's input.
+        positions: ``(y, x)`` in the feature map per unit (``None`` for a 2-D layer).
+        batch_size: positions per forward/backward.
+        trials: random inputs whose supports are united (see Limits).
+
+    Returns:
+        One :class:`Box` ``(top, left, bottom, right)`` per position (bottom/right exclusive).
+
+    Raises:
+        ValueError: unknown layer, bad input shape, a position outside the feature map (the
+            message gives its size), or a unit that does not depend on the input at all.
+
+    Example:
+        >>> # conv 3x3 (pad 1), 2x2 max-pool, conv 3x3 (pad 1) on 16x16 inputs: 8x8 px fields
+        >>> receptive_fields(small_cnn, "features.6", (1, 16, 16), [(0, 0), (3, 3)])
+        [(0, 0, 5, 5), (3, 3, 11, 11)]
+    """
+    shape = _shape3(input_shape)
+    _check_positive("batch_size", batch_size)
+    _check_positive("trials", trials)
+    ref = parse_layer(layer)
+    resolve_layer(model, ref)
+    pos = list(positions)
+    if not pos:
+        return []
+    with isolated(model):
+        device, _ = model_device_dtype(model)
+        dtype = torch.float32 if device.type == "mps" else torch.float64  # MPS has no float64
+        state = _surrogate_state(model, dtype)
+
+        def forward(x: torch.Tensor) -> Any:
+            return functional_call(model, state, (x,))
+
+        gen = torch.Generator().manual_seed(0)
+        example = torch.ones(1, *shape, dtype=dtype, device=device)
+        boxes: list[Box] = []
+        with _whole_window_pools(model):
+            counts = _call_counts(forward, model, ref, example)
+            with _layer_reader(model, ref, counts, forward) as read:
+                for lo in range(0, len(pos), batch_size):
+                    chunk = pos[lo : lo + batch_size]
+                    support = torch.zeros(len(chunk), shape[1], shape[2], dtype=torch.bool)
+                    for _ in range(trials):
+                        x = (0.5 + torch.rand(len(chunk), *shape, generator=gen, dtype=dtype)).to(
+                            device
+                        )
+                        x.requires_grad_(True)
+                        out = read(x)
+                        units = _units(str(ref), out, None, chunk)
+                        (g,) = torch.autograd.grad(units.sum(), x)
+                        support |= (g.detach().abs().sum(1) > 0).cpu()
+                    boxes.extend(_bounding_box(str(ref), s, p) for s, p in zip(support, chunk))
+    return boxes
+
+
+def _bounding_box(layer: str, support: torch.Tensor, position: tuple[int, int] | None) -> Box:
+    rows = torch.nonzero(support.any(1)).flatten()
+    cols = torch.nonzero(support.any(0)).flatten()
+    if rows.numel() == 0:
+        raise ValueError(
+            f"the unit of layer {layer!r} at position {position} does not depend on the input"
+        )
+    return (int(rows[0]), int(cols[0]), int(rows[-1]) + 1, int(cols[-1]) + 1)
+
+
+def receptive_field(
+    model: nn.Module,
+    layer: str,
+    input_shape: Sequence[int],
+    position: tuple[int, int] | None = None,
+) -> Box:
+    """The input box ``(top, left, bottom, right)`` one unit can depend on.
+
+    See :func:`receptive_fields` (method and limits); compute many positions there in one pass.
+
+    Example:
+        >>> receptive_field(small_cnn, "features.6", (1, 16, 16), (3, 3))
+        (3, 3, 11, 11)
+    """
+    return receptive_fields(model, layer, input_shape, [position])[0]
+
+
+def _units(
+    layer: str,
+    out: torch.Tensor,
+    channels: Sequence[int] | None,
+    positions: Sequence[tuple[int, int] | None] | None,
+) -> torch.Tensor:
+    """``(N,)`` unit values: element ``i`` is channel ``channels[i]`` (all channels summed when
+    ``None``) at ``positions[i]`` (the channel's first maximum when ``None``)."""
+    n = out.shape[0]
+    rows = torch.arange(n, device=out.device)
+    if out.dim() == 2:
+        if positions is not None and any(p is not None for p in positions):
+            raise ValueError(
+                f"layer {layer!r} is fully connected (output {tuple(out.shape)}); its units have no position"
+            )
+        return (
+            out.sum(1)
+            if channels is None
+            else out[rows, torch.tensor(list(channels), device=out.device)]
+        )
+    if out.dim() != 4:
+        raise ValueError(
+            f"layer {layer!r} outputs shape {tuple(out.shape)}; expected (N, C, H, W) or (N, C)"
+        )
+    h, w = out.shape[2], out.shape[3]
+    if channels is None:
+        maps = out.sum(1)  # (N, H, W)
+    else:
+        maps = out[rows, torch.tensor(list(channels), device=out.device)]
+    ys, xs = [], []
+    for i in range(n):
+        p = None if positions is None else positions[i]
+        if p is None:
+            if channels is None:
+                raise ValueError(
+                    f"layer {layer!r} has an {h}x{w} feature map: give a (y, x) position"
+                )
+            _, flat = _first_argmax(maps[i].detach().flatten())
+            y, x = int(flat) // w, int(flat) % w
+        else:
+            y, x = (int(v) for v in p)
+        if not (0 <= y < h and 0 <= x < w):
+            raise ValueError(
+                f"position {(y, x)} outside the {h}x{w} feature map of layer {layer!r} (valid: y 0..{h - 1}, x 0..{w - 1})"
+            )
+        ys.append(y)
+        xs.append(x)
+    return maps[rows, torch.tensor(ys, device=out.device), torch.tensor(xs, device=out.device)]
+
+
+# ---------------------------------------------------------------------- projections
+class _RuleReLU(torch.autograd.Function):
+    """``relu(x)`` whose backward follows a visualization rule instead of the chain rule.
+
+    * guided backprop (Springenberg et al., 2015): ``relu(grad) * (x > 0)`` - only positive
+      evidence, only through units that were on in the forward pass;
+    * deconvnet (Zeiler & Fergus, 2014): ``relu(grad)`` - the forward sign is ignored: the
+      deconvnet's "unpooling + rectification" reconstructs with a ReLU of its own.
+    """
+
+    @staticmethod
+    def forward(ctx: Any, x: torch.Tensor, masked: bool) -> torch.Tensor:
+        ctx.masked = masked
+        if masked:
+            ctx.save_for_backward(x)
+        return x.clamp_min(0)
+
+    @staticmethod
+    def backward(ctx: Any, grad: torch.Tensor) -> tuple[torch.Tensor, None]:
+        out = grad.clamp_min(0)
+        if ctx.masked:
+            (x,) = ctx.saved_tensors
+            out = torch.where(x > 0, out, torch.zeros_like(out))
+        return out, None
+
+
+@contextmanager
+def _relu_rule(model: nn.Module, rule: str) -> Iterator[None]:
+    """While active, every ``nn.ReLU`` module's output carries the backward of ``rule``.
+
+    A forward pre-hook keeps the module's input and hands an in-place ReLU a clone (so the input
+    survives, and the graph of the layer before stays valid); a forward hook, prepended so that a
+    capture at the ReLU itself sees it, replaces the output by :class:`_RuleReLU` applied to that
+    kept input. Pre- and post-hook of one call are adjacent, so a ReLU module called several times
+    in one forward is handled call by call. ``F.relu`` calls cannot be hooked: they keep the plain
+    gradient. ``"gradient"`` installs nothing.
+    """
+    if rule == "gradient":
+        yield
+        return
+    masked = rule == "guided"
+    kept: dict[int, torch.Tensor] = {}
+    handles = []
+
+    def pre(module: nn.Module, args: tuple[Any, ...]) -> tuple[Any, ...] | None:
+        x = args[0]
+        kept[id(module)] = x
+        if getattr(module, "inplace", False):
+            return (x.clone(), *args[1:])
+        return None
+
+    def post(module: nn.Module, args: tuple[Any, ...], out: Any) -> Any:
+        x = kept.pop(id(module), None)
+        return _RuleReLU.apply(x, masked) if x is not None else None
+
+    try:
+        for m in model.modules():
+            if isinstance(m, nn.ReLU):
+                handles.append(m.register_forward_pre_hook(pre))
+                handles.append(m.register_forward_hook(post, prepend=True))
+        yield
+    finally:
+        for h in handles:
+            h.remove()
+        kept.clear()
+
+
+def _positions_list(position: Any, n: int) -> list[tuple[int, int] | None]:
+    if position is None:
+        return [None] * n
+    if isinstance(position, torch.Tensor):
+        position = position.tolist()
+    if (
+        isinstance(position, (tuple, list))
+        and len(position) == 2
+        and all(isinstance(v, int) and not isinstance(v, bool) for v in position)
+    ):
+        return [(int(position[0]), int(position[1]))] * n
+    out = list(position)
+    if len(out) != n:
+        raise ValueError(
+            f"`position` must be None, one (y, x) or one per image ({n}), got {len(out)} entries"
+        )
+    result: list[tuple[int, int] | None] = []
+    for p in out:
+        if p is None:
+            result.append(None)
+            continue
+        if not isinstance(p, (tuple, list)) or len(p) != 2:
+            raise ValueError(f"each position must be (y, x) or None, got {p!r}")
+        result.append((int(p[0]), int(p[1])))
+    return result
+
+
+def project(
+    model: nn.Module,
+    x: torch.Tensor,
+    layer: str,
+    channel: int | Sequence[int],
+    position: Any = None,
+    *,
+    rule: ProjectionRule = "guided",
+    batch_size: int = 64,
+) -> torch.Tensor:
+    """Project one unit's activation per image back to pixel space.
+
+    Element ``i`` is the gradient of ``layer[i, channel[i], y_i, x_i]`` with respect to ``x[i]``,
+    taken through every ``nn.ReLU`` module with the chosen rule:
+
+    * ``"guided"`` - guided backpropagation (Springenberg et al., 2015, "Striving for Simplicity"):
+      at each ReLU only positive gradient passes, and only where the forward input was positive.
+      Sharp, positive evidence: the usual choice.
+    * ``"deconvnet"`` - Zeiler & Fergus's deconvnet: each ReLU passes ``relu(grad)`` and ignores
+      the forward sign (max-pool "switches" are the ordinary max-pool gradient). Noisier, less
+      image-specific; the paper's method.
+    * ``"gradient"`` - the plain gradient (Simonyan et al., 2014), signed.
+
+    Only ``nn.ReLU`` modules are rewritten (in-place ones and modules called several times in one
+    forward included); ``F.relu``/``torch.relu`` calls in ``forward`` keep the plain gradient. The
+    forward stops right after ``layer``. Gradients are taken with ``torch.autograd.grad`` with
+    respect to the input only, so the parameters' ``.grad`` and ``requires_grad`` are untouched.
+
+    Args:
+        model: the network (left exactly as it was).
+        x: ``(N, C, H, W)`` images as the model takes them.
+        layer: layer reference; output ``(N, C, H, W)`` or ``(N, C)``.
+        channel: one channel for every image, or one per image.
+        position: ``None`` - for each image the position of its channel's maximum (first in
+            row-major order on ties); one ``(y, x)``; or one ``(y, x)`` per image (a sequence or an
+            ``(N, 2)`` tensor). Must be ``None`` for a 2-D layer.
+        rule: ``"guided"``, ``"deconvnet"`` or ``"gradient"``.
+        batch_size: images per forward/backward (results do not depend on it).
+
+    Returns:
+        ``(N, C, H, W)`` float32 projections on the CPU (signed; see :func:`examples_grid` for
+        display).
+
+    Raises:
+        ValueError: unknown rule or layer, channel or position out of range (listing the valid
+            range), mismatched lengths.
+
+    Example:
+        >>> proj = project(model, images, "features.6", channel=3, rule="guided")
+    """
+    x = _check_images(x, "x")
+    if rule not in PROJECTION_RULES:
+        raise ValueError(
+            f"`rule` must be one of {', '.join(map(repr, PROJECTION_RULES))}, got {rule!r}"
+        )
+    _check_positive("batch_size", batch_size)
+    n = x.shape[0]
+    chans = _channel_list(channel, "channel")
+    if len(chans) == 1:
+        chans = chans * n
+    if len(chans) != n:
+        raise ValueError(f"`channel` must be one int or one per image ({n}), got {len(chans)}")
+    positions = _positions_list(position, n)
+    ref = parse_layer(layer)
+    resolve_layer(model, ref)
+    results: list[torch.Tensor] = []
+    with isolated(model):
+        device, dtype = model_device_dtype(model)
+        counts = _call_counts(model, model, ref, x[:1].to(device=device, dtype=dtype))
+        with _relu_rule(model, rule), _layer_reader(model, ref, counts) as read:
+            for lo in range(0, n, batch_size):
+                hi = min(n, lo + batch_size)
+                xi = x[lo:hi].to(device=device, dtype=dtype).clone().requires_grad_(True)
+                out = read(xi)
+                _check_channels(str(ref), out, chans[lo:hi])
+                units = _units(str(ref), out, chans[lo:hi], positions[lo:hi])
+                if units.requires_grad:
+                    (g,) = torch.autograd.grad(units.sum(), xi)
+                else:  # the unit does not depend on the input through autograd (e.g. a constant)
+                    g = torch.zeros_like(xi)
+                results.append(g.detach().float().cpu())
+                del out, units, xi, g
+    return torch.cat(results)
+
+
+# ---------------------------------------------------------------------- the picture
+def _rgb(images: torch.Tensor) -> torch.Tensor:
+    images = to_display_channels(images)
+    return images.repeat(1, 3, 1, 1) if images.shape[1] == 1 else images
+
+
+def _fit_tile(patch: torch.Tensor, size: tuple[int, int], fill: float) -> torch.Tensor:
+    """Resize ``(3, h, w)`` to fit ``size`` keeping its aspect ratio (nearest neighbour, so
+    pixels stay visible), centred on a ``fill`` background."""
+    th, tw = size
+    h, w = patch.shape[-2:]
+    scale = min(th / h, tw / w)
+    nh, nw = max(1, min(th, round(h * scale))), max(1, min(tw, round(w * scale)))
+    resized = F.interpolate(patch[None], size=(nh, nw), mode="nearest")[0]
+    tile = torch.full((patch.shape[0], th, tw), fill, dtype=patch.dtype)
+    top, left = (th - nh) // 2, (tw - nw) // 2
+    tile[:, top : top + nh, left : left + nw] = resized
+    return tile
+
+
+def _outline(
+    tile: torch.Tensor, box: Box, factor: int, colour: tuple[float, float, float]
+) -> torch.Tensor:
+    top, left, bottom, right = (v * factor for v in box)
+    bottom, right = bottom - 1, right - 1
+    c = torch.tensor(colour, dtype=tile.dtype).reshape(3, 1)
+    tile = tile.clone()
+    tile[:, top, left : right + 1] = c
+    tile[:, bottom, left : right + 1] = c
+    tile[:, top : bottom + 1, left] = c
+    tile[:, top : bottom + 1, right] = c
+    return tile
+
+
+def examples_grid(
+    images: torch.Tensor,
+    top: TopExamples,
+    *,
+    boxes: Sequence[Sequence[Box]] | None = None,
+    projections: torch.Tensor | None = None,
+    min_size: int = 32,
+    outline: bool = True,
+) -> torch.Tensor:
+    """One picture of a layer's dataset examples: a row per channel.
+
+    Each row shows, left to right, separated by white gaps:
+
+    1. the ``k`` top images, highest activation first, each min-max scaled for display, with the
+       receptive field of the maximal unit outlined in red (when ``boxes`` are given);
+    2. the receptive-field crops (when ``boxes`` are given), cut from the display-scaled image and
+       resized to the tile size keeping their aspect ratio (nearest neighbour);
+    3. the projections (when given), each scaled symmetrically so that zero is mid-grey, cropped
+       to the same receptive field as in Zeiler & Fergus's Fig. 2 when ``boxes`` are given.
+
+    Tiles are the input size enlarged by an integer factor to at least ``min_size`` pixels.
+
+    Args:
+        images: ``(N, C, H, W)`` pool the examples index into.
+        top: from :func:`top_examples`.
+        boxes: ``boxes[c][j]`` the receptive field of ``top``'s example ``j`` of row ``c``.
+        projections: ``(rows, k, C, H, W)`` from :func:`project`.
+        min_size: minimum tile size in pixels.
+        outline: draw the receptive field on the top images.
+
+    Returns:
+        ``(3, H', W')`` image in ``[0, 1]``.
+    """
+    images = _check_images(images)
+    rows, k = top.indices.shape
+    if boxes is not None and (len(boxes) != rows or any(len(b) != k for b in boxes)):
+        raise ValueError(f"`boxes` must hold {rows} rows of {k} boxes")
+    if projections is not None and tuple(projections.shape[:2]) != (rows, k):
+        raise ValueError(
+            f"`projections` must be ({rows}, {k}, C, H, W), got {tuple(projections.shape)}"
+        )
+    h, w = images.shape[-2:]
+    factor = max(1, -(-int(min_size) // max(h, w)))
+    tile_size = (h * factor, w * factor)
+    picked = _rgb(scale_each(images[top.indices.flatten()].detach().float().cpu())).reshape(
+        rows, k, 3, h, w
+    )
+    proj = None
+    if projections is not None:
+        p = projections.detach().float().cpu()
+        proj = _rgb(scale_each(p.flatten(0, 1), symmetric=True)).reshape(rows, k, 3, *p.shape[-2:])
+
+    def up(t: torch.Tensor) -> torch.Tensor:
+        return F.interpolate(t[None], scale_factor=factor, mode="nearest")[0] if factor > 1 else t
+
+    gap = 6
+    row_images = []
+    for r in range(rows):
+        groups: list[list[torch.Tensor]] = [[], [], []]
+        for j in range(k):
+            img = picked[r, j]
+            box = boxes[r][j] if boxes is not None else None
+            tile = up(img)
+            if box is not None and outline:
+                tile = _outline(tile, box, factor, (1.0, 0.15, 0.15))
+            groups[0].append(tile)
+            if box is not None:
+                t, le, b, ri = box
+                groups[1].append(_fit_tile(img[:, t:b, le:ri], tile_size, 1.0))
+            if proj is not None:
+                pj = proj[r, j]
+                if box is not None:
+                    t, le, b, ri = box
+                    groups[2].append(_fit_tile(pj[:, t:b, le:ri], tile_size, 1.0))
+                else:
+                    groups[2].append(up(pj))
+        parts = [grid(torch.stack(g), nrow=k, padding=1, pad_value=1.0) for g in groups if g]
+        spacer = torch.ones(3, parts[0].shape[1], gap)
+        joined: list[torch.Tensor] = []
+        for i, part in enumerate(parts):
+            joined.extend([spacer, part] if i else [part])
+        row_images.append(torch.cat(joined, dim=2))
+    return grid(torch.stack(row_images), nrow=1, padding=4, pad_value=1.0)

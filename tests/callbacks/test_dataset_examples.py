@@ -1,0 +1,258 @@
+"""DatasetExamples in a real Trainer: logged content read back from the files sink."""
+
+from __future__ import annotations
+
+import json
+import re
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+import pytorch_lightning as pl
+import torch
+from PIL import Image
+
+from featurewatch.callbacks.dataset_examples import DatasetExamples
+from featurewatch.core.examples import top_examples
+from featurewatch.core.hygiene import isolated
+from featurewatch.loggers import Event
+from tests._models import LitClassifier, SmallCNN, digits_loaders
+from tests.callbacks.conftest import hooks_left, make_trainer
+
+LAYERS = ["net.features.2", "net.features.6", "net.fc"]
+
+
+@pytest.fixture(autouse=True)
+def one_thread() -> Iterator[None]:
+    """Tiny nets run as fast on one thread, and a busy neighbour on 2 cores cannot stall them."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(threads)
+
+
+def records(root: Path) -> list[dict[str, Any]]:
+    path = root / "featurewatch_logs" / "events.jsonl"
+    return [json.loads(line) for line in path.read_text().splitlines()]
+
+
+def fit(
+    root: Path, callbacks: list, *, epochs: int = 2, val: bool = True
+) -> tuple[pl.Trainer, LitClassifier]:
+    pl.seed_everything(0, verbose=False)
+    model = LitClassifier(SmallCNN())
+    # 4 steps per epoch, 64 val images
+    train, val_loader = digits_loaders(n=64, size=16, batch_size=16)
+    trainer = make_trainer(root, callbacks, max_epochs=epochs)
+    trainer.fit(model, train, val_loader if val else None)
+    return trainer, model
+
+
+def caption_values(caption: str) -> dict[int, list[tuple[int, float]]]:
+    """``channel c: #i (v), ...`` lines of a caption -> {c: [(i, v), ...]}."""
+    out = {}
+    for line in caption.splitlines()[1:]:
+        head, _, rest = line.partition(": ")
+        out[int(head.split()[1])] = [
+            (int(i), float(v)) for i, v in re.findall(r"#(\d+) \(([-+.\deE]+)\)", rest)
+        ]
+    return out
+
+
+def test_one_picture_per_layer_at_each_scheduled_step_and_training_is_unchanged(
+    tmp_path: Path,
+) -> None:
+    cb = DatasetExamples(
+        LAYERS,
+        max_channels=2,
+        k=3,
+        pool_size=48,
+        every_n_epochs=None,
+        every_n_train_steps=3,
+        at_start=True,
+    )
+    _, model = fit(tmp_path / "watched", [cb])
+    recs = records(tmp_path / "watched")
+    assert not [r for r in recs if r["kind"] == "text"], "no errors logged"
+    images = [r for r in recs if r["kind"] == "image"]
+    # at_start (0), every 3 steps (3, 6), at the end (8 = 2 epochs x 4 steps)
+    for layer in LAYERS:
+        assert sorted(
+            r["step"] for r in images if r["key"] == f"featurewatch/examples/{layer}"
+        ) == [0, 3, 6, 8]
+    assert {r["key"] for r in images} == {f"featurewatch/examples/{la}" for la in LAYERS}
+    seconds = [r for r in recs if r["key"] == "featurewatch/examples/seconds"]
+    assert len(seconds) == 4
+
+    # layout: 2 channel rows of 32-px tiles (16 px enlarged twice), 3 per group; groups:
+    # images | crops | projections for conv layers, images | projections for the linear head
+    group = 3 * (32 + 1) + 1
+    for r in images:
+        n_groups = 2 if r["key"].endswith("fc") else 3
+        assert (r["height"], r["width"]) == (
+            2 * (32 + 2 + 4) + 4,
+            n_groups * group + (n_groups - 1) * 6 + 8,
+        )
+        png = np.asarray(Image.open(tmp_path / "watched" / "featurewatch_logs" / r["path"]))
+        assert png.shape == (r["height"], r["width"], 3) and png.std() > 10
+
+    # the pool: the first 48 validation inputs, fixed at the end of the first validation epoch; the
+    # calls before it used the 32 images the sanity check had shown (never the loader drawn by us)
+    val_x = torch.cat([x for x, _ in digits_loaders(n=64, size=16, batch_size=16)[1]])
+    assert cb._pool.fixed is not None and torch.equal(cb._pool.fixed, val_x[:48])
+    for r in images:
+        assert f"of {32 if r['step'] < 4 else 48} pool images" in r["caption"], r["caption"]
+
+    # the caption of the last call lists exactly what top_examples finds with the final weights
+    last = next(
+        r for r in images if r["step"] == 8 and r["key"] == "featurewatch/examples/net.features.6"
+    )
+    assert "epoch 2, step 8: net.features.6" in last["caption"]
+    assert "guided-backprop projections" in last["caption"]
+    with isolated(model):
+        top = top_examples(model, val_x[:48], "net.features.6", [0, 1], k=3)
+    listed = caption_values(last["caption"])
+    for row, c in enumerate(top.channels):
+        assert [i for i, _ in listed[c]] == top.indices[row].tolist()
+        assert np.allclose([v for _, v in listed[c]], top.values[row].numpy(), rtol=2e-3)
+    assert hooks_left(model) == []
+
+    # the same run without the callback trains to bit-identical weights and BatchNorm statistics
+    _, plain = fit(tmp_path / "plain", [])
+    for (name, a), b in zip(plain.state_dict().items(), model.state_dict().values()):
+        assert torch.equal(a, b), f"{name} differs when DatasetExamples watched the run"
+
+
+def test_unknown_layer_fails_at_setup_listing_the_layers(tmp_path: Path) -> None:
+    cb = DatasetExamples("net.features.9")
+    with pytest.raises(
+        ValueError, match=r"layer 'net.features.9' not found in LitClassifier.*net\.features\.6"
+    ):
+        fit(tmp_path, [cb], epochs=1)
+    assert cb.calls == 0
+
+
+@pytest.mark.parametrize(
+    ("layer", "channel", "message"),
+    [
+        (
+            "net.features.2",
+            8,
+            r"channel 8 out of range for layer 'net.features.2' with 8 channels \(valid: 0\.\.7\)",
+        ),
+        (
+            "net.fc",
+            10,
+            r"channel 10 out of range for layer 'net.fc' with 10 channels \(valid: 0\.\.9\)",
+        ),
+    ],
+)
+def test_channel_out_of_range_fails_before_the_first_training_step(
+    tmp_path: Path, layer: str, channel: int, message: str
+) -> None:
+    cb = DatasetExamples(layer, channels=[0, channel], at_start=True)
+    pl.seed_everything(0, verbose=False)
+    model = LitClassifier(SmallCNN())
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    train, val = digits_loaders(n=64, size=16, batch_size=16)
+    trainer = make_trainer(tmp_path, [cb], max_epochs=1, num_sanity_val_steps=0)
+    with pytest.raises(ValueError, match=message):
+        trainer.fit(model, train, val)
+    assert trainer.global_step == 0 and cb.calls == 0
+    # not one optimizer step
+    assert all(torch.equal(before[k], v) for k, v in model.state_dict().items())
+
+
+def test_arguments_are_validated_with_named_messages() -> None:
+    with pytest.raises(TypeError, match="`layers`"):
+        DatasetExamples([])
+    with pytest.raises(
+        ValueError, match="`projection` must be one of 'guided', 'deconvnet', 'gradient' or None"
+    ):
+        DatasetExamples("a", projection="lrp")
+    with pytest.raises(ValueError, match="`k`"):
+        DatasetExamples("a", k=0)
+    with pytest.raises(ValueError, match="`channels`"):
+        DatasetExamples("a", channels=[-1])
+    with pytest.raises(ValueError, match="`pool_size`"):
+        DatasetExamples("a", pool_size=0)
+    with pytest.raises(ValueError, match="every_n_train_steps"):
+        DatasetExamples("a", every_n_train_steps=2)
+
+
+def test_tensor_pool_without_crops_or_projections_and_state_round_trip() -> None:
+    pl.seed_everything(0, verbose=False)
+    model = LitClassifier(SmallCNN())
+    pool = torch.randn(20, 1, 16, 16, generator=torch.Generator().manual_seed(1))
+    variants = {
+        "bare": DatasetExamples(
+            "net.features.6", channels=[3, 1, 4], k=5, pool=pool, projection=None, crops=False
+        ),
+        "deconvnet": DatasetExamples(
+            "net.features.6",
+            channels=[3, 1, 4],
+            k=5,
+            pool=pool,
+            projection="deconvnet",
+            crops=False,
+        ),
+        "crops": DatasetExamples(
+            "net.features.6", channels=[3, 1, 4], k=5, pool=pool, projection=None
+        ),
+    }
+    sizes = {}
+    for name, cb in variants.items():
+        event = Event(step=7, epoch=1)
+        with isolated(model):
+            cb.visualize(None, model, event)  # type: ignore[arg-type]  # the trainer is not used
+        (logged,) = event.images
+        assert logged.key == "featurewatch/examples/net.features.6"
+        assert "rows: channels 3, 1, 4" in logged.caption and "of 20 pool images" in logged.caption
+        sizes[name] = logged.pixels.shape
+    group = 5 * 33 + 1
+    assert sizes["bare"] == (3 * 38 + 4, group + 8, 3)
+    assert sizes["deconvnet"] == sizes["crops"] == (3 * 38 + 4, 2 * group + 6 + 8, 3)
+    assert hooks_left(model) == []
+
+    state = variants["bare"].state_dict()
+    assert torch.equal(state["probe"], pool)
+    again = DatasetExamples("net.features.6", channels=[3, 1, 4], k=5)
+    again.load_state_dict(state)
+    assert again._pool.fixed is not None and torch.equal(again._pool.fixed, pool)
+    assert (
+        again.state_key == variants["bare"].state_key != DatasetExamples("net.features.2").state_key
+    )
+
+
+def test_a_pool_from_a_file_is_normalized_and_checked_against_the_model(tmp_path: Path) -> None:
+    saved = torch.rand(5, 1, 16, 16, generator=torch.Generator().manual_seed(2))
+    torch.save(saved, tmp_path / "pool.pt")
+    cb = DatasetExamples(
+        "net.features.2", k=2, pool=str(tmp_path / "pool.pt"), normalize=((0.5,), (0.25,))
+    )
+    model = LitClassifier(SmallCNN())
+    with isolated(model):
+        cb.check_input(model, torch.zeros(3, 1, 16, 16))
+        event = Event(step=0, epoch=0)
+        cb.visualize(None, model, event)  # type: ignore[arg-type]
+    assert cb._pool.fixed is not None and torch.allclose(cb._pool.fixed, (saved - 0.5) / 0.25)
+    assert "of 5 pool images" in event.images[0].caption
+    bad = DatasetExamples("net.features.2", channels=[9], pool=str(tmp_path / "pool.pt"))
+    with pytest.raises(ValueError, match=r"channel 9 out of range.*valid: 0\.\.7"), isolated(model):
+        bad.check_input(model, torch.zeros(3, 1, 16, 16))
+
+
+def test_without_validation_the_pool_is_the_first_training_inputs(tmp_path: Path) -> None:
+    cb = DatasetExamples("net.features.6", max_channels=1, k=2, pool_size=20, projection=None)
+    fit(tmp_path, [cb], epochs=1, val=False)
+    assert cb._pool.fixed is not None and cb._pool.fixed.shape == (20, 1, 16, 16)
+    # the training loader shuffles: the pool must be made of training images (rows of the train set)
+    train_x = digits_loaders(n=64, size=16, batch_size=16)[0].dataset.tensors[0]  # type: ignore[attr-defined]
+    same = (cb._pool.fixed.flatten(1)[:, None] == train_x.flatten(1)[None]).all(2)  # (pool, train)
+    assert same.any(1).all()
+    (image,) = [r for r in records(tmp_path) if r["kind"] == "image"]
+    assert "of 20 pool images" in image["caption"]

@@ -1,0 +1,568 @@
+"""Dataset examples: planted top images, analytic receptive fields, projection rules, hygiene."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from typing import Any
+
+import pytest
+import torch
+from torch import nn
+
+from featurewatch.core.examples import (
+    examples_grid,
+    project,
+    receptive_field,
+    receptive_fields,
+    top_examples,
+)
+from tests._models import SmallCNN
+
+
+@pytest.fixture(autouse=True)
+def one_thread() -> Iterator[None]:
+    """Tiny nets run as fast on one thread, and a busy neighbour on 2 cores cannot stall them."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(threads)
+
+
+def gen(seed: int = 0) -> torch.Generator:
+    return torch.Generator().manual_seed(seed)
+
+
+class Recorder(nn.Module):
+    """Identity that records the batch size of every call."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.batches: list[int] = []
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        self.batches.append(int(x.shape[0]))
+        return x
+
+
+def small_cnn() -> SmallCNN:
+    torch.manual_seed(0)
+    model = SmallCNN()
+    with torch.no_grad():  # non-trivial BatchNorm statistics
+        model.train()
+        model(torch.randn(8, 1, 16, 16, generator=gen(1)))
+    return model.eval()
+
+
+# ---------------------------------------------------------------------- top examples
+def spot_detector() -> nn.Sequential:
+    """Channel c fires only on an isolated bright pixel of colour c: centre 1, 8 neighbours -1/8."""
+    conv = nn.Conv2d(3, 3, 3, padding=1, bias=False)
+    with torch.no_grad():
+        conv.weight.zero_()
+        for c in range(3):
+            conv.weight[c, c] = -1.0 / 8
+            conv.weight[c, c, 1, 1] = 1.0
+    return nn.Sequential(conv, nn.ReLU(inplace=True), Recorder(), nn.Flatten(), nn.LazyLinear(2))
+
+
+# image index -> (colour, amplitude, (y, x)); everything else in the pool is black
+PLANTED = {
+    3: (0, 2.0, (2, 5)),
+    11: (0, 3.0, (7, 1)),
+    5: (0, 1.0, (11, 11)),  # corner of a 12x12 image: the zero padding must not matter
+    0: (1, 1.5, (0, 0)),
+    17: (1, 2.5, (11, 6)),
+    8: (2, 4.0, (6, 6)),
+}
+
+
+def planted_pool(n: int = 20) -> torch.Tensor:
+    pool = torch.zeros(n, 3, 12, 12)
+    for i, (c, a, (y, x)) in PLANTED.items():
+        pool[i, c, y, x] = a
+    return pool
+
+
+def test_planted_spots_are_found_in_order_of_value_at_their_positions() -> None:
+    model = spot_detector()
+    model(torch.zeros(1, 3, 12, 12))  # materialize the lazy head
+    recorder: Recorder = model[2]  # type: ignore[assignment]
+    recorder.batches.clear()
+    top = top_examples(model, planted_pool(), "1@0", [0, 1, 2], k=4, batch_size=6)
+    # '@0' names the call: no counting forward, and every forward stopped at the layer
+    assert recorder.batches == []
+    assert (
+        top.layer == "1@0"
+        and top.channels == [0, 1, 2]
+        and top.map_size == (12, 12)
+        and top.pool_size == 20
+    )
+    # planted images first by value, then ties at zero by lowest pool index (position: first in row-major order)
+    assert top.indices.tolist() == [[11, 3, 5, 0], [17, 0, 1, 2], [8, 0, 1, 2]]
+    assert torch.allclose(
+        top.values, torch.tensor([[3.0, 2.0, 1.0, 0.0], [2.5, 1.5, 0.0, 0.0], [4.0, 0.0, 0.0, 0.0]])
+    )
+    assert top.positions is not None
+    assert top.positions.tolist() == [
+        [[7, 1], [2, 5], [11, 11], [0, 0]],
+        [[11, 6], [0, 0], [0, 0], [0, 0]],
+        [[6, 6], [0, 0], [0, 0], [0, 0]],
+    ]
+    # without '@k' one single-image forward counts the calls; the pool's batches still stop at the layer
+    top2 = top_examples(model, planted_pool(), "1", [0, 1, 2], k=4, batch_size=6)
+    assert recorder.batches == [1]
+    assert torch.equal(top2.indices, top.indices) and torch.equal(top2.positions, top.positions)  # type: ignore[arg-type]
+
+
+def brute_force(
+    model: nn.Module, pool: torch.Tensor, prefix: nn.Module, channels: list[int], k: int
+) -> tuple[list[list[int]], torch.Tensor]:
+    """Per image, per channel: the spatial max; sorted by (-value, index). The reference oracle."""
+    with torch.no_grad():
+        # (N, C)
+        maxima = torch.stack([prefix(img[None])[0, channels].flatten(1).amax(1) for img in pool])
+    indices = [
+        sorted(range(len(pool)), key=lambda i: (-float(maxima[i, c]), i))[:k]
+        for c in range(len(channels))
+    ]
+    values = torch.stack([maxima[idx, c] for c, idx in enumerate(indices)])
+    return indices, values
+
+
+def test_batched_search_equals_a_per_image_loop() -> None:
+    model = small_cnn()
+    pool = torch.randn(37, 1, 16, 16, generator=gen(2))
+    channels = [0, 5, 3, 15]
+    top = top_examples(model, pool, "features.6", channels, k=7, batch_size=8)
+    indices, values = brute_force(model, pool, model.features, channels, 7)
+    assert top.indices.tolist() == indices
+    assert torch.allclose(top.values, values, atol=1e-5)
+    # the reported position holds the reported value
+    with torch.no_grad():
+        maps = model.features(pool)
+    for r, c in enumerate(channels):
+        for j in range(7):
+            y, x = top.positions[r, j].tolist()  # type: ignore[index]
+            assert torch.isclose(maps[top.indices[r, j], c, y, x], top.values[r, j], atol=1e-5)
+    # k larger than the pool is capped; a fully-connected layer has no positions
+    fc = top_examples(model, pool[:5], "fc", [2, 7], k=9)
+    assert fc.k == 5 and fc.positions is None and fc.map_size is None
+    with torch.no_grad():
+        logits = model(pool[:5])
+    assert fc.indices[0].tolist() == sorted(range(5), key=lambda i: (-float(logits[i, 2]), i))
+    assert torch.allclose(fc.values[1], logits[fc.indices[1], 7], atol=1e-5)
+
+
+def test_top_examples_errors_list_what_is_valid() -> None:
+    model = small_cnn()
+    pool = torch.zeros(4, 1, 16, 16)
+    with pytest.raises(
+        ValueError,
+        match=r"channel 16 out of range for layer 'features.6' with 16 channels \(valid: 0\.\.15\)",
+    ):
+        top_examples(model, pool, "features.6", [0, 16])
+    with pytest.raises(ValueError, match=r"not found in SmallCNN.*features\.6"):
+        top_examples(model, pool, "features.60", [0])
+    with pytest.raises(ValueError, match="`k`"):
+        top_examples(model, pool, "features.6", [0], k=0)
+    with pytest.raises(ValueError, match=r"\(N, C, H, W\)"):
+        top_examples(model, pool[0], "features.6", [0])
+
+
+# ---------------------------------------------------------------------- receptive fields
+# (kernel, stride, padding, dilation) of each spatial layer, in order
+STACK = [(3, 1, 1, 1), (3, 1, 1, 1), (2, 2, 0, 1), (3, 2, 1, 1), (3, 1, 2, 2)]
+
+
+def rf_stack() -> nn.Sequential:
+    """3x3 conv, 3x3 conv, 2x2 max-pool, strided 3x3 conv, dilated 3x3 conv; in-place ReLUs and a
+    BatchNorm whose statistics make most pre-activations negative."""
+    torch.manual_seed(0)
+    bn = nn.BatchNorm2d(4)
+    with torch.no_grad():
+        bn.running_mean.fill_(50.0)  # type: ignore[union-attr]
+    return nn.Sequential(
+        nn.Conv2d(2, 4, 3, padding=1),  # 0
+        bn,  # 1
+        nn.ReLU(inplace=True),  # 2
+        nn.Conv2d(4, 4, 3, padding=1),  # 3
+        nn.ReLU(inplace=True),  # 4
+        nn.MaxPool2d(2),  # 5
+        nn.Conv2d(4, 4, 3, stride=2, padding=1),  # 6
+        nn.ReLU(),  # 7
+        nn.Conv2d(4, 3, 3, padding=2, dilation=2),  # 8
+    )
+
+
+def analytic_box(
+    specs: list[tuple[int, int, int, int]], y: int, x: int, size: tuple[int, int]
+) -> tuple[int, int, int, int]:
+    """Walk the unit's index sets back through each layer: index i reads i*s - p + d*t for t < k,
+    keeping only indices inside that layer's input (the rest is zero padding)."""
+    sizes = [size]
+    for k, s, p, d in specs:
+        sizes.append(tuple((n + 2 * p - d * (k - 1) - 1) // s + 1 for n in sizes[-1]))  # type: ignore[arg-type]
+    rows, cols = {y}, {x}
+    for (k, s, p, d), (h, w) in zip(reversed(specs), reversed(sizes[:-1])):
+        rows = {i * s - p + d * t for i in rows for t in range(k)} & set(range(h))
+        cols = {i * s - p + d * t for i in cols for t in range(k)} & set(range(w))
+    return min(rows), min(cols), max(rows) + 1, max(cols) + 1
+
+
+@pytest.mark.parametrize(("layer", "specs"), [("8", STACK), ("5", STACK[:3]), ("2", STACK[:1])])
+def test_receptive_fields_equal_the_analytic_ones_including_border_clipping(
+    layer: str, specs: list
+) -> None:
+    model = rf_stack()
+    size = (20, 28)  # not square: rows and columns cannot be swapped unnoticed
+    with torch.no_grad():
+        out = model[: int(layer) + 1](torch.zeros(1, 2, *size))
+    h, w = out.shape[-2:]
+    positions = [(y, x) for y in range(h) for x in range(w)]
+    boxes = receptive_fields(model, layer, (2, *size), positions, batch_size=17)
+    assert boxes == [analytic_box(specs, y, x, size) for y, x in positions]
+    if layer == "8":
+        # worked by hand: 1 + 2 + 2 -> 6 -> + 2*2 -> 10 -> + 2*2*2*2 = 26 px wide at full size;
+        # at the right border the dilated taps of the last conv land on padding: 18 px, not 20
+        assert boxes[positions.index((2, 3))] == (0, 0, 20, 26)
+        assert boxes[positions.index((0, 5))] == (0, 8, 14, 26)
+
+
+def test_receptive_field_is_architectural_and_contains_every_real_gradient() -> None:
+    model = rf_stack()
+    shape = (2, 20, 28)
+    box = receptive_field(model, "8", shape, (1, 2))
+    with torch.no_grad():
+        for p in model.parameters():
+            p.zero_()  # a dead network: its gradients vanish, its receptive field does not
+    assert receptive_field(model, "8", shape, (1, 2)) == box
+    live = rf_stack()
+    live[1].reset_running_stats()  # type: ignore[operator]  # so that the real ReLUs let some gradient through
+    live.eval()  # (in train mode, BatchNorm's batch statistics make every pixel count)
+    for seed in range(3):
+        x = torch.randn(1, *shape, generator=gen(seed), requires_grad=True)
+        (g,) = torch.autograd.grad(live(x)[0, :, 1, 2].sum(), x)
+        ys, xs = torch.nonzero(g[0].abs().sum(0), as_tuple=True)
+        assert ys.numel() > 0
+        top, left, bottom, right = box
+        assert top <= ys.min() and ys.max() < bottom and left <= xs.min() and xs.max() < right
+
+
+def test_fully_connected_unit_sees_the_whole_image_and_bad_positions_fail() -> None:
+    model = small_cnn()
+    assert receptive_field(model, "fc", (1, 16, 16)) == (0, 0, 16, 16)
+    assert receptive_field(model, "features.6", (1, 16, 16), (3, 3)) == (3, 3, 11, 11)
+    with pytest.raises(ValueError, match=r"outside the 8x8 feature map.*valid: y 0\.\.7, x 0\.\.7"):
+        receptive_field(model, "features.6", (1, 16, 16), (8, 0))
+    with pytest.raises(ValueError, match="give a \\(y, x\\) position"):
+        receptive_field(model, "features.6", (1, 16, 16), None)
+    with pytest.raises(ValueError, match="`input_shape`"):
+        receptive_field(model, "features.6", (16, 16), (0, 0))
+
+
+# ---------------------------------------------------------------------- projections
+class OneReLU(nn.Module):
+    """unit = w * relu(x[y, x]): every rule has a closed form."""
+
+    def __init__(self, w: float) -> None:
+        super().__init__()
+        self.relu = nn.ReLU()
+        self.scale = nn.Conv2d(1, 1, 1, bias=False)
+        with torch.no_grad():
+            self.scale.weight.fill_(w)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.scale(self.relu(x))
+
+
+def test_rules_in_closed_form_on_one_relu() -> None:
+    # the unit at (0, 0) is on, at (0, 1) off
+    x = torch.tensor([[[[1.0, -1.0]]]]).repeat(2, 1, 1, 1)
+    pos = [(0, 0), (0, 1)]
+
+    def run(w: float, rule: str) -> list[float]:
+        g = project(OneReLU(w), x, "scale", 0, pos, rule=rule)  # type: ignore[arg-type]
+        return [float(g[0, 0, 0, 0]), float(g[1, 0, 0, 1])]
+
+    assert run(2.0, "gradient") == [2.0, 0.0]
+    assert run(-2.0, "gradient") == [-2.0, 0.0]
+    assert run(2.0, "guided") == [2.0, 0.0]  # forward mask
+    assert run(-2.0, "guided") == [0.0, 0.0]  # negative gradient removed
+    assert run(2.0, "deconvnet") == [2.0, 2.0]  # the forward mask is ignored...
+    assert run(-2.0, "deconvnet") == [0.0, 0.0]  # ...but negative gradient is still removed
+
+
+class TwoLayer(nn.Module):
+    def __init__(self, inplace: bool = False, shared: bool = False) -> None:
+        super().__init__()
+        torch.manual_seed(3)
+        self.conv1 = nn.Conv2d(2, 4, 3, padding=1)
+        self.conv2 = nn.Conv2d(4, 3, 3, padding=1)
+        self.relu1 = nn.ReLU(inplace=inplace)
+        self.relu2 = self.relu1 if shared else nn.ReLU(inplace=inplace)
+        self.head = nn.Conv2d(3, 2, 1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.head(self.relu2(self.conv2(self.relu1(self.conv1(x)))))
+
+
+def reference(
+    model: TwoLayer,
+    x: torch.Tensor,
+    channels: list[int],
+    rule: str,
+    positions: list[tuple[int, int]] | None = None,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Step-by-step backward through conv2/conv1 (plain autograd on the convolutions only), with the
+    rule applied by hand at each ReLU. Returns the projection and the first ReLU's forward input."""
+    x = x.clone().requires_grad_(True)
+    a1 = model.conv1(x)
+    h1 = a1.detach().clamp_min(0).requires_grad_(True)
+    a2 = model.conv2(h1)
+    target = a2.detach().clamp_min(0)
+    n = x.shape[0]
+    onehot = torch.zeros_like(target)
+    for i, c in enumerate(channels):
+        if positions is None:
+            onehot[i, c].view(-1)[int(target[i, c].flatten().argmax())] = 1.0
+        else:
+            onehot[i, c, positions[i][0], positions[i][1]] = 1.0
+
+    def through(grad: torch.Tensor, pre: torch.Tensor) -> torch.Tensor:
+        if rule == "gradient":
+            return grad * (pre > 0)
+        if rule == "guided":
+            return grad.clamp_min(0) * (pre > 0)
+        return grad.clamp_min(0)  # deconvnet
+
+    g_a2 = through(onehot, a2.detach())
+    (g_h1,) = torch.autograd.grad(a2, h1, g_a2)
+    g_a1 = through(g_h1, a1.detach())
+    (g_x,) = torch.autograd.grad(a1, x, g_a1)
+    assert n == len(channels)
+    return g_x, a1.detach()
+
+
+@pytest.mark.parametrize("rule", ["gradient", "guided", "deconvnet"])
+def test_rules_match_a_hand_written_backward(rule: str) -> None:
+    model = TwoLayer()
+    x = torch.randn(4, 2, 9, 9, generator=gen(4))
+    channels = [0, 1, 2, 1]
+    got = project(model, x, "relu2", channels, rule=rule, batch_size=3)  # type: ignore[arg-type]
+    want, _ = reference(model, x, channels, rule)
+    assert torch.allclose(got, want, atol=1e-6)
+    assert got.abs().sum() > 0
+
+
+def test_gradient_rule_is_torch_autograd_and_deconvnet_ignores_the_mask() -> None:
+    model = TwoLayer()
+    x = torch.randn(3, 2, 9, 9, generator=gen(5))
+    plain = project(model, x, "conv2", [0, 2, 1], [(4, 4), (0, 8), (2, 3)], rule="gradient")
+    xr = x.clone().requires_grad_(True)
+    out = model.conv2(model.relu1(model.conv1(xr)))
+    (g,) = torch.autograd.grad(out[0, 0, 4, 4] + out[1, 2, 0, 8] + out[2, 1, 2, 3], xr)
+    assert torch.allclose(plain, g, atol=1e-6)
+
+    guided = project(model, x, "relu2", [0, 2, 1], rule="guided")
+    deconv = project(model, x, "relu2", [0, 2, 1], rule="deconvnet")
+    # the difference comes from ReLU inputs that were <= 0 in the forward pass but get positive gradient
+    _, a1 = reference(model, x, [0, 2, 1], "deconvnet")
+    assert (a1 <= 0).any()
+    assert not torch.allclose(guided, deconv)
+    masked_deconv, _ = reference(model, x, [0, 2, 1], "guided")
+    assert torch.allclose(guided, masked_deconv, atol=1e-6)
+
+    # a unit that is off (its ReLU input <= 0) at the target ReLU itself: guided gives nothing, the
+    # deconvnet still projects it (the rule applies at the captured ReLU too)
+    with torch.no_grad():
+        pre = model.conv2(model.relu1(model.conv1(x)))
+    off = [tuple(int(v) for v in torch.nonzero(pre[i, c] <= 0)[0]) for i, c in enumerate([0, 2, 1])]
+    guided_off = project(model, x, "relu2", [0, 2, 1], off, rule="guided")
+    deconv_off = project(model, x, "relu2", [0, 2, 1], off, rule="deconvnet")
+    assert guided_off.abs().sum() == 0
+    want, _ = reference(model, x, [0, 2, 1], "deconvnet", off)  # type: ignore[arg-type]
+    assert want.abs().sum() > 0 and torch.allclose(deconv_off, want, atol=1e-6)
+
+
+@pytest.mark.parametrize("rule", ["gradient", "guided", "deconvnet"])
+def test_inplace_and_reused_relu_give_the_twin_models_result(rule: str) -> None:
+    twin = TwoLayer(inplace=False, shared=False)
+    reused = TwoLayer(inplace=True, shared=True)
+    reused.load_state_dict(twin.state_dict())
+    x = torch.randn(3, 2, 9, 9, generator=gen(6))
+    a = project(twin, x, "relu2", [0, 1, 2], rule=rule)  # type: ignore[arg-type]
+    b = project(reused, x, "relu1", [0, 1, 2], rule=rule)  # type: ignore[arg-type]  # last call = relu2
+    c = project(reused, x, "relu1@1", [0, 1, 2], rule=rule)  # type: ignore[arg-type]
+    assert torch.allclose(a, b, atol=1e-6) and torch.equal(b, c)
+    first = project(twin, x, "relu1", [3, 0, 1], rule=rule)  # type: ignore[arg-type]
+    first_reused = project(reused, x, "relu1@0", [3, 0, 1], rule=rule)  # type: ignore[arg-type]
+    assert torch.allclose(first, first_reused, atol=1e-6)
+
+
+def test_position_none_is_the_channels_maximum_and_batching_changes_nothing() -> None:
+    model = small_cnn()
+    x = torch.randn(6, 1, 16, 16, generator=gen(7))
+    top = top_examples(model, x, "features.6", [4], k=6)
+    order = top.indices[0]
+    auto = project(model, x[order], "features.6", 4, batch_size=4)
+    explicit = project(model, x[order], "features.6", 4, top.positions[0], batch_size=1)  # type: ignore[index]
+    assert torch.allclose(auto, explicit, atol=1e-6)
+    with pytest.raises(ValueError, match="`rule`"):
+        project(model, x, "features.6", 0, rule="lrp")  # type: ignore[arg-type]
+    with pytest.raises(ValueError, match="one per image"):
+        project(model, x, "features.6", [0, 1])
+
+
+# ---------------------------------------------------------------------- hygiene
+def snapshot(model: nn.Module) -> dict[str, Any]:
+    return {
+        "params": {n: p.detach().clone() for n, p in model.named_parameters()},
+        "grads": {
+            n: None if p.grad is None else p.grad.clone() for n, p in model.named_parameters()
+        },
+        "requires_grad": {n: p.requires_grad for n, p in model.named_parameters()},
+        "buffers": {n: b.clone() for n, b in model.named_buffers()},
+        "training": {n: m.training for n, m in model.named_modules()},
+        "inplace": {n: m.inplace for n, m in model.named_modules() if isinstance(m, nn.ReLU)},
+        "rng": torch.get_rng_state(),
+    }
+
+
+def assert_untouched(model: nn.Module, before: dict[str, Any]) -> None:
+    after = snapshot(model)
+    for key in ("params", "buffers"):
+        for n, t in before[key].items():
+            assert torch.equal(t, after[key][n]), f"{key} {n} changed"
+    for n, g in before["grads"].items():
+        g2 = after["grads"][n]
+        assert (g is None and g2 is None) or (
+            g is not None and g2 is not None and torch.equal(g, g2)
+        ), f".grad of {n} changed"
+    for key in ("requires_grad", "training", "inplace"):
+        assert before[key] == after[key], f"{key} changed"
+    assert torch.equal(before["rng"], after["rng"]), "global torch RNG state changed"
+    for name, m in model.named_modules():
+        for attr in (
+            "_forward_hooks",
+            "_forward_pre_hooks",
+            "_backward_hooks",
+            "_backward_pre_hooks",
+        ):
+            assert len(getattr(m, attr)) == 0, f"hook left on {name or 'model'} ({attr})"
+
+
+def messy_cnn() -> SmallCNN:
+    """Mixed train flags, a frozen parameter and a parameter with an existing .grad."""
+    model = small_cnn()
+    model.train()
+    model.features[1].eval()
+    params = list(model.parameters())
+    params[0].requires_grad_(False)
+    params[2].grad = torch.full_like(params[2], 0.25)
+    return model
+
+
+POOL = torch.randn(10, 1, 16, 16, generator=gen(8))
+ENTRY_POINTS: dict[str, Callable[[nn.Module], object]] = {
+    "top_examples": lambda m: top_examples(m, POOL, "features.6", [0, 1], k=3, batch_size=4),
+    "receptive_fields": lambda m: receptive_fields(
+        m, "features.6", (1, 16, 16), [(0, 0), (5, 2)], trials=2
+    ),
+    "project_guided": lambda m: project(m, POOL[:3], "features.6", [0, 1, 2], rule="guided"),
+    "project_deconvnet": lambda m: project(m, POOL[:3], "features.2", 1, rule="deconvnet"),
+    "project_gradient": lambda m: project(m, POOL[:3], "fc", 3, rule="gradient"),
+}
+
+
+@pytest.mark.parametrize("entry", sorted(ENTRY_POINTS))
+def test_entry_points_leave_the_model_untouched(entry: str) -> None:
+    model = messy_cnn()
+    before = snapshot(model)
+    ENTRY_POINTS[entry](model)
+    assert_untouched(model, before)
+
+
+@pytest.mark.parametrize("entry", sorted(ENTRY_POINTS))
+def test_work_from_inside_inference_mode_with_frozen_parameters(entry: str) -> None:
+    model = small_cnn()
+    for p in model.parameters():
+        p.requires_grad_(False)
+    with torch.inference_mode():
+        result = ENTRY_POINTS[entry](model)
+    assert result is not None
+    assert all(not p.requires_grad for p in model.parameters())
+
+
+class Exploding(nn.Module):
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        raise RuntimeError("boom inside the model")
+
+
+@pytest.mark.parametrize("rule", ["guided", "deconvnet"])
+def test_an_exception_inside_the_model_leaves_no_hook(rule: str) -> None:
+    model = nn.Sequential(
+        nn.Conv2d(1, 2, 3), nn.ReLU(inplace=True), nn.MaxPool2d(2), Exploding(), nn.Conv2d(2, 2, 3)
+    )
+    before = snapshot(model)
+    x = torch.randn(2, 1, 12, 12, generator=gen(9))
+    with pytest.raises(RuntimeError, match="boom"):
+        project(model, x, "4", 0, rule=rule)  # type: ignore[arg-type]
+    assert_untouched(model, before)
+    with pytest.raises(RuntimeError, match="boom"):
+        receptive_field(model, "4", (1, 12, 12), (0, 0))  # max-pool hooks and stand-in parameters
+    assert_untouched(model, before)
+    with pytest.raises(RuntimeError, match="boom"):
+        top_examples(model, x, "4", [0])
+    assert_untouched(model, before)
+
+
+def test_layers_after_the_target_are_never_called() -> None:
+    after = Recorder()
+    model = nn.Sequential(
+        nn.Conv2d(1, 3, 3),
+        nn.ReLU(),
+        nn.Conv2d(3, 3, 3),
+        nn.ReLU(),
+        after,
+        nn.Flatten(),
+        nn.LazyLinear(2),
+    )
+    model(torch.zeros(1, 1, 12, 12))
+    after.batches.clear()
+    x = torch.randn(9, 1, 12, 12, generator=gen(10))
+    top_examples(model, x, "3@0", [0, 1], k=2, batch_size=4)
+    project(model, x, "3@0", 1, rule="guided", batch_size=4)
+    receptive_fields(model, "3@0", (1, 12, 12), [(0, 0), (7, 7)])
+    assert after.batches == []
+    # without '@k': one single-image counting forward only
+    project(model, x, "3", 1, rule="deconvnet")
+    assert after.batches == [1]
+
+
+# ---------------------------------------------------------------------- the picture
+def test_grid_layout_and_zero_projection_is_grey() -> None:
+    model = small_cnn()
+    pool = torch.randn(12, 1, 16, 16, generator=gen(11))
+    top = top_examples(model, pool, "features.6", [0, 1], k=3)
+    assert top.positions is not None
+    flat = [tuple(p) for p in top.positions.flatten(0, 1).tolist()]
+    boxes = receptive_fields(model, "features.6", (1, 16, 16), flat)
+    rows = [boxes[:3], boxes[3:]]
+    proj = torch.zeros(2, 3, 1, 16, 16)
+    image = examples_grid(pool, top, boxes=rows, projections=proj, min_size=32)
+    tile, k = 32, 3  # 16 px enlarged twice; groups: k tiles, padding 1; 6 px gaps; rows padded by 4
+    group = k * (tile + 1) + 1
+    assert tuple(image.shape) == (3, 2 * (tile + 2 + 4) + 4, 3 * group + 2 * 6 + 8)
+    assert image.min() >= 0 and image.max() <= 1
+    # the projection group of row 0: zero gradient is mid-grey, inside the fitted crop
+    x0 = 4 + 2 * group + 2 * 6 + 1
+    centre = image[:, 4 + 1 + tile // 2, x0 + tile // 2]
+    assert torch.allclose(centre, torch.full((3,), 0.5))
+    # without boxes and projections only the images remain; a 2-D layer works the same way
+    fc = top_examples(model, pool, "fc", [0, 1], k=3)
+    plain = examples_grid(pool, fc, min_size=16)
+    assert tuple(plain.shape) == (3, 2 * (16 + 2 + 4) + 4, k * 17 + 1 + 8)
+    with pytest.raises(ValueError, match="`boxes`"):
+        examples_grid(pool, top, boxes=rows[:1])
