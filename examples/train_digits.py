@@ -126,6 +126,11 @@ def make_callbacks(normalize: tuple[list[float], list[float]], fast: bool) -> li
         fw.DeepDream("features.9", num_images=4, normalize=normalize, at_start=True),
         fw.FilterWeights(at_start=True),
         fw.ActivationGrid(layers=["features.2", "features.9", "features.13"], num_images=4, max_channels=32, at_start=True),
+        # where the network looks on 8 fixed validation digits, for its current top class
+        fw.AttributionMaps(methods=("saliency", "occlusion", "gradcam", "cam"), num_images=8, at_start=True),
+        # the 6 validation digits (of a fixed pool of 256) that excite each of 8 channels most, with
+        # receptive-field crops and guided-backprop projections (Zeiler & Fergus)
+        fw.DatasetExamples(["features.5", "features.13"], max_channels=8, k=6, at_start=True),
         # dead/dying filters of every ReLU (features.2, .5, .9, .13); warns once per layer
         fw.DeadNeuronMonitor(dead_alert_fraction=0.1, on_dead="warn"),
     ]

@@ -28,7 +28,20 @@ _EXPORTS: dict[str, str] = {
     "DeadNeuronMonitor": "featurewatch.callbacks.dead_neurons",
     "DeadNeuronWarning": "featurewatch.callbacks.dead_neurons",
     "DeadNeuronError": "featurewatch.callbacks.dead_neurons",
+    "AttributionMaps": "featurewatch.callbacks.attribution",
+    "DatasetExamples": "featurewatch.callbacks.dataset_examples",
     # core
+    "saliency": "featurewatch.core.attribution",
+    "occlusion": "featurewatch.core.attribution",
+    "grad_cam": "featurewatch.core.attribution",
+    "cam": "featurewatch.core.attribution",
+    "overlay": "featurewatch.core.attribution",
+    "top_examples": "featurewatch.core.examples",
+    "TopExamples": "featurewatch.core.examples",
+    "receptive_field": "featurewatch.core.examples",
+    "receptive_fields": "featurewatch.core.examples",
+    "project": "featurewatch.core.examples",
+    "examples_grid": "featurewatch.core.examples",
     "activation_grid": "featurewatch.core.inspect",
     "activation_maps": "featurewatch.core.inspect",
     "filter_grid": "featurewatch.core.inspect",
@@ -78,9 +91,11 @@ def __dir__() -> list[str]:
 
 if TYPE_CHECKING:  # pragma: no cover - for type checkers and IDEs
     from featurewatch.callbacks.activation_grid import ActivationGrid
+    from featurewatch.callbacks.attribution import AttributionMaps
     from featurewatch.callbacks.base import FeatureWatchCallback, FeatureWatchWarning
     from featurewatch.callbacks.channel_visualization import ChannelVisualization
     from featurewatch.callbacks.class_model import ClassModelVisualization
+    from featurewatch.callbacks.dataset_examples import DatasetExamples
     from featurewatch.callbacks.dead_neurons import (
         DeadNeuronError,
         DeadNeuronMonitor,
@@ -88,7 +103,16 @@ if TYPE_CHECKING:  # pragma: no cover - for type checkers and IDEs
     )
     from featurewatch.callbacks.deep_dream import DeepDream
     from featurewatch.callbacks.filter_weights import FilterWeights
+    from featurewatch.core.attribution import cam, grad_cam, occlusion, overlay, saliency
     from featurewatch.core.deepdream import deep_dream
+    from featurewatch.core.examples import (
+        TopExamples,
+        examples_grid,
+        project,
+        receptive_field,
+        receptive_fields,
+        top_examples,
+    )
     from featurewatch.core.fit_stats import ImageStats, fit_image_stats
     from featurewatch.core.hygiene import isolated
     from featurewatch.core.inspect import activation_grid, activation_maps, filter_grid

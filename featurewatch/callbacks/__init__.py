@@ -1,9 +1,11 @@
 """Lightning callbacks: each schedules work, calls the core and hands an Event to the sinks."""
 
 from featurewatch.callbacks.activation_grid import ActivationGrid
+from featurewatch.callbacks.attribution import AttributionMaps
 from featurewatch.callbacks.base import FeatureWatchCallback, FeatureWatchWarning, batch_input
 from featurewatch.callbacks.channel_visualization import ChannelVisualization
 from featurewatch.callbacks.class_model import ClassModelVisualization
+from featurewatch.callbacks.dataset_examples import DatasetExamples
 from featurewatch.callbacks.dead_neurons import (
     DeadNeuronError,
     DeadNeuronMonitor,
@@ -14,12 +16,14 @@ from featurewatch.callbacks.filter_weights import FilterWeights
 
 __all__ = [
     "ActivationGrid",
+    "AttributionMaps",
     "ChannelVisualization",
     "ClassModelVisualization",
-    "DeepDream",
+    "DatasetExamples",
     "DeadNeuronError",
     "DeadNeuronMonitor",
     "DeadNeuronWarning",
+    "DeepDream",
     "FeatureWatchCallback",
     "FeatureWatchWarning",
     "FilterWeights",

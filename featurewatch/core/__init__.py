@@ -1,6 +1,15 @@
 """Pure-torch core of featurewatch: no Lightning, TensorBoard or W&B imports here."""
 
+from featurewatch.core.attribution import cam, grad_cam, occlusion, overlay, saliency
 from featurewatch.core.deepdream import deep_dream
+from featurewatch.core.examples import (
+    TopExamples,
+    examples_grid,
+    project,
+    receptive_field,
+    receptive_fields,
+    top_examples,
+)
 from featurewatch.core.fit_stats import ImageStats, fit_image_stats
 from featurewatch.core.hygiene import in_isolation, isolated, model_device_dtype, outside_inference
 from featurewatch.core.images import colorize, grid, load_images, scale_each, to_uint8
@@ -52,6 +61,8 @@ from featurewatch.core.transforms import (
 )
 
 __all__ = [
+    "OUTPUT",
+    "RECTIFIER_TYPES",
     "ChannelStats",
     "ChannelStatsRecorder",
     "ChannelSummary",
@@ -60,14 +71,14 @@ __all__ = [
     "ImageSpec",
     "ImageStats",
     "LayerRef",
-    "OUTPUT",
     "Objective",
     "PixelImage",
-    "RECTIFIER_TYPES",
     "RenderResult",
     "StopForward",
+    "TopExamples",
     "activation_grid",
     "activation_maps",
+    "cam",
     "capture",
     "channel",
     "class_logit",
@@ -78,9 +89,11 @@ __all__ = [
     "deep_dream",
     "default_dead_layers",
     "direction",
+    "examples_grid",
     "filter_grid",
     "filter_images",
     "fit_image_stats",
+    "grad_cam",
     "grid",
     "in_isolation",
     "infer_image_channels",
@@ -93,17 +106,24 @@ __all__ = [
     "model_device_dtype",
     "neuron",
     "objective_forward",
+    "occlusion",
     "outside_inference",
+    "overlay",
     "pad",
     "parse_layer",
+    "project",
     "random_affine",
     "random_rotate",
     "random_scale",
+    "receptive_field",
+    "receptive_fields",
     "render",
     "resolve_layer",
+    "saliency",
     "scale_each",
     "standard_transforms",
     "to_uint8",
+    "top_examples",
     "total_variation",
     "unit_seed",
     "visualize_channels",

@@ -9,7 +9,9 @@ from torch import nn
 
 from featurewatch import (
     ActivationGrid,
+    AttributionMaps,
     ChannelVisualization,
+    DatasetExamples,
     ClassModelVisualization,
     DeadNeuronMonitor,
     DeepDream,
@@ -48,6 +50,10 @@ def all_callbacks(every_n_train_steps: int | None = None, at_start: bool = False
         ChannelVisualization(["net.features.2"], max_channels=4, steps=4, **schedule),
         ClassModelVisualization(classes=[0, 1], steps=4, **schedule),
         DeepDream("net.features.6", num_images=2, octaves=2, steps=2, **schedule),
+        AttributionMaps(
+            methods=("saliency", "smoothgrad", "occlusion", "gradcam", "cam"), num_images=2, smooth_samples=2, **schedule
+        ),
+        DatasetExamples(["net.features.6"], max_channels=2, k=2, pool_size=32, **schedule),
     ]
 
 

@@ -20,14 +20,20 @@ def test_ddp_two_processes_logs_each_image_once(tmp_path):
     ranks = [json.loads((tmp_path / f"rank{r}.json").read_text()) for r in (0, 1)]
     assert [r["world_size"] for r in ranks] == [2, 2]
     assert ranks[0]["global_step"] == ranks[1]["global_step"] == 8  # 128 samples / 2 ranks / 16 per batch x 2 epochs
-    assert ranks[0]["calls"] == [2, 2] and ranks[0]["failures"] == [0, 0]  # work on rank zero only
-    assert ranks[1]["calls"] == [0, 0]
+    assert ranks[0]["calls"] == [2, 2, 2, 2] and ranks[0]["failures"] == [0, 0, 0, 0]  # work on rank zero only
+    assert ranks[1]["calls"] == [0, 0, 0, 0]
 
     event_files = list((tmp_path / "tb" / "version_0").glob("events.out.tfevents.*"))
     acc = EventAccumulator(str(tmp_path / "tb" / "version_0"), size_guidance={"images": 0, "scalars": 0})
     acc.Reload()
     tags = acc.Tags()["images"]
-    for tag in ("featurewatch/filters/net.features.0", "featurewatch/activations/net.features.2"):
+    for tag in (
+        "featurewatch/filters/net.features.0",
+        "featurewatch/activations/net.features.2",
+        "featurewatch/attribution/saliency",
+        "featurewatch/attribution/gradcam",
+        "featurewatch/examples/net.features.6",
+    ):
         assert tag in tags, tags
         assert [e.step for e in acc.Images(tag)] == [4, 8]  # once per epoch, not once per rank
     assert len(event_files) == 1  # rank 1 wrote no event file

@@ -13,14 +13,20 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 import pytorch_lightning as pl  # noqa: E402
 from pytorch_lightning.loggers import TensorBoardLogger  # noqa: E402
 
-from featurewatch import ActivationGrid, FilterWeights  # noqa: E402
+from featurewatch import ActivationGrid, AttributionMaps, DatasetExamples, FilterWeights  # noqa: E402
 from tests._models import LitClassifier, digits_loaders  # noqa: E402
 
 
 def main(out: Path) -> None:
     pl.seed_everything(0, verbose=False)
     train, val = digits_loaders(n=128, batch_size=16)
-    callbacks = [FilterWeights(), ActivationGrid(layers=["net.features.2"], num_images=2)]
+    callbacks = [
+        FilterWeights(),
+        ActivationGrid(layers=["net.features.2"], num_images=2),
+        # backward passes on rank zero only: must not reach DDP's gradient all-reduce
+        AttributionMaps(methods=("saliency", "gradcam"), num_images=2),
+        DatasetExamples(["net.features.6"], max_channels=2, k=2, pool_size=16),
+    ]
     trainer = pl.Trainer(
         accelerator="cpu",
         devices=2,
