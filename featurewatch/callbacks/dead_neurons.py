@@ -273,17 +273,25 @@ class DeadNeuronMonitor(FeatureWatchCallback):
         else:
             summaries = recorder.summaries()
         recorder.reset()
-        failed = bool(recorder.problems)
+        # A layer that no training forward went through, on any rank (``summaries`` agreed on the
+        # union of the sites): not called by ``forward``, or run by code that bypasses module hooks
+        # (TorchScript). Without this, it would silently be absent from every report.
+        problems = dict(recorder.problems)
+        for name, sites in recorder.sites.items():
+            if not sites and name not in problems:
+                problems[name] = (
+                    f"layer {name!r}: no training forward went through it; is it called by `forward`? "
+                    "(or does compiled or scripted code bypass its module hooks?)"
+                )
+        failed = bool(problems)
         if self.strict and distributed:
             # A hook problem may be seen on some ranks only: decide together, or the ranks that
             # raise would leave the others waiting in the next collective.
             flag = torch.tensor([float(failed)], device=trainer.strategy.root_device)
             failed = bool(trainer.strategy.reduce(flag, reduce_op="max").item())
         if self.strict and failed:
-            raise ValueError(
-                "DeadNeuronMonitor: " + ("; ".join(recorder.problems.values()) or "a layer failed on another process")
-            )
-        for name, problem in recorder.problems.items():
+            raise ValueError("DeadNeuronMonitor: " + ("; ".join(problems.values()) or "a layer failed on another process"))
+        for name, problem in problems.items():
             if name not in self._reported_problems:
                 self._reported_problems.add(name)
                 rank_zero_warn(f"DeadNeuronMonitor skips {problem}", category=DeadNeuronWarning)

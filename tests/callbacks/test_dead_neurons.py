@@ -289,6 +289,31 @@ def test_sampling_counts_every_n_th_training_batch() -> None:
     assert summary.updates == 2 and summary.positions == 2 * 32 * 16 * 16  # batches 0 and 3
 
 
+class UnusedBranch(SmallCNN):
+    """Has a ReLU module that ``forward`` never calls."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.spare = nn.Sequential(nn.Conv2d(1, 4, 3), nn.ReLU())
+
+
+def test_layer_no_forward_reaches_is_reported_not_silently_dropped() -> None:
+    train, _ = digits_loaders(64)
+    monitor = DeadNeuronMonitor(heatmap=False)  # every ReLU module, the spare one included
+    with warnings.catch_warnings(record=True) as record:
+        warnings.simplefilter("always")
+        _trainer([monitor], max_epochs=2).fit(LitClassifier(UnusedBranch()), train)
+    assert sorted(monitor.dead_channels) == ["net.features.2", "net.features.6"]
+    said = [w for w in _dead_warnings(record) if "net.spare.1" in w]
+    assert len(said) == 1 and "no training forward went through it" in said[0], _dead_warnings(record)
+    texts = [r for r in _records("text") if r["key"] == "featurewatch/dead/net.spare.1/error"]
+    assert len(texts) == 1 and "is it called by `forward`?" in texts[0]["value"]
+
+    strict = DeadNeuronMonitor(heatmap=False, strict=True)
+    with pytest.raises(ValueError, match="net.spare.1"):
+        _trainer([strict], max_epochs=1).fit(LitClassifier(UnusedBranch()), train)
+
+
 def test_resume_keeps_history(tmp_path: Path) -> None:
     train, _ = digits_loaders(128)
     net, _, expected = _planted("reused_relu")
