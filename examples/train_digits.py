@@ -9,7 +9,8 @@ class).
     python examples/train_digits.py --fast          # < 1 minute, for CI
     python examples/train_digits.py --logger wandb  # W&B (offline unless you are logged in)
 
-Then: ``tensorboard --logdir runs`` and open the IMAGES tab.
+Then: ``tensorboard --logdir runs --samples_per_plugin images=500`` and open the IMAGES tab
+(TensorBoard shows only 10 steps per image tag without the flag).
 """
 
 from __future__ import annotations
@@ -167,7 +168,8 @@ def make_logger(kind: str, out: Path) -> Any:
 
 def how_to_open(kind: str, out: Path, trainer: pl.Trainer) -> str:
     if kind == "tensorboard":
-        return f"tensorboard --logdir {out}    # then open http://localhost:6006, IMAGES tab"
+        # without --samples_per_plugin, TensorBoard keeps 10 steps per image tag
+        return f"tensorboard --logdir {out} --samples_per_plugin images=500    # then http://localhost:6006, IMAGES tab"
     if kind == "wandb":
         return f"wandb sync {out}/wandb/offline-run-*   # or open the run page if you are online"
     if kind == "mlflow":
