@@ -34,10 +34,26 @@ def _tensorboard(logger: Any, trainer: Any) -> Sink:
     return TensorBoardSink(logger.experiment)
 
 
-def _wandb(logger: Any, trainer: Any) -> Sink:
+def _is_tensorboard(logger: Any) -> bool:
+    return any(cls.__name__ == "TensorBoardLogger" for cls in type(logger).__mro__)
+
+
+def _wandb(logger: Any, trainer: Any) -> Sink | None:
     from featurewatch.loggers.wandb import WandbSink
 
-    return WandbSink(logger.experiment)
+    run = logger.experiment
+    settings = getattr(run, "settings", None)
+    if getattr(settings, "sync_tensorboard", False) and any(_is_tensorboard(other) for other in trainer.loggers):
+        # The run mirrors every TensorBoard event file (wandb.init(sync_tensorboard=True)), so what
+        # the TensorBoard sink writes reaches W&B already; a W&B sink would show everything twice.
+        import logging
+
+        logging.getLogger("featurewatch").info(
+            "featurewatch: the W&B run syncs TensorBoard (sync_tensorboard=True); featurewatch's "
+            "TensorBoard output reaches W&B through it, so it is not logged to W&B a second time"
+        )
+        return None
+    return WandbSink(run)
 
 
 def _mlflow(logger: Any, trainer: Any) -> Sink:

@@ -168,3 +168,43 @@ def test_sinks_for_never_reads_trainer_log_dir(tmp_path):
         make_trainer(pl, tmp_path, logger=False),
     ):
         assert sinks_for(NoCollectives(trainer))
+
+
+_SYNC_SCRIPT = """
+import sys
+from pathlib import Path
+import pytorch_lightning as pl
+from pytorch_lightning.loggers import TensorBoardLogger, WandbLogger
+from featurewatch.loggers import sinks_for
+
+root, sync = Path(sys.argv[1]), sys.argv[2] == "1"
+tb = TensorBoardLogger(save_dir=root / "tb")
+wb = WandbLogger(save_dir=str(root / "wandb"), project="fw-test", sync_tensorboard=sync)
+kw = dict(default_root_dir=root, accelerator="cpu", devices=1, enable_checkpointing=False,
+          enable_progress_bar=False, enable_model_summary=False)
+both = [type(s).__name__ for s in sinks_for(pl.Trainer(logger=[tb, wb], **kw))]
+alone = [type(s).__name__ for s in sinks_for(pl.Trainer(logger=[wb], **kw))]
+wb.experiment.finish()
+print(both, alone)
+"""
+
+
+@pytest.mark.parametrize("sync", [False, True])
+def test_wandb_run_that_syncs_tensorboard_gets_no_second_copy(tmp_path, sync):
+    """WandbLogger(sync_tensorboard=True) mirrors the TensorBoard event files into W&B: with a
+    TensorBoardLogger beside it, featurewatch writes to TensorBoard only, else W&B shows it twice.
+    Without a TensorBoard logger there is nothing to mirror, and the W&B sink stays. (In a
+    subprocess: W&B's TensorBoard patch outlives the run and would leak into other tests.)"""
+    import os
+    import subprocess
+    import sys
+
+    env = {**os.environ, "WANDB_MODE": "offline", "WANDB_SILENT": "true", "WANDB_CONSOLE": "off"}
+    env["PYTHONPATH"] = str(Path(__file__).resolve().parents[2]) + os.pathsep + env.get("PYTHONPATH", "")
+    run = subprocess.run(
+        [sys.executable, "-c", _SYNC_SCRIPT, str(tmp_path), "1" if sync else "0"],
+        capture_output=True, text=True, timeout=120, env=env, check=False,
+    )
+    assert run.returncode == 0, run.stderr[-2000:]
+    both = ["TensorBoardSink"] if sync else ["TensorBoardSink", "WandbSink"]
+    assert run.stdout.strip().splitlines()[-1] == f"{both} ['WandbSink']"
