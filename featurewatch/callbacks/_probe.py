@@ -21,7 +21,10 @@ class ProbeImages:
     Sources, in order: an explicit tensor; a path (image file, folder of images or ``.pt`` tensor),
     resized to the training input size and normalized with ``normalize``; or, when neither is given,
     the first ``num_images`` inputs of the validation dataloader (the training one if there is no
-    validation), captured once and kept for the whole run (and in checkpoints).
+    validation), captured once and kept for the whole run (and in checkpoints). The probe is fixed at
+    the first call: the sanity check (on by default) shows validation batches before it, but with
+    ``num_sanity_val_steps=0`` and ``at_start=True`` only training batches have been seen, and
+    those are kept.
     """
 
     def __init__(self, probe: torch.Tensor | str | None, num_images: int, normalize: Normalize | None = None) -> None:

@@ -31,8 +31,9 @@ class ActivationGrid(FeatureWatchCallback):
         probe: the probe images: a ``(N, C, H, W)`` tensor (already normalized like training
             inputs), a path (image file, folder of images, or ``.pt`` tensor; resized to the
             training input size and normalized with ``normalize``), or ``None`` to take the first
-            ``num_images`` inputs of the validation dataloader (training one if there is none) once
-            and keep them for the whole run.
+            ``num_images`` inputs of the validation dataloader (training one if there is none, or
+            if none was seen before the first call: ``num_sanity_val_steps=0`` with ``at_start``)
+            once and keep them for the whole run.
         num_images: number of probe images (when taken from a dataloader or a folder).
         channels: which channels to show per layer (default: the first ``max_channels``).
         max_channels: cap on shown channels per layer.

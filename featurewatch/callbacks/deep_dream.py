@@ -32,7 +32,8 @@ class DeepDream(FeatureWatchCallback):
         layer: layer name as in ``model.named_modules()`` (``"name@k"`` for a reused module).
         image: probe images: a ``(N, C, H, W)`` tensor normalized like the training inputs, a path
             (image file, folder or ``.pt``), or ``None`` for the first ``num_images`` validation
-            inputs (training inputs without validation), fixed for the whole run.
+            inputs (training inputs without validation, or if none was seen before the first
+            call), fixed for the whole run.
         num_images: number of probe images.
         octaves: scales, coarse to fine.
         octave_scale: size ratio between scales.
