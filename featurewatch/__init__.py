@@ -37,6 +37,9 @@ _EXPORTS: dict[str, str] = {
     "cam": "featurewatch.core.attribution",
     "overlay": "featurewatch.core.attribution",
     "top_examples": "featurewatch.core.examples",
+    "top_examples_multi": "featurewatch.core.examples",
+    "project_detailed": "featurewatch.core.examples",
+    "Projection": "featurewatch.core.examples",
     "TopExamples": "featurewatch.core.examples",
     "receptive_field": "featurewatch.core.examples",
     "receptive_fields": "featurewatch.core.examples",
@@ -106,12 +109,15 @@ if TYPE_CHECKING:  # pragma: no cover - for type checkers and IDEs
     from featurewatch.core.attribution import cam, grad_cam, occlusion, overlay, saliency
     from featurewatch.core.deepdream import deep_dream
     from featurewatch.core.examples import (
+        Projection,
         TopExamples,
         examples_grid,
         project,
+        project_detailed,
         receptive_field,
         receptive_fields,
         top_examples,
+        top_examples_multi,
     )
     from featurewatch.core.fit_stats import ImageStats, fit_image_stats
     from featurewatch.core.hygiene import isolated

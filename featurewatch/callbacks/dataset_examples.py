@@ -2,22 +2,31 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import traceback
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import pytorch_lightning as pl
 import torch
+from pytorch_lightning.utilities import rank_zero_warn
 
 from featurewatch.callbacks._probe import Normalize, ProbeImages
-from featurewatch.callbacks.base import FeatureWatchCallback, check_int, describe_channels
+from featurewatch.callbacks.base import (
+    FeatureWatchCallback,
+    FeatureWatchWarning,
+    check_int,
+    describe_channels,
+)
 from featurewatch.core.examples import (
     PROJECTION_RULES,
     Box,
     TopExamples,
     examples_grid,
-    project,
+    layer_call_counts,
+    project_detailed,
     receptive_fields,
     top_examples,
+    top_examples_multi,
 )
 from featurewatch.core.inspect import activation_maps
 from featurewatch.core.layers import list_layers, parse_layer, resolve_layer
@@ -26,6 +35,33 @@ from featurewatch.loggers import Event
 __all__ = ["DatasetExamples"]
 
 _RULE_NAMES = {"guided": "guided-backprop", "deconvnet": "deconvnet", "gradient": "gradient"}
+_PLAIN_NOTE = "(no nn.ReLU/ReLU6/LeakyReLU module before this layer: plain gradient)"
+
+
+def _pool_names(message: str) -> str:
+    """A :class:`ProbeImages` message in this callback's argument names (``pool``, ``pool_size``)."""
+    for old, new in (
+        ("`probe`", "`pool`"),
+        ("probe=", "pool="),
+        ("`num_images`", "`pool_size`"),
+        ("no probe images", "no pool images"),
+    ):
+        message = message.replace(old, new)
+    return message
+
+
+def _check_channel_list(value: Any, what: str) -> list[int]:
+    try:
+        out = list(value)
+    except TypeError:
+        out = None
+    if (
+        isinstance(value, (str, bytes))
+        or not out
+        or any(isinstance(c, bool) or not isinstance(c, int) or c < 0 for c in out)
+    ):
+        raise ValueError(f"{what} must be a non-empty list of non-negative ints, got {value!r}")
+    return out
 
 
 class DatasetExamples(FeatureWatchCallback):
@@ -39,47 +75,63 @@ class DatasetExamples(FeatureWatchCallback):
     shows which pixels inside the patch drive it. Watching them across epochs shows channels
     specializing (or dying: a row of zero activations).
 
-    Cost per call and layer: ``pool_size / batch_size`` forwards that stop right after the layer,
-    one forward/backward for the receptive fields of new positions (cached for the run) and one
-    forward/backward for the ``len(channels) * k`` projections. Everything runs isolated: the
-    model's parameters, ``.grad``, ``requires_grad``, train flags, BatchNorm statistics and the
-    global RNG are exactly as they were; the user's dataloaders are never iterated.
+    Cost per call: one forward per pool batch (``pool_size / batch_size`` of them) serves every
+    watched layer and stops right after the deepest one - each module up to it runs once per
+    batch, none after it; per layer, one forward/backward of the ``rows * k`` top images for the
+    projections (stopped after the layer) and one stand-in forward/backward for the receptive
+    fields of positions not seen before (cached for the run). One single-image forward counts
+    module calls, once per input shape for the run. Everything runs isolated: the model's
+    parameters, ``.grad``, ``requires_grad``, train flags, BatchNorm statistics and the global RNG
+    are exactly as they were; the user's dataloaders are never iterated. A layer that fails is
+    reported (warning and ``.../<layer>/error`` text) and the others are still logged.
 
     Args:
         layers: layer names as in ``model.named_modules()`` (a str or a list; ``"name@k"`` picks
             the k-th call of a reused module). Conv-like ``(N, C, H, W)`` outputs get crops;
             fully-connected ``(N, C)`` outputs get top images and projections only.
-        channels: channel indices per layer. Default: the first ``max_channels``.
-        max_channels: channels per layer when ``channels`` is not given (one row each).
+        channels: channel indices: one list used for every layer, or ``{layer: [channels]}`` per
+            layer (layers not in it get the default). Default: the first ``max_channels``.
+        max_channels: channels per layer when ``channels`` does not give them (one row each).
         k: top images per channel (capped at the pool size).
         pool: the image pool: an ``(N, C, H, W)`` tensor (normalized like training inputs), a
             path (image file, folder, ``.pt`` tensor; resized to the training input size and
             normalized with ``normalize``), or ``None``: the first ``pool_size`` validation inputs
-            as Lightning feeds them, fixed at the end of the first validation epoch and kept in
-            checkpoints (calls before it, e.g. ``at_start``, use the sanity check's images); with
-            no validation, the first training inputs, fixed after the first epoch. Your
-            dataloaders are never iterated by the callback.
+            as Lightning feeds them, fixed at the end of the first validation epoch (calls before
+            it, e.g. ``at_start``, use the sanity check's images); with no validation, the first
+            training inputs, fixed after the first epoch. Your dataloaders are never iterated by
+            the callback.
         pool_size: images in the pool when it is taken from batches or a folder.
         projection: ``"guided"`` (guided backprop), ``"deconvnet"`` (Zeiler & Fergus's rule),
-            ``"gradient"`` (plain gradient) or ``None`` (no projections). Applies to ``nn.ReLU``
-            modules; ``F.relu`` calls keep the plain gradient.
+            ``"gradient"`` (plain gradient) or ``None`` (no projections). The rules rewrite
+            ``nn.ReLU``, ``nn.ReLU6`` and ``nn.LeakyReLU`` modules; ``F.relu`` calls keep the
+            plain gradient, and a layer with no such module before it gets the plain gradient
+            (the caption says so).
         crops: show the receptive-field crops (and crop the projections to them).
         input_key: where the images are in a batch (index for tuples, key for dicts).
         normalize: ``(mean, std)`` applied to pool images loaded from a path.
         batch_size: pool images per forward.
         min_size: tiles are enlarged (nearest neighbour, display only) to at least this size.
+        checkpoint_pool: keep the pool in checkpoints, so a resumed run shows the same images.
+            It takes ``pool_size * C * H * W * 4`` bytes in every checkpoint: 154 MB for 256 RGB
+            images of 224 x 224 (the default pool size). ``False``: nothing is saved, and after a
+            resume the pool is collected again from the batches Lightning feeds (the same images
+            if the validation loader does not shuffle).
         every_n_epochs, every_n_train_steps, at_start, at_end, strict: see
-            :class:`~featurewatch.callbacks.base.FeatureWatchCallback`.
+            :class:`~featurewatch.callbacks.base.FeatureWatchCallback`; with ``strict=True`` a
+            failing layer raises instead of being reported.
 
     Logged keys:
         - ``featurewatch/examples/<layer>``: image, one row per channel: the ``k`` top images
           (highest first, receptive field outlined in red) | their receptive-field crops |
           their projections (zero is grey). The caption gives, per channel, the pool indices
           and activation values, with the epoch and step.
+        - ``featurewatch/examples/<layer>/error``: text, when that layer failed in a call (the
+          other layers are still logged).
         - ``featurewatch/examples/seconds``: wall time of the call.
 
     Example:
         >>> DatasetExamples(["net.features.2", "net.features.6"], max_channels=8, k=6, projection="guided")
+        >>> DatasetExamples(["layer1", "layer3"], channels={"layer3": [5, 17, 40]}, checkpoint_pool=False)
     """
 
     name = "examples"
@@ -87,7 +139,7 @@ class DatasetExamples(FeatureWatchCallback):
     def __init__(
         self,
         layers: str | Sequence[str],
-        channels: Sequence[int] | None = None,
+        channels: Sequence[int] | Mapping[str, Sequence[int]] | None = None,
         *,
         max_channels: int = 8,
         k: int = 6,
@@ -99,6 +151,7 @@ class DatasetExamples(FeatureWatchCallback):
         normalize: Normalize | None = None,
         batch_size: int = 64,
         min_size: int = 32,
+        checkpoint_pool: bool = True,
         every_n_epochs: int | None = 1,
         every_n_train_steps: int | None = None,
         at_start: bool = False,
@@ -122,16 +175,23 @@ class DatasetExamples(FeatureWatchCallback):
             raise TypeError(
                 f"`layers` must be a layer name or a non-empty list of names, got {layers!r}"
             )
-        for layer in layers:
-            parse_layer(layer)
-        if channels is not None:
-            channels = list(channels)
-            if not channels or any(
-                isinstance(c, bool) or not isinstance(c, int) or c < 0 for c in channels
-            ):
-                raise ValueError(
-                    f"`channels` must be a non-empty list of non-negative ints or None, got {channels!r}"
-                )
+        names = list(dict.fromkeys(str(parse_layer(la)) for la in layers))
+        chosen: list[int] | dict[str, list[int]] | None = None
+        if isinstance(channels, Mapping):
+            chosen = {}
+            for key, value in channels.items():
+                if not isinstance(key, str):
+                    raise TypeError(
+                        f"`channels` keys must be layer names, got {type(key).__name__} {key!r}"
+                    )
+                layer = str(parse_layer(key))
+                if layer not in names:
+                    raise ValueError(
+                        f"`channels` names layer {key!r}, which is not in `layers` ({', '.join(names)})"
+                    )
+                chosen[layer] = _check_channel_list(value, f"`channels[{key!r}]`")
+        elif channels is not None:
+            chosen = _check_channel_list(channels, "`channels` (or None)")
         check_int("max_channels", max_channels)
         check_int("k", k)
         check_int("pool_size", pool_size)
@@ -141,8 +201,8 @@ class DatasetExamples(FeatureWatchCallback):
             raise ValueError(
                 f"`projection` must be one of {', '.join(map(repr, PROJECTION_RULES))} or None, got {projection!r}"
             )
-        self.layers = [str(parse_layer(la)) for la in layers]
-        self.channels = channels
+        self.layers = names
+        self.channels = chosen
         self.max_channels = max_channels
         self.k = k
         self.projection = projection
@@ -150,8 +210,14 @@ class DatasetExamples(FeatureWatchCallback):
         self.input_key = input_key
         self.batch_size = batch_size
         self.min_size = min_size
-        self._pool = ProbeImages(pool, pool_size, normalize)
+        self.checkpoint_pool = bool(checkpoint_pool)
+        try:
+            self._pool = ProbeImages(pool, pool_size, normalize)
+        except (TypeError, ValueError, FileNotFoundError) as err:
+            raise type(err)(_pool_names(str(err))) from None
         self._num_channels: dict[str, int] = {}
+        # module calls per forward, per input shape (C, H, W): fixed by the architecture
+        self._call_counts: dict[tuple[int, ...], dict[str, int]] = {}
         # receptive fields per (layer, input shape) and feature-map position: fixed by the
         # architecture, so computed once per position for the whole run
         self._boxes: dict[tuple[str, tuple[int, ...]], dict[tuple[int, int], Box]] = {}
@@ -161,7 +227,12 @@ class DatasetExamples(FeatureWatchCallback):
         return self._pool.num_images
 
     def state_key_fields(self) -> dict[str, Any]:
-        return {"layers": self.layers}
+        return {"layers": self.layers, "channels": self.channels}
+
+    def _given_channels(self, layer: str) -> list[int] | None:
+        if isinstance(self.channels, dict):
+            return self.channels.get(layer)
+        return self.channels
 
     # ------------------------------------------------------------------ checks
     def check_model(self, pl_module: pl.LightningModule) -> None:
@@ -180,9 +251,10 @@ class DatasetExamples(FeatureWatchCallback):
                     f"(e.g. {', '.join(list_layers(pl_module, kinds=('conv', 'activation', 'linear'))[:6])})"
                 )
             self._num_channels[layer] = int(m.shape[1])
-            if self.channels is not None and max(self.channels) >= m.shape[1]:
+            given = self._given_channels(layer)
+            if given is not None and max(given) >= m.shape[1]:
                 raise ValueError(
-                    f"DatasetExamples: channel {max(self.channels)} out of range for layer {layer!r} "
+                    f"DatasetExamples: channel {max(given)} out of range for layer {layer!r} "
                     f"with {m.shape[1]} channels (valid: 0..{m.shape[1] - 1})"
                 )
 
@@ -205,15 +277,48 @@ class DatasetExamples(FeatureWatchCallback):
         super().on_train_epoch_end(trainer, pl_module)
 
     # ------------------------------------------------------------------ work
+    def _peek_pool(self) -> torch.Tensor:
+        try:
+            return self._pool.peek()
+        except RuntimeError as err:
+            raise RuntimeError(_pool_names(str(err))) from None
+
+    def _layer_channels(self, pl_module: pl.LightningModule, pool: torch.Tensor) -> None:
+        """Channel counts of the layers that use the default channels (e.g. after a resume):
+        one truncated forward of one image for all of them; a failure is reported per layer."""
+        missing = [
+            la
+            for la in self.layers
+            if la not in self._num_channels and self._given_channels(la) is None
+        ]
+        if not missing:
+            return
+        try:
+            maps = activation_maps(pl_module, pool[:1], missing)
+        except Exception:  # noqa: BLE001 - each layer is retried alone and reports its own error
+            return
+        self._num_channels.update({la: int(m.shape[1]) for la, m in maps.items()})
+
     def _channels(self, pl_module: pl.LightningModule, layer: str, pool: torch.Tensor) -> list[int]:
-        if self.channels is not None:
-            return list(self.channels)
+        given = self._given_channels(layer)
+        if given is not None:
+            return list(given)
         if layer not in self._num_channels:
-            # e.g. after a resume: one truncated forward of one image
             self._num_channels[layer] = int(
                 activation_maps(pl_module, pool[:1], [layer])[layer].shape[1]
             )
         return list(range(min(self.max_channels, self._num_channels[layer])))
+
+    def _counts(self, pl_module: pl.LightningModule, pool: torch.Tensor) -> dict[str, int] | None:
+        """Module calls per forward for this input shape (cached), or ``None`` if counting fails
+        (each layer then counts, and fails, on its own)."""
+        shape = tuple(int(s) for s in pool.shape[1:])
+        if shape not in self._call_counts:
+            try:
+                self._call_counts[shape] = layer_call_counts(pl_module, pool[:1], self.layers)
+            except Exception:  # noqa: BLE001 - reported per layer below
+                return None
+        return self._call_counts[shape]
 
     def _receptive_fields(
         self,
@@ -221,48 +326,113 @@ class DatasetExamples(FeatureWatchCallback):
         layer: str,
         shape: tuple[int, ...],
         positions: list[tuple[int, int]],
+        counts: dict[str, int] | None = None,
     ) -> list[Box]:
         cache = self._boxes.setdefault((layer, shape), {})
         missing = sorted({p for p in positions if p not in cache})
         if missing:
-            found = receptive_fields(pl_module, layer, shape, missing, batch_size=self.batch_size)
+            found = receptive_fields(
+                pl_module, layer, shape, missing, batch_size=self.batch_size, call_counts=counts
+            )
             cache.update(zip(missing, found))
         return [cache[p] for p in positions]
 
+    def _layer_failed(self, event: Event, layer: str, err: Exception) -> None:
+        """Report one layer's failure (call from inside the ``except`` block); re-raise if strict."""
+        if self.strict:
+            raise err
+        message = (
+            f"featurewatch DatasetExamples failed for layer {layer!r} at step {event.step}: "
+            f"{type(err).__name__}: {err}. The other layers are still logged and training continues; "
+            "pass strict=True to stop on such errors."
+        )
+        rank_zero_warn(message, category=FeatureWatchWarning)
+        event.add_text(
+            f"featurewatch/examples/{layer}/error", message + "\n\n" + traceback.format_exc()
+        )
+
     def visualize(self, trainer: pl.Trainer, pl_module: pl.LightningModule, event: Event) -> None:
-        pool = self._pool.peek()
+        pool = self._peek_pool()
         shape = tuple(int(s) for s in pool.shape[1:])
+        counts = self._counts(pl_module, pool)
+        self._layer_channels(pl_module, pool)
+        wanted: dict[str, list[int]] = {}
         for layer in self.layers:
-            chans = self._channels(pl_module, layer, pool)
-            top = top_examples(pl_module, pool, layer, chans, k=self.k, batch_size=self.batch_size)
-            rows, k = top.indices.shape
-            flat_positions = None
-            if top.positions is not None:
-                flat_positions = [(int(y), int(x)) for y, x in top.positions.flatten(0, 1).tolist()]
-            boxes = None
-            if self.crops and flat_positions is not None:
-                found = self._receptive_fields(pl_module, layer, shape, flat_positions)
-                boxes = [found[r * k : (r + 1) * k] for r in range(rows)]
-            projections = None
-            if self.projection is not None:
-                proj = project(
-                    pl_module,
-                    pool[top.indices.flatten()],
-                    layer,
-                    [c for c in chans for _ in range(k)],
-                    flat_positions,
-                    rule=self.projection,  # type: ignore[arg-type]
-                    batch_size=self.batch_size,
-                )
-                projections = proj.reshape(rows, k, *proj.shape[1:])
-            image = examples_grid(
-                pool, top, boxes=boxes, projections=projections, min_size=self.min_size
+            try:
+                wanted[layer] = self._channels(pl_module, layer, pool)
+            except Exception as err:  # noqa: BLE001 - reported per layer (re-raised if strict)
+                self._layer_failed(event, layer, err)
+        if not wanted:
+            return
+        tops: dict[str, TopExamples] = {}
+        try:
+            # one pass over the pool for every layer, stopped after the deepest
+            tops = top_examples_multi(
+                pl_module, pool, wanted, k=self.k, batch_size=self.batch_size, call_counts=counts
             )
-            event.add_image(
-                f"featurewatch/examples/{layer}",
-                image,
-                caption=self._caption(event, layer, top, boxes, projections),
+        except Exception:  # noqa: BLE001 - find the failing layer(s) one by one
+            for layer, chans in wanted.items():
+                try:
+                    tops[layer] = top_examples(
+                        pl_module,
+                        pool,
+                        layer,
+                        chans,
+                        k=self.k,
+                        batch_size=self.batch_size,
+                        call_counts=counts,
+                    )
+                except Exception as err:  # noqa: BLE001 - reported per layer (re-raised if strict)
+                    self._layer_failed(event, layer, err)
+        for layer in self.layers:
+            if layer not in tops:
+                continue
+            try:
+                self._show(pl_module, event, pool, shape, layer, tops[layer], counts)
+            except Exception as err:  # noqa: BLE001 - reported per layer (re-raised if strict)
+                self._layer_failed(event, layer, err)
+
+    def _show(
+        self,
+        pl_module: pl.LightningModule,
+        event: Event,
+        pool: torch.Tensor,
+        shape: tuple[int, ...],
+        layer: str,
+        top: TopExamples,
+        counts: dict[str, int] | None,
+    ) -> None:
+        rows, k = top.indices.shape
+        flat_positions = None
+        if top.positions is not None:
+            flat_positions = [(int(y), int(x)) for y, x in top.positions.flatten(0, 1).tolist()]
+        boxes = None
+        if self.crops and flat_positions is not None:
+            found = self._receptive_fields(pl_module, layer, shape, flat_positions, counts)
+            boxes = [found[r * k : (r + 1) * k] for r in range(rows)]
+        projections = None
+        plain = False
+        if self.projection is not None:
+            result = project_detailed(
+                pl_module,
+                pool[top.indices.flatten()],
+                layer,
+                [c for c in top.channels for _ in range(k)],
+                flat_positions,
+                rule=self.projection,  # type: ignore[arg-type]
+                batch_size=self.batch_size,
+                call_counts=counts,
             )
+            projections = result.gradients.reshape(rows, k, *result.gradients.shape[1:])
+            plain = result.plain and self.projection != "gradient"
+        image = examples_grid(
+            pool, top, boxes=boxes, projections=projections, min_size=self.min_size
+        )
+        event.add_image(
+            f"featurewatch/examples/{layer}",
+            image,
+            caption=self._caption(event, layer, top, boxes, projections, plain),
+        )
 
     def _caption(
         self,
@@ -271,12 +441,14 @@ class DatasetExamples(FeatureWatchCallback):
         top: TopExamples,
         boxes: list[list[Box]] | None,
         projections: torch.Tensor | None,
+        plain: bool = False,
     ) -> str:
         columns = ["top images"]
         if boxes is not None:
             columns.append("receptive-field crops")
         if projections is not None:
-            columns.append(f"{_RULE_NAMES[str(self.projection)]} projections")
+            name = f"{_RULE_NAMES[str(self.projection)]} projections"
+            columns.append(f"{name} {_PLAIN_NOTE}" if plain else name)
         head = (
             f"epoch {event.epoch}, step {event.step}: {layer}, top {top.k} of {top.pool_size} pool "
             f"images per channel; rows: {describe_channels(top.channels)}; columns: {' | '.join(columns)}"
@@ -289,7 +461,7 @@ class DatasetExamples(FeatureWatchCallback):
 
     # ------------------------------------------------------------------ resume
     def extra_state(self) -> dict[str, Any]:
-        return self._pool.state()
+        return self._pool.state() if self.checkpoint_pool else {}
 
     def load_extra_state(self, state: dict[str, Any]) -> None:
         self._pool.load_state(state)

@@ -3,12 +3,17 @@
 from featurewatch.core.attribution import cam, grad_cam, occlusion, overlay, saliency
 from featurewatch.core.deepdream import deep_dream
 from featurewatch.core.examples import (
+    RULE_MODULE_TYPES,
+    Projection,
     TopExamples,
     examples_grid,
+    layer_call_counts,
     project,
+    project_detailed,
     receptive_field,
     receptive_fields,
     top_examples,
+    top_examples_multi,
 )
 from featurewatch.core.fit_stats import ImageStats, fit_image_stats
 from featurewatch.core.hygiene import in_isolation, isolated, model_device_dtype, outside_inference
@@ -63,6 +68,7 @@ from featurewatch.core.transforms import (
 __all__ = [
     "OUTPUT",
     "RECTIFIER_TYPES",
+    "RULE_MODULE_TYPES",
     "ChannelStats",
     "ChannelStatsRecorder",
     "ChannelSummary",
@@ -73,6 +79,7 @@ __all__ = [
     "LayerRef",
     "Objective",
     "PixelImage",
+    "Projection",
     "RenderResult",
     "StopForward",
     "TopExamples",
@@ -100,6 +107,7 @@ __all__ = [
     "interpolate",
     "isolated",
     "jitter",
+    "layer_call_counts",
     "layer_l2",
     "list_layers",
     "load_images",
@@ -112,6 +120,7 @@ __all__ = [
     "pad",
     "parse_layer",
     "project",
+    "project_detailed",
     "random_affine",
     "random_rotate",
     "random_scale",
@@ -124,6 +133,7 @@ __all__ = [
     "standard_transforms",
     "to_uint8",
     "top_examples",
+    "top_examples_multi",
     "total_variation",
     "unit_seed",
     "visualize_channels",

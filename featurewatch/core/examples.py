@@ -6,16 +6,19 @@ the inputs of a dataset that excite it most, the patch of each input the unit ca
 image (:mod:`featurewatch.core.render`) these are real data: they answer "what does this channel
 fire on in *my* data", and they cost a few forward passes over a fixed pool plus one backward.
 
-* :func:`top_examples` - per channel, the ``k`` pool images with the highest spatial maximum of the
-  channel, their values and the ``(y, x)`` of that maximum. Batched over the pool; every forward
-  stops right after the layer.
+* :func:`top_examples` / :func:`top_examples_multi` - per channel, the ``k`` pool images with the
+  highest spatial maximum of the channel, their values and the ``(y, x)`` of that maximum. Batched
+  over the pool; one forward per pool batch serves every layer and stops right after the deepest.
 * :func:`receptive_fields` / :func:`receptive_field` - the input box a feature-map position can
-  depend on, measured exactly as the support of a gradient (see there for how ReLU zeros and
+  depend on, measured exactly as the support of a gradient (see there for how activations and
   max-pooling are kept from hiding pixels).
-* :func:`project` - the gradient of one unit with respect to the input under the guided-backprop
-  (Springenberg et al., 2015), deconvnet (Zeiler & Fergus, 2014) or plain-gradient rule.
+* :func:`project` / :func:`project_detailed` - the gradient of one unit with respect to the input
+  under the guided-backprop (Springenberg et al., 2015), deconvnet (Zeiler & Fergus, 2014) or
+  plain-gradient rule.
 * :func:`examples_grid` - one picture: per channel a row of top images | receptive-field crops |
   projections.
+* :func:`layer_call_counts` - how often one forward calls each layer's module; pass it as
+  ``call_counts`` to skip the single-image counting forward each function otherwise runs.
 
 Every function runs inside :func:`~featurewatch.core.hygiene.isolated` (eval mode, parameters do
 not require grad, RNG restored), differentiates with ``torch.autograd.grad`` with respect to the
@@ -33,7 +36,8 @@ Example:
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator, Sequence
+import warnings
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager, suppress
 from dataclasses import dataclass
 from typing import Any, Literal
@@ -46,6 +50,7 @@ from torch.func import functional_call
 from featurewatch.core.hygiene import isolated, model_device_dtype
 from featurewatch.core.images import grid, scale_each, to_display_channels
 from featurewatch.core.layers import (
+    ACTIVATION_TYPES,
     LayerRef,
     StopForward,
     capture,
@@ -56,14 +61,19 @@ from featurewatch.core.layers import (
 
 __all__ = [
     "PROJECTION_RULES",
+    "RULE_MODULE_TYPES",
     "Box",
+    "Projection",
     "ProjectionRule",
     "TopExamples",
     "examples_grid",
+    "layer_call_counts",
     "project",
+    "project_detailed",
     "receptive_field",
     "receptive_fields",
     "top_examples",
+    "top_examples_multi",
 ]
 
 #: ``(top, left, bottom, right)`` in input pixels; ``bottom``/``right`` exclusive, so
@@ -122,61 +132,140 @@ def _check_channels(layer: str, out: torch.Tensor, channels: Sequence[int]) -> N
 
 
 # ---------------------------------------------------------------------- truncated forward
-def _call_counts(
-    forward: Forward, model: nn.Module, ref: LayerRef, example: torch.Tensor
-) -> dict[str, int] | None:
-    """How often the layer's module runs in one forward (to find its *last* call), or ``None``
-    when the reference names its call (``"name@k"``) and no counting forward is needed.
+def _count_calls(
+    forward: Forward, model: nn.Module, example: torch.Tensor, names: Sequence[str]
+) -> dict[str, int]:
+    """How often one forward of ``example[:1]`` calls each named module.
 
-    The counting forward sees one image; if the model fails after the layer was reached (a head
-    that wants another input size), the count up to there is used.
+    If the model fails after every named module was reached (a head that wants another input
+    size), the count up to there is used; if it fails before one of them, the failure is raised.
     """
-    if ref.call is not None:
-        return None
     failure: Exception | None = None
 
     def run() -> None:
         nonlocal failure
         try:
             forward(example[:1])
-        except Exception as err:  # noqa: BLE001 - fine if the layer ran before it
+        except Exception as err:  # noqa: BLE001 - fine if the layers ran before it
             failure = err
 
     with torch.no_grad():
-        counts = module_calls(model, run, [ref.name])
-    if counts[ref.name] == 0:
-        if failure is not None:
-            raise failure
-        raise ValueError(f"layer {str(ref)!r} is not called in the model's forward pass")
+        counts = module_calls(model, run, list(names))
+    if failure is not None and any(counts[n] == 0 for n in names):
+        raise failure
     return counts
+
+
+def _call_counts(
+    forward: Forward,
+    model: nn.Module,
+    refs: Sequence[LayerRef],
+    example: torch.Tensor,
+    known: Mapping[str, int] | None = None,
+) -> dict[str, int] | None:
+    """Calls per forward of every module a reference without ``@k`` names (to find its *last*
+    call), or ``None`` when every reference names its call and no counting is needed.
+
+    Counts in ``known`` (from :func:`layer_call_counts`) are used as they are; only the missing
+    ones cost a single-image counting forward.
+
+    Raises:
+        ValueError: a referenced module is not called by the forward pass.
+    """
+    names = sorted({r.name for r in refs if r.call is None})
+    if not names:
+        return None
+    counts = {n: int(known[n]) for n in names if known is not None and n in known}
+    missing = [n for n in names if n not in counts]
+    if missing:
+        counts.update(_count_calls(forward, model, example, missing))
+    for ref in refs:
+        if ref.call is None and counts[ref.name] == 0:
+            raise ValueError(f"layer {str(ref)!r} is not called in the model's forward pass")
+    return counts
+
+
+def layer_call_counts(
+    model: nn.Module, example: torch.Tensor, layers: Sequence[str]
+) -> dict[str, int]:
+    """How often one forward pass calls the module of each layer reference (keyed by module name).
+
+    Every function here needs it for references without ``@k`` (they mean the module's *last*
+    call) and otherwise runs one untruncated single-image forward to find it; compute it once per
+    input shape and pass it as ``call_counts`` to skip those forwards. A module that is never
+    called counts 0 (the functions then raise for that layer).
+
+    Args:
+        model: the network (left exactly as it was).
+        example: ``(N, C, H, W)`` input; only ``example[:1]`` is run.
+        layers: layer references (``"features.6"``, ``"layer1.0.relu@1"``).
+
+    Returns:
+        ``{module name: calls per forward}``.
+
+    Raises:
+        ValueError: unknown layer. The model's own exception if it fails before a layer is reached.
+
+    Example:
+        >>> counts = layer_call_counts(model, pool[:1], ["layer1.0.relu", "layer2"])
+        >>> counts
+        {'layer1.0.relu': 2, 'layer2': 1}
+    """
+    example = _check_images(example, "example")
+    refs = [parse_layer(la) for la in layers]
+    for ref in refs:
+        resolve_layer(model, ref)
+    names = sorted({r.name for r in refs})
+    with isolated(model):
+        device, dtype = model_device_dtype(model)
+        return _count_calls(model, model, example[:1].to(device=device, dtype=dtype), names)
+
+
+@contextmanager
+def _layers_reader(
+    model: nn.Module,
+    refs: Sequence[LayerRef],
+    counts: dict[str, int] | None,
+    forward: Forward | None = None,
+) -> Iterator[Callable[[torch.Tensor], dict[str, torch.Tensor]]]:
+    """Yield ``read(x)``: ``{str(ref): output}`` for ``x``; the forward stops right after the
+    deepest layer, so each module up to there runs once per ``read`` and none after it.
+
+    One layer is not cloned (nothing runs after the capture, so a later in-place op cannot
+    overwrite it, and the autograd graph is kept for :func:`project`); several are (a later
+    in-place op, ``ReLU(inplace=True)`` after a conv, would change an earlier capture).
+    """
+    run = forward if forward is not None else model
+    with capture(model, list(refs), call_counts=counts, stop=True, clone=len(refs) > 1) as got:
+
+        def read(x: torch.Tensor) -> dict[str, torch.Tensor]:
+            with suppress(StopForward):
+                run(x)
+            outs: dict[str, torch.Tensor] = {}
+            for ref in refs:
+                out = got.outputs.get(str(ref))
+                if out is None:
+                    raise ValueError(
+                        f"layer {str(ref)!r} was not reached in the forward pass; for a module called k "
+                        "times use '@0' .. '@k-1'"
+                    )
+                if not isinstance(out, torch.Tensor):
+                    raise TypeError(
+                        f"layer {str(ref)!r} outputs {type(out).__name__}, not a tensor"
+                    )
+                outs[str(ref)] = out
+            return outs
+
+        yield read
 
 
 @contextmanager
 def _layer_reader(
     model: nn.Module, ref: LayerRef, counts: dict[str, int] | None, forward: Forward | None = None
 ) -> Iterator[Callable[[torch.Tensor], torch.Tensor]]:
-    """Yield ``read(x)``: the layer's output for ``x``; the forward stops right after the layer.
-
-    ``clone=False``: nothing runs after the capture (the forward is stopped there), so a later
-    in-place op cannot overwrite it, and the autograd graph is kept for :func:`project`.
-    """
-    run = forward if forward is not None else model
-    with capture(model, [ref], call_counts=counts, stop=True, clone=False) as got:
-
-        def read(x: torch.Tensor) -> torch.Tensor:
-            with suppress(StopForward):
-                run(x)
-            out = got.outputs.get(str(ref))
-            if out is None:
-                raise ValueError(
-                    f"layer {str(ref)!r} was not reached in the forward pass; for a module called k times "
-                    "use '@0' .. '@k-1'"
-                )
-            if not isinstance(out, torch.Tensor):
-                raise TypeError(f"layer {str(ref)!r} outputs {type(out).__name__}, not a tensor")
-            return out
-
-        yield read
+    """:func:`_layers_reader` for one layer: ``read(x)`` returns its output."""
+    with _layers_reader(model, [ref], counts, forward) as read_all:
+        yield lambda x: read_all(x)[str(ref)]
 
 
 def _first_argmax(flat: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -226,6 +315,7 @@ def top_examples(
     k: int = 9,
     *,
     batch_size: int = 64,
+    call_counts: Mapping[str, int] | None = None,
 ) -> TopExamples:
     """The ``k`` pool images that excite each channel most (Zeiler & Fergus, 2014, Fig. 2).
 
@@ -233,7 +323,8 @@ def top_examples(
     responding location is what a detector is for; the mean would favour large, diffuse responses).
     The pool is processed in batches and every forward stops right after ``layer``: nothing deeper
     in the network runs. One extra single-image forward counts the layer's calls when the reference
-    has no ``@k``.
+    has no ``@k`` (unless ``call_counts`` has them). For several layers use
+    :func:`top_examples_multi`: one pass over the pool serves them all.
 
     Ties are broken deterministically: between images by the lower pool index, inside a feature
     map by the first position in row-major order. NaN activations rank last.
@@ -246,6 +337,7 @@ def top_examples(
         channels: channel index or indices.
         k: examples per channel; capped at the pool size.
         batch_size: pool images per forward (memory bound; results do not depend on it).
+        call_counts: from :func:`layer_call_counts`, to skip the counting forward.
 
     Returns:
         A :class:`TopExamples`.
@@ -259,50 +351,115 @@ def top_examples(
         >>> top.indices.shape, top.positions.shape
         (torch.Size([3, 6]), torch.Size([3, 6, 2]))
     """
+    ref = parse_layer(layer)
+    found = top_examples_multi(
+        model, images, {str(ref): channels}, k, batch_size=batch_size, call_counts=call_counts
+    )
+    return found[str(ref)]
+
+
+def top_examples_multi(
+    model: nn.Module,
+    images: torch.Tensor,
+    channels: Mapping[str, int | Sequence[int]],
+    k: int = 9,
+    *,
+    batch_size: int = 64,
+    call_counts: Mapping[str, int] | None = None,
+) -> dict[str, TopExamples]:
+    """:func:`top_examples` for several layers at once, in one pass over the pool.
+
+    Each pool batch runs through the model once; the outputs of every layer are captured in that
+    forward, which stops right after the deepest of them: every module up to it runs once per pool
+    batch, and no module after it runs at all. The cost is that of :func:`top_examples` for the
+    deepest layer alone (plus one single-image counting forward unless ``call_counts`` is given or
+    every reference names its call).
+
+    Args:
+        model: the network (left exactly as it was).
+        images: ``(N, C, H, W)`` pool, as the model takes it; any device.
+        channels: ``{layer reference: channel index or indices}``; one result per entry.
+        k: examples per channel; capped at the pool size.
+        batch_size: pool images per forward (results do not depend on it).
+        call_counts: from :func:`layer_call_counts`, to skip the counting forward.
+
+    Returns:
+        ``{str(layer reference): TopExamples}`` in the order of ``channels``.
+
+    Raises:
+        ValueError: as :func:`top_examples`, for the first layer that fails (no result for any).
+
+    Example:
+        >>> tops = top_examples_multi(model, pool, {"features.2": range(8), "features.6": [0, 3]}, k=6)
+        >>> tops["features.6"].indices.shape
+        torch.Size([2, 6])
+    """
     images = _check_images(images)
-    chans = _channel_list(channels)
+    if not isinstance(channels, Mapping):
+        raise TypeError(
+            "`channels` must be a mapping {layer: channel or channels}, got "
+            f"{type(channels).__name__}"
+        )
+    if not channels:
+        raise ValueError("`channels` must name at least one layer, got an empty mapping")
     _check_positive("k", k)
     _check_positive("batch_size", batch_size)
-    ref = parse_layer(layer)
-    resolve_layer(model, ref)
+    wanted: dict[str, tuple[LayerRef, list[int]]] = {}
+    for layer, chans in channels.items():
+        ref = parse_layer(layer)
+        resolve_layer(model, ref)
+        wanted[str(ref)] = (ref, _channel_list(chans))
+    refs = [ref for ref, _ in wanted.values()]
     n = images.shape[0]
+    maxima: dict[str, list[torch.Tensor]] = {key: [] for key in wanted}
+    where: dict[str, list[torch.Tensor]] = {key: [] for key in wanted}
+    map_size: dict[str, tuple[int, int] | None] = {}
     with isolated(model):
         device, dtype = model_device_dtype(model)
-        counts = _call_counts(model, model, ref, images[:1].to(device=device, dtype=dtype))
-        maxima: list[torch.Tensor] = []
-        where: list[torch.Tensor] = []
-        map_size: tuple[int, int] | None = None
-        index = torch.tensor(chans)
-        with torch.no_grad(), _layer_reader(model, ref, counts) as read:
+        counts = _call_counts(
+            model, model, refs, images[:1].to(device=device, dtype=dtype), call_counts
+        )
+        index = {key: torch.tensor(chans, device=device) for key, (_, chans) in wanted.items()}
+        with torch.no_grad(), _layers_reader(model, refs, counts) as read:
             for lo in range(0, n, batch_size):
-                out = read(images[lo : lo + batch_size].to(device=device, dtype=dtype))
-                if lo == 0:
-                    _check_channels(str(ref), out, chans)
-                    map_size = (int(out.shape[2]), int(out.shape[3])) if out.dim() == 4 else None
-                sel = out.index_select(1, index.to(out.device)).float()
-                if sel.dim() == 2:
-                    maxima.append(sel.cpu())
-                else:
-                    v, i = _first_argmax(sel.flatten(2))
-                    maxima.append(v.cpu())
-                    where.append(i.cpu())
-    values = torch.cat(maxima).T.contiguous()  # (C, N)
-    key = torch.nan_to_num(values, nan=float("-inf"))
+                outs = read(images[lo : lo + batch_size].to(device=device, dtype=dtype))
+                for key, (_, chans) in wanted.items():
+                    out = outs[key]
+                    if lo == 0:
+                        _check_channels(key, out, chans)
+                        map_size[key] = (
+                            (int(out.shape[2]), int(out.shape[3])) if out.dim() == 4 else None
+                        )
+                    sel = out.index_select(1, index[key].to(out.device)).float()
+                    if sel.dim() == 2:
+                        maxima[key].append(sel.cpu())
+                    else:
+                        v, i = _first_argmax(sel.flatten(2))
+                        maxima[key].append(v.cpu())
+                        where[key].append(i.cpu())
+                del outs
     kk = min(k, n)
-    order = torch.sort(key, dim=1, descending=True, stable=True).indices[:, :kk]
-    positions = None
-    if map_size is not None:
-        flat = torch.cat(where).T.gather(1, order)  # (C, k) flat index into the map
-        positions = torch.stack([flat // map_size[1], flat % map_size[1]], dim=-1)
-    return TopExamples(
-        layer=str(ref),
-        channels=chans,
-        indices=order,
-        values=values.gather(1, order),
-        positions=positions,
-        map_size=map_size,
-        pool_size=n,
-    )
+    result: dict[str, TopExamples] = {}
+    for key, (_, chans) in wanted.items():
+        values = torch.cat(maxima[key]).T.contiguous()  # (C, N)
+        order = torch.sort(
+            torch.nan_to_num(values, nan=float("-inf")), dim=1, descending=True, stable=True
+        ).indices[:, :kk]
+        size = map_size[key]
+        positions = None
+        if size is not None:
+            flat = torch.cat(where[key]).T.gather(1, order)  # (C, k) flat index into the map
+            positions = torch.stack([flat // size[1], flat % size[1]], dim=-1)
+        result[key] = TopExamples(
+            layer=key,
+            channels=chans,
+            indices=order,
+            values=values.gather(1, order),
+            positions=positions,
+            map_size=size,
+            pool_size=n,
+        )
+    return result
 
 
 # ---------------------------------------------------------------------- receptive fields
@@ -311,9 +468,11 @@ def _surrogate_state(model: nn.Module, dtype: torch.dtype) -> dict[str, torch.Te
 
     Weights (``dim >= 2``) become ``1 / fan_in`` (each output an average: no overflow however
     deep), biases 0, other vectors (BatchNorm/LayerNorm scales, PReLU slopes) 1, BatchNorm running
-    means 0 and variances 1. With a positive input, every pre-activation is then positive, so a
-    ReLU (module *or* ``F.relu``) never blocks, and every gradient is a sum of non-negative terms,
-    so none cancels to zero. The model's own tensors are not touched (``functional_call``).
+    means 0 and variances 1. With a positive input, every pre-activation is then positive, so an
+    ``F.relu`` never blocks, and every gradient is a sum of non-negative terms, so none cancels to
+    zero. (Activation *modules* are bypassed altogether, see :func:`_activations_pass_through`:
+    residual sums grow past any cap, and a saturated ``ReLU6`` would block.) The model's own
+    tensors are not touched (``functional_call``).
     """
     state: dict[str, torch.Tensor] = {}
     for name, p in model.named_parameters():
@@ -399,6 +558,62 @@ def _whole_window_pools(model: nn.Module) -> Iterator[None]:
             h.remove()
 
 
+#: Elementwise activation modules: in the stand-in forward of :func:`receptive_fields` each passes
+#: its input through unchanged (an elementwise function cannot widen or narrow a receptive field;
+#: a saturating one - ReLU6, Hardtanh, Hardsigmoid, Sigmoid, Tanh far out - could only hide pixels).
+_ELEMENTWISE_ACTIVATIONS: tuple[type[nn.Module], ...] = (
+    *ACTIVATION_TYPES,
+    nn.Hardsigmoid,
+    nn.Hardshrink,
+    nn.Softshrink,
+    nn.Softsign,
+    nn.Tanhshrink,
+    nn.Threshold,
+    nn.LogSigmoid,
+)
+
+
+@contextmanager
+def _activations_pass_through(model: nn.Module) -> Iterator[None]:
+    """While active, every elementwise activation module returns its input unchanged.
+
+    The receptive field depends only on connectivity; with the stand-in parameters every value is
+    positive but residual sums double it block after block, so a ``ReLU6``/``Hardtanh`` would
+    saturate (gradient 0) and hide every pixel. A forward pre-hook keeps the input and hands an
+    in-place module a clone (so the kept input is not overwritten); a forward hook, prepended so a
+    capture at the activation itself sees it, returns the kept input (the very tensor for an
+    in-place module, which aliases its input; a copy otherwise, which does not). Pre- and post-hook
+    of one call are adjacent, so a module called several times is handled call by call.
+    """
+    kept: dict[int, torch.Tensor] = {}
+    handles = []
+
+    def pre(module: nn.Module, args: tuple[Any, ...]) -> tuple[Any, ...] | None:
+        if not args or not isinstance(args[0], torch.Tensor):
+            return None
+        kept[id(module)] = args[0]
+        if getattr(module, "inplace", False):
+            return (args[0].clone(), *args[1:])
+        return None
+
+    def post(module: nn.Module, args: tuple[Any, ...], out: Any) -> Any:
+        x = kept.pop(id(module), None)
+        if x is None:
+            return None
+        return x if getattr(module, "inplace", False) else x.clone()
+
+    try:
+        for m in model.modules():
+            if isinstance(m, _ELEMENTWISE_ACTIVATIONS):
+                handles.append(m.register_forward_pre_hook(pre))
+                handles.append(m.register_forward_hook(post, prepend=True))
+        yield
+    finally:
+        for h in handles:
+            h.remove()
+        kept.clear()
+
+
 def _shape3(input_shape: Sequence[int]) -> tuple[int, int, int]:
     shape = tuple(int(s) for s in input_shape)
     if len(shape) == 4 and shape[0] == 1:
@@ -416,6 +631,7 @@ def receptive_fields(
     *,
     batch_size: int = 64,
     trials: int = 1,
+    call_counts: Mapping[str, int] | None = None,
 ) -> list[Box]:
     """The input box each feature-map position of ``layer`` can depend on, measured exactly.
 
@@ -424,20 +640,32 @@ def receptive_fields(
     rather than whatever the current weights and a particular input happen to let through, the
     forward runs with stand-in parameters (``torch.func.functional_call``; the model's tensors are
     untouched): weights ``1/fan_in``, biases 0, normalization scales 1, BatchNorm statistics 0/1,
-    in float64, on a random input in ``[0.5, 1.5]``. Every pre-activation is then positive, so no
-    ReLU (module or functional) blocks a gradient, and every gradient is a sum of non-negative
-    terms, so nothing cancels; dead or zero filters of the real model do not shrink the box.
-    Every ``nn.MaxPool*``/``nn.AdaptiveMaxPool*`` module also passes gradient to its whole window
-    (an average-pool gradient over the same windows is added; values unchanged). All positions
-    are batched: one forward and one backward per ``batch_size`` positions.
+    on a random input in ``[0.5, 1.5]``; and every elementwise activation *module* (ReLU, ReLU6,
+    Hardtanh, Hardswish, SiLU, GELU, Sigmoid, Tanh, ... and their in-place forms) passes its input
+    through unchanged. Every value is then positive, so no ``F.relu`` blocks a gradient, no
+    saturating activation (a ReLU6 after residual sums that grow past 6) zeroes one, and every
+    gradient is a sum of non-negative terms, so nothing cancels; dead or zero filters of the real
+    model do not shrink the box. Every ``nn.MaxPool*``/``nn.AdaptiveMaxPool*`` module also passes
+    gradient to its whole window (an average-pool gradient over the same windows is added; values
+    unchanged). All positions are batched: one forward and one backward per ``batch_size``
+    positions.
+
+    The stand-in forward runs in float64 (float32 on MPS, which has none): the gradient on the
+    edge of a field is a product of about one ``1/k`` per ``k x k`` convolution on the longest
+    path (``1/k**2`` at a corner): ``3**-90 = 1e-43`` after 90 3x3 convolutions, the bottom of
+    float32's range (smallest subnormal ``1.4e-45``; DenseNet-201 has 98 on its longest path),
+    while float64 reaches ``1e-308``. The callback computes each position once per run, so the
+    extra cost does not recur.
 
     **Limits.** Padding: pixels of the zero padding do not exist, so boxes near the border are
     clipped to the image (that is the truth: nothing else can influence the unit). Functional
-    max-pooling (``F.max_pool2d``) and dilated or index-returning max-pool modules pass gradient to
-    the argmax only, so the box can come out too small; ``trials > 1`` takes the union over several
-    random inputs. Layers that subtract data-dependent means (LayerNorm, GroupNorm) can make values
-    negative and let a ``ReLU`` block; again ``trials`` helps. Normalization with batch statistics
-    or global operations (attention, global pooling) make every pixel count: the box is the whole
+    activations that saturate (``F.relu6``, ``F.hardtanh``, ``torch.sigmoid`` far out) cannot be
+    bypassed and can block. Functional max-pooling (``F.max_pool2d``) and dilated or
+    index-returning max-pool modules pass gradient to the argmax only, so the box can come out too
+    small; ``trials > 1`` takes the union over several random inputs. Layers that subtract
+    data-dependent means (LayerNorm, GroupNorm) can make values negative, so an ``F.relu`` can
+    block and gradients can cancel; again ``trials`` helps. Normalization with batch statistics or
+    global operations (attention, global pooling) make every pixel count: the box is the whole
     image, which is correct.
 
     Args:
@@ -448,6 +676,7 @@ def receptive_fields(
         positions: ``(y, x)`` in the feature map per unit (``None`` for a 2-D layer).
         batch_size: positions per forward/backward.
         trials: random inputs whose supports are united (see Limits).
+        call_counts: from :func:`layer_call_counts`, to skip the counting forward.
 
     Returns:
         One :class:`Box` ``(top, left, bottom, right)`` per position (bottom/right exclusive).
@@ -480,8 +709,8 @@ def receptive_fields(
         gen = torch.Generator().manual_seed(0)
         example = torch.ones(1, *shape, dtype=dtype, device=device)
         boxes: list[Box] = []
-        with _whole_window_pools(model):
-            counts = _call_counts(forward, model, ref, example)
+        with _whole_window_pools(model), _activations_pass_through(model):
+            counts = _call_counts(forward, model, [ref], example, call_counts)
             with _layer_reader(model, ref, counts, forward) as read:
                 for lo in range(0, len(pos), batch_size):
                     chunk = pos[lo : lo + batch_size]
@@ -493,6 +722,11 @@ def receptive_fields(
                         x.requires_grad_(True)
                         out = read(x)
                         units = _units(str(ref), out, None, chunk)
+                        if not units.requires_grad:
+                            raise ValueError(
+                                f"the units of layer {str(ref)!r} do not depend on the input through "
+                                "autograd (is its output detached or computed without grad?)"
+                            )
                         (g,) = torch.autograd.grad(units.sum(), x)
                         support |= (g.detach().abs().sum(1) > 0).cpu()
                     boxes.extend(_bounding_box(str(ref), s, p) for s, p in zip(support, chunk))
@@ -533,7 +767,11 @@ def _units(
     positions: Sequence[tuple[int, int] | None] | None,
 ) -> torch.Tensor:
     """``(N,)`` unit values: element ``i`` is channel ``channels[i]`` (all channels summed when
-    ``None``) at ``positions[i]`` (the channel's first maximum when ``None``)."""
+    ``None``) at ``positions[i]`` (the channel's first maximum when ``None``).
+
+    Vectorized: positions are Python ints checked on the host, maxima found in one batched argmax
+    on the tensor's device (no per-image device-to-host synchronization).
+    """
     n = out.shape[0]
     rows = torch.arange(n, device=out.device)
     if out.dim() == 2:
@@ -550,77 +788,118 @@ def _units(
         raise ValueError(
             f"layer {layer!r} outputs shape {tuple(out.shape)}; expected (N, C, H, W) or (N, C)"
         )
-    h, w = out.shape[2], out.shape[3]
-    if channels is None:
-        maps = out.sum(1)  # (N, H, W)
-    else:
-        maps = out[rows, torch.tensor(list(channels), device=out.device)]
-    ys, xs = [], []
-    for i in range(n):
-        p = None if positions is None else positions[i]
+    h, w = int(out.shape[2]), int(out.shape[3])
+    given: list[tuple[int, int] | None] = [None] * n if positions is None else list(positions)
+    flat_given: list[int] = []
+    for p in given:
         if p is None:
             if channels is None:
                 raise ValueError(
                     f"layer {layer!r} has an {h}x{w} feature map: give a (y, x) position"
                 )
-            _, flat = _first_argmax(maps[i].detach().flatten())
-            y, x = int(flat) // w, int(flat) % w
-        else:
-            y, x = (int(v) for v in p)
+            flat_given.append(0)
+            continue
+        y, x = (int(v) for v in p)
         if not (0 <= y < h and 0 <= x < w):
             raise ValueError(
                 f"position {(y, x)} outside the {h}x{w} feature map of layer {layer!r} (valid: y 0..{h - 1}, x 0..{w - 1})"
             )
-        ys.append(y)
-        xs.append(x)
-    return maps[rows, torch.tensor(ys, device=out.device), torch.tensor(xs, device=out.device)]
+        flat_given.append(y * w + x)
+    if channels is None:
+        maps = out.sum(1).flatten(1)  # (N, H*W)
+    else:
+        maps = out[rows, torch.tensor(list(channels), device=out.device)].flatten(1)
+    flat = torch.tensor(flat_given, device=out.device)
+    missing = [p is None for p in given]
+    if any(missing):
+        _, first = _first_argmax(maps.detach())
+        flat = torch.where(torch.tensor(missing, device=out.device), first, flat)
+    return maps[rows, flat]
 
 
 # ---------------------------------------------------------------------- projections
-class _RuleReLU(torch.autograd.Function):
-    """``relu(x)`` whose backward follows a visualization rule instead of the chain rule.
+#: Activation modules a projection rule rewrites: ``nn.ReLU``, ``nn.ReLU6`` and any ``nn.Hardtanh``
+#: with ``min_val == 0`` (a capped ReLU), ``nn.LeakyReLU`` with a non-negative slope.
+RULE_MODULE_TYPES: tuple[type[nn.Module], ...] = (nn.ReLU, nn.ReLU6, nn.Hardtanh, nn.LeakyReLU)
 
-    * guided backprop (Springenberg et al., 2015): ``relu(grad) * (x > 0)`` - only positive
-      evidence, only through units that were on in the forward pass;
-    * deconvnet (Zeiler & Fergus, 2014): ``relu(grad)`` - the forward sign is ignored: the
-      deconvnet's "unpooling + rectification" reconstructs with a ReLU of its own.
+
+def _rule_params(module: nn.Module) -> tuple[float, float | None] | None:
+    """``(negative slope, cap)`` of a rectifier the rules rewrite, or ``None`` for other modules."""
+    if isinstance(module, nn.ReLU):
+        return 0.0, None
+    if isinstance(module, nn.Hardtanh):  # nn.ReLU6 is Hardtanh(0, 6)
+        if float(module.min_val) == 0.0 and float(module.max_val) > 0.0:
+            return 0.0, float(module.max_val)
+        return None
+    if isinstance(module, nn.LeakyReLU) and float(module.negative_slope) >= 0.0:
+        return float(module.negative_slope), None
+    return None
+
+
+class _RuleReLU(torch.autograd.Function):
+    """A rectifier ``f`` (ReLU, capped ReLU, leaky ReLU) whose backward follows a visualization
+    rule instead of the chain rule ``grad * f'(x)``:
+
+    * guided backprop (Springenberg et al., 2015): ``relu(grad) * f'(x)`` - only positive
+      evidence, only through units that were on (for a ReLU ``f'(x) = [x > 0]``; for ReLU6
+      ``[0 < x < 6]``; for a leaky ReLU 1 or the slope);
+    * deconvnet (Zeiler & Fergus, 2014): ``relu(grad)`` - the forward is ignored: the deconvnet's
+      "unpooling + rectification" reconstructs with a ReLU of its own.
+
+    For guided backprop only the boolean mask ``f(x) > 0`` (and ``f(x) < cap``) computed in the
+    forward is saved - neither the input nor the output - so a model that edits either in place
+    afterwards (legal in PyTorch for the input, whose ReLU saves its output) is unaffected.
     """
 
     @staticmethod
-    def forward(ctx: Any, x: torch.Tensor, masked: bool) -> torch.Tensor:
-        ctx.masked = masked
+    def forward(  # type: ignore[override]
+        ctx: Any, x: torch.Tensor, masked: bool, slope: float, cap: float | None
+    ) -> torch.Tensor:
+        out = x.clamp_min(0) if slope == 0.0 else F.leaky_relu(x, slope)
+        if cap is not None:
+            out = out.clamp_max(cap)
+        ctx.masked, ctx.slope = masked, slope
         if masked:
-            ctx.save_for_backward(x)
-        return x.clamp_min(0)
+            on = out > 0
+            if cap is not None:
+                on &= out < cap
+            ctx.save_for_backward(on)
+        return out
 
     @staticmethod
-    def backward(ctx: Any, grad: torch.Tensor) -> tuple[torch.Tensor, None]:
+    def backward(ctx: Any, grad: torch.Tensor) -> tuple[torch.Tensor | None, None, None, None]:
         out = grad.clamp_min(0)
         if ctx.masked:
-            (x,) = ctx.saved_tensors
-            out = torch.where(x > 0, out, torch.zeros_like(out))
-        return out, None
+            (on,) = ctx.saved_tensors
+            off = torch.zeros_like(out) if ctx.slope == 0.0 else out * ctx.slope
+            out = torch.where(on, out, off)
+        return out, None, None, None
 
 
 @contextmanager
-def _relu_rule(model: nn.Module, rule: str) -> Iterator[None]:
-    """While active, every ``nn.ReLU`` module's output carries the backward of ``rule``.
+def _relu_rule(model: nn.Module, rule: str) -> Iterator[list[int]]:
+    """While active, every rectifier module's output (see :data:`RULE_MODULE_TYPES`) carries the
+    backward of ``rule``. Yields a one-element counter of the module calls rewritten so far.
 
-    A forward pre-hook keeps the module's input and hands an in-place ReLU a clone (so the input
+    A forward pre-hook keeps the module's input and hands an in-place module a clone (so the input
     survives, and the graph of the layer before stays valid); a forward hook, prepended so that a
-    capture at the ReLU itself sees it, replaces the output by :class:`_RuleReLU` applied to that
-    kept input. Pre- and post-hook of one call are adjacent, so a ReLU module called several times
-    in one forward is handled call by call. ``F.relu`` calls cannot be hooked: they keep the plain
+    capture at the module itself sees it, replaces the output by :class:`_RuleReLU` applied to that
+    kept input. Pre- and post-hook of one call are adjacent, so a module called several times in
+    one forward is handled call by call. ``F.relu`` calls cannot be hooked: they keep the plain
     gradient. ``"gradient"`` installs nothing.
     """
+    calls = [0]
     if rule == "gradient":
-        yield
+        yield calls
         return
     masked = rule == "guided"
     kept: dict[int, torch.Tensor] = {}
+    params: dict[int, tuple[float, float | None]] = {}
     handles = []
 
     def pre(module: nn.Module, args: tuple[Any, ...]) -> tuple[Any, ...] | None:
+        if not args or not isinstance(args[0], torch.Tensor):
+            return None
         x = args[0]
         kept[id(module)] = x
         if getattr(module, "inplace", False):
@@ -629,14 +908,20 @@ def _relu_rule(model: nn.Module, rule: str) -> Iterator[None]:
 
     def post(module: nn.Module, args: tuple[Any, ...], out: Any) -> Any:
         x = kept.pop(id(module), None)
-        return _RuleReLU.apply(x, masked) if x is not None else None
+        if x is None:
+            return None
+        calls[0] += 1
+        slope, cap = params[id(module)]
+        return _RuleReLU.apply(x, masked, slope, cap)
 
     try:
         for m in model.modules():
-            if isinstance(m, nn.ReLU):
+            found = _rule_params(m)
+            if found is not None:
+                params[id(m)] = found
                 handles.append(m.register_forward_pre_hook(pre))
                 handles.append(m.register_forward_hook(post, prepend=True))
-        yield
+        yield calls
     finally:
         for h in handles:
             h.remove()
@@ -670,6 +955,29 @@ def _positions_list(position: Any, n: int) -> list[tuple[int, int] | None]:
     return result
 
 
+@dataclass(frozen=True)
+class Projection:
+    """What :func:`project_detailed` returns.
+
+    Attributes:
+        gradients: ``(N, C, H, W)`` float32 projections on the CPU (what :func:`project` returns).
+        rule: the rule asked for.
+        rule_calls: rectifier-module calls (:data:`RULE_MODULE_TYPES`) the rule rewrote in one
+            forward up to the layer (the most over the batches). ``0`` with ``"guided"`` or
+            ``"deconvnet"`` means no such module ran - the network uses ``F.relu`` or other
+            activations - and ``gradients`` is the plain gradient.
+    """
+
+    gradients: torch.Tensor
+    rule: str
+    rule_calls: int
+
+    @property
+    def plain(self) -> bool:
+        """``True`` when ``gradients`` is the plain gradient (asked for, or no module rewritten)."""
+        return self.rule == "gradient" or self.rule_calls == 0
+
+
 def project(
     model: nn.Module,
     x: torch.Tensor,
@@ -679,24 +987,29 @@ def project(
     *,
     rule: ProjectionRule = "guided",
     batch_size: int = 64,
+    call_counts: Mapping[str, int] | None = None,
 ) -> torch.Tensor:
     """Project one unit's activation per image back to pixel space.
 
     Element ``i`` is the gradient of ``layer[i, channel[i], y_i, x_i]`` with respect to ``x[i]``,
-    taken through every ``nn.ReLU`` module with the chosen rule:
+    taken through every rectifier module (``nn.ReLU``, ``nn.ReLU6``/``nn.Hardtanh(0, m)``,
+    ``nn.LeakyReLU``; see :data:`RULE_MODULE_TYPES`) with the chosen rule:
 
     * ``"guided"`` - guided backpropagation (Springenberg et al., 2015, "Striving for Simplicity"):
-      at each ReLU only positive gradient passes, and only where the forward input was positive.
+      at each rectifier only positive gradient passes, and only where the unit was on in the
+      forward pass (``0 < x < 6`` for ReLU6; the slope scales it where a leaky ReLU was off).
       Sharp, positive evidence: the usual choice.
-    * ``"deconvnet"`` - Zeiler & Fergus's deconvnet: each ReLU passes ``relu(grad)`` and ignores
-      the forward sign (max-pool "switches" are the ordinary max-pool gradient). Noisier, less
+    * ``"deconvnet"`` - Zeiler & Fergus's deconvnet: each rectifier passes ``relu(grad)`` and
+      ignores the forward (max-pool "switches" are the ordinary max-pool gradient). Noisier, less
       image-specific; the paper's method.
     * ``"gradient"`` - the plain gradient (Simonyan et al., 2014), signed.
 
-    Only ``nn.ReLU`` modules are rewritten (in-place ones and modules called several times in one
-    forward included); ``F.relu``/``torch.relu`` calls in ``forward`` keep the plain gradient. The
-    forward stops right after ``layer``. Gradients are taken with ``torch.autograd.grad`` with
-    respect to the input only, so the parameters' ``.grad`` and ``requires_grad`` are untouched.
+    In-place modules and modules called several times in one forward are handled; ``F.relu``/
+    ``torch.relu`` calls in ``forward`` keep the plain gradient. When no rectifier module runs
+    before the layer, ``"guided"`` and ``"deconvnet"`` *are* the plain gradient: a ``UserWarning``
+    says so (:func:`project_detailed` reports it instead). The forward stops right after
+    ``layer``. Gradients are taken with ``torch.autograd.grad`` with respect to the input only,
+    so the parameters' ``.grad`` and ``requires_grad`` are untouched.
 
     Args:
         model: the network (left exactly as it was).
@@ -708,6 +1021,7 @@ def project(
             ``(N, 2)`` tensor). Must be ``None`` for a 2-D layer.
         rule: ``"guided"``, ``"deconvnet"`` or ``"gradient"``.
         batch_size: images per forward/backward (results do not depend on it).
+        call_counts: from :func:`layer_call_counts`, to skip the counting forward.
 
     Returns:
         ``(N, C, H, W)`` float32 projections on the CPU (signed; see :func:`examples_grid` for
@@ -719,6 +1033,49 @@ def project(
 
     Example:
         >>> proj = project(model, images, "features.6", channel=3, rule="guided")
+    """
+    result = project_detailed(
+        model,
+        x,
+        layer,
+        channel,
+        position,
+        rule=rule,
+        batch_size=batch_size,
+        call_counts=call_counts,
+    )
+    if result.plain and rule != "gradient":
+        warnings.warn(
+            f"project(rule={rule!r}): no nn.ReLU/ReLU6/LeakyReLU module runs before layer {layer!r} "
+            f"in {type(model).__name__} (F.relu calls cannot be rewritten), so the result is the "
+            "plain gradient",
+            UserWarning,
+            stacklevel=2,
+        )
+    return result.gradients
+
+
+def project_detailed(
+    model: nn.Module,
+    x: torch.Tensor,
+    layer: str,
+    channel: int | Sequence[int],
+    position: Any = None,
+    *,
+    rule: ProjectionRule = "guided",
+    batch_size: int = 64,
+    call_counts: Mapping[str, int] | None = None,
+) -> Projection:
+    """:func:`project`, also saying whether the rule was applied at all (never warns).
+
+    Returns:
+        A :class:`Projection`: the gradients and how many rectifier-module calls the rule
+        rewrote (``0``: the gradients are the plain gradient).
+
+    Example:
+        >>> result = project_detailed(model, images, "features.6", channel=3)
+        >>> result.gradients.shape, result.plain
+        (torch.Size([8, 3, 64, 64]), False)
     """
     x = _check_images(x, "x")
     if rule not in PROJECTION_RULES:
@@ -736,14 +1093,19 @@ def project(
     ref = parse_layer(layer)
     resolve_layer(model, ref)
     results: list[torch.Tensor] = []
+    rule_calls = 0
     with isolated(model):
         device, dtype = model_device_dtype(model)
-        counts = _call_counts(model, model, ref, x[:1].to(device=device, dtype=dtype))
-        with _relu_rule(model, rule), _layer_reader(model, ref, counts) as read:
+        counts = _call_counts(
+            model, model, [ref], x[:1].to(device=device, dtype=dtype), call_counts
+        )
+        with _relu_rule(model, rule) as rewritten, _layer_reader(model, ref, counts) as read:
             for lo in range(0, n, batch_size):
                 hi = min(n, lo + batch_size)
                 xi = x[lo:hi].to(device=device, dtype=dtype).clone().requires_grad_(True)
-                out = read(xi)
+                rewritten[0] = 0
+                out = read(xi.clone())  # not the leaf: a first in-place op of the model stays legal
+                rule_calls = max(rule_calls, rewritten[0])
                 _check_channels(str(ref), out, chans[lo:hi])
                 units = _units(str(ref), out, chans[lo:hi], positions[lo:hi])
                 if units.requires_grad:
@@ -752,7 +1114,7 @@ def project(
                     g = torch.zeros_like(xi)
                 results.append(g.detach().float().cpu())
                 del out, units, xi, g
-    return torch.cat(results)
+    return Projection(gradients=torch.cat(results), rule=rule, rule_calls=rule_calls)
 
 
 # ---------------------------------------------------------------------- the picture

@@ -12,8 +12,11 @@ import numpy as np
 import pytest
 import pytorch_lightning as pl
 import torch
+import torch.nn.functional as F
 from PIL import Image
+from torch import nn
 
+from featurewatch.callbacks.base import FeatureWatchWarning
 from featurewatch.callbacks.dataset_examples import DatasetExamples
 from featurewatch.core.examples import top_examples
 from featurewatch.core.hygiene import isolated
@@ -41,10 +44,10 @@ def records(root: Path) -> list[dict[str, Any]]:
 
 
 def fit(
-    root: Path, callbacks: list, *, epochs: int = 2, val: bool = True
+    root: Path, callbacks: list, *, epochs: int = 2, val: bool = True, net: nn.Module | None = None
 ) -> tuple[pl.Trainer, LitClassifier]:
     pl.seed_everything(0, verbose=False)
-    model = LitClassifier(SmallCNN())
+    model = LitClassifier(net if net is not None else SmallCNN())
     # 4 steps per epoch, 64 val images
     train, val_loader = digits_loaders(n=64, size=16, batch_size=16)
     trainer = make_trainer(root, callbacks, max_epochs=epochs)
@@ -113,6 +116,7 @@ def test_one_picture_per_layer_at_each_scheduled_step_and_training_is_unchanged(
     )
     assert "epoch 2, step 8: net.features.6" in last["caption"]
     assert "guided-backprop projections" in last["caption"]
+    assert "plain gradient" not in last["caption"]
     with isolated(model):
         top = top_examples(model, val_x[:48], "net.features.6", [0, 1], k=3)
     listed = caption_values(last["caption"])
@@ -182,6 +186,29 @@ def test_arguments_are_validated_with_named_messages() -> None:
         DatasetExamples("a", pool_size=0)
     with pytest.raises(ValueError, match="every_n_train_steps"):
         DatasetExamples("a", every_n_train_steps=2)
+    # the pool's messages name this callback's arguments (`pool`, `pool_size`), not the probe helper's
+    with pytest.raises(TypeError, match="`pool` must be a tensor, a path or None, got int"):
+        DatasetExamples("a", pool=5)  # type: ignore[arg-type]
+    with pytest.raises(FileNotFoundError, match="`pool` path '/no/such/pool.pt' does not exist"):
+        DatasetExamples("a", pool="/no/such/pool.pt")
+    with pytest.raises(ValueError, match=r"`pool` tensor must be \(N, C, H, W\)"):
+        DatasetExamples("a", pool=torch.zeros(4, 4))
+    model = LitClassifier(SmallCNN())
+    with pytest.raises(RuntimeError, match="no pool images yet: pass `pool=`"), isolated(model):
+        DatasetExamples("net.features.6").visualize(None, model, Event(step=0, epoch=0))  # type: ignore[arg-type]
+    # channels per layer
+    with pytest.raises(
+        ValueError, match=r"`channels` names layer 'b', which is not in `layers` \(a\)"
+    ):
+        DatasetExamples("a", channels={"b": [0]})
+    with pytest.raises(ValueError, match=r"`channels\['a'\]` must be a non-empty list"):
+        DatasetExamples("a", channels={"a": []})
+    # the channels distinguish two instances in a checkpoint
+    assert (
+        DatasetExamples("a", channels=[0]).state_key
+        != DatasetExamples("a", channels=[1]).state_key
+        != DatasetExamples("a").state_key
+    )
 
 
 def test_tensor_pool_without_crops_or_projections_and_state_round_trip() -> None:
@@ -256,3 +283,237 @@ def test_without_validation_the_pool_is_the_first_training_inputs(tmp_path: Path
     assert same.any(1).all()
     (image,) = [r for r in records(tmp_path) if r["kind"] == "image"]
     assert "of 20 pool images" in image["caption"]
+
+
+class SideHead(SmallCNN):
+    """SmallCNN with a side head on *detached* features: its units do not depend on the input
+    through autograd, so their receptive fields cannot be measured (the layer fails)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.side = nn.Conv2d(16, 2, 1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        features = self.features(x)
+        self.side(features.detach())
+        return self.fc(self.pool(features).flatten(1))
+
+
+def test_a_failing_layer_is_reported_and_the_other_layers_are_still_logged(tmp_path: Path) -> None:
+    # the failing layer comes first: it must not take the others down with it
+    cb = DatasetExamples(["net.side", "net.features.6"], max_channels=2, k=2, pool_size=16)
+    with pytest.warns(FeatureWatchWarning, match="failed for layer 'net.side' at step 4"):
+        fit(tmp_path, [cb], epochs=1, net=SideHead())
+    recs = records(tmp_path)
+    assert [(r["key"], r["step"]) for r in recs if r["kind"] == "image"] == [
+        ("featurewatch/examples/net.features.6", 4)
+    ]
+    (error,) = [r for r in recs if r["kind"] == "text"]
+    assert error["key"] == "featurewatch/examples/net.side/error"
+    assert "do not depend on the input through autograd" in error["value"]
+    assert "Traceback" in error["value"]
+    assert cb.calls == 1 and cb.failures == 0
+    # strict: the layer's error is raised
+    strict = DatasetExamples(
+        ["net.side", "net.features.6"], k=2, pool=torch.randn(6, 1, 16, 16), strict=True
+    )
+    model = LitClassifier(SideHead())
+    with pytest.raises(ValueError, match="do not depend on the input"), isolated(model):
+        strict.visualize(None, model, Event(step=0, epoch=0))  # type: ignore[arg-type]
+
+
+class Recorder(nn.Module):
+    """Identity that records the batch size of every call."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.batches: list[int] = []
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        self.batches.append(int(x.shape[0]))
+        return x
+
+
+def test_the_pool_runs_through_the_model_once_per_batch_for_all_layers() -> None:
+    rec = [Recorder() for _ in range(3)]
+    net = nn.Sequential(
+        nn.Conv2d(1, 4, 3, padding=1),
+        rec[0],
+        nn.ReLU(inplace=True),
+        nn.Conv2d(4, 4, 3, padding=1),  # 3: watched
+        rec[1],
+        nn.ReLU(inplace=True),  # 5: watched, the deepest
+        rec[2],
+        nn.AdaptiveAvgPool2d(1),
+        nn.Flatten(),
+        nn.Linear(4, 10),
+    )
+    model = LitClassifier(net)
+    pool = torch.randn(10, 1, 12, 12, generator=torch.Generator().manual_seed(3))
+    bare = DatasetExamples(
+        ["net.3", "net.5"],
+        channels=[0, 1],
+        k=2,
+        pool=pool,
+        batch_size=4,
+        projection=None,
+        crops=False,
+    )
+    for step in range(2):
+        event = Event(step=step, epoch=0)
+        with isolated(model):
+            bare.visualize(None, model, event)  # type: ignore[arg-type]
+        assert [i.key for i in event.images] == [
+            "featurewatch/examples/net.3",
+            "featurewatch/examples/net.5",
+        ]
+    # one single-image forward counts module calls (once for the run); then per call each module up
+    # to the deepest layer runs once per pool batch, and nothing after it ever runs on the pool
+    assert rec[0].batches == rec[1].batches == [1, 4, 4, 2, 4, 4, 2]
+    assert rec[2].batches == [1]
+    # with crops and projections: their forwards stop at each layer too
+    full = DatasetExamples(["net.3", "net.5"], channels=[0, 1], k=2, pool=pool, batch_size=4)
+    for r in rec:
+        r.batches.clear()
+    with isolated(model):
+        full.visualize(None, model, Event(step=0, epoch=0))  # type: ignore[arg-type]
+    assert rec[2].batches == [1]
+
+
+class ReLU6Net(nn.Module):
+    """MobileNet in miniature: in-place ReLU6 after residual sums (which grow past 6 under any
+    positive stand-in), a Hardswish, global pooling and a linear head."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.stem = nn.Sequential(
+            nn.Conv2d(1, 8, 3, padding=1), nn.BatchNorm2d(8), nn.ReLU6(inplace=True)
+        )
+        self.blocks = nn.ModuleList(nn.Conv2d(8, 8, 3, padding=1) for _ in range(3))
+        self.act = nn.ReLU6(inplace=True)
+        self.last = nn.Sequential(nn.Conv2d(8, 8, 3, stride=2, padding=1), nn.Hardswish())
+        self.fc = nn.Linear(8, 10)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = self.stem(x)
+        for conv in self.blocks:
+            x = self.act(x + conv(x))
+        return self.fc(self.last(x).mean((2, 3)))
+
+
+class FunctionalReLUNet(nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.c1 = nn.Conv2d(1, 8, 3, padding=1)
+        self.c2 = nn.Conv2d(8, 8, 3, padding=1)
+        self.fc = nn.Linear(8, 10)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.fc(F.relu(self.c2(F.relu(self.c1(x)))).mean((2, 3)))
+
+
+def test_relu6_networks_get_crops_and_guided_projections_functional_relu_ones_say_plain_gradient() -> (
+    None
+):
+    torch.manual_seed(0)
+    pool = torch.randn(12, 1, 16, 16, generator=torch.Generator().manual_seed(4))
+    captions = {}
+    for name, net, layers in (
+        ("relu6", ReLU6Net(), ["net.last.1", "net.act", "net.fc"]),
+        ("functional", FunctionalReLUNet(), ["net.c2"]),
+    ):
+        model = LitClassifier(net)
+        cb = DatasetExamples(layers, max_channels=2, k=3, pool=pool, strict=True)
+        event = Event(step=0, epoch=0)
+        with isolated(model):
+            cb.visualize(None, model, event)  # type: ignore[arg-type]
+        assert [i.key for i in event.images] == [f"featurewatch/examples/{la}" for la in layers]
+        captions.update({(name, i.key.rsplit("/", 1)[1]): i.caption for i in event.images})
+    for layer in ("net.last.1", "net.act"):
+        assert (
+            "columns: top images | receptive-field crops | guided-backprop projections\n"
+            in captions[("relu6", layer)]
+        )
+    assert "guided-backprop projections\n" in captions[("relu6", "net.fc")]
+    assert (
+        "guided-backprop projections (no nn.ReLU/ReLU6/LeakyReLU module before this layer: plain gradient)"
+        in captions[("functional", "net.c2")]
+    )
+
+
+def test_channels_per_layer() -> None:
+    model = LitClassifier(SmallCNN())
+    pool = torch.randn(8, 1, 16, 16, generator=torch.Generator().manual_seed(5))
+    cb = DatasetExamples(
+        ["net.features.2", "net.features.6"],
+        channels={"net.features.6": [9, 2]},
+        max_channels=3,
+        k=2,
+        pool=pool,
+    )
+    event = Event(step=0, epoch=0)
+    with isolated(model):
+        cb.check_input(model, pool)
+        cb.visualize(None, model, event)  # type: ignore[arg-type]
+    rows = {i.key: i.caption.splitlines()[0].split("rows: ")[1].split(";")[0] for i in event.images}
+    assert rows == {
+        "featurewatch/examples/net.features.2": "channels 0, 1, 2",
+        "featurewatch/examples/net.features.6": "channels 9, 2",
+    }
+    bad = DatasetExamples(
+        ["net.features.2", "net.features.6"], channels={"net.features.2": [8]}, pool=pool
+    )
+    with (
+        pytest.raises(ValueError, match=r"channel 8 out of range for layer 'net.features.2'"),
+        isolated(model),
+    ):
+        bad.check_input(model, pool)
+
+
+def test_checkpoint_pool_false_keeps_the_pool_out_of_checkpoints_and_collects_it_again(
+    tmp_path: Path,
+) -> None:
+    def callbacks() -> list[DatasetExamples]:
+        schedule: dict[str, Any] = {
+            "max_channels": 1,
+            "k": 2,
+            "pool_size": 48,
+            "projection": None,
+            "every_n_epochs": None,
+            "every_n_train_steps": 2,
+        }
+        return [
+            DatasetExamples("net.features.2", checkpoint_pool=True, **schedule),
+            DatasetExamples("net.features.6", checkpoint_pool=False, **schedule),
+        ]
+
+    kept, dropped = callbacks()
+    trainer, _ = fit(tmp_path / "first", [kept, dropped], epochs=1)
+    trainer.save_checkpoint(tmp_path / "last.ckpt")
+    saved = torch.load(tmp_path / "last.ckpt", weights_only=True)["callbacks"]
+    val_x = torch.cat([x for x, _ in digits_loaders(n=64, size=16, batch_size=16)[1]])
+    assert torch.equal(saved[kept.state_key]["probe"], val_x[:48])
+    assert "probe" not in saved[dropped.state_key] and saved[dropped.state_key]["calls"] == 2
+
+    # resume for a second epoch: the calls (steps 6 and 8, before the epoch's validation) show the
+    # checkpointed pool, or - without it - the 32 images the resumed run's sanity check has shown;
+    # the pool is then fixed again by the validation epoch (the same 48 images: no shuffling)
+    kept, dropped = callbacks()
+    pl.seed_everything(0, verbose=False)
+    train, val = digits_loaders(n=64, size=16, batch_size=16)
+    make_trainer(tmp_path / "resumed", [kept, dropped], max_epochs=2).fit(
+        LitClassifier(SmallCNN()), train, val, ckpt_path=tmp_path / "last.ckpt"
+    )
+    images = {
+        (r["key"].rsplit("/", 1)[1], r["step"]): r["caption"]
+        for r in records(tmp_path / "resumed")
+        if r["kind"] == "image"
+    }
+    assert sorted(images) == [
+        (la, step) for la in ("net.features.2", "net.features.6") for step in (6, 8)
+    ]
+    for step in (6, 8):
+        assert "of 48 pool images" in images[("net.features.2", step)]
+        assert "of 32 pool images" in images[("net.features.6", step)]
+    assert torch.equal(kept._pool.fixed, val_x[:48])  # type: ignore[arg-type]
+    assert torch.equal(dropped._pool.fixed, val_x[:48])  # type: ignore[arg-type]

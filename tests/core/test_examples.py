@@ -2,19 +2,26 @@
 
 from __future__ import annotations
 
+import dataclasses
+import warnings
 from collections.abc import Callable, Iterator
 from typing import Any
 
 import pytest
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from featurewatch.core.examples import (
+    _relu_rule,
     examples_grid,
+    layer_call_counts,
     project,
+    project_detailed,
     receptive_field,
     receptive_fields,
     top_examples,
+    top_examples_multi,
 )
 from tests._models import SmallCNN
 
@@ -171,6 +178,64 @@ def test_top_examples_errors_list_what_is_valid() -> None:
         top_examples(model, pool[0], "features.6", [0])
 
 
+def counting_model() -> tuple[nn.Sequential, list[Recorder]]:
+    """conv | rec0 | in-place ReLU | conv (watched) | rec1 | in-place ReLU (watched, deepest) | rec2 | head."""
+    torch.manual_seed(1)
+    rec = [Recorder() for _ in range(3)]
+    model = nn.Sequential(
+        nn.Conv2d(1, 3, 3),  # 0
+        rec[0],  # 1
+        nn.ReLU(inplace=True),  # 2
+        nn.Conv2d(3, 4, 3),  # 3
+        rec[1],  # 4
+        nn.ReLU(inplace=True),  # 5
+        rec[2],  # 6
+        nn.Flatten(),
+        nn.LazyLinear(2),
+    )
+    with torch.no_grad():
+        model[3].bias[0] = -10.0  # channel 0 of layer '3' is negative everywhere
+    model(torch.zeros(1, 1, 12, 12))  # materialize the lazy head
+    for r in rec:
+        r.batches.clear()
+    return model, rec
+
+
+def test_several_layers_share_one_truncated_pass_over_the_pool() -> None:
+    model, rec = counting_model()
+    pool = torch.randn(10, 1, 12, 12, generator=gen(12))
+    tops = top_examples_multi(model, pool, {"3": [0, 3], "5": [1, 2], "0": 2}, k=3, batch_size=4)
+    # one single-image counting forward, then each module up to the deepest layer ('5') once per
+    # pool batch; nothing after it
+    assert rec[0].batches == rec[1].batches == [1, 4, 4, 2]
+    assert rec[2].batches == [1]
+    assert list(tops) == ["3", "5", "0"]
+    for layer, chans in (("3", [0, 3]), ("5", [1, 2]), ("0", [2])):
+        alone = top_examples(model, pool, layer, chans, k=3, batch_size=4)
+        got = tops[layer]
+        # '3' is followed by an in-place ReLU: its capture must still be the pre-ReLU conv output
+        assert got.layer == alone.layer and got.channels == alone.channels
+        assert torch.equal(got.indices, alone.indices) and torch.equal(got.values, alone.values)
+        assert torch.equal(got.positions, alone.positions)  # type: ignore[arg-type]
+    assert (tops["3"].values[0] < 0).all()  # (so the ReLU would have changed it)
+    # counts computed once (per input shape) are reused: no counting forward at all
+    counts = layer_call_counts(model, pool, ["3", "5", "0"])
+    assert counts == {"0": 1, "3": 1, "5": 1}
+    for r in rec:
+        r.batches.clear()
+    again = top_examples_multi(
+        model, pool, {"3": [0, 3], "5": [1, 2]}, k=3, batch_size=4, call_counts=counts
+    )
+    assert rec[0].batches == [4, 4, 2] and rec[2].batches == []
+    assert torch.equal(again["5"].indices, tops["5"].indices)
+    with pytest.raises(ValueError, match="`channels` must name at least one layer"):
+        top_examples_multi(model, pool, {}, k=3)
+    with pytest.raises(TypeError, match=r"`channels` must be a mapping \{layer: channel"):
+        top_examples_multi(model, pool, [0, 1], k=3)  # type: ignore[arg-type]
+    with pytest.raises(ValueError, match="channel 4 out of range for layer '3'"):
+        top_examples_multi(model, pool, {"0": [0], "3": [4]})
+
+
 # ---------------------------------------------------------------------- receptive fields
 # (kernel, stride, padding, dilation) of each spatial layer, in order
 STACK = [(3, 1, 1, 1), (3, 1, 1, 1), (2, 2, 0, 1), (3, 2, 1, 1), (3, 1, 2, 2)]
@@ -228,6 +293,62 @@ def test_receptive_fields_equal_the_analytic_ones_including_border_clipping(
         # at the right border the dilated taps of the last conv land on padding: 18 px, not 20
         assert boxes[positions.index((2, 3))] == (0, 0, 20, 26)
         assert boxes[positions.index((0, 5))] == (0, 8, 14, 26)
+
+
+class SaturatingResidual(nn.Module):
+    """A MobileNet-like net: conv-BN-ReLU6 stem, three residual blocks ``act(x + conv(x))`` sharing one
+    in-place ReLU6, a 2x2 max-pool, a strided conv + Hardswish, a dilated conv + Hardtanh(0, 1).
+
+    Under any positive stand-in the residual sums double block after block, so a clamping ReLU6 or
+    Hardtanh saturates (zero gradient) unless activations are bypassed. The spatial layers on the
+    longest path are those of ``rf_stack`` with two more 3x3 convolutions; the skips add nothing.
+    """
+
+    def __init__(self) -> None:
+        super().__init__()
+        torch.manual_seed(0)
+        self.stem = nn.Sequential(
+            nn.Conv2d(2, 4, 3, padding=1), nn.BatchNorm2d(4), nn.ReLU6(inplace=True)
+        )
+        self.blocks = nn.ModuleList(nn.Conv2d(4, 4, 3, padding=1) for _ in range(3))
+        self.act = nn.ReLU6(inplace=True)
+        self.pool = nn.MaxPool2d(2)
+        self.down = nn.Conv2d(4, 4, 3, stride=2, padding=1)
+        self.hswish = nn.Hardswish()
+        self.last = nn.Conv2d(4, 3, 3, padding=2, dilation=2)
+        self.cap = nn.Hardtanh(0.0, 1.0)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = self.stem(x)
+        for conv in self.blocks:
+            x = self.act(x + conv(x))
+        x = self.hswish(self.down(self.pool(x)))
+        return self.cap(self.last(x))
+
+
+RESIDUAL_STACK = [(3, 1, 1, 1)] * 2 + STACK
+
+
+@pytest.mark.parametrize(
+    ("layer", "specs"),
+    [("cap", RESIDUAL_STACK), ("hswish", RESIDUAL_STACK[:6]), ("act", RESIDUAL_STACK[:4])],
+)
+def test_saturating_activations_after_residual_sums_keep_the_analytic_boxes(
+    layer: str, specs: list
+) -> None:
+    model = SaturatingResidual().eval()
+    size = (20, 28)
+    out: dict[str, torch.Tensor] = {}
+    handle = model.get_submodule(layer).register_forward_hook(lambda m, i, o: out.update(o=o))
+    with torch.no_grad():
+        model(torch.zeros(1, 2, *size))
+    handle.remove()
+    h, w = out["o"].shape[-2:]
+    positions = [(y, x) for y in range(h) for x in range(w)]
+    before = snapshot(model)
+    boxes = receptive_fields(model, layer, (2, *size), positions, batch_size=64)
+    assert boxes == [analytic_box(specs, y, x, size) for y, x in positions]
+    assert_untouched(model, before)  # the pass-through hooks are gone, in-place flags unchanged
 
 
 def test_receptive_field_is_architectural_and_contains_every_real_gradient() -> None:
@@ -292,6 +413,145 @@ def test_rules_in_closed_form_on_one_relu() -> None:
     assert run(-2.0, "guided") == [0.0, 0.0]  # negative gradient removed
     assert run(2.0, "deconvnet") == [2.0, 2.0]  # the forward mask is ignored...
     assert run(-2.0, "deconvnet") == [0.0, 0.0]  # ...but negative gradient is still removed
+
+
+class OneActivation(nn.Module):
+    """unit = w * act(x[y, x]) for any rectifier module ``act``."""
+
+    def __init__(self, act: nn.Module, w: float) -> None:
+        super().__init__()
+        self.act = act
+        self.scale = nn.Conv2d(1, 1, 1, bias=False)
+        with torch.no_grad():
+            self.scale.weight.fill_(w)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.scale(self.act(x))
+
+
+# inputs -1 (off), 3 (on), 7 (above ReLU6's cap); per activation and rule: the projection at each input
+# for w = 2 and w = -2. Guided: relu(grad) * f'(x); deconvnet: relu(grad); gradient: grad * f'(x).
+CAPPED_AND_LEAKY = {
+    "relu6": (
+        lambda: nn.ReLU6(inplace=True),
+        {
+            "gradient": ([0, 2, 0], [0, -2, 0]),
+            "guided": ([0, 2, 0], [0, 0, 0]),
+            "deconvnet": ([2, 2, 2], [0, 0, 0]),
+        },
+    ),
+    "leaky": (
+        lambda: nn.LeakyReLU(0.1),
+        {
+            "gradient": ([0.2, 2, 2], [-0.2, -2, -2]),
+            "guided": ([0.2, 2, 2], [0, 0, 0]),
+            "deconvnet": ([2, 2, 2], [0, 0, 0]),
+        },
+    ),
+    "hardtanh_0_1": (
+        lambda: nn.Hardtanh(0.0, 1.0),
+        {
+            "gradient": ([0, 0, 0], [0, 0, 0]),
+            "guided": ([0, 0, 0], [0, 0, 0]),
+            "deconvnet": ([2, 2, 2], [0, 0, 0]),
+        },
+    ),
+}
+
+
+@pytest.mark.parametrize("act", sorted(CAPPED_AND_LEAKY))
+@pytest.mark.parametrize("rule", ["gradient", "guided", "deconvnet"])
+def test_rules_in_closed_form_on_relu6_leaky_relu_and_capped_hardtanh(act: str, rule: str) -> None:
+    make, table = CAPPED_AND_LEAKY[act]
+    x = torch.tensor([[[[-1.0, 3.0, 7.0]]]]).repeat(3, 1, 1, 1)
+    pos = [(0, 0), (0, 1), (0, 2)]
+    for w, want in zip((2.0, -2.0), table[rule]):
+        model = OneActivation(make(), w)
+        result = project_detailed(model, x, "scale", 0, pos, rule=rule)  # type: ignore[arg-type]
+        got = [float(result.gradients[i, 0, 0, i]) for i in range(3)]
+        assert got == pytest.approx(want, abs=1e-6), (w, got)
+        assert result.rule_calls == (0 if rule == "gradient" else 1)
+        # the rewritten module computes the same forward values
+        with torch.no_grad(), _relu_rule(model, rule) as calls:
+            assert torch.equal(model(x), OneActivation(make(), w)(x))
+        assert calls[0] == (0 if rule == "gradient" else 1)
+
+
+class FunctionalReLU(nn.Module):
+    """Rectifies with F.relu: no module a rule could rewrite."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        torch.manual_seed(0)
+        self.c1 = nn.Conv2d(1, 4, 3, padding=1)
+        self.c2 = nn.Conv2d(4, 4, 3, padding=1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return F.relu(self.c2(F.relu(self.c1(x))))
+
+
+def test_a_rule_with_no_rectifier_module_to_rewrite_says_it_is_the_plain_gradient() -> None:
+    x = torch.randn(3, 1, 8, 8, generator=gen(13))
+    model = FunctionalReLU()
+    plain = project(model, x, "c2", 0, rule="gradient")
+    assert (plain < 0).any()
+    for rule in ("guided", "deconvnet"):
+        result = project_detailed(model, x, "c2", 0, rule=rule)  # type: ignore[arg-type]
+        assert result.rule_calls == 0 and result.plain and torch.equal(result.gradients, plain)
+        with pytest.warns(
+            UserWarning,
+            match=r"no nn\.ReLU/ReLU6/LeakyReLU module runs before layer 'c2'.*plain gradient",
+        ):
+            assert torch.equal(project(model, x, "c2", 0, rule=rule), plain)  # type: ignore[arg-type]
+    # a layer before the first nn.ReLU of a network that has them: the same
+    two = TwoLayer()
+    assert project_detailed(two, x.repeat(1, 2, 1, 1), "conv1", 0, rule="guided").plain
+    # rectifier modules up to the layer are counted (a reused module once per call); no warning then
+    reused = TwoLayer(inplace=True, shared=True)
+    assert (
+        project_detailed(reused, x.repeat(1, 2, 1, 1), "relu1@1", 0, rule="guided").rule_calls == 2
+    )
+    assert (
+        project_detailed(reused, x.repeat(1, 2, 1, 1), "relu1@0", 0, rule="deconvnet").rule_calls
+        == 1
+    )
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        project(reused, x.repeat(1, 2, 1, 1), "relu1", 0, rule="guided")
+        project(model, x, "c2", 0, rule="gradient")  # the plain gradient asked for: nothing to say
+
+
+class EditsReLUInputInPlace(nn.Module):
+    """Scales the ReLU's input in place after the ReLU ran: legal, since PyTorch's ReLU saves its output."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        torch.manual_seed(0)
+        self.c1 = nn.Conv2d(1, 4, 3, padding=1)
+        self.relu = nn.ReLU()
+        self.c2 = nn.Conv2d(4, 4, 3, padding=1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        h = self.c1(x)
+        a = self.relu(h)
+        h.mul_(0.5)
+        return self.c2(a + h)
+
+
+@pytest.mark.parametrize("rule", ["guided", "deconvnet"])
+def test_rules_work_when_the_model_edits_the_relu_input_in_place(rule: str) -> None:
+    model = EditsReLUInputInPlace().eval()
+    x = torch.randn(2, 1, 8, 8, generator=gen(14))
+    got = project(model, x, "c2", [0, 3], (3, 3), rule=rule)  # type: ignore[arg-type]
+    # by hand: unit = c2(relu(h) + h / 2); the rule at the ReLU, the plain gradient on the h / 2 path
+    xr = x.clone().requires_grad_(True)
+    h = model.c1(xr)
+    s = (h.detach().clamp_min(0) + h.detach() / 2).requires_grad_(True)
+    out = model.c2(s)
+    (g_s,) = torch.autograd.grad(out[0, 0, 3, 3] + out[1, 3, 3, 3], s)
+    through = g_s.clamp_min(0) * (h.detach() > 0) if rule == "guided" else g_s.clamp_min(0)
+    (want,) = torch.autograd.grad(h, xr, through + g_s / 2)
+    assert torch.allclose(got, want, atol=1e-6) and got.abs().sum() > 0
 
 
 class TwoLayer(nn.Module):
@@ -409,6 +669,12 @@ def test_position_none_is_the_channels_maximum_and_batching_changes_nothing() ->
     auto = project(model, x[order], "features.6", 4, batch_size=4)
     explicit = project(model, x[order], "features.6", 4, top.positions[0], batch_size=1)  # type: ignore[index]
     assert torch.allclose(auto, explicit, atol=1e-6)
+    # positions given for some images and found for others, in one batch
+    mixed = [None, tuple(top.positions[0, 1].tolist()), None, (0, 0), None, (7, 7)]  # type: ignore[index]
+    got = project(model, x[order], "features.6", 4, mixed, batch_size=6)
+    for i, p in enumerate(mixed):
+        one = project(model, x[order][i : i + 1], "features.6", 4, None if p is None else [p])
+        assert torch.allclose(got[i : i + 1], one, atol=1e-6)
     with pytest.raises(ValueError, match="`rule`"):
         project(model, x, "features.6", 0, rule="lrp")  # type: ignore[arg-type]
     with pytest.raises(ValueError, match="one per image"):
@@ -425,7 +691,7 @@ def snapshot(model: nn.Module) -> dict[str, Any]:
         "requires_grad": {n: p.requires_grad for n, p in model.named_parameters()},
         "buffers": {n: b.clone() for n, b in model.named_buffers()},
         "training": {n: m.training for n, m in model.named_modules()},
-        "inplace": {n: m.inplace for n, m in model.named_modules() if isinstance(m, nn.ReLU)},
+        "inplace": {n: m.inplace for n, m in model.named_modules() if hasattr(m, "inplace")},
         "rng": torch.get_rng_state(),
     }
 
@@ -473,6 +739,11 @@ ENTRY_POINTS: dict[str, Callable[[nn.Module], object]] = {
     "project_guided": lambda m: project(m, POOL[:3], "features.6", [0, 1, 2], rule="guided"),
     "project_deconvnet": lambda m: project(m, POOL[:3], "features.2", 1, rule="deconvnet"),
     "project_gradient": lambda m: project(m, POOL[:3], "fc", 3, rule="gradient"),
+    "project_detailed": lambda m: project_detailed(m, POOL[:3], "features.6", [0, 1, 2]),
+    "top_examples_multi": lambda m: top_examples_multi(
+        m, POOL, {"features.2": [0], "features.6": [1, 2], "fc": 3}, k=3, batch_size=4
+    ),
+    "layer_call_counts": lambda m: layer_call_counts(m, POOL, ["features.2", "fc"]),
 }
 
 
@@ -491,8 +762,28 @@ def test_work_from_inside_inference_mode_with_frozen_parameters(entry: str) -> N
         p.requires_grad_(False)
     with torch.inference_mode():
         result = ENTRY_POINTS[entry](model)
-    assert result is not None
     assert all(not p.requires_grad for p in model.parameters())
+    assert_same(result, ENTRY_POINTS[entry](model))  # as outside inference mode
+
+
+def assert_same(a: Any, b: Any) -> None:
+    """Equal results, field by field; tensors exactly equal and not all zero."""
+    assert type(a) is type(b)
+    if isinstance(a, torch.Tensor):
+        assert torch.equal(a, b) and a.abs().sum() > 0
+    elif isinstance(a, dict):
+        assert list(a) == list(b)
+        for key in a:
+            assert_same(a[key], b[key])
+    elif dataclasses.is_dataclass(a):
+        for f in dataclasses.fields(a):
+            value = getattr(a, f.name)
+            if isinstance(value, torch.Tensor):
+                assert torch.equal(value, getattr(b, f.name)), f.name
+            else:
+                assert value == getattr(b, f.name), f.name
+    else:
+        assert a == b and a
 
 
 class Exploding(nn.Module):
@@ -515,6 +806,13 @@ def test_an_exception_inside_the_model_leaves_no_hook(rule: str) -> None:
     assert_untouched(model, before)
     with pytest.raises(RuntimeError, match="boom"):
         top_examples(model, x, "4", [0])
+    assert_untouched(model, before)
+    with pytest.raises(RuntimeError, match="boom"):
+        top_examples_multi(model, x, {"0": [0], "4": [0]}, call_counts={"0": 1, "4": 1})
+    assert_untouched(model, before)
+    with pytest.raises(RuntimeError, match="boom"):
+        layer_call_counts(model, x, ["0", "4"])  # the model fails before '4' is reached
+    assert layer_call_counts(model, x, ["0", "1"]) == {"0": 1, "1": 1}  # ... but after these
     assert_untouched(model, before)
 
 
