@@ -2,22 +2,27 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import traceback
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import pytorch_lightning as pl
 import torch
 import torch.nn.functional as F
+from pytorch_lightning.utilities import rank_zero_warn
 
 from featurewatch.callbacks._probe import Normalize, ProbeImages
-from featurewatch.callbacks.base import FeatureWatchCallback, check_int
+from featurewatch.callbacks.base import FeatureWatchCallback, FeatureWatchWarning, check_int
 from featurewatch.core.attribution import (
+    _check_output_key,
+    _class_index,
     _occlusion_windows,
+    _scores,
     cam,
     check_cam_layer,
+    default_gradcam_layer,
     find_cam_layer,
     grad_cam,
-    last_conv_layer,
     last_linear_layer,
     occlusion,
     overlay,
@@ -50,8 +55,9 @@ class AttributionMaps(FeatureWatchCallback):
 
     * ``"saliency"``: ``|d logit / d pixel|`` (Simonyan et al., 2013): sharp, noisy, local.
     * ``"smoothgrad"``: saliency averaged over noisy copies (Smilkov et al., 2017).
-    * ``"occlusion"``: drop of the class's softmax probability when a window is covered by
-      ``baseline`` (Zeiler & Fergus, 2014): model-agnostic, one forward pass per window.
+    * ``"occlusion"``: drop of the class's softmax probability (or logit, ``occlusion_output``) when
+      a window is covered by ``baseline`` (Zeiler & Fergus, 2014): model-agnostic, one forward pass
+      per window.
     * ``"gradcam"``: Grad-CAM (Selvaraju et al., 2017) at ``layer``: coarse, class-discriminative.
     * ``"cam"``: CAM (Zhou et al., 2016), for networks ending in global average pooling + a linear
       classifier; no backward pass.
@@ -65,15 +71,24 @@ class AttributionMaps(FeatureWatchCallback):
             inputs (training inputs without validation), fixed for the whole run.
         num_images: number of probe images (from a dataloader or a folder).
         target: the class each map explains: ``"predicted"`` (the model's current top class for
-            each image, re-read at every call), one class index for every image, or one per image.
-        layer: Grad-CAM/CAM layer as in ``model.named_modules()`` (``"name@k"`` for a reused
-            module). Default: Grad-CAM uses the last conv layer; CAM uses the feature map that is
-            globally average-pooled into ``classifier`` (found by running one probe image).
-        classifier: CAM's ``nn.Linear`` classifier (default: the last one registered).
+            each image, re-read at every call), one class index for every image, or one per image
+            (ints, NumPy integers or an integer tensor).
+        layer: the layer of *both* Grad-CAM and CAM, as in ``model.named_modules()`` (``"name@k"``
+            for a reused module); checked against the model at setup. CAM is only defined on the
+            feature map that is globally average-pooled into ``classifier``, so with ``"cam"`` among
+            the methods this must be that map; for Grad-CAM at another layer as well as CAM, use
+            two ``AttributionMaps`` instances. Default (recommended): the map that is pooled into
+            the classifier, for both; for Grad-CAM on a network without such a head, the last
+            module, in forward order, with an ``(N, C, H, W)`` output. The default is found by
+            running one probe image before the first training step.
+        classifier: the ``nn.Linear`` classifier (default: the last one registered).
         window, stride: occlusion window and step (int or ``(h, w)``; default a quarter of the image
             and half the window).
         baseline: what occlusion covers a window with, in normalized input units (``0.0`` is the
             data mean for standardized inputs).
+        occlusion_output: what occlusion measures the drop of: ``"probability"`` (softmax, the
+            quantity of Zeiler & Fergus) or ``"logit"`` (better for confident networks, whose
+            probabilities saturate and barely move when a window is covered).
         smooth_samples, noise: SmoothGrad copies per image and noise level (fraction of each image's
             value range).
         seed: seed of SmoothGrad's private generator (the same noise at every call).
@@ -83,14 +98,24 @@ class AttributionMaps(FeatureWatchCallback):
         min_size: tiles are enlarged (nearest neighbour, display only) to at least this size.
         normalize: ``(mean, std)`` applied to probe images loaded from a path.
         input_key: where the images are in a batch (index for tuples, key for dicts).
+        output_key: where the logits are in the model's output: ``None`` (``forward`` returns
+            them), an index (``0`` for a model returning ``(logits, features)``), a dict key
+            (``"logits"``) or a function ``output -> logits``. Checked with one forward pass before
+            the first training step.
         every_n_epochs, every_n_train_steps, at_start, at_end, strict: see
-            :class:`~featurewatch.callbacks.base.FeatureWatchCallback`.
+            :class:`~featurewatch.callbacks.base.FeatureWatchCallback`. A method that fails is
+            reported (warning + ``.../<method>/error``) and the other methods are still logged;
+            ``strict=True`` re-raises.
 
     Logged keys:
         - ``featurewatch/attribution/<method>``: image, the probe images (top row) with the
           method's heatmap over each (bottom row), one map per image scaled to its own maximum
-          (only positive evidence is coloured). The caption gives, per image, the target class,
-          the predicted class and its probability.
+          (only positive evidence is coloured), so colours do not compare across images. The
+          caption gives, per image, the target class, the predicted class and its probability,
+          and the map's maximum absolute value with its unit (e.g. "probability drop"), which
+          does compare across images and steps.
+        - ``featurewatch/attribution/<method>/error``: text, only when that method failed at this
+          step (message and traceback).
         - ``featurewatch/attribution/seconds``: wall time of the call.
 
     Example:
@@ -111,6 +136,7 @@ class AttributionMaps(FeatureWatchCallback):
         window: int | Sequence[int] | None = None,
         stride: int | Sequence[int] | None = None,
         baseline: float = 0.0,
+        occlusion_output: str = "probability",
         smooth_samples: int = 16,
         noise: float = 0.15,
         seed: int = 0,
@@ -120,6 +146,7 @@ class AttributionMaps(FeatureWatchCallback):
         min_size: int = 64,
         normalize: Normalize | None = None,
         input_key: int | str = 0,
+        output_key: int | str | Callable[[Any], torch.Tensor] | None = None,
         every_n_epochs: int | None = 1,
         every_n_train_steps: int | None = None,
         at_start: bool = False,
@@ -172,6 +199,11 @@ class AttributionMaps(FeatureWatchCallback):
             raise TypeError(
                 f"`baseline` must be a number (normalized input units), got {baseline!r}"
             )
+        if occlusion_output not in ("probability", "logit"):
+            raise ValueError(
+                f"`occlusion_output` must be 'probability' or 'logit', got {occlusion_output!r}"
+            )
+        _check_output_key(output_key)
         check_int("smooth_samples", smooth_samples)
         check_int("batch_size", batch_size)
         check_int("min_size", min_size)
@@ -194,6 +226,8 @@ class AttributionMaps(FeatureWatchCallback):
         self.window = window
         self.stride = stride
         self.baseline = float(baseline)
+        self.occlusion_output = occlusion_output
+        self.output_key = output_key
         self.smooth_samples = smooth_samples
         self.noise = float(noise)
         self.seed = seed
@@ -203,6 +237,7 @@ class AttributionMaps(FeatureWatchCallback):
         self.min_size = min_size
         self.input_key = input_key
         self._cam_layer: str | None = None
+        self._gradcam_layer: str | None = layer
 
     # ------------------------------------------------------------------ argument helpers
     def _expected_images(self, num_images: int) -> int | None:
@@ -213,25 +248,40 @@ class AttributionMaps(FeatureWatchCallback):
 
     @staticmethod
     def _check_target(target: Any, images: int | None) -> str | int | list[int]:
-        if target == "predicted":
-            return "predicted"
-        if isinstance(target, int) and not isinstance(target, bool):
-            if target < 0:
-                raise ValueError(f"`target` class must be >= 0, got {target}")
-            return target
-        if isinstance(target, str):  # a wrong word, e.g. "label": a bad value, not a bad type
-            raise ValueError(  # noqa: TRY004
+        """``"predicted"``, one class index, or a list of them (plain ints: YAML and checkpoint
+        friendly); NumPy integers and integer tensors are converted like the core does."""
+        if isinstance(target, str):
+            if target == "predicted":
+                return "predicted"
+            raise ValueError(  # a wrong word, e.g. "label": a bad value, not a bad type
                 f"`target` must be 'predicted', a class index, or one class index per probe image, "
                 f"got {target!r} (probe images have no labels)"
             )
-        if not isinstance(target, Sequence):
+        if isinstance(target, torch.Tensor):
+            if target.is_floating_point() or target.is_complex() or target.dtype == torch.bool:
+                raise TypeError(
+                    f"`target` tensor must hold integer class indices, got dtype {target.dtype}"
+                )
+            if target.dim() > 1:
+                raise ValueError(
+                    f"`target` tensor must be 0-d or (N,), got shape {tuple(target.shape)}"
+                )
+            target = target.tolist()
+        index = _class_index(target)
+        if index is not None:
+            if index < 0:
+                raise ValueError(f"`target` class must be >= 0, got {index}")
+            return index
+        if not (isinstance(target, Sequence) or getattr(target, "ndim", 0) >= 1):
             raise TypeError(
                 f"`target` must be 'predicted', a class index, or one class index per probe image, "
                 f"got {type(target).__name__}"
             )
-        values = list(target)
-        if any(isinstance(v, bool) or not isinstance(v, int) or v < 0 for v in values):
-            raise ValueError(f"`target` must hold non-negative int class indices, got {values!r}")
+        raw = list(target)
+        indices = [_class_index(v) for v in raw]
+        values = [v for v in indices if v is not None and v >= 0]
+        if len(values) != len(raw):
+            raise ValueError(f"`target` must hold non-negative int class indices, got {raw!r}")
         if images is not None and len(values) != images:
             raise ValueError(
                 f"`target` gives {len(values)} classes for {images} probe images; give one per image"
@@ -239,33 +289,38 @@ class AttributionMaps(FeatureWatchCallback):
         return values
 
     def state_key_fields(self) -> dict[str, Any]:
-        return {"methods": self.methods, "layer": self.layer}
+        fields: dict[str, Any] = {"methods": self.methods, "layer": self.layer}
+        if self.target != "predicted":  # the default keeps the key of earlier versions
+            fields["target"] = self.target
+        return fields
 
-    def _gradcam_layer(self, pl_module: pl.LightningModule) -> str:
-        return self.layer if self.layer is not None else last_conv_layer(pl_module)
+    def _resolve_gradcam_layer(self, pl_module: pl.LightningModule, x: torch.Tensor) -> str:
+        if self._gradcam_layer is None:
+            self._gradcam_layer = default_gradcam_layer(pl_module, x, self.classifier)
+        return self._gradcam_layer
 
     # ------------------------------------------------------------------ checks
     def check_model(self, pl_module: pl.LightningModule) -> None:
         if self.layer is not None:
             resolve_layer(pl_module, self.layer)
-        if "gradcam" in self.methods:
-            self._gradcam_layer(pl_module)  # raises when the model has no conv layer
-        if "cam" in self.methods:
+        if "cam" in self.methods or ("gradcam" in self.methods and self.classifier is not None):
             name = self.classifier if self.classifier is not None else last_linear_layer(pl_module)
             linear = resolve_layer(pl_module, name)
             if not isinstance(linear, torch.nn.Linear):
                 raise TypeError(
                     f"AttributionMaps: `classifier` {name!r} must name an nn.Linear, got {type(linear).__name__}"
                 )
-            if self.layer is not None:
-                module = resolve_layer(pl_module, self.layer)
-                channels = getattr(module, "out_channels", getattr(module, "num_features", None))
-                if isinstance(channels, int) and channels != linear.in_features:
-                    raise ValueError(
-                        f"AttributionMaps: CAM at layer {self.layer!r} is undefined: it has {channels} "
-                        f"channels but classifier {name!r} takes {linear.in_features} features; use "
-                        "method 'gradcam' (grad_cam) for that layer, or name the pooled feature map"
-                    )
+        if "cam" in self.methods and self.layer is not None:
+            module = resolve_layer(pl_module, self.layer)
+            channels = getattr(module, "out_channels", getattr(module, "num_features", None))
+            if isinstance(channels, int) and channels != linear.in_features:
+                raise ValueError(
+                    f"AttributionMaps: CAM at layer {self.layer!r} is undefined: it has {channels} "
+                    f"channels but classifier {name!r} takes {linear.in_features} features; use "
+                    "method 'gradcam' (grad_cam) for that layer, or name the pooled feature map "
+                    "(`layer=` sets the layer of both Grad-CAM and CAM; leave it unset, or use "
+                    "two AttributionMaps instances)"
+                )
 
     def check_input(self, pl_module: pl.LightningModule, x: torch.Tensor) -> None:
         self._probe.resolve_path(x)
@@ -277,14 +332,10 @@ class AttributionMaps(FeatureWatchCallback):
         )
         with torch.no_grad():
             out = pl_module(sample)
-        if not isinstance(out, torch.Tensor) or out.dim() != 2:
-            got = (
-                f"shape {tuple(out.shape)}" if isinstance(out, torch.Tensor) else type(out).__name__
-            )
-            raise ValueError(
-                f"AttributionMaps needs a model returning (N, classes) scores, got {got}"
-            )
-        classes = int(out.shape[1])
+        try:
+            classes = int(_scores(out, self.output_key).shape[1])
+        except ValueError as err:
+            raise ValueError(f"AttributionMaps: {err}") from err
         targets = (
             [self.target]
             if isinstance(self.target, int)
@@ -298,8 +349,19 @@ class AttributionMaps(FeatureWatchCallback):
                 f"{classes} scores (valid: 0..{classes - 1})"
             )
         if "gradcam" in self.methods:
-            layer = self._gradcam_layer(pl_module)
-            fmap = activation_maps(pl_module, sample, [layer])[str(parse_layer(layer))]
+            try:
+                layer = self._resolve_gradcam_layer(pl_module, sample)
+            except ValueError as err:
+                raise ValueError(f"AttributionMaps: {err}") from err
+            try:
+                fmap = activation_maps(pl_module, sample, [layer])[str(parse_layer(layer))]
+            except KeyError:
+                raise ValueError(
+                    f"AttributionMaps: Grad-CAM layer {layer!r} is not called in the eval-mode forward "
+                    f"pass of {type(pl_module).__name__} (an auxiliary head?); pass `layer=` naming "
+                    "a module the forward pass calls, or leave it unset for the feature map pooled "
+                    "into the classifier"
+                ) from None
             if fmap.dim() != 4:
                 raise ValueError(
                     f"AttributionMaps: Grad-CAM needs a spatial (N, C, H, W) layer, but {layer!r} outputs "
@@ -321,10 +383,16 @@ class AttributionMaps(FeatureWatchCallback):
     # ------------------------------------------------------------------ work
     def _maps(
         self, method: str, pl_module: pl.LightningModule, x: torch.Tensor, t: torch.Tensor
-    ) -> tuple[torch.Tensor, str]:
-        """The method's ``(N, H, W)`` maps and a caption fragment describing the settings."""
+    ) -> tuple[torch.Tensor, str, str]:
+        """The method's ``(N, H, W)`` maps, a caption fragment describing the settings, and the
+        unit of the map's values."""
+        key = self.output_key
         if method == "saliency":
-            return saliency(pl_module, x, t), "max over channels of |d logit / d pixel|"
+            return (
+                saliency(pl_module, x, t, output_key=key),
+                "max over channels of |d logit / d pixel|",
+                "logit per input unit",
+            )
         if method == "smoothgrad":
             gen = torch.Generator().manual_seed(self.seed)
             maps = saliency(
@@ -335,10 +403,12 @@ class AttributionMaps(FeatureWatchCallback):
                 noise=self.noise,
                 generator=gen,
                 batch_size=self.batch_size,
+                output_key=key,
             )
             return (
                 maps,
                 f"{self.smooth_samples} noisy copies, noise {self.noise:g} of the value range",
+                "logit per input unit",
             )
         if method == "occlusion":
             maps = occlusion(
@@ -349,17 +419,25 @@ class AttributionMaps(FeatureWatchCallback):
                 stride=self.stride,
                 baseline=self.baseline,
                 batch_size=self.batch_size,
+                output=self.occlusion_output,  # type: ignore[arg-type]
+                output_key=key,
             )
+            quantity = "softmax probability" if self.occlusion_output == "probability" else "logit"
             return (
                 maps,
-                f"drop of the softmax probability when a window is set to {self.baseline:g}",
+                f"drop of the {quantity} when a window is set to {self.baseline:g}",
+                f"{self.occlusion_output} drop",
             )
         if method == "gradcam":
-            layer = self._gradcam_layer(pl_module)
-            return grad_cam(pl_module, x, t, layer), f"layer {layer}"
+            layer = self._resolve_gradcam_layer(pl_module, x)
+            return grad_cam(pl_module, x, t, layer, output_key=key), f"layer {layer}", "logit"
         if self._cam_layer is None:
             self._cam_layer = find_cam_layer(pl_module, x, self.classifier)
-        return cam(pl_module, x, t, self._cam_layer, self.classifier), f"layer {self._cam_layer}"
+        return (
+            cam(pl_module, x, t, self._cam_layer, self.classifier),
+            f"layer {self._cam_layer}",
+            "logit",
+        )
 
     def visualize(self, trainer: pl.Trainer, pl_module: pl.LightningModule, event: Event) -> None:
         probe = self._probe.get()
@@ -367,7 +445,7 @@ class AttributionMaps(FeatureWatchCallback):
         device, dtype = model_device_dtype(pl_module)
         x = probe.to(device=device, dtype=dtype)
         with torch.no_grad():
-            probs = pl_module(x).float().softmax(dim=1).cpu()
+            probs = _scores(pl_module(x), self.output_key).float().softmax(dim=1).cpu()
         top_p, predicted = probs.max(dim=1)
         if self.target == "predicted":
             t = predicted.clone()
@@ -384,8 +462,26 @@ class AttributionMaps(FeatureWatchCallback):
         )
         shown = to_display_channels(scale_each(probe.float()))
         shown = shown.expand(-1, 3, -1, -1) if shown.shape[1] == 1 else shown
+        failed = False
         for method in self.methods:
-            maps, how = self._maps(method, pl_module, x, t.to(device))
+            try:
+                maps, how, unit = self._maps(method, pl_module, x, t.to(device))
+            except Exception as err:
+                # one failing method (say occlusion running out of memory) must not cost the others
+                if self.strict:
+                    raise
+                failed = True
+                message = (
+                    f"featurewatch AttributionMaps: method {method!r} failed at step {event.step}: "
+                    f"{type(err).__name__}: {err}. The other methods are still logged and training "
+                    "continues; pass strict=True to stop on such errors."
+                )
+                rank_zero_warn(message, category=FeatureWatchWarning)
+                event.add_text(
+                    f"featurewatch/attribution/{method}/error",
+                    message + "\n\n" + traceback.format_exc(),
+                )
+                continue
             tiles = torch.cat(
                 [
                     shown,
@@ -402,9 +498,13 @@ class AttributionMaps(FeatureWatchCallback):
                 caption=(
                     f"epoch {event.epoch}, step {event.step}: {ATTRIBUTION_METHODS[method]} ({how}); "
                     f"{n} probe images (top) and the map over each (bottom, {self.cmap}, scaled per "
-                    f"image, positive evidence only); {per_image}" + _empty_note(maps)
+                    f"image, positive evidence only); {per_image}; {_scale_note(maps, unit)}"
+                    + _empty_note(maps)
+                    + _uniform_note(maps)
                 ),
             )
+        if failed:
+            self._failures += 1  # the call is reported as failed (contract: `failures` counts them)
 
     def extra_state(self) -> dict[str, Any]:
         return self._probe.state()
@@ -413,9 +513,37 @@ class AttributionMaps(FeatureWatchCallback):
         self._probe.load_state(state)
 
 
+def _scale_note(maps: torch.Tensor, unit: str) -> str:
+    """Caption fragment with each map's maximum absolute value: the tiles are scaled per image,
+    so a drop of 2e-5 is as red as one of 0.9; these numbers are what compares across images."""
+    peaks = maps.detach().float().abs().flatten(1).amax(1).cpu()
+    values = ", ".join(f"#{i} {float(v):.3g}" for i, v in enumerate(peaks))
+    return f"max |map| per image, in {unit}: {values}"
+
+
 def _empty_note(maps: torch.Tensor) -> str:
     """Caption note for maps with no positive value (their tile shows only the coldest colour)."""
     empty = [str(i) for i, m in enumerate(maps) if not bool((m > 0).any())]
     if not empty:
         return ""
     return f"; no positive evidence for the target in image(s) #{', #'.join(empty)} (uniform tile)"
+
+
+def _uniform_note(maps: torch.Tensor) -> str:
+    """Caption note for positive maps that are constant: they show no location (a layer whose
+    feature map is 1 x 1 at this input size gives such Grad-CAM and CAM maps)."""
+    tol = max(1e-6, 8 * torch.finfo(maps.dtype).eps) if maps.is_floating_point() else 0.0
+    flat = maps.detach().float().flatten(1)
+    hi, lo = flat.amax(1), flat.amin(1)
+    uniform = [
+        str(i)
+        for i in range(flat.shape[0])
+        if hi[i] > 0 and hi[i] - lo[i] <= tol * max(float(hi[i].abs()), float(lo[i].abs()))
+    ]
+    if not uniform:
+        return ""
+    return (
+        f"; the map of image(s) #{', #'.join(uniform)} is uniform: it shows no location (the "
+        "layer's feature map is probably 1x1 at this input size; use a larger input or an earlier "
+        "layer)"
+    )

@@ -19,6 +19,16 @@ resolution for a batch ``x`` of shape ``(N, C, H, W)`` and one target class per 
 Scores are the model's *pre-softmax* outputs (logits): gradients of a softmax probability also
 depend on every other class and vanish once the network is confident. :func:`occlusion` uses the
 softmax probability by default (the quantity Zeiler & Fergus plotted; ``output="logit"`` switches).
+A model whose ``forward`` returns more than the logits (a tuple such as ``(logits, features)``, a
+dict such as ``{"logits": ...}``) is supported through ``output_key``: an index, a key, or a function
+of the output that returns the ``(N, classes)`` logits.
+
+The default Grad-CAM layer (:func:`default_gradcam_layer`) is found by running the network once:
+the feature map that is globally average-pooled into the classifier (:func:`find_cam_layer`) when
+there is one, else the last module, in the order the forward pass calls them, whose output is a
+spatial ``(N, C, H, W)`` map (larger than 1 x 1 when there is one). Registration order is not used:
+it would pick auxiliary heads registered last but not called in eval mode (GoogLeNet), or a
+residual branch's last conv (ResNet).
 
 Model hygiene: every function runs inside :func:`~featurewatch.core.hygiene.isolated` (eval mode,
 no BatchNorm statistics updated, train flags and ``requires_grad`` restored), differentiates with
@@ -29,7 +39,8 @@ network treats the images of a batch independently, which is true in eval mode.
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
+import operator
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from typing import Any, Literal, TypeAlias
 
@@ -42,9 +53,11 @@ from featurewatch.core.images import colorize, scale_each, to_display_channels
 from featurewatch.core.layers import CONV_TYPES, capture, list_layers, parse_layer, resolve_layer
 
 __all__ = [
+    "OutputKey",
     "Target",
     "cam",
     "check_cam_layer",
+    "default_gradcam_layer",
     "find_cam_layer",
     "grad_cam",
     "last_conv_layer",
@@ -55,7 +68,20 @@ __all__ = [
 ]
 
 #: Target classes: one int for every image, or one int per image (sequence or ``(N,)`` tensor).
+#: NumPy integers and integer arrays are accepted too.
 Target: TypeAlias = int | Sequence[int] | torch.Tensor
+#: Where the logits are in the model's output: ``None`` (the output is the ``(N, classes)`` tensor),
+#: an index into a tuple/list output, a key of a dict output, or a function ``output -> logits``.
+OutputKey: TypeAlias = int | str | Callable[[Any], torch.Tensor] | None
+
+#: Modules that pool a feature map (a 1 x 1 pooled map is matched before these, see _gap_matches).
+_POOL_TYPES: tuple[type[nn.Module], ...] = (
+    nn.AdaptiveAvgPool2d,
+    nn.AvgPool2d,
+    nn.AdaptiveMaxPool2d,
+    nn.MaxPool2d,
+    nn.LPPool2d,
+)
 
 
 # ---------------------------------------------------------------------- shared helpers
@@ -71,6 +97,17 @@ def _prepare(model: nn.Module, x: torch.Tensor) -> torch.Tensor:
     return x.detach().to(device=device, dtype=dtype).clone()
 
 
+def _class_index(value: Any) -> int | None:
+    """``value`` as a Python int if it is an integer (``int``, NumPy integer, 0-d integer array),
+    else ``None``; booleans are not class indices."""
+    if isinstance(value, bool) or type(value).__name__ == "bool_":
+        return None
+    try:
+        return operator.index(value)
+    except TypeError:
+        return None
+
+
 def _target_tensor(target: Target, n: int, device: torch.device) -> torch.Tensor:
     """Per-image class indices as a ``(N,)`` long tensor (range checked later, against the scores)."""
     if isinstance(target, torch.Tensor):
@@ -81,32 +118,102 @@ def _target_tensor(target: Target, n: int, device: torch.device) -> torch.Tensor
         t = target.detach().reshape(-1).to(device=device, dtype=torch.long)
         if t.numel() == 1:
             t = t.expand(n)
-    elif (
-        isinstance(target, bool)
-        or not isinstance(target, (int, Sequence))
-        or isinstance(target, str)
-    ):
+    elif isinstance(target, (str, bytes)):
         raise TypeError(f"`target` must be a class index (int), or one per image, got {target!r}")
-    elif isinstance(target, int):
-        t = torch.full((n,), target, dtype=torch.long, device=device)
-    else:
-        values = list(target)
-        if any(isinstance(v, bool) or not isinstance(v, int) for v in values):
+    elif (index := _class_index(target)) is not None:
+        t = torch.full((n,), index, dtype=torch.long, device=device)
+    elif isinstance(target, Sequence) or getattr(target, "ndim", 0) >= 1:  # a list, a NumPy array
+        values = list(target)  # type: ignore[arg-type]  # int was handled above
+        indices = [_class_index(v) for v in values]
+        if any(i is None for i in indices):
             raise TypeError(f"`target` must hold int class indices, got {values!r}")
-        t = torch.tensor(values, dtype=torch.long, device=device)
+        t = torch.tensor(indices, dtype=torch.long, device=device)
+    else:
+        raise TypeError(f"`target` must be a class index (int), or one per image, got {target!r}")
     if t.shape != (n,):
         raise ValueError(f"`target` must give one class per image: expected {n}, got {t.numel()}")
     return t
 
 
-def _scores(out: Any) -> torch.Tensor:
-    if not isinstance(out, torch.Tensor) or out.dim() != 2:
-        got = f"shape {tuple(out.shape)}" if isinstance(out, torch.Tensor) else type(out).__name__
-        raise ValueError(
-            f"attribution needs a model returning (N, classes) scores, got {got}; wrap the model so "
-            "that forward returns the class logits"
+def _describe(out: Any) -> str:
+    """A short description of a model output for error messages."""
+    if isinstance(out, torch.Tensor):
+        return f"a tensor of shape {tuple(out.shape)}"
+    if isinstance(out, Mapping):
+        return f"a {type(out).__name__} with keys {', '.join(repr(k) for k in out) or '(none)'}"
+    if isinstance(out, (tuple, list)):
+        parts = ", ".join(
+            f"shape {tuple(v.shape)}" if isinstance(v, torch.Tensor) else type(v).__name__
+            for v in out[:6]
         )
-    return out
+        return f"a {type(out).__name__} of {len(out)} values ({parts})"
+    return f"a {type(out).__name__}"
+
+
+def _check_output_key(output_key: Any) -> None:
+    """Validate an ``output_key`` argument (see :data:`OutputKey`).
+
+    Raises:
+        TypeError: if it is not ``None``, an int, a str or a callable.
+    """
+    if output_key is None or isinstance(output_key, str) or callable(output_key):
+        return
+    if isinstance(output_key, bool) or not isinstance(output_key, int):
+        raise TypeError(
+            "`output_key` must be None (the model returns the logits), an int index, a str key or "
+            f"a function of the output returning the logits, got {output_key!r}"
+        )
+
+
+def _select(out: Any, output_key: OutputKey) -> Any:
+    """The part of a model output ``output_key`` names."""
+    if output_key is None:
+        return out
+    if isinstance(output_key, str):
+        if not isinstance(out, Mapping):  # output_key and model disagree: a configuration value
+            raise ValueError(  # noqa: TRY004
+                f"`output_key={output_key!r}` needs a model returning a dict, but it returned "
+                f"{_describe(out)}"
+            )
+        if output_key not in out:
+            raise ValueError(
+                f"`output_key={output_key!r}`: the model's output has no such key (keys: "
+                f"{', '.join(repr(k) for k in out) or 'none'})"
+            )
+        return out[output_key]
+    if isinstance(output_key, int) and not isinstance(output_key, bool):
+        if not isinstance(out, (tuple, list)):
+            raise ValueError(  # noqa: TRY004
+                f"`output_key={output_key}` needs a model returning a tuple or list, but it "
+                f"returned {_describe(out)}"
+            )
+        if not -len(out) <= output_key < len(out):
+            raise ValueError(
+                f"`output_key={output_key}` is out of range: the model returned {_describe(out)}"
+            )
+        return out[output_key]
+    return output_key(out)  # type: ignore[operator]
+
+
+def _scores(out: Any, output_key: OutputKey = None) -> torch.Tensor:
+    """The ``(N, classes)`` logits in a model output (``output_key`` selects them)."""
+    scores = _select(out, output_key)
+    if isinstance(scores, torch.Tensor) and scores.dim() == 2:
+        return scores
+    if output_key is None:
+        hint = (
+            "pass `output_key=` to select the logits: an index (0 for (logits, features)), a dict "
+            "key ('logits') or a function of the output"
+            if isinstance(out, (tuple, list, Mapping))
+            else "wrap the model so that forward returns the class logits"
+        )
+        raise ValueError(
+            f"attribution needs a model returning (N, classes) scores, got {_describe(out)}; {hint}"
+        )
+    raise ValueError(
+        f"attribution needs (N, classes) scores, but `output_key={output_key!r}` selects "
+        f"{_describe(scores)} from the model's output ({_describe(out)})"
+    )
 
 
 def _check_range(t: torch.Tensor, num_classes: int) -> None:
@@ -118,9 +225,9 @@ def _check_range(t: torch.Tensor, num_classes: int) -> None:
         )
 
 
-def _pick(out: Any, t: torch.Tensor) -> torch.Tensor:
-    """The target score of each row of ``out``."""
-    scores = _scores(out)
+def _pick(out: Any, t: torch.Tensor, output_key: OutputKey = None) -> torch.Tensor:
+    """The target score of each row of the logits in ``out``."""
+    scores = _scores(out, output_key)
     _check_range(t, scores.shape[1])
     return scores.gather(1, t[:, None])[:, 0]
 
@@ -132,9 +239,11 @@ def _check_count(name: str, value: Any, minimum: int) -> None:
 
 # ---------------------------------------------------------------------- default layers
 def last_conv_layer(model: nn.Module) -> str:
-    """Name of the last convolution registered in ``model``: the default Grad-CAM layer.
+    """Name of the last convolution registered in ``model``.
 
-    Registration order usually follows the forward pass; name the layer explicitly when it does not.
+    Not the default Grad-CAM layer any more (see :func:`default_gradcam_layer`): registration order
+    need not be the forward order (an auxiliary head registered last), and the last conv is often
+    not the network's final feature map (a residual branch, one of DenseNet's concatenated slices).
 
     Raises:
         ValueError: if the model has no convolution (the message lists its layers).
@@ -169,6 +278,87 @@ def last_linear_layer(model: nn.Module) -> str:
     return linears[-1]
 
 
+def _hooked_forward(
+    model: nn.Module, x: torch.Tensor, hooks: Sequence[tuple[nn.Module, Callable[..., Any]]]
+) -> None:
+    """One no-grad forward pass of ``x`` with temporary forward hooks (removed in ``finally``)."""
+    handles = []
+    try:
+        for module, fn in hooks:
+            handles.append(module.register_forward_hook(fn))
+        with torch.no_grad():
+            model(x)
+    finally:
+        for h in handles:
+            h.remove()
+
+
+def _last_spatial_layer(model: nn.Module, x: torch.Tensor) -> str | None:
+    """The last module to finish in the forward pass of ``x`` whose output is ``(N, C, H, W)``.
+
+    Outputs larger than 1 x 1 are preferred: a global pooling module's ``(N, C, 1, 1)`` output
+    (which finishes after the feature map) would give a uniform map. ``"name@k"`` when that was
+    not the module's last call; ``None`` when no module has a spatial output.
+    """
+    calls: dict[str, int] = {}
+    last: dict[bool, tuple[str, int]] = {}  # keyed by "larger than 1 x 1"
+
+    def make(name: str) -> Callable[..., None]:
+        def hook(_m: nn.Module, _inp: Any, out: Any) -> None:
+            k = calls.get(name, 0)
+            calls[name] = k + 1
+            if isinstance(out, torch.Tensor) and out.dim() == 4 and out.is_floating_point():
+                last[out.shape[-2:].numel() > 1] = (name, k)
+
+        return hook
+
+    _hooked_forward(model, x, [(m, make(n)) for n, m in model.named_modules() if n])
+    found = last.get(True, last.get(False))
+    if found is None:
+        return None
+    name, k = found
+    return name if k == calls[name] - 1 else f"{name}@{k}"
+
+
+def default_gradcam_layer(model: nn.Module, x: torch.Tensor, classifier: str | None = None) -> str:
+    """The layer Grad-CAM uses when none is named: the network's final spatial feature map.
+
+    That is the map globally average-pooled into the classifier when there is one
+    (:func:`find_cam_layer`, the layer CAM uses too), else the last module, in the order the
+    forward pass calls them, whose output is ``(N, C, H, W)`` (larger than 1 x 1 if any is: not
+    a global pool's output). Both are found by running ``x[:1]``
+    once (twice in the second case); registration order is never used, because auxiliary heads
+    registered last but not called in eval mode (torchvision's GoogLeNet), the last conv of a
+    residual branch (a zero-initialized ResNet block: blank maps) or a 32-channel slice of a
+    DenseNet's 1024-channel output are not the network's final feature map.
+
+    Args:
+        model: the network.
+        x: ``(N, C, H, W)`` example input (only the first image is used).
+        classifier: name of the ``nn.Linear`` classifier (default: the last one registered).
+
+    Raises:
+        ValueError: if no module outputs a spatial map; the message says to pass ``layer=``.
+
+    Example:
+        >>> default_gradcam_layer(torchvision.models.resnet18(), torch.randn(1, 3, 224, 224))
+        'layer4.1.relu'
+    """
+    try:
+        return find_cam_layer(model, x, classifier)
+    except ValueError:
+        pass  # no GAP + linear head: fall back to the last spatial map
+    with isolated(model):
+        found = _last_spatial_layer(model, _prepare(model, x)[:1])
+    if found is None:
+        raise ValueError(
+            f"no module of {type(model).__name__} outputs a spatial (N, C, H, W) feature map in the "
+            "forward pass, so there is no default Grad-CAM layer; pass `layer=` naming a module "
+            "with such an output"
+        )
+    return found
+
+
 def _linear(model: nn.Module, classifier: str | None) -> tuple[str, nn.Linear]:
     name = last_linear_layer(model) if classifier is None else classifier
     module = resolve_layer(model, name)
@@ -190,10 +380,23 @@ def _static_channels(module: nn.Module) -> int | None:
     return None
 
 
+def _tolerance(*dtypes: torch.dtype) -> float:
+    """Relative tolerance for comparing values computed in ``dtypes``: 1e-4 in float32, a few
+    units of the last place in bfloat16 (eps 2**-7) and float16 (eps 2**-10), where the model's
+    own pooling rounds its result."""
+    return max([1e-4] + [8 * torch.finfo(d).eps for d in dtypes if d.is_floating_point])
+
+
 def _gap_matches(
     model: nn.Module, x: torch.Tensor, classifier: str | None
 ) -> tuple[list[str], list[str]]:
-    """Layer references whose spatial mean is exactly what ``classifier`` receives.
+    """Layer references whose spatial mean is what ``classifier`` receives (up to rounding in the
+    model's dtype).
+
+    When the pooled map is larger than 1 x 1, only maps larger than 1 x 1 count (the pooling
+    module's own ``(N, K, 1, 1)`` output also has the right mean). When it is 1 x 1 (a small
+    input: torchvision's ResNet-18 at 32 px), every 1 x 1 match holds the same values; the ones
+    that finish before the first pooling module are kept (the feature map, not the pool's output).
 
     Returns:
         ``(leaf_matches, all_matches)``, each in the order the modules finished in the forward
@@ -201,56 +404,59 @@ def _gap_matches(
     """
     cls_name, linear = _linear(model, classifier)
     k = linear.in_features
-    seen: list[tuple[str, int, bool, torch.Tensor]] = []
+    seen: list[tuple[str, int, bool, bool, torch.dtype, torch.Tensor]] = []
     calls: dict[str, int] = {}
-    feats: list[torch.Tensor] = []
+    feats: list[tuple[torch.dtype, torch.Tensor]] = []
 
-    def make(name: str, leaf: bool) -> Any:
+    def make(name: str, module: nn.Module) -> Callable[..., None]:
+        leaf = not any(True for _ in module.children())
+        pool = isinstance(module, _POOL_TYPES)
+
         def hook(_m: nn.Module, _inp: Any, out: Any) -> None:
             call = calls.get(name, 0)
             calls[name] = call + 1
             if (
                 isinstance(out, torch.Tensor)
+                and out.is_floating_point()
                 and out.dim() == 4
                 and out.shape[1] == k
-                and out.shape[-2:].numel() > 1
             ):
-                seen.append((name, call, leaf, out.detach().float().clone()))
+                seen.append((name, call, leaf, pool, out.dtype, out.detach().float().clone()))
 
         return hook
 
     def grab(_m: nn.Module, inp: Any) -> None:
-        feats.append(inp[0].detach().float().reshape(inp[0].shape[0], -1).clone())
+        a = inp[0]
+        feats.append((a.dtype, a.detach().float().reshape(a.shape[0], -1).clone()))
 
-    handles = []
+    handle = linear.register_forward_pre_hook(grab)
     try:
-        for name, module in model.named_modules():
-            if name and module is not linear:
-                handles.append(
-                    module.register_forward_hook(
-                        make(name, not any(True for _ in module.children()))
-                    )
-                )
-        handles.append(linear.register_forward_pre_hook(grab))
-        with torch.no_grad():
-            model(x)
+        hooks = [(m, make(n, m)) for n, m in model.named_modules() if n and m is not linear]
+        _hooked_forward(model, x, hooks)
     finally:
-        for h in handles:
-            h.remove()
+        handle.remove()
     if not feats:
         raise ValueError(
-            f"classifier {cls_name!r} is not called in the forward pass; name the classifier layer"
+            f"classifier {cls_name!r} is not called in the forward pass; name the classifier with "
+            f"`classifier=` (nn.Linear layers: {', '.join(list_layers(model, ('linear',)))})"
         )
-    target = feats[-1]
+    feat_dtype, target = feats[-1]
     scale = float(target.abs().max().clamp_min(1e-6))
+    matched: list[tuple[str, int, bool, bool, bool]] = []  # name, call, leaf, pool, 1 x 1
+    for name, call, leaf, pool, dtype, out in seen:
+        mean = out.mean(dim=(2, 3))
+        tol = _tolerance(dtype, feat_dtype)
+        if mean.shape == target.shape and torch.allclose(mean, target, rtol=tol, atol=tol * scale):
+            matched.append((name, call, leaf, pool, out.shape[-2:].numel() == 1))
+    chosen = [m for m in matched if not m[4]]
+    if not chosen:  # a 1 x 1 pooled map: keep what finishes before the pooling module
+        for m in matched:
+            if m[3]:
+                break
+            chosen.append(m)
     leaves: list[str] = []
     every: list[str] = []
-    for name, call, leaf, out in seen:
-        mean = out.mean(dim=(2, 3))
-        if mean.shape != target.shape or not torch.allclose(
-            mean, target, rtol=1e-4, atol=1e-5 * scale
-        ):
-            continue
+    for name, call, leaf, _pool, _one in chosen:
         refs = [f"{name}@{call}"] + ([name] if call == calls[name] - 1 else [])
         every += refs
         if leaf:
@@ -264,9 +470,11 @@ def find_cam_layer(model: nn.Module, x: torch.Tensor, classifier: str | None = N
     The *last conv layer* is the wrong CAM layer whenever BatchNorm or a ReLU follows it (CAM is only
     defined on the map that is pooled), and module registration order need not be forward order, so
     the layer is found by running ``x[:1]`` once and checking, for every module, whether the spatial
-    mean of its output equals the classifier's input. The last such module to finish is returned
-    (a leaf module rather than the container that returns the same tensor; ``"name@k"`` when it is
-    not the module's last call).
+    mean of its output equals the classifier's input (to the rounding of the model's dtype: bfloat16
+    and float16 models pool with a relative error of about ``2**-8`` and ``2**-11``). The last such
+    module to finish is returned (a leaf module rather than the container that returns the same
+    tensor; ``"name@k"`` when it is not the module's last call). A pooled map of 1 x 1 (a small
+    input) is accepted; CAM (and Grad-CAM) at such a layer is one value per image, a uniform map.
 
     Args:
         model: a network ending in global average pooling and an ``nn.Linear`` classifier.
@@ -274,7 +482,8 @@ def find_cam_layer(model: nn.Module, x: torch.Tensor, classifier: str | None = N
         classifier: name of the ``nn.Linear`` (default: the last one registered).
 
     Raises:
-        ValueError: if no module's output is pooled into the classifier (CAM does not apply).
+        ValueError: if no module's output is pooled into the classifier (CAM does not apply, or
+            ``classifier`` names the wrong ``nn.Linear``).
     """
     with isolated(model):
         x0 = _prepare(model, x)[:1]
@@ -282,10 +491,17 @@ def find_cam_layer(model: nn.Module, x: torch.Tensor, classifier: str | None = N
     found = leaves or every
     if not found:
         name, _ = _linear(model, classifier)
+        others = [n for n in list_layers(model, ("linear",)) if n != name]
+        hint = (
+            f"if another nn.Linear is the classifier, name it with `classifier=` (others: "
+            f"{', '.join(others[-8:])}); otherwise "
+            if others
+            else ""
+        )
         raise ValueError(
             f"CAM needs a network whose classifier {name!r} reads a globally average-pooled feature "
-            f"map, and no layer of {type(model).__name__} is pooled into it; use 'gradcam', which "
-            "works with any conv layer"
+            f"map, and no layer of {type(model).__name__} is pooled into it; {hint}use 'gradcam', "
+            "which works with any conv layer"
         )
     return found[-1]  # "name" when it is the module's last call, else "name@k"
 
@@ -335,6 +551,7 @@ def saliency(
     noise: float = 0.15,
     generator: torch.Generator | None = None,
     batch_size: int = 64,
+    output_key: OutputKey = None,
 ) -> torch.Tensor:
     """Gradient saliency: ``max_c |d score_target / d x_c|`` per pixel (Simonyan et al., 2013).
 
@@ -346,7 +563,7 @@ def saliency(
     result does not depend on ``batch_size``.
 
     Args:
-        model: classifier returning ``(N, classes)`` logits.
+        model: classifier returning ``(N, classes)`` logits (or see ``output_key``).
         x: ``(N, C, H, W)`` images, normalized like the model's inputs.
         target: class per image (int, sequence or ``(N,)`` tensor).
         smooth: number of noisy copies per image (0: plain gradient).
@@ -354,6 +571,9 @@ def saliency(
         generator: private generator for the noise (default: a new one seeded with 0, so
             repeated calls give the same map).
         batch_size: images (noisy copies) per forward/backward pass.
+        output_key: where the logits are in the model's output (:data:`OutputKey`): ``None`` when
+            ``forward`` returns them, an index (``0`` for ``(logits, features)``), a dict key
+            (``"logits"``) or a function of the output.
 
     Returns:
         ``(N, H, W)`` non-negative maps on the model's device.
@@ -361,6 +581,7 @@ def saliency(
     Example:
         >>> maps = saliency(model, images, target=3, smooth=16)
     """
+    _check_output_key(output_key)
     _check_count("smooth", smooth, 0)
     _check_count("batch_size", batch_size, 1)
     if isinstance(noise, bool) or not isinstance(noise, (int, float)) or noise < 0:
@@ -400,7 +621,7 @@ def saliency(
                 eps = eps[start - first * copies : end - first * copies]
                 batch = batch + eps.to(batch) * sigma[image].reshape(-1, 1, 1, 1)
             batch.requires_grad_(True)
-            score = _pick(model(batch), t[image])
+            score = _pick(model(batch), t[image], output_key)
             (grad,) = torch.autograd.grad(score.sum(), batch)
             total.index_add_(0, image, grad.abs().amax(dim=1))
         return (total / copies).detach()
@@ -464,6 +685,7 @@ def occlusion(
     baseline: float | torch.Tensor = 0.0,
     batch_size: int = 64,
     output: Literal["probability", "logit"] = "probability",
+    output_key: OutputKey = None,
 ) -> torch.Tensor:
     """Occlusion sensitivity (Zeiler & Fergus, 2014): how much covering each region hurts the class.
 
@@ -484,7 +706,12 @@ def occlusion(
         baseline: what covers the window, in the model's input space: a number (``0.0`` is the
             dataset mean for standardized inputs) or a tensor broadcastable to ``x``.
         batch_size: occluded copies per forward pass.
-        output: ``"probability"`` (softmax) or ``"logit"``.
+        output: ``"probability"`` (softmax) or ``"logit"``. Probabilities saturate: a network
+            that is sure of its class loses almost nothing when a window is covered (drops of
+            ``1e-5``), where the logit still moves.
+        output_key: where the logits are in the model's output (:data:`OutputKey`): ``None`` when
+            ``forward`` returns them, an index (``0`` for ``(logits, features)``), a dict key
+            (``"logits"``) or a function of the output.
 
     Returns:
         ``(N, H, W)`` *signed* maps on the model's device: positive where covering the region lowers
@@ -494,6 +721,7 @@ def occlusion(
         >>> maps = occlusion(model, images, target=labels, window=8, stride=4)
     """
     _check_count("batch_size", batch_size, 1)
+    _check_output_key(output_key)
     if output not in ("probability", "logit"):
         raise ValueError(f"`output` must be 'probability' or 'logit', got {output!r}")
     with isolated(model), torch.no_grad():
@@ -519,7 +747,7 @@ def occlusion(
         p = row_mask.shape[0]
 
         def score(out: Any, classes: torch.Tensor) -> torch.Tensor:
-            s = _scores(out).float()
+            s = _scores(out, output_key).float()
             if output == "probability":
                 s = s.softmax(dim=1)
             return _pick(s, classes)
@@ -576,7 +804,8 @@ def _pick_call(
     ref = parse_layer(layer)
     if not captured:
         raise ValueError(
-            f"layer {layer!r} was not called in the forward pass of {type(model).__name__}"
+            f"layer {layer!r} was not called in the forward pass of {type(model).__name__}; pass "
+            "`layer=` naming a module the forward pass calls"
         )
     if ref.call is not None and ref.call >= len(captured):
         raise ValueError(
@@ -609,7 +838,12 @@ def _upsample(maps: torch.Tensor, size: Sequence[int]) -> torch.Tensor:
 
 
 def grad_cam(
-    model: nn.Module, x: torch.Tensor, target: Target, layer: str | None = None
+    model: nn.Module,
+    x: torch.Tensor,
+    target: Target,
+    layer: str | None = None,
+    *,
+    output_key: OutputKey = None,
 ) -> torch.Tensor:
     """Grad-CAM (Selvaraju et al., 2017) at a conv layer, upsampled to the input size.
 
@@ -623,7 +857,12 @@ def grad_cam(
         x: ``(N, C, H, W)`` images, normalized like the model's inputs.
         target: class per image.
         layer: module name as in ``model.named_modules()`` (``"name@k"`` for the k-th call of a
-            reused module). Default: the last conv layer (:func:`last_conv_layer`).
+            reused module). Default: the network's final feature map, found by running ``x[:1]``
+            (:func:`default_gradcam_layer`: the map pooled into the classifier, else the last
+            module in forward order with a spatial output).
+        output_key: where the logits are in the model's output (:data:`OutputKey`): ``None`` when
+            ``forward`` returns them, an index (``0`` for ``(logits, features)``), a dict key
+            (``"logits"``) or a function of the output.
 
     Returns:
         ``(N, H, W)`` non-negative maps on the model's device.
@@ -631,7 +870,8 @@ def grad_cam(
     Example:
         >>> maps = grad_cam(model, images, target=labels, layer="layer4")
     """
-    name = last_conv_layer(model) if layer is None else layer
+    _check_output_key(output_key)
+    name = default_gradcam_layer(model, x) if layer is None else layer
     parse_layer(name)
     resolve_layer(model, name)
     with isolated(model):
@@ -640,7 +880,7 @@ def grad_cam(
         with _differentiable_capture(model, name) as captured:
             out = model(x0)
         a = _pick_call(model, name, captured)
-        score = _pick(out, t)
+        score = _pick(out, t, output_key)
         (grad,) = torch.autograd.grad(score.sum(), a, allow_unused=True)
         if grad is None:  # the score does not depend on this layer at all
             grad = torch.zeros_like(a)
@@ -660,10 +900,11 @@ def cam(
 
     ``map = sum_k W[target, k] A_k``: the classifier's row for the target applied to every position
     of the pooled feature map ``A`` (the logit is the spatial mean of this map plus the bias). Only a
-    forward pass is needed. For other architectures use :func:`grad_cam`.
+    forward pass is needed, and the model's output is never read (so no ``output_key``: a model
+    returning ``(logits, features)`` works as is). For other architectures use :func:`grad_cam`.
 
     Args:
-        model: classifier returning ``(N, classes)`` logits, computed as ``classifier(GAP(A))``.
+        model: network whose logits are ``classifier(GAP(A))``.
         x: ``(N, C, H, W)`` images, normalized like the model's inputs.
         target: class per image (an index into the classifier's outputs).
         layer: the feature map that is pooled into the classifier. Default: found by

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 from typing import Any
 
@@ -10,9 +11,15 @@ import numpy as np
 import pytest
 import pytorch_lightning as pl
 import torch
+import torch.nn.functional as F
 from PIL import Image
+from torch import nn
 
-from featurewatch.callbacks.attribution import AttributionMaps, _empty_note
+from featurewatch import FeatureWatchWarning
+from featurewatch.callbacks.attribution import AttributionMaps, _empty_note, _uniform_note
+from featurewatch.core.attribution import cam, grad_cam, occlusion, overlay, saliency
+from featurewatch.core.hygiene import in_isolation, isolated
+from featurewatch.core.images import grid, scale_each, to_uint8
 from tests._models import LitClassifier, SmallCNN, digits_loaders
 from tests.callbacks.conftest import hooks_left, make_trainer
 
@@ -32,6 +39,39 @@ def fit(
 def png(root: Path, record: dict[str, Any]) -> np.ndarray:
     with Image.open(root / "featurewatch_logs" / record["path"]) as im:
         return np.asarray(im.convert("RGB"))
+
+
+def expected_maps(model: nn.Module, probe: torch.Tensor, method: str) -> torch.Tensor:
+    """The maps the callback should log, from the core functions with the settings spelled out:
+    predicted classes, SmoothGrad with 4 copies and seed 0, occlusion's default window, Grad-CAM
+    and CAM at the map pooled into the classifier."""
+    with isolated(model), torch.no_grad():
+        t = model(probe).argmax(1)
+    if method == "saliency":
+        return saliency(model, probe, t)
+    if method == "smoothgrad":
+        gen = torch.Generator().manual_seed(0)
+        return saliency(model, probe, t, smooth=4, noise=0.15, generator=gen)
+    if method == "occlusion":
+        return occlusion(model, probe, t, output="probability")
+    if method == "gradcam":
+        return grad_cam(model, probe, t, "net.features.6")
+    return cam(model, probe, t, "net.features.6", "net.fc")
+
+
+def expected_png(probe: torch.Tensor, maps: torch.Tensor, factor: int = 4) -> np.ndarray:
+    """Probes on top, overlays below, enlarged by ``factor``, 2 px padding: the logged picture."""
+    grey = scale_each(probe).expand(-1, 3, -1, -1)
+    tiles = F.interpolate(torch.cat([grey, overlay(probe, maps)]), scale_factor=factor)
+    return to_uint8(grid(tiles, nrow=probe.shape[0], padding=2, pad_value=1.0)).astype(int)
+
+
+def caption_peaks(caption: str) -> tuple[str, list[float]]:
+    """The unit and the per-image max |map| values a caption states."""
+    match = re.search(r"max \|map\| per image, in ([a-z ]+): ((?:#\d+ [-+.e\d]+(?:, )?)+)", caption)
+    assert match, caption
+    values = [float(v.split(" ")[1]) for v in match.group(2).split(", ")]
+    return match.group(1), values
 
 
 def test_every_method_is_logged_at_the_scheduled_steps(tmp_path: Path) -> None:
@@ -54,7 +94,8 @@ def test_every_method_is_logged_at_the_scheduled_steps(tmp_path: Path) -> None:
     assert [r["step"] for r in seconds] == [0, 2, 4]
     assert not [r for r in recs if r["kind"] == "text"]  # no failure was reported
     captions = {r["key"]: r["caption"] for r in images if r["step"] == 4}
-    assert "Grad-CAM (layer net.features.4)" in captions["featurewatch/attribution/gradcam"]
+    # Grad-CAM's default is the pooled map too (after BN and ReLU), not the last conv
+    assert "Grad-CAM (layer net.features.6)" in captions["featurewatch/attribution/gradcam"]
     assert (
         "CAM (layer net.features.6)" in captions["featurewatch/attribution/cam"]
     )  # the pooled map
@@ -69,18 +110,47 @@ def test_every_method_is_logged_at_the_scheduled_steps(tmp_path: Path) -> None:
         pixels = png(tmp_path, r)
         # 3 tiles per row, 16 px probes enlarged 4x to 64 px, 2 px padding
         assert pixels.shape == (2 * 64 + 3 * 2, 3 * 64 + 4 * 2, 3)
-        top, bottom = pixels[2:66].astype(int), pixels[68:132].astype(int)
+        top = pixels[2:66].astype(int)
         assert (top[..., 0] == top[..., 2]).all(), "the probe images are grey digits"
-        assert np.abs(bottom[..., 0] - bottom[..., 2]).max() > 60, "the heatmap adds colour"
     assert hooks_left(model) == []
     _, val = digits_loaders(n=64, size=16, batch_size=32)
-    assert torch.equal(cb.state_dict()["probe"], next(iter(val))[0][:3])  # first validation images
+    probe = cb.state_dict()["probe"]
+    assert torch.equal(probe, next(iter(val))[0][:3])  # first validation images
+    # The pictures of the last step, recomputed from the trained model with the core functions
+    # (the step-4 call ran after the last optimizer step: the model is as it was then).
+    for method in ALL:
+        record = next(r for r in images if r["step"] == 4 and r["key"].endswith("/" + method))
+        maps = expected_maps(model, probe, method)
+        pixels = png(tmp_path, record).astype(int)
+        assert np.abs(pixels - expected_png(probe, maps)).max() <= 1, method
+        # independently of that oracle: each map's hottest pixel is red (jet's top) in the PNG;
+        # an all-zero map would be blue there (jet(0) blended 50%: B - R = 64)
+        hot = 0
+        for i, m in enumerate(maps):
+            if m.max() <= 0:
+                continue  # no positive evidence: a uniform tile (the caption says so)
+            r, c = divmod(int(m.argmax()), m.shape[1])
+            y, x = 68 + 4 * r, 2 + i * 66 + 4 * c
+            assert pixels[y, x, 0] - pixels[y, x, 2] >= 50, (method, i, pixels[y, x])
+            hot += 1
+        assert hot >= 2, method
+        # the per-image scale is in the caption: the colours are per image, the numbers are not
+        unit, peaks = caption_peaks(record["caption"])
+        assert unit == {"occlusion": "probability drop", "gradcam": "logit", "cam": "logit"}.get(
+            method, "logit per input unit"
+        )
+        torch.testing.assert_close(
+            torch.tensor(peaks), maps.abs().flatten(1).amax(1).float(), rtol=6e-3, atol=0
+        )
 
 
 def test_fixed_probe_and_targets(tmp_path: Path) -> None:
     probe = torch.randn(2, 1, 16, 16, generator=torch.Generator().manual_seed(0))
-    cb = AttributionMaps(["occlusion", "gradcam"], probe, target=[3, 7], window=4, stride=2)
-    recs = fit(tmp_path, cb, LitClassifier(SmallCNN()), max_epochs=1)
+    cb = AttributionMaps(
+        ["occlusion", "gradcam"], probe, target=[3, 7], window=4, stride=2, occlusion_output="logit"
+    )
+    model = LitClassifier(SmallCNN())
+    recs = fit(tmp_path, cb, model, max_epochs=1)
     images = [r for r in recs if r["kind"] == "image"]
     assert sorted(r["key"] for r in images) == [
         "featurewatch/attribution/gradcam",
@@ -92,7 +162,14 @@ def test_fixed_probe_and_targets(tmp_path: Path) -> None:
             "#0: target 3, predicted" in r["caption"] and "#1: target 7, predicted" in r["caption"]
         )
         assert png(tmp_path, r).shape == (2 * 64 + 3 * 2, 2 * 64 + 3 * 2, 3)
-    assert "set to 0" in next(r["caption"] for r in images if r["key"].endswith("occlusion"))
+    caption = next(r["caption"] for r in images if r["key"].endswith("occlusion"))
+    assert "drop of the logit when a window is set to 0" in caption
+    unit, peaks = caption_peaks(caption)
+    assert unit == "logit drop"
+    logit = occlusion(model, probe, [3, 7], window=4, stride=2, output="logit")
+    prob = occlusion(model, probe, [3, 7], window=4, stride=2, output="probability")
+    assert not torch.allclose(logit.abs().amax((1, 2)), prob.abs().amax((1, 2)), rtol=0.05)
+    torch.testing.assert_close(torch.tensor(peaks), logit.abs().amax((1, 2)), rtol=6e-3, atol=0)
     resumed = AttributionMaps(["occlusion", "gradcam"], target=[3, 7], num_images=2)
     resumed.load_state_dict(cb.state_dict())
     assert torch.equal(resumed._probe.get(), probe)
@@ -107,6 +184,15 @@ def test_caption_says_when_a_map_has_no_positive_evidence() -> None:
         == "; no positive evidence for the target in image(s) #1, #2 (uniform tile)"
     )
     assert _empty_note(maps[:1]) == ""
+
+
+def test_caption_says_when_a_map_is_uniform() -> None:
+    """A layer whose map is 1 x 1 at this input size gives one value per image: no location."""
+    one = F.interpolate(torch.tensor([0.3, 2.0, -1.0]).reshape(3, 1, 1, 1), size=(16, 16))[:, 0]
+    assert _uniform_note(one).startswith("; the map of image(s) #0, #1 is uniform")
+    assert "1x1" in _uniform_note(one)
+    assert _uniform_note(one.bfloat16()).startswith("; the map of image(s) #0, #1 is uniform")
+    assert _uniform_note(torch.rand(2, 16, 16, generator=torch.Generator().manual_seed(0))) == ""
 
 
 def test_bad_arguments_fail_in_init_listing_what_is_valid() -> None:
@@ -127,6 +213,35 @@ def test_bad_arguments_fail_in_init_listing_what_is_valid() -> None:
         AttributionMaps(window=0)
     with pytest.raises(ValueError, match="either `every_n_epochs` or `every_n_train_steps`"):
         AttributionMaps(every_n_train_steps=5)
+    with pytest.raises(ValueError, match="`occlusion_output` must be 'probability' or 'logit'"):
+        AttributionMaps(occlusion_output="prob")
+    with pytest.raises(TypeError, match="`output_key` must be None"):
+        AttributionMaps(output_key=1.5)  # type: ignore[arg-type]
+    with pytest.raises(TypeError, match="integer class indices"):
+        AttributionMaps(target=torch.tensor([1.0, 2.0]))  # type: ignore[arg-type]
+    with pytest.raises(TypeError, match="got float64"):
+        AttributionMaps(target=np.float64(3.0))  # type: ignore[arg-type]
+
+
+def test_targets_like_the_core_and_distinct_state_keys() -> None:
+    for given, kept in [
+        (np.int64(3), 3),
+        (torch.tensor(3), 3),
+        (torch.tensor([1, 2, 3, 4]), [1, 2, 3, 4]),
+        ([np.int64(1)] * 4, [1, 1, 1, 1]),
+        (np.array([5, 6, 7, 8]), [5, 6, 7, 8]),
+    ]:
+        cb = AttributionMaps(target=given)  # type: ignore[arg-type]
+        assert cb.target == kept and type(cb.target) is type(kept), given
+        assert all(type(v) is int for v in cb.target) if isinstance(kept, list) else True
+    # two instances that differ only by target keep separate state in a checkpoint; the default
+    # target keeps the key of earlier versions (checkpoints written by them still resume)
+    keys = {AttributionMaps("saliency", target=t).state_key for t in ("predicted", 1, 2)}
+    assert len(keys) == 3
+    assert (
+        AttributionMaps("saliency").state_key
+        == "AttributionMaps{'methods': ['saliency'], 'layer': None}"
+    )
 
 
 @pytest.mark.parametrize(
@@ -159,6 +274,11 @@ def test_bad_arguments_fail_in_init_listing_what_is_valid() -> None:
         ),
         ({"methods": "cam", "classifier": "net.features.4"}, TypeError, r"must name an nn\.Linear"),
         (
+            {"methods": "cam", "layer": "net.features.0", "classifier": "net.fc"},
+            ValueError,
+            r"`layer=` sets the layer of both Grad-CAM and CAM",
+        ),
+        (
             {"methods": "occlusion", "window": 17},
             ValueError,
             r"`window` \(17, 17\) is larger than the images \(16, 16\)",
@@ -174,3 +294,141 @@ def test_bad_configuration_fails_before_the_first_training_step(
         fit(tmp_path, AttributionMaps(**kwargs), model, max_epochs=1)
     assert all(torch.equal(a, b) for a, b in zip(before, model.parameters())), "training started"
     assert hooks_left(model) == []
+
+
+class AuxNet(SmallCNN):
+    """SmallCNN plus an auxiliary head registered *last* and called only in training (GoogLeNet's
+    aux classifiers): its conv is the last one registered, its linear the last linear."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.aux = nn.Sequential(
+            nn.Conv2d(16, 4, 1), nn.ReLU(), nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(4, 10)
+        )
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        f = self.features(x)
+        out = self.fc(self.pool(f).flatten(1))
+        return out + self.aux(f) if self.training else out
+
+
+def test_default_gradcam_layer_is_resolved_in_forward_order_at_the_first_batch(
+    tmp_path: Path,
+) -> None:
+    model = LitClassifier(AuxNet())
+    recs = fit(tmp_path, AttributionMaps("gradcam", num_images=2), model, max_epochs=1)
+    assert not [r for r in recs if r["kind"] == "text"], "no failure"
+    (image,) = [r for r in recs if r["kind"] == "image"]
+    # not 'net.aux.0' (registered last, never called in eval): the last spatial map of the forward
+    # pass (the default classifier, 'net.aux.4', is not called either, so no CAM layer is found)
+    assert "Grad-CAM (layer net.features)" in image["caption"]
+    # a layer the eval forward pass never calls is refused before training, saying what to do
+    with pytest.raises(
+        ValueError,
+        match=r"'net\.aux\.0' is not called in the eval-mode forward pass.*pass `layer=`",
+    ):
+        fit(
+            tmp_path / "b",
+            AttributionMaps("gradcam", layer="net.aux.0"),
+            LitClassifier(AuxNet()),
+            max_epochs=1,
+        )
+
+
+class ExplodesOnBigBatches(SmallCNN):
+    """Fails like an out-of-memory error on featurewatch's batches of more than 8 images."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if in_isolation() and x.shape[0] > 8:
+            raise RuntimeError("CUDA out of memory (simulated)")
+        return super().forward(x)
+
+
+def test_a_failing_method_is_reported_and_the_others_are_still_logged(tmp_path: Path) -> None:
+    # occlusion evaluates 2 x 49 occluded copies, 64 per forward pass: it fails; the others do not
+    cb = AttributionMaps(("saliency", "occlusion", "gradcam"), num_images=2)
+    with pytest.warns(
+        FeatureWatchWarning,
+        match=r"method 'occlusion' failed at step 2: RuntimeError: CUDA out of memory",
+    ):
+        recs = fit(tmp_path, cb, LitClassifier(ExplodesOnBigBatches()), max_epochs=1)
+    assert sorted(r["key"] for r in recs if r["kind"] == "image") == [
+        "featurewatch/attribution/gradcam",
+        "featurewatch/attribution/saliency",
+    ]
+    (text,) = [r for r in recs if r["kind"] == "text"]
+    assert text["key"] == "featurewatch/attribution/occlusion/error" and text["step"] == 2
+    assert "out of memory" in text["value"] and "Traceback" in text["value"]
+    assert cb.calls == 1 and cb.failures == 1  # the call is counted as failed
+    strict = AttributionMaps(("saliency", "occlusion"), num_images=2, strict=True)
+    with pytest.raises(RuntimeError, match="out of memory"):
+        fit(tmp_path / "strict", strict, LitClassifier(ExplodesOnBigBatches()), max_epochs=1)
+
+
+class LitTuple(LitClassifier):
+    """A LightningModule whose forward returns ``(logits, features)``."""
+
+    def forward(self, x: torch.Tensor) -> Any:
+        features = self.net.features(x)
+        return self.net.fc(self.net.pool(features).flatten(1)), features
+
+    def training_step(self, batch, batch_idx):  # type: ignore[no-untyped-def]
+        x, y = batch
+        return F.cross_entropy(self(x)[0], y)
+
+    def validation_step(self, batch, batch_idx):  # type: ignore[no-untyped-def]
+        pass
+
+
+class LitDict(LitTuple):
+    """... and one returning ``{"logits": ..., "features": ...}``."""
+
+    def forward(self, x: torch.Tensor) -> Any:
+        logits, features = super().forward(x)
+        return {"features": features, "logits": logits}
+
+    def training_step(self, batch, batch_idx):  # type: ignore[no-untyped-def]
+        x, y = batch
+        return F.cross_entropy(self(x)["logits"], y)
+
+
+@pytest.mark.parametrize(
+    ("module", "key", "wrong"), [(LitTuple, 0, 1), (LitDict, "logits", "features")]
+)
+def test_models_returning_tuples_or_dicts_select_their_logits(
+    tmp_path: Path, module: type[LitClassifier], key: int | str, wrong: int | str
+) -> None:
+    methods = ("saliency", "occlusion", "gradcam", "cam")
+    cb = AttributionMaps(methods, num_images=2, window=8, output_key=key)
+    recs = fit(tmp_path, cb, module(SmallCNN()), max_epochs=1)
+    assert not [r for r in recs if r["kind"] == "text"], "no failure"
+    assert sorted(r["key"] for r in recs if r["kind"] == "image") == sorted(
+        f"featurewatch/attribution/{m}" for m in methods
+    )
+    # without `output_key`: refused before the first training step, saying what to pass
+    model = module(SmallCNN())
+    before = [p.detach().clone() for p in model.parameters()]
+    with pytest.raises(
+        ValueError, match=r"AttributionMaps: .*\(N, classes\) scores.*pass `output_key=`"
+    ):
+        fit(tmp_path / "b", AttributionMaps(methods, num_images=2), model, max_epochs=1)
+    assert all(torch.equal(a, b) for a, b in zip(before, model.parameters())), "training started"
+    with pytest.raises(
+        ValueError, match=r"`output_key=.*` selects a tensor of shape \(1, 16, 8, 8\)"
+    ):
+        fit(
+            tmp_path / "c",
+            AttributionMaps(methods, output_key=wrong),
+            module(SmallCNN()),
+            max_epochs=1,
+        )
+
+
+def test_cam_and_gradcam_work_on_a_bf16_model(tmp_path: Path) -> None:
+    """bf16 pooling rounds (relative error ~4e-3): the pooled map must still be found at setup."""
+    cb = AttributionMaps(("gradcam", "cam"), num_images=2)
+    recs = fit(tmp_path, cb, LitClassifier(SmallCNN()), max_epochs=1, precision="bf16-true")
+    assert not [r for r in recs if r["kind"] == "text"], "no failure"
+    captions = {r["key"]: r["caption"] for r in recs if r["kind"] == "image"}
+    assert "CAM (layer net.features.6)" in captions["featurewatch/attribution/cam"]
+    assert "Grad-CAM (layer net.features.6)" in captions["featurewatch/attribution/gradcam"]

@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 import matplotlib
+import numpy as np
 import pytest
 import torch
 from torch import nn
@@ -16,6 +17,7 @@ from torch import nn
 from featurewatch.core.attribution import (
     cam,
     check_cam_layer,
+    default_gradcam_layer,
     find_cam_layer,
     grad_cam,
     last_conv_layer,
@@ -173,14 +175,128 @@ def test_cam_layer_is_found_in_forward_order_and_wrong_layers_are_refused() -> N
     no_gap = nn.Sequential(nn.Conv2d(1, 4, 3), nn.ReLU(), nn.Flatten(), nn.Linear(4 * 14 * 14, 3))
     with pytest.raises(ValueError, match="no layer of Sequential is pooled into it; use 'gradcam'"):
         find_cam_layer(no_gap, digits(1))
+    # with several nn.Linear layers, the error says how to name the right one
+    two_heads = nn.Sequential(
+        nn.Conv2d(1, 4, 3), nn.ReLU(), nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(4, 4),
+        nn.ReLU(), nn.Linear(4, 3),
+    )  # fmt: skip
+    with pytest.raises(
+        ValueError, match=r"classifier '6'.*name it with `classifier=` \(others: 4\)"
+    ):
+        find_cam_layer(two_heads, digits(1))
+    assert find_cam_layer(two_heads, digits(1), classifier="4") == "1"
 
 
-def test_default_layers_are_the_last_conv_and_linear_with_helpful_errors() -> None:
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16])
+def test_cam_layer_is_found_in_low_precision(dtype: torch.dtype) -> None:
+    """bf16/fp16 pooling rounds its result (relative error ~4e-3 in bf16): the comparison with the
+    classifier's input must allow for the model's dtype, not float32's 1e-4."""
+    model, x = small_cnn(), digits(2)
+    expected = find_cam_layer(model, x)
+    low = copy.deepcopy(model).to(dtype)
+    assert find_cam_layer(low, x) == expected == "features.6"
+    check_cam_layer(low, x, "features.6")
+    with pytest.raises(ValueError, match=r"'features\.4' is undefined.*layer='features\.6'"):
+        check_cam_layer(low, x, "features.4")  # a wrong layer is still refused
+    maps = cam(low, x, [1, 2])  # the default layer, end to end
+    assert maps.dtype == dtype
+    torch.testing.assert_close(maps.float(), cam(model, x, [1, 2]), rtol=0.1, atol=0.05)
+
+
+def strided_net() -> nn.Sequential:
+    """conv/2 - ReLU - conv/2 - BN - ReLU - global pool - linear: on 4 x 4 inputs the pooled map is
+    1 x 1 (what torchvision's ResNet-18 does on 32 px CIFAR images)."""
+    torch.manual_seed(0)
+    return nn.Sequential(
+        nn.Conv2d(1, 4, 3, stride=2, padding=1), nn.ReLU(),
+        nn.Conv2d(4, 6, 3, stride=2, padding=1), nn.BatchNorm2d(6), nn.ReLU(inplace=True),
+        nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(6, 3),
+    ).eval()  # fmt: skip
+
+
+def test_a_1x1_pooled_map_is_a_valid_cam_layer() -> None:
+    model = strided_net()
+    x = torch.randn(2, 1, 4, 4, generator=torch.Generator().manual_seed(3))
+    # the ReLU's 1 x 1 output is the pooled map; the pool's own (N, 6, 1, 1) output is not the layer
+    assert find_cam_layer(model, x) == "4"
+    assert find_cam_layer(model, torch.randn(1, 1, 8, 8)) == "4"  # the same layer at 2 x 2
+    check_cam_layer(model, x, "4")
+    with pytest.raises(ValueError, match=r"'2' is undefined.*use layer='4' for CAM"):
+        check_cam_layer(model, x, "2")  # BN + ReLU follow the conv: a true message, with a hint
+    maps = cam(model, x, [0, 2])
+    assert maps.shape == (2, 4, 4)
+    torch.testing.assert_close(maps, maps[:, :1, :1].expand(-1, 4, 4))  # one value per image
+    # CAM = Grad-CAM x positions, with 1 position
+    torch.testing.assert_close(grad_cam(model, x, [0, 2], "4"), maps.clamp_min(0))
+    assert default_gradcam_layer(model, x) == "4"
+
+
+class AuxNet(nn.Module):
+    """SmallCNN's layers plus an auxiliary head registered *last* and called only in training
+    (GoogLeNet's aux classifiers): registration order is not forward order."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        torch.manual_seed(0)
+        self.features = small_cnn().features
+        self.pool = nn.AdaptiveAvgPool2d(1)
+        self.fc = nn.Linear(16, 10)
+        self.aux = nn.Sequential(
+            nn.Conv2d(16, 4, 1), nn.ReLU(), nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(4, 10)
+        )
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        f = self.features(x)
+        out = self.fc(self.pool(f).flatten(1))
+        return out + self.aux(f) if self.training else out
+
+
+def test_default_gradcam_layer_follows_the_forward_pass_not_registration_order() -> None:
+    model, x = AuxNet().eval(), digits(2)
+    assert last_conv_layer(model) == "aux.0" and last_linear_layer(model) == "aux.4"  # the trap
+    # the default classifier (aux.4) is never called: no CAM layer, so the last spatial map in
+    # forward order, larger than 1 x 1 (the pool's (N, 16, 1, 1) output finishes after it)
+    before = snapshot(model)
+    assert default_gradcam_layer(model, x) == "features"
+    assert_untouched(model, before)  # the probing forward pass leaves no hook behind
+    maps = grad_cam(model, x, [1, 2])
+    assert maps.max() > 0
+    torch.testing.assert_close(maps, grad_cam(model, x, [1, 2], "features.6"))
+    # naming the classifier finds the pooled map (the same tensor, named by its leaf module)
+    assert default_gradcam_layer(model, x, classifier="fc") == "features.6"
+    with pytest.raises(ValueError, match=r"'aux\.0' was not called.*pass `layer=`"):
+        grad_cam(model, x, 1, "aux.0")
+    with pytest.raises(
+        ValueError, match=r"no module of Sequential outputs a spatial.*pass `layer=`"
+    ):
+        default_gradcam_layer(nn.Sequential(nn.Flatten(), nn.Linear(256, 3)), digits(1))
+
+
+def test_default_gradcam_layer_is_the_block_output_not_a_zero_initialized_residual_branch() -> None:
+    """resnet(zero_init_residual=True): the last registered conv is inside the residual branch,
+    whose BatchNorm scale is 0, so the score does not depend on it at all (blank maps)."""
+    torch.manual_seed(0)
+    model = TinyResNet().eval()
+    with torch.no_grad():
+        model.layer1.bn2.weight.zero_()
+    x = torch.randn(3, 3, SIZE, SIZE, generator=torch.Generator().manual_seed(2))
+    target = [0, 3, 5]
+    assert last_conv_layer(model) == "layer1.conv2"
+    assert grad_cam(model, x, target, "layer1.conv2").abs().max() == 0
+    assert default_gradcam_layer(model, x) == "layer1.relu"  # the block's output, pooled into fc
+    maps = grad_cam(model, x, target)
+    assert (maps.flatten(1).amax(1) > 0).all()
+    torch.testing.assert_close(maps, grad_cam(model, x, target, "layer1"))
+
+
+def test_default_layers_with_helpful_errors() -> None:
     model = small_cnn()
     assert last_conv_layer(model) == "features.4"
     assert last_linear_layer(model) == "fc"
+    # the default Grad-CAM layer is the pooled map (after BN and ReLU), not the last conv
+    assert default_gradcam_layer(model, digits(1)) == "features.6"
     torch.testing.assert_close(
-        grad_cam(model, digits(), 1), grad_cam(model, digits(), 1, "features.4")
+        grad_cam(model, digits(), 1), grad_cam(model, digits(), 1, "features.6")
     )
     mlp = nn.Sequential(nn.Flatten(), nn.Linear(256, 8), nn.ReLU(), nn.Linear(8, 2))
     with pytest.raises(ValueError, match=r"no convolution layer.*layers: 1, 2, 3"):
@@ -253,22 +369,41 @@ def test_batched_occlusion_equals_a_naive_loop_over_windows(
     torch.testing.assert_close(fast, slow, rtol=1e-4, atol=1e-6)
 
 
+def count_forwards(model: nn.Module, run: Callable[[], object]) -> int:
+    calls = [0]
+    handle = model.register_forward_pre_hook(lambda *_: calls.__setitem__(0, calls[0] + 1))
+    try:
+        run()
+    finally:
+        handle.remove()
+    return calls[0]
+
+
 def test_batched_equals_per_image_and_batch_size_changes_nothing() -> None:
     model, x = small_cnn(), digits(3)
     target = [5, 2, 9]
-    for fn in (
-        lambda xs, ts, bs: saliency(model, xs, ts, batch_size=bs),
-        lambda xs, ts, bs: saliency(model, xs, ts, smooth=5, batch_size=bs),
-        lambda xs, ts, bs: occlusion(model, xs, ts, batch_size=bs),
-        lambda xs, ts, bs: grad_cam(model, xs, ts),
-    ):
-        together = fn(x, target, 64)
+    # the functions with a `batch_size`, and a small one that splits the work into chunks: 3 images
+    # in 2 + 1, 15 noisy copies in chunks of 4 that straddle images, 3 x 49 occluded copies in 30
+    for name, small, fn in [
+        ("saliency", 2, lambda bs: saliency(model, x, target, batch_size=bs)),
+        ("smoothgrad", 4, lambda bs: saliency(model, x, target, smooth=5, batch_size=bs)),
+        ("occlusion", 5, lambda bs: occlusion(model, x, target, batch_size=bs)),
+    ]:
+        together = fn(64)
         assert together.abs().max() > 0
-        torch.testing.assert_close(fn(x, target, 2), together, rtol=1e-4, atol=1e-7)
-    alone = torch.cat([saliency(model, x[i : i + 1], target[i]) for i in range(3)])
-    torch.testing.assert_close(saliency(model, x, target), alone, rtol=1e-4, atol=1e-7)
-    alone = torch.cat([grad_cam(model, x[i : i + 1], target[i]) for i in range(3)])
-    torch.testing.assert_close(grad_cam(model, x, target), alone, rtol=1e-4, atol=1e-7)
+        chunked = fn(small)
+        forwards = count_forwards(model, lambda: fn(small))  # noqa: B023
+        assert forwards > count_forwards(model, lambda: fn(64)), name  # noqa: B023
+        torch.testing.assert_close(chunked, together, rtol=1e-4, atol=1e-7, msg=name)
+    # every method: a batch gives the maps of its images computed one by one
+    for name, fn in {
+        "saliency": lambda xs, ts: saliency(model, xs, ts),
+        "occlusion": lambda xs, ts: occlusion(model, xs, ts, window=8, stride=4),
+        "grad_cam": lambda xs, ts: grad_cam(model, xs, ts),
+        "cam": lambda xs, ts: cam(model, xs, ts, "features.6"),
+    }.items():
+        alone = torch.cat([fn(x[i : i + 1], target[i]) for i in range(3)])
+        torch.testing.assert_close(fn(x, target), alone, rtol=1e-4, atol=1e-7, msg=name)
 
 
 # ---------------------------------------------------------------------- SmoothGrad randomness
@@ -342,6 +477,8 @@ ENTRY_POINTS: dict[str, Callable[[nn.Module, torch.Tensor], object]] = {
     "smoothgrad": lambda m, x: saliency(m, x, [1, 2], smooth=3),
     "occlusion": lambda m, x: occlusion(m, x, 2, batch_size=7),
     "grad_cam": lambda m, x: grad_cam(m, x, 3, "features.2"),
+    "grad_cam_default_layer": lambda m, x: grad_cam(m, x, 3),
+    "default_gradcam_layer": lambda m, x: default_gradcam_layer(m, x),
     "cam": lambda m, x: cam(m, x, 3, "features.6"),
     "cam_default_layer": lambda m, x: cam(m, x, 3),
     "find_cam_layer": lambda m, x: find_cam_layer(m, x),
@@ -476,6 +613,87 @@ def test_errors_say_what_is_valid() -> None:
         saliency(nn.Conv2d(1, 2, 3), x, 0)
 
 
+class TupleOut(nn.Module):
+    """A LightningModule-style network returning ``(logits, features)``."""
+
+    def __init__(self, net: nn.Module) -> None:
+        super().__init__()
+        self.net = net
+
+    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        features = self.net.features(x)
+        return self.net.fc(self.net.pool(features).flatten(1)), features
+
+
+class DictOut(TupleOut):
+    def forward(self, x: torch.Tensor) -> dict[str, torch.Tensor]:  # type: ignore[override]
+        logits, features = super().forward(x)
+        return {"features": features, "logits": logits}
+
+
+def test_output_key_selects_the_logits_of_tuple_and_dict_outputs() -> None:
+    base, x, target = small_cnn(), digits(2), [3, 7]
+    reference = {
+        "saliency": saliency(base, x, target),
+        "smoothgrad": saliency(base, x, target, smooth=2),
+        "occlusion": occlusion(base, x, target, window=8, stride=4),
+        "grad_cam": grad_cam(base, x, target),
+    }
+    for model, key in [
+        (TupleOut(base), 0),
+        (TupleOut(base), -2),
+        (DictOut(base), "logits"),
+        (DictOut(base), lambda out: out["logits"]),
+    ]:
+        got = {
+            "saliency": saliency(model, x, target, output_key=key),
+            "smoothgrad": saliency(model, x, target, smooth=2, output_key=key),
+            "occlusion": occlusion(model, x, target, window=8, stride=4, output_key=key),
+            "grad_cam": grad_cam(model, x, target, "net.features.6", output_key=key),
+        }
+        for name, maps in got.items():
+            torch.testing.assert_close(maps, reference[name], msg=f"{name}, output_key={key!r}")
+        # CAM reads the classifier's weights, never the output: it needs no key
+        torch.testing.assert_close(cam(model, x, target), cam(base, x, target))
+    with pytest.raises(
+        ValueError,
+        match=r"got a tuple of 2 values \(shape \(2, 10\), shape \(2, 16, 8, 8\)\); pass `output_key=`",
+    ):
+        saliency(TupleOut(base), x, 1)
+    with pytest.raises(
+        ValueError, match=r"dict with keys 'features', 'logits'; pass `output_key=`"
+    ):
+        grad_cam(DictOut(base), x, 1, "net.features.6")
+    with pytest.raises(
+        ValueError,
+        match=r"`output_key='logit'`: the model's output has no such key \(keys: 'features', 'logits'\)",
+    ):
+        occlusion(DictOut(base), x, 1, output_key="logit")
+    with pytest.raises(
+        ValueError, match=r"`output_key=1` selects a tensor of shape \(2, 16, 8, 8\)"
+    ):
+        saliency(TupleOut(base), x, 1, output_key=1)
+    with pytest.raises(ValueError, match=r"`output_key=2` is out of range"):
+        saliency(TupleOut(base), x, 1, output_key=2)
+    with pytest.raises(
+        ValueError,
+        match=r"`output_key=0` needs a model returning a tuple or list, but it returned a dict",
+    ):
+        saliency(DictOut(base), x, 1, output_key=0)
+    with pytest.raises(TypeError, match="`output_key` must be None"):
+        saliency(base, x, 1, output_key=1.5)  # type: ignore[arg-type]
+
+
+def test_numpy_integer_targets_are_class_indices() -> None:
+    model, x = small_cnn(), digits(2)
+    expected = saliency(model, x, [3, 3])
+    for target in (np.int64(3), np.array(3), [np.int32(3), np.int64(3)], np.array([3, 3])):
+        torch.testing.assert_close(saliency(model, x, target), expected)  # type: ignore[arg-type]
+    for bad in (np.float64(3.0), np.array([3.0, 1.0]), np.bool_(True), [True, False], "3"):
+        with pytest.raises(TypeError, match="class ind"):
+            saliency(model, x, bad)  # type: ignore[arg-type]
+
+
 def test_overlay_blends_a_per_image_heatmap_over_grayscale_images() -> None:
     images = torch.linspace(-3, 5, SIZE * SIZE).reshape(1, 1, SIZE, SIZE).repeat(2, 1, 1, 1)
     maps = torch.zeros(2, SIZE, SIZE)
@@ -521,6 +739,7 @@ def test_core_module_imports_only_torch_and_the_core() -> None:
     roots = {name.split(".")[0] for name in imported}
     assert roots <= {
         "__future__",
+        "operator",
         "collections",
         "contextlib",
         "typing",
