@@ -7,11 +7,11 @@ Used by ``tests/callbacks/test_dead_neurons_ddp.py``::
     python tests/_dead_ddp_run.py OUT_DIR strict   # 2 processes; a hook problem on rank 1 only
 
 Each process writes ``OUT_DIR/<mode>_rank<r>.json``. The data are identical in both modes: 128
-digits, not shuffled; one process takes batches of 32, each DDP rank batches of 16 through
-Lightning's DistributedSampler (rank r gets samples r, r+2, ...), so every step sees the same 32
-samples in both runs and 128 % (2 * 16) == 0 means no padding. The convolutions are frozen (only
-the classifier trains), so the activations each sample produces are the same in both runs and the
-statistics can be compared exactly.
+digits; one process takes batches of 32 in order, each DDP rank batches of 16 through Lightning's
+DistributedSampler (which decides which samples a step sees), and 128 % (2 * 16) == 0 means no
+padding, so each epoch (one window) sees the same 128 samples in both runs. The convolutions are
+frozen (only the classifier trains), so the activations each sample produces are the same in both
+runs and the statistics can be compared exactly.
 """
 
 from __future__ import annotations
@@ -105,7 +105,11 @@ def run(out_dir: str, mode: str) -> dict[str, Any]:
     x, y = digits_tensors(128, size=16)
     devices = 2 if mode == "ddp" else 1
     loader = DataLoader(TensorDataset(x, y), batch_size=32 // devices, shuffle=False, drop_last=False)
-    monitor = DeadNeuronMonitor(["net.relu", "net.conv3"], heatmap=False, dead_alert_fraction=0.5)
+    # rates_every_n_steps=1: every step in the window is measured, so the order in which the
+    # samples reach the ranks (DistributedSampler) cannot matter, only their union
+    monitor = DeadNeuronMonitor(
+        ["net.relu", "net.conv3"], heatmap=False, dead_alert_fraction=0.5, rates_every_n_steps=1
+    )
     trainer = pl.Trainer(
         max_epochs=2,
         accelerator="cpu",

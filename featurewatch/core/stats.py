@@ -21,7 +21,13 @@ output of that ReLU, so a channel pushed far below zero has magnitude 0, not a l
 From the window, :class:`ChannelSummary` derives the on-rate, whether the channel fired at all, its
 mean/max magnitude and the ReDo dormancy score ``s_c = mean_c / mean_k(mean_k)`` (Sokar et al., "The
 Dormant Neuron Phenomenon in Deep Reinforcement Learning", ICML 2023). A channel is *dead* over the
-window if it never fired (on-rate exactly 0).
+window if it never fired.
+
+**Cost.** The per-step work is memory-bound: every pass reads the whole activation. Whether a
+channel fired, when it last fired and its maximum need one pass (a max) and are measured on
+*every* forward. The on-rate and the magnitude sums need three more passes and a temporary; with
+``rates_every=n`` they are measured on every n-th forward of the window only (all of that forward's
+values), which divides their cost by n while dead-channel detection stays exact.
 
 Example:
     >>> recorder = ChannelStatsRecorder(model)           # every ReLU-family module
@@ -88,6 +94,8 @@ class ChannelStats:
         mode: ``"nonnegative"`` (ReLU outputs: magnitude = value), ``"activation"`` (magnitude =
             ``|a|``) or ``"preactivation"`` (magnitude = ``relu(a)``, the output of the ReLU the
             layer feeds).
+        rates_every: measure the on-rate and the magnitude sums on the window's forwards 0, n,
+            2n, ... only (1: every forward). Firing, last firing and maxima use every forward.
 
     Attributes:
         count_on: ``(C,)`` float64, values above the threshold (exact integers below 2**53).
@@ -95,16 +103,28 @@ class ChannelStats:
         max_mag: ``(C,)`` float32, maximum magnitude (0 before any update).
         last_on: ``(C,)`` int64, index (0-based, within the window) of the last update in which
             the channel fired; -1 if it has not fired in this window.
-        positions: int, values seen per channel (samples x spatial positions).
+        positions: int, values per channel (samples x spatial positions) in the forwards whose
+            rates were measured: the denominator of the on-rate and the mean magnitude.
         updates: int, tensors fed since the last reset.
     """
 
-    def __init__(self, channels: int, device: torch.device | str, *, threshold: float = 0.0, mode: str = "nonnegative") -> None:
+    def __init__(
+        self,
+        channels: int,
+        device: torch.device | str,
+        *,
+        threshold: float = 0.0,
+        mode: str = "nonnegative",
+        rates_every: int = 1,
+    ) -> None:
         if mode not in ("nonnegative", "activation", "preactivation"):
             raise ValueError(f"mode must be 'nonnegative', 'activation' or 'preactivation', got {mode!r}")
+        if isinstance(rates_every, bool) or not isinstance(rates_every, int) or rates_every < 1:
+            raise ValueError(f"rates_every must be a positive int, got {rates_every!r}")
         self.channels = int(channels)
         self.threshold = float(threshold)
         self.mode = mode
+        self.rates_every = rates_every
         # Accumulators may be created during a validation forward under inference mode; they must
         # stay normal tensors so that later in-place updates outside it are allowed.
         with torch.inference_mode(False):
@@ -118,8 +138,10 @@ class ChannelStats:
     def update(self, a: torch.Tensor) -> None:
         """Add one output tensor ``(N, C, *)`` to the window; no host synchronization.
 
-        Four passes over ``a`` (sum, max, compare, sum of the 0/1 mask) and a few ``(C,)`` updates;
-        one temporary the size of ``a``. ``a`` itself is not modified.
+        Every forward: one pass over ``a`` (its per-channel max; ``aminmax`` for ``|a|``), which
+        updates the maximum magnitude and the last forward each channel fired in. On rate
+        forwards (see ``rates_every``) also the magnitude sum and the count of values above the
+        threshold: three more passes and one temporary the size of ``a``. ``a`` is not modified.
 
         Raises:
             ValueError: if ``a`` has fewer than 2 dims or not ``channels`` channels.
@@ -134,38 +156,50 @@ class ChannelStats:
             # (N, C, L) view: reducing the contiguous last dim, then N, is about twice as fast on
             # CPU as one reduction over dims (0, 2, 3, ...).
             a = a.view(a.shape[0], self.channels, -1)
+        dims = [0, *range(2, a.dim())]
 
         def total(t: torch.Tensor, dtype: torch.dtype | None) -> torch.Tensor:
             return t.sum(-1, dtype=dtype).sum(0) if t.dim() == 3 else t.sum(dims, dtype=dtype)
 
-        def peak_of(t: torch.Tensor) -> torch.Tensor:
-            return t.amax(-1).amax(0) if t.dim() == 3 else t.amax(dims)
+        def extremes(t: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+            if t.dim() == 3:
+                low, high = torch.aminmax(t, dim=-1)
+                return low.amin(0), high.amax(0)
+            flat = t.movedim(1, 0).reshape(self.channels, -1)
+            low, high = torch.aminmax(flat, dim=1)
+            return low, high
 
-        dims = [0, *range(2, a.dim())]
-        # Counts are sums of a 0/1 float mask: exact for integers below 2**24 (float32) per call,
-        # and far cheaper on CPU than summing a boolean tensor.
-        acc: torch.dtype | None = None
-        if per_channel >= _EXACT_F32_COUNT:
-            acc = torch.float64
-        elif a.dtype in (torch.float16, torch.bfloat16):
-            acc = torch.float32
-        tmp = torch.empty_like(a)
-        # 1. magnitudes: sum and max
-        if self.mode == "nonnegative":
-            mag = a
-        elif self.mode == "activation":
-            mag = torch.abs(a, out=tmp)
+        # 1. every forward: the per-channel maximum of `a` decides whether the channel fired
+        if self.mode == "activation":
+            low, peak = extremes(a)
+            magnitude = torch.maximum(peak, -low)
         else:
-            mag = torch.clamp(a, min=0.0, out=tmp)
-        self.sum_mag += total(mag, acc)
-        peak = peak_of(mag)
-        torch.maximum(self.max_mag, peak if peak.dtype == torch.float32 else peak.float(), out=self.max_mag)
-        # 2. the on-mask (1.0 where a > threshold, else 0.0; NaN is off), written over `tmp`
-        above = torch.gt(a, self.threshold, out=tmp)
-        on = total(above, acc)
-        self.count_on += on
-        self.last_on.masked_fill_(on > 0, self.updates)
-        self.positions += per_channel
+            peak = a.amax(-1).amax(0) if a.dim() == 3 else a.amax(dims)
+            magnitude = peak if self.mode == "nonnegative" else peak.clamp(min=0.0)
+        torch.maximum(self.max_mag, magnitude.float(), out=self.max_mag)
+        rates = self.updates % self.rates_every == 0
+        if rates:
+            # 2. rate forwards: magnitude sum and the count of values above the threshold
+            acc: torch.dtype | None = None  # float64 past float32's exact-integer range
+            if per_channel >= _EXACT_F32_COUNT:
+                acc = torch.float64
+            elif a.dtype in (torch.float16, torch.bfloat16):
+                acc = torch.float32
+            tmp = torch.empty_like(a)
+            if self.mode == "nonnegative":
+                mag = a
+            elif self.mode == "activation":
+                mag = torch.abs(a, out=tmp)
+            else:
+                mag = torch.clamp(a, min=0.0, out=tmp)
+            self.sum_mag += total(mag, acc)
+            above = torch.gt(a, self.threshold, out=tmp)  # 1.0 where a > threshold; NaN is off
+            on = total(above, acc)
+            self.count_on += on
+            self.last_on.masked_fill_(on > 0, self.updates)
+            self.positions += per_channel
+        else:
+            self.last_on.masked_fill_(peak > self.threshold, self.updates)  # NaN is off
         self.updates += 1
 
     def reset(self) -> None:
@@ -183,12 +217,13 @@ class ChannelSummary:
     """Statistics of one call site over one window, on the CPU.
 
     Attributes:
-        on_rate: ``(C,)`` float64 in ``[0, 1]``, fraction of values above the threshold.
-        max_abs: ``(C,)`` float32, maximum magnitude.
-        mean_abs: ``(C,)`` float64, mean magnitude.
+        on_rate: ``(C,)`` float64 in ``[0, 1]``, fraction of values above the threshold (in the
+            forwards whose rates were measured).
+        max_abs: ``(C,)`` float32, maximum magnitude (every forward).
+        mean_abs: ``(C,)`` float64, mean magnitude (rate forwards).
         silent_steps: ``(C,)`` int64, how many of the window's last updates (forwards) the channel
-            went without firing; ``updates`` if it never fired.
-        positions: values seen per channel.
+            went without firing; ``updates`` if it never fired (every forward).
+        positions: values per channel in the rate forwards.
         updates: forwards (tensors) in the window.
     """
 
@@ -225,13 +260,13 @@ class ChannelSummary:
 
     @property
     def fired(self) -> torch.Tensor:
-        """``(C,)`` bool: the channel was above the threshold at least once."""
-        return self.on_rate > 0
+        """``(C,)`` bool: the channel was above the threshold at least once, in any forward."""
+        return (self.silent_steps < self.updates) | (self.on_rate > 0)
 
     @property
     def dead(self) -> list[int]:
         """Channels that never fired in the window."""
-        return [int(c) for c in torch.nonzero(self.on_rate == 0).flatten()]
+        return [int(c) for c in torch.nonzero(~self.fired).flatten()]
 
     def silent(self, patience: int | None) -> list[int]:
         """Dead channels plus those that did not fire in the last ``patience`` updates of the window.
@@ -239,14 +274,14 @@ class ChannelSummary:
         A filter killed half way through a window fired before, so it is not in :attr:`dead`; it is
         here once it has been silent for ``patience`` forwards. ``None``: same as :attr:`dead`.
         """
-        mask = self.on_rate == 0
+        mask = ~self.fired
         if patience is not None:
             mask |= self.silent_steps >= int(patience)
         return [int(c) for c in torch.nonzero(mask).flatten()]
 
     def dying(self, rate: float) -> list[int]:
         """Channels that fired, but on fewer than ``rate`` of their values (dead ones excluded)."""
-        return [int(c) for c in torch.nonzero((self.on_rate > 0) & (self.on_rate < rate)).flatten()]
+        return [int(c) for c in torch.nonzero(self.fired & (self.on_rate < rate)).flatten()]
 
     @property
     def dormancy(self) -> torch.Tensor:
@@ -311,15 +346,27 @@ class ChannelStatsRecorder:
             k-th. A non-activation module (conv, BatchNorm, linear) is treated as the
             pre-activation of a ReLU.
         threshold: a value is "on" when it is ``> threshold``.
+        rates_every: on-rate and magnitude sums on every n-th forward of a window only (see
+            :class:`ChannelStats`); firing and maxima on every forward. 1: everything, every forward.
 
     Raises:
         ValueError: if a layer does not exist, or ``layers=None`` and the model has no
             ReLU-family module.
     """
 
-    def __init__(self, model: nn.Module, layers: Sequence[str | LayerRef] | None = None, *, threshold: float = 0.0) -> None:
+    def __init__(
+        self,
+        model: nn.Module,
+        layers: Sequence[str | LayerRef] | None = None,
+        *,
+        threshold: float = 0.0,
+        rates_every: int = 1,
+    ) -> None:
+        if isinstance(rates_every, bool) or not isinstance(rates_every, int) or rates_every < 1:
+            raise ValueError(f"rates_every must be a positive int, got {rates_every!r}")
         self.model = model
         self.threshold = float(threshold)
+        self.rates_every = rates_every
         if layers is None:
             names = default_dead_layers(model)
             if not names:
@@ -438,7 +485,9 @@ class ChannelStatsRecorder:
                         "tensor with channels on dim 1"
                     )
                     return
-                stats = sites[k] = ChannelStats(tensor.shape[1], tensor.device, threshold=self.threshold, mode=mode)
+                stats = sites[k] = ChannelStats(
+                    tensor.shape[1], tensor.device, threshold=self.threshold, mode=mode, rates_every=self.rates_every
+                )
             elif tensor.dim() < 2 or tensor.shape[1] != stats.channels:
                 self.problems[name] = (
                     f"layer {name!r} call {k} changed from {stats.channels} channels to {_describe(tensor)}; "
@@ -503,7 +552,9 @@ class ChannelStatsRecorder:
                     raise ValueError(f"statistics live on {stat.count_on.device}, but `device` is {device}")
         for name, k, channels in layout:
             if k not in self.sites[name]:
-                self.sites[name][k] = ChannelStats(channels, device, threshold=self.threshold, mode=self.modes[name])
+                self.sites[name][k] = ChannelStats(
+                    channels, device, threshold=self.threshold, mode=self.modes[name], rates_every=self.rates_every
+                )
             if len({self.sites[name][k].channels, channels}) != 1:
                 raise ValueError(f"layer {name!r} call {k} has different channel counts on different processes")
         stats = [self.sites[name][k] for name, k, _ in layout]

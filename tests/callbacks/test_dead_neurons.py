@@ -272,7 +272,7 @@ def test_counts_only_training_forwards() -> None:
     positions = {}
     for include in (False, True):
         seed_everything_quietly(0)
-        monitor = DeadNeuronMonitor(["net.features.2"], include_validation=include, heatmap=False)
+        monitor = DeadNeuronMonitor(["net.features.2"], include_validation=include, heatmap=False, rates_every_n_steps=1)
         grid = ActivationGrid(["net.features.2"])  # featurewatch's own forwards, every epoch
         _trainer([monitor, grid], max_epochs=1, num_sanity_val_steps=2).fit(LitClassifier(SmallCNN()), train, val)
         positions[include] = monitor.latest["net.features.2"].positions
@@ -283,7 +283,7 @@ def test_counts_only_training_forwards() -> None:
 
 def test_sampling_counts_every_n_th_training_batch() -> None:
     train, _ = digits_loaders(128)  # 4 batches of 32 per epoch
-    monitor = DeadNeuronMonitor(["net.features.2"], sample_every_n_steps=3, heatmap=False)
+    monitor = DeadNeuronMonitor(["net.features.2"], sample_every_n_steps=3, heatmap=False, rates_every_n_steps=1)
     _trainer([monitor], max_epochs=1).fit(LitClassifier(SmallCNN()), train)
     summary = monitor.latest["net.features.2"]
     assert summary.updates == 2 and summary.positions == 2 * 32 * 16 * 16  # batches 0 and 3
@@ -312,6 +312,44 @@ def test_layer_no_forward_reaches_is_reported_not_silently_dropped() -> None:
     strict = DeadNeuronMonitor(heatmap=False, strict=True)
     with pytest.raises(ValueError, match="net.spare.1"):
         _trainer([strict], max_epochs=1).fit(LitClassifier(UnusedBranch()), train)
+
+
+def test_default_rates_every_4th_step_keep_dead_detection_exact() -> None:
+    """With the default rates_every_n_steps=4, on-rates come from steps 0 and 4 of an 8-step epoch,
+    but a channel that fires only at step 5 (never on a rate step) is alive, not dead: firing is
+    checked on every forward. A planted dead channel is still reported exactly."""
+
+    class FiresAtStep5(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.conv = nn.Conv2d(1, 4, 3, padding=1)
+            self.relu = nn.ReLU()
+            self.fc = nn.Linear(4, 10)
+            self.forwards = 0
+            with torch.no_grad():
+                self.conv.bias.fill_(0.5)
+                self.conv.bias[1] = -1e4  # dead
+                self.conv.bias[2] = -1e4  # fires only in the training forward of step 5
+
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            pre = self.conv(x)
+            if self.training:
+                if self.forwards == 5:
+                    pre = pre + torch.tensor([0.0, 0.0, 2e4, 0.0]).view(1, 4, 1, 1)
+                self.forwards += 1
+            return self.fc(self.relu(pre).mean((2, 3)))
+
+    train, _ = digits_loaders(128, batch_size=16)  # 8 steps per epoch
+    seed_everything_quietly(0)
+    net = FiresAtStep5()
+    net.conv.requires_grad_(False)
+    monitor = DeadNeuronMonitor(["net.relu"], heatmap=False, patience=None)
+    _trainer([monitor], max_epochs=1).fit(LitClassifier(net), train)
+    s = monitor.latest["net.relu"]
+    assert s.updates == 8 and s.positions == 2 * 16 * 16 * 16  # rates from steps 0 and 4
+    assert monitor.dead_channels == {"net.relu": [1]}, (s.silent_steps, s.max_abs, net.forwards)
+    assert s.on_rate[2] == 0 and bool(s.fired[2]) and s.silent_steps[2] == 2  # fired at step 5 of 0..7
+    assert 2 in s.dying(0.01) and s.max_abs[2] > 1e3  # the maximum saw step 5 too
 
 
 def test_resume_keeps_history(tmp_path: Path) -> None:

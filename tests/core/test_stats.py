@@ -309,3 +309,27 @@ def test_reduction_over_two_ranks_equals_one_process() -> None:
         assert torch.allclose(reduced[key].mean_abs, expected[key].mean_abs, rtol=1e-6), key
         assert reduced[key].positions == expected[key].positions
         assert torch.equal(reduced[key].silent_steps, expected[key].silent_steps)
+
+
+@pytest.mark.parametrize("mode", ["nonnegative", "activation", "preactivation"])
+def test_rates_every_n_measures_rates_on_every_nth_forward_and_firing_on_all(mode: str) -> None:
+    """rates_every=4 over 8 forwards: on-rates and magnitude sums from forwards 0 and 4 only;
+    firing, last firing and the maximum magnitude from all 8."""
+    stats = ChannelStats(3, "cpu", mode=mode, rates_every=4)
+    for k in range(8):
+        a = torch.zeros(2, 3, 4)
+        a[:, 0] = 1.0  # always on
+        if k == 2:
+            a[0, 1, 0] = 5.0  # channel 1 fires once, on a forward whose rates are not measured
+        a[:, 2] = -3.0 if mode != "nonnegative" else 0.0  # never on; |a| = 3 in activation mode
+        stats.update(a)
+    s = ChannelSummary.from_totals(
+        stats.count_on, stats.sum_mag, stats.max_mag, stats.last_on, stats.positions, stats.updates
+    )
+    assert stats.updates == 8 and s.positions == 2 * 2 * 4
+    assert s.on_rate.tolist() == [1.0, 0.0, 0.0]
+    assert s.fired.tolist() == [True, True, False] and s.dead == [2]
+    assert s.silent_steps.tolist() == [0, 5, 8]
+    assert s.max_abs.tolist() == [1.0, 5.0, 3.0 if mode == "activation" else 0.0]
+    assert s.mean_abs.tolist() == [1.0, 0.0, 3.0 if mode == "activation" else 0.0]
+    assert s.dying(0.01) == [1]
