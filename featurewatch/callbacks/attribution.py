@@ -2,17 +2,15 @@
 
 from __future__ import annotations
 
-import traceback
 from collections.abc import Callable, Sequence
 from typing import Any
 
 import pytorch_lightning as pl
 import torch
 import torch.nn.functional as F
-from pytorch_lightning.utilities import rank_zero_warn
 
 from featurewatch.callbacks._probe import Normalize, ProbeImages
-from featurewatch.callbacks.base import FeatureWatchCallback, FeatureWatchWarning, check_int
+from featurewatch.callbacks.base import FeatureWatchCallback, check_int
 from featurewatch.core.attribution import (
     _check_output_key,
     _class_index,
@@ -462,25 +460,12 @@ class AttributionMaps(FeatureWatchCallback):
         )
         shown = to_display_channels(scale_each(probe.float()))
         shown = shown.expand(-1, 3, -1, -1) if shown.shape[1] == 1 else shown
-        failed = False
         for method in self.methods:
             try:
                 maps, how, unit = self._maps(method, pl_module, x, t.to(device))
             except Exception as err:
                 # one failing method (say occlusion running out of memory) must not cost the others
-                if self.strict:
-                    raise
-                failed = True
-                message = (
-                    f"featurewatch AttributionMaps: method {method!r} failed at step {event.step}: "
-                    f"{type(err).__name__}: {err}. The other methods are still logged and training "
-                    "continues; pass strict=True to stop on such errors."
-                )
-                rank_zero_warn(message, category=FeatureWatchWarning)
-                event.add_text(
-                    f"featurewatch/attribution/{method}/error",
-                    message + "\n\n" + traceback.format_exc(),
-                )
+                self.report_failure(event, method, f"method {method!r}", err)
                 continue
             tiles = torch.cat(
                 [
@@ -503,8 +488,6 @@ class AttributionMaps(FeatureWatchCallback):
                     + _uniform_note(maps)
                 ),
             )
-        if failed:
-            self._failures += 1  # the call is reported as failed (contract: `failures` counts them)
 
     def extra_state(self) -> dict[str, Any]:
         return self._probe.state()

@@ -140,6 +140,7 @@ class FeatureWatchCallback(pl.Callback, ABC):
         self._last_step: int | None = None
         self._calls = 0
         self._failures = 0
+        self._part_failed = False
         self._checked_input = False
         self._start_pending = False
         self.last_seconds: float = 0.0
@@ -283,6 +284,31 @@ class FeatureWatchCallback(pl.Callback, ABC):
         """The model input inside a batch (subclasses with an ``input_key`` override this)."""
         return batch_input(batch, getattr(self, "input_key", 0))
 
+    def report_failure(self, event: Event, part: str, what: str, err: BaseException) -> None:
+        """Report that one part of this call failed while the other parts are still logged.
+
+        For callbacks whose call has independent parts (a layer, a method): one that fails must
+        not cost the others. Call it from inside the ``except`` block (the traceback is logged).
+        It re-raises with ``strict``; otherwise it warns once, logs the text
+        ``featurewatch/<name>/<part>/error``, and the call counts once in :attr:`failures`.
+
+        Args:
+            event: the event of this call.
+            part: key segment of the failed part (a layer name, a method name).
+            what: the part in words for the message, e.g. ``"method 'occlusion'"``.
+            err: the exception.
+        """
+        if self.strict:
+            raise err
+        self._part_failed = True
+        message = (
+            f"featurewatch {type(self).__name__}: {what} failed at step {event.step}: {type(err).__name__}: "
+            f"{err}. The rest of this call is still logged and training continues; pass strict=True "
+            "to stop on such errors."
+        )
+        rank_zero_warn(message, category=FeatureWatchWarning)
+        event.add_text(f"featurewatch/{self.name}/{part}/error", message + "\n\n" + traceback.format_exc())
+
     def _skip(self, trainer: pl.Trainer) -> bool:
         return bool(trainer.sanity_checking or trainer.fast_dev_run)
 
@@ -298,9 +324,12 @@ class FeatureWatchCallback(pl.Callback, ABC):
         event = Event(step=step, epoch=int(trainer.current_epoch))
         start = time.perf_counter()
         self._calls += 1
+        self._part_failed = False
         try:
             with isolated(pl_module):
                 self.visualize(trainer, pl_module, event)
+            if self._part_failed:
+                self._failures += 1
         except Exception as err:
             if self.strict:
                 raise

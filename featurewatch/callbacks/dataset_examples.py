@@ -2,18 +2,15 @@
 
 from __future__ import annotations
 
-import traceback
 from collections.abc import Mapping, Sequence
 from typing import Any
 
 import pytorch_lightning as pl
 import torch
-from pytorch_lightning.utilities import rank_zero_warn
 
 from featurewatch.callbacks._probe import Normalize, ProbeImages
 from featurewatch.callbacks.base import (
     FeatureWatchCallback,
-    FeatureWatchWarning,
     check_int,
     describe_channels,
 )
@@ -339,17 +336,7 @@ class DatasetExamples(FeatureWatchCallback):
 
     def _layer_failed(self, event: Event, layer: str, err: Exception) -> None:
         """Report one layer's failure (call from inside the ``except`` block); re-raise if strict."""
-        if self.strict:
-            raise err
-        message = (
-            f"featurewatch DatasetExamples failed for layer {layer!r} at step {event.step}: "
-            f"{type(err).__name__}: {err}. The other layers are still logged and training continues; "
-            "pass strict=True to stop on such errors."
-        )
-        rank_zero_warn(message, category=FeatureWatchWarning)
-        event.add_text(
-            f"featurewatch/examples/{layer}/error", message + "\n\n" + traceback.format_exc()
-        )
+        self.report_failure(event, layer, f"layer {layer!r}", err)
 
     def visualize(self, trainer: pl.Trainer, pl_module: pl.LightningModule, event: Event) -> None:
         pool = self._peek_pool()

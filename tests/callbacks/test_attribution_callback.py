@@ -349,7 +349,7 @@ def test_a_failing_method_is_reported_and_the_others_are_still_logged(tmp_path: 
     cb = AttributionMaps(("saliency", "occlusion", "gradcam"), num_images=2)
     with pytest.warns(
         FeatureWatchWarning,
-        match=r"method 'occlusion' failed at step 2: RuntimeError: CUDA out of memory",
+        match=r"AttributionMaps: method 'occlusion' failed at step 2: RuntimeError: CUDA out of memory",
     ):
         recs = fit(tmp_path, cb, LitClassifier(ExplodesOnBigBatches()), max_epochs=1)
     assert sorted(r["key"] for r in recs if r["kind"] == "image") == [
