@@ -75,13 +75,9 @@ Target: TypeAlias = int | Sequence[int] | torch.Tensor
 OutputKey: TypeAlias = int | str | Callable[[Any], torch.Tensor] | None
 
 #: Modules that pool a feature map (a 1 x 1 pooled map is matched before these, see _gap_matches).
-_POOL_TYPES: tuple[type[nn.Module], ...] = (
-    nn.AdaptiveAvgPool2d,
-    nn.AvgPool2d,
-    nn.AdaptiveMaxPool2d,
-    nn.MaxPool2d,
-    nn.LPPool2d,
-)
+#: Modules that pool a whole map into the classifier's input (torchvision's ``avgpool``). A
+#: ``MaxPool2d`` that happens to output 1 x 1 (VGG at 32 px) still makes a feature map.
+_GLOBAL_POOL_TYPES: tuple[type[nn.Module], ...] = (nn.AdaptiveAvgPool2d, nn.AdaptiveMaxPool2d)
 
 
 # ---------------------------------------------------------------------- shared helpers
@@ -395,8 +391,9 @@ def _gap_matches(
 
     When the pooled map is larger than 1 x 1, only maps larger than 1 x 1 count (the pooling
     module's own ``(N, K, 1, 1)`` output also has the right mean). When it is 1 x 1 (a small
-    input: torchvision's ResNet-18 at 32 px), every 1 x 1 match holds the same values; the ones
-    that finish before the first pooling module are kept (the feature map, not the pool's output).
+    input: torchvision's ResNet-18 or VGG at 32 px), every 1 x 1 match holds the same values; the
+    ones that finish before the global pooling module (an adaptive pool) are kept: the feature
+    map, not the pool's output.
 
     Returns:
         ``(leaf_matches, all_matches)``, each in the order the modules finished in the forward
@@ -410,7 +407,7 @@ def _gap_matches(
 
     def make(name: str, module: nn.Module) -> Callable[..., None]:
         leaf = not any(True for _ in module.children())
-        pool = isinstance(module, _POOL_TYPES)
+        pool = isinstance(module, _GLOBAL_POOL_TYPES)
 
         def hook(_m: nn.Module, _inp: Any, out: Any) -> None:
             call = calls.get(name, 0)
@@ -449,11 +446,9 @@ def _gap_matches(
         if mean.shape == target.shape and torch.allclose(mean, target, rtol=tol, atol=tol * scale):
             matched.append((name, call, leaf, pool, out.shape[-2:].numel() == 1))
     chosen = [m for m in matched if not m[4]]
-    if not chosen:  # a 1 x 1 pooled map: keep what finishes before the pooling module
-        for m in matched:
-            if m[3]:
-                break
-            chosen.append(m)
+    if not chosen:  # a 1 x 1 pooled map: keep what finishes before the global pooling module
+        last_pool = max((i for i, m in enumerate(matched) if m[3]), default=len(matched))
+        chosen = matched[:last_pool]
     leaves: list[str] = []
     every: list[str] = []
     for name, call, leaf, _pool, _one in chosen:

@@ -11,8 +11,10 @@ from torch import nn
 
 from featurewatch import (
     ActivationGrid,
+    AttributionMaps,
     ChannelVisualization,
     ClassModelVisualization,
+    DatasetExamples,
     DeadNeuronMonitor,
     DeepDream,
     FeatureWatchCallback,
@@ -134,6 +136,11 @@ class CountingModel(LitClassifier):
         (lambda: FilterWeights(layer="net.features.4"), r"has 8 input channels and the images have 1"),
         (lambda: ActivationGrid(layers=["net.features.2"], channels=[3, 8]), r"channel 8 out of range .*\(valid: 0..7\)"),
         (lambda: ActivationGrid(layers=["net.fc"]), r"outputs shape \(1, 10\)"),
+        (lambda: DatasetExamples(["net.features.9"]), r"'net.features.9' not found .*did you mean 'net.features.6'"),
+        (lambda: DatasetExamples(["net.features.6"], channels=[40]), r"channel 40 out of range .*\(valid: 0..15\)"),
+        (lambda: AttributionMaps(target=12), r"target class 12 out of range; .* \(valid: 0..9\)"),
+        (lambda: AttributionMaps(methods=("gradcam",), layer="net.fc"), r"'net.fc' outputs shape \(1, 10\)"),
+        (lambda: AttributionMaps(methods=("cam",), layer="net.features.2"), r"use layer='net.features.6' for CAM"),
     ],
 )
 def test_bad_configuration_fails_before_first_training_step(tmp_path, callback, match):
@@ -201,6 +208,8 @@ def test_models_users_train_resnet_vgg_rgb_bf16(tmp_path):
             ChannelVisualization(layers[-1], max_channels=2, steps=2),
             ClassModelVisualization(classes=[3], steps=2),
             DeepDream(layers[0], num_images=1, octaves=1, steps=1),
+            AttributionMaps(methods=("saliency", "occlusion", "gradcam", "cam"), num_images=2),
+            DatasetExamples([layers[0], layers[-1]], max_channels=2, k=2, pool_size=8),
         ]
         trainer = make_trainer(tmp_path, callbacks=cbs, max_epochs=1, precision="bf16-mixed")
         before = {k: v.clone() for k, v in net.state_dict().items()}

@@ -231,6 +231,17 @@ def test_a_1x1_pooled_map_is_a_valid_cam_layer() -> None:
     assert default_gradcam_layer(model, x) == "4"
 
 
+def test_a_max_pool_that_outputs_1x1_is_a_feature_map_not_the_global_pool() -> None:
+    """VGG at 32 px: its last MaxPool2d turns 2 x 2 into 1 x 1, then AdaptiveAvgPool2d(1) pools
+    that. The MaxPool2d output (and its Sequential) is the CAM layer; only the adaptive pool is not."""
+    torch.manual_seed(0)
+    features = nn.Sequential(nn.Conv2d(1, 6, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2))
+    model = nn.Sequential(features, nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(6, 3)).eval()
+    x = torch.randn(2, 1, 2, 2, generator=torch.Generator().manual_seed(1))
+    assert find_cam_layer(model, x) == "0.2"
+    assert cam(model, x, [0, 1]).shape == (2, 2, 2)
+
+
 class AuxNet(nn.Module):
     """SmallCNN's layers plus an auxiliary head registered *last* and called only in training
     (GoogLeNet's aux classifiers): registration order is not forward order."""
