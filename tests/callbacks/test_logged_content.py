@@ -1,5 +1,6 @@
-"""One real fit with FilterWeights and ActivationGrid logging to TensorBoard, W&B (offline), MLflow and
-CSV at once; everything is read back with each back-end's own reader."""
+"""One real fit with FilterWeights, ActivationGrid, AttributionMaps and DatasetExamples logging to
+TensorBoard, W&B (offline), MLflow and CSV at once; everything is read back with each back-end's own
+reader."""
 
 from __future__ import annotations
 
@@ -13,13 +14,15 @@ from PIL import Image
 from pytorch_lightning.loggers import CSVLogger, MLFlowLogger, TensorBoardLogger, WandbLogger
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
-from featurewatch import ActivationGrid, FeatureWatchCallback, FilterWeights
+from featurewatch import ActivationGrid, AttributionMaps, DatasetExamples, FeatureWatchCallback, FilterWeights
 from tests._models import LitClassifier, digits_loaders
 from tests.callbacks.conftest import make_trainer
 from tests.loggers.test_wandb_sink import wandb_records
 
 FILTERS = "featurewatch/filters/net.features.0"
 ACTS = "featurewatch/activations/net.features.6"
+GRADCAM = "featurewatch/attribution/gradcam"
+EXAMPLES = "featurewatch/examples/net.features.6"
 STEPS = [0, 4, 8]  # at_start, end of epoch 0 and of epoch 1 (4 steps per epoch)
 # SmallCNN: 8 filters of 1x3x3, enlarged 11x to 33 px (>= 32), 2 rows x 4 columns, 2 px padding
 FILTER_SIZE = (2 * 35 + 2, 4 * 35 + 2)
@@ -60,6 +63,8 @@ def run(tmp_path_factory):
         callbacks = [
             FilterWeights(at_start=True),
             ActivationGrid(layers=["net.features.6"], num_images=3, at_start=True),
+            AttributionMaps(methods=("gradcam",), num_images=3, at_start=True),
+            DatasetExamples(["net.features.6"], max_channels=2, k=2, pool_size=16, at_start=True),
             Failing(),
         ]
         train, val = digits_loaders(n=128)
@@ -84,6 +89,8 @@ def test_tensorboard_event_reader(run):
     assert png.size == (acts[-1].width, acts[-1].height) == (3 * (133 + 4) + 4, 133 + 8)
     assert [e.step for e in acc.Scalars("featurewatch/filter_weights/seconds")] == STEPS
     assert "featurewatch/filters/net.features.0/weights" in acc.Tags()["histograms"]
+    for key in (GRADCAM, EXAMPLES):
+        assert [e.step for e in acc.Images(key)] == STEPS, key
     error_tags = [t for t in acc.Tags()["tensors"] if t.startswith("featurewatch/failing/error")]
     assert error_tags, acc.Tags()["tensors"]
 
@@ -99,6 +106,8 @@ def test_wandb_offline_run_files(run):
         assert (png.height, png.width) == FILTER_SIZE
         assert f"step {row['trainer/global_step']}" in row[f"{FILTERS}.caption"]
     assert sum(f"{ACTS}._type" in r for r in rows) == 3
+    for key in (GRADCAM, EXAMPLES):
+        assert [r["trainer/global_step"] for r in rows if f"{key}._type" in r] == STEPS, key
     assert sum("featurewatch/failing/error._type" in r for r in rows) == 2  # 2 epoch ends
 
 
@@ -127,3 +136,26 @@ def test_files_sink_next_to_csv_logs(run):
     errors = [r for r in records if r.get("key") == "featurewatch/failing/error"]
     assert len(errors) == 2 and "visualization exploded" in errors[0]["value"]
     assert (files / "index.html").is_file()
+
+
+def test_every_backend_shows_the_same_pixels(run, tmp_path):
+    """The last Grad-CAM and dataset-example images, read back from TensorBoard's event file, W&B's
+    media file, MLflow's artifact store and the files sink, are the same pixels."""
+    root, loggers, wandb_dir = run
+    acc = EventAccumulator(loggers[0].log_dir, size_guidance={"images": 0})
+    acc.Reload()
+    (run_file,) = wandb_dir.glob("run-*.wandb")
+    rows = [r["history"]["item"] for r in wandb_records(run_file) if r["type"] == "history"]
+    files = Path(loggers[3].log_dir) / "featurewatch"
+    records = [json.loads(line) for line in (files / "events.jsonl").read_text().splitlines()]
+    client = MlflowClient(tracking_uri=f"sqlite:///{root / 'mlflow.db'}")
+    local = Path(client.download_artifacts(loggers[2].run_id, "images", str(tmp_path)))
+    for key, mlflow_name in ((GRADCAM, "attribution~gradcam"), (EXAMPLES, "examples~net.features.6")):
+        tb = Image.open(io.BytesIO(acc.Images(key)[-1].encoded_image_string)).convert("RGB")
+        (wb_row,) = [r for r in rows if f"{key}._type" in r and r["trainer/global_step"] == STEPS[-1]]
+        wb = Image.open(wandb_dir / "files" / wb_row[f"{key}.path"]).convert("RGB")
+        (rec,) = [r for r in records if r.get("key") == key and r["step"] == STEPS[-1]]
+        fs = Image.open(files / rec["path"]).convert("RGB")
+        (ml,) = [q for q in local.rglob("*.png") if f"{mlflow_name}+step+{STEPS[-1]}+" in q.name]
+        ml_img = Image.open(ml).convert("RGB")
+        assert tb.size[0] > 100 and tb.tobytes() == wb.tobytes() == fs.tobytes() == ml_img.tobytes(), key
