@@ -6,7 +6,7 @@ import ast
 import copy
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Literal
+from typing import Literal
 
 import matplotlib
 import numpy as np
@@ -26,6 +26,7 @@ from featurewatch.core.attribution import (
     overlay,
     saliency,
 )
+from tests._hygiene import assert_untouched, snapshot
 from tests._models import SmallCNN, TinyResNet
 
 SIZE = 16
@@ -436,44 +437,6 @@ def test_smoothgrad_draws_only_from_its_private_generator() -> None:
 
 
 # ---------------------------------------------------------------------- hygiene
-def snapshot(model: nn.Module) -> dict[str, Any]:
-    return {
-        "params": {n: p.detach().clone() for n, p in model.named_parameters()},
-        "grads": {
-            n: None if p.grad is None else p.grad.clone() for n, p in model.named_parameters()
-        },
-        "requires_grad": {n: p.requires_grad for n, p in model.named_parameters()},
-        "buffers": {n: b.clone() for n, b in model.named_buffers()},
-        "training": {n: m.training for n, m in model.named_modules()},
-        "inplace": {n: m.inplace for n, m in model.named_modules() if isinstance(m, nn.ReLU)},
-        "rng": torch.get_rng_state(),
-    }
-
-
-def assert_untouched(model: nn.Module, before: dict[str, Any]) -> None:
-    after = snapshot(model)
-    for n, p in before["params"].items():
-        assert torch.equal(p, after["params"][n]), f"parameter {n} changed"
-    for n, g in before["grads"].items():
-        g2 = after["grads"][n]
-        assert (g is None and g2 is None) or (
-            g is not None and g2 is not None and torch.equal(g, g2)
-        ), f".grad of {n} changed"
-    for n, b in before["buffers"].items():
-        assert torch.equal(b, after["buffers"][n]), f"buffer {n} changed"
-    for key in ("requires_grad", "training", "inplace"):
-        assert before[key] == after[key], f"{key} changed"
-    assert torch.equal(before["rng"], after["rng"]), "global torch RNG state changed"
-    for name, m in model.named_modules():
-        for attr in (
-            "_forward_hooks",
-            "_forward_pre_hooks",
-            "_backward_hooks",
-            "_backward_pre_hooks",
-        ):
-            assert len(getattr(m, attr)) == 0, f"hook left on {name or 'model'} ({attr})"
-
-
 def messy_state(model: nn.Module) -> None:
     """Training mode with one module in eval, a frozen parameter, a parameter with a .grad."""
     model.train()

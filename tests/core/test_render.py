@@ -13,6 +13,7 @@ from featurewatch.core.deepdream import deep_dream
 from featurewatch.core.objectives import Objective, channel, class_logit, neuron
 from featurewatch.core.param import ImageSpec
 from featurewatch.core.render import class_model_images, render, visualize_channels
+from tests._hygiene import assert_untouched, snapshot
 from tests._models import SmallCNN, TinyResNet
 
 
@@ -27,34 +28,6 @@ def small_cnn() -> SmallCNN:
 
 
 # ---------------------------------------------------------------------- hygiene
-def snapshot(model: nn.Module) -> dict[str, Any]:
-    return {
-        "params": {n: p.detach().clone() for n, p in model.named_parameters()},
-        "grads": {n: None if p.grad is None else p.grad.clone() for n, p in model.named_parameters()},
-        "requires_grad": {n: p.requires_grad for n, p in model.named_parameters()},
-        "buffers": {n: b.clone() for n, b in model.named_buffers()},
-        "training": {n: m.training for n, m in model.named_modules()},
-        "rng": torch.get_rng_state(),
-    }
-
-
-def assert_untouched(model: nn.Module, before: dict[str, Any]) -> None:
-    after = snapshot(model)
-    for n, p in before["params"].items():
-        assert torch.equal(p, after["params"][n]), f"parameter {n} changed"
-    for n, g in before["grads"].items():
-        g2 = after["grads"][n]
-        assert (g is None and g2 is None) or (g is not None and g2 is not None and torch.equal(g, g2)), f".grad of {n} changed"
-    assert before["requires_grad"] == after["requires_grad"]
-    for n, b in before["buffers"].items():
-        assert torch.equal(b, after["buffers"][n]), f"buffer {n} changed"
-    assert before["training"] == after["training"]
-    assert torch.equal(before["rng"], after["rng"]), "global torch RNG state changed"
-    for name, m in model.named_modules():
-        for attr in ("_forward_hooks", "_forward_pre_hooks", "_backward_hooks", "_backward_pre_hooks"):
-            assert len(getattr(m, attr)) == 0, f"hook left on {name or 'model'} ({attr})"
-
-
 def prepare_messy_state(model: nn.Module) -> None:
     """Mixed train flags, a frozen parameter, a parameter with an existing .grad."""
     model.train()
