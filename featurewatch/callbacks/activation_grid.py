@@ -9,10 +9,10 @@ import pytorch_lightning as pl
 import torch
 
 from featurewatch.callbacks._probe import Normalize, ProbeImages
-from featurewatch.callbacks.base import FeatureWatchCallback, check_int
+from featurewatch.callbacks.base import FeatureWatchCallback, check_int, check_layers
 from featurewatch.core.images import grid, scale_each
 from featurewatch.core.inspect import activation_grid, activation_maps
-from featurewatch.core.layers import list_layers, parse_layer, resolve_layer
+from featurewatch.core.layers import list_layers, resolve_layer
 from featurewatch.loggers import Event
 
 __all__ = ["ActivationGrid"]
@@ -74,12 +74,7 @@ class ActivationGrid(FeatureWatchCallback):
             at_end=at_end,
             strict=strict,
         )
-        if isinstance(layers, str):
-            layers = [layers]
-        if layers is not None and (not layers or not all(isinstance(la, str) for la in layers)):
-            raise TypeError(f"`layers` must be a non-empty list of layer names or None, got {layers!r}")
-        for layer in layers or []:
-            parse_layer(layer)
+        layers = check_layers(layers, allow_none=True)
         check_int("max_channels", max_channels)
         if channels is not None and any(isinstance(c, bool) or not isinstance(c, int) or c < 0 for c in channels):
             raise ValueError(f"`channels` must be non-negative ints, got {list(channels)!r}")

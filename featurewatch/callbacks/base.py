@@ -33,9 +33,10 @@ import torch
 from pytorch_lightning.utilities import rank_zero_warn
 
 from featurewatch.core.hygiene import isolated
+from featurewatch.core.layers import parse_layer
 from featurewatch.loggers import Event, Sink, sinks_for
 
-__all__ = ["FeatureWatchCallback", "FeatureWatchWarning", "batch_input", "check_int"]
+__all__ = ["FeatureWatchCallback", "FeatureWatchWarning", "batch_input", "check_int", "check_layers"]
 
 
 class FeatureWatchWarning(UserWarning):
@@ -53,6 +54,31 @@ def check_int(name: str, value: Any, minimum: int = 1, *, allow_none: bool = Fal
     if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
         expected = "a positive int" if minimum == 1 else f"an int >= {minimum}"
         raise ValueError(f"`{name}` must be {expected}{' or None' if allow_none else ''}, got {value!r}")
+
+
+def check_layers(layers: Any, *, allow_none: bool = False) -> list[str] | None:
+    """Validate a callback's ``layers`` argument: a layer name or a non-empty list of names.
+
+    Every name is parsed (``"name"`` or ``"name@k"``) here, in ``__init__``; whether the layers
+    exist is checked against the model at ``setup``.
+
+    Returns:
+        The names as a list (``None`` stays ``None`` when ``allow_none``).
+
+    Raises:
+        TypeError: if ``layers`` is not a name or a non-empty sequence of names.
+        ValueError: if a name is malformed.
+    """
+    if layers is None and allow_none:
+        return None
+    if isinstance(layers, str):
+        layers = [layers]
+    if not isinstance(layers, Sequence) or not layers or not all(isinstance(la, str) for la in layers):
+        expected = "a layer name or a non-empty list of layer names" + (" or None" if allow_none else "")
+        raise TypeError(f"`layers` must be {expected}, got {layers!r}")
+    for layer in layers:
+        parse_layer(layer)
+    return list(layers)
 
 
 def batch_input(batch: Any, input_key: int | str = 0) -> torch.Tensor:

@@ -9,7 +9,7 @@ import pytorch_lightning as pl
 import torch
 import torch.nn.functional as F
 
-from featurewatch.callbacks.base import FeatureWatchCallback, check_int, describe_channels
+from featurewatch.callbacks.base import FeatureWatchCallback, check_int, check_layers, describe_channels
 from featurewatch.core.fit_stats import ImageStats, fit_image_stats
 from featurewatch.core.images import grid
 from featurewatch.core.inspect import activation_maps
@@ -272,12 +272,7 @@ class ChannelVisualization(_RenderCallback):
             every_n_epochs=every_n_epochs, every_n_train_steps=every_n_train_steps, at_start=at_start,
             at_end=at_end, strict=strict,
         )  # fmt: skip
-        if isinstance(layers, str):
-            layers = [layers]
-        if not isinstance(layers, Sequence) or not layers or not all(isinstance(la, str) for la in layers):
-            raise TypeError(f"`layers` must be a layer name or a non-empty list of names, got {layers!r}")
-        for layer in layers:
-            parse_layer(layer)
+        layers = check_layers(layers)
         check_int("max_channels", max_channels, 1)
         if channels is not None:
             channels = list(channels)

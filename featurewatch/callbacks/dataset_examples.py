@@ -12,6 +12,7 @@ from featurewatch.callbacks._probe import Normalize, ProbeImages
 from featurewatch.callbacks.base import (
     FeatureWatchCallback,
     check_int,
+    check_layers,
     describe_channels,
 )
 from featurewatch.core.examples import (
@@ -162,17 +163,7 @@ class DatasetExamples(FeatureWatchCallback):
             at_end=at_end,
             strict=strict,
         )
-        if isinstance(layers, str):
-            layers = [layers]
-        if (
-            not isinstance(layers, Sequence)
-            or not layers
-            or not all(isinstance(la, str) for la in layers)
-        ):
-            raise TypeError(
-                f"`layers` must be a layer name or a non-empty list of names, got {layers!r}"
-            )
-        names = list(dict.fromkeys(str(parse_layer(la)) for la in layers))
+        names = list(dict.fromkeys(str(parse_layer(la)) for la in check_layers(layers) or []))
         chosen: list[int] | dict[str, list[int]] | None = None
         if isinstance(channels, Mapping):
             chosen = {}

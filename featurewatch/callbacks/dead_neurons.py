@@ -9,8 +9,7 @@ import pytorch_lightning as pl
 import torch
 from pytorch_lightning.utilities import rank_zero_warn
 
-from featurewatch.callbacks.base import FeatureWatchCallback, check_int
-from featurewatch.core.layers import parse_layer
+from featurewatch.callbacks.base import FeatureWatchCallback, check_int, check_layers
 from featurewatch.core.stats import ChannelStatsRecorder, ChannelSummary
 from featurewatch.loggers import Event
 
@@ -166,12 +165,7 @@ class DeadNeuronMonitor(FeatureWatchCallback):
             at_end=at_end,
             strict=strict,
         )
-        if isinstance(layers, str):
-            layers = [layers]
-        if layers is not None and (not layers or not all(isinstance(la, str) for la in layers)):
-            raise TypeError(f"`layers` must be a non-empty list of layer names or None, got {layers!r}")
-        for layer in layers or []:
-            parse_layer(layer)
+        layers = check_layers(layers, allow_none=True)
         if isinstance(threshold, bool) or not isinstance(threshold, (int, float)):
             raise TypeError(f"`threshold` must be a number, got {type(threshold).__name__} {threshold!r}")
         if on_dead not in _ON_DEAD:

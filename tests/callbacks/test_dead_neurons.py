@@ -384,7 +384,7 @@ def test_argument_validation() -> None:
         DeadNeuronMonitor(dead_alert_fraction=1.5)
     with pytest.raises(ValueError, match=r"`dying_rate` must be in \(0, 1\]"):
         DeadNeuronMonitor(dying_rate=0)
-    with pytest.raises(TypeError, match="`layers` must be a non-empty list"):
+    with pytest.raises(TypeError, match="`layers` must be a layer name or a non-empty list of layer names or None, got \\[\\]"):
         DeadNeuronMonitor(layers=[])
     with pytest.raises(ValueError, match="`sample_every_n_steps` must be a positive int, got 0"):
         DeadNeuronMonitor(sample_every_n_steps=0)
