@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 from typing import Any
 
@@ -14,9 +15,9 @@ from featurewatch.core.fit_stats import ImageStats, fit_image_stats
 from featurewatch.core.images import grid
 from featurewatch.core.inspect import activation_maps
 from featurewatch.core.layers import list_layers, parse_layer, resolve_layer
-from featurewatch.core.objectives import Objective, channel, neuron
+from featurewatch.core.objectives import Objective
 from featurewatch.core.param import ImageSpec
-from featurewatch.core.render import RenderResult, render, unit_seed
+from featurewatch.core.render import RenderResult, render, unit_objective
 from featurewatch.loggers import Event
 
 __all__ = ["ChannelVisualization"]
@@ -155,11 +156,14 @@ class _RenderCallback(FeatureWatchCallback):
             polish_steps=self.polish_steps,
         )
 
-    def _display(self, images: torch.Tensor) -> torch.Tensor:
+    def _display(self, images: torch.Tensor, group: int = 1) -> torch.Tensor:
+        """Tiles enlarged to ``min_size``, in a near-square grid; groups of ``group`` consecutive
+        images (the variants of one unit) stay together on one row."""
         h, w = images.shape[-2:]
         factor = max(1, -(-self.min_size // max(h, w)))
         tiles = F.interpolate(images, scale_factor=factor, mode="nearest") if factor > 1 else images
-        return grid(tiles, padding=2, pad_value=1.0)
+        nrow = None if group == 1 else group * math.ceil(math.sqrt(images.shape[0] / group**2))
+        return grid(tiles, nrow=nrow, padding=2, pad_value=1.0)
 
     def extra_state(self) -> dict[str, Any]:
         if self._input_shape is None:
@@ -203,6 +207,11 @@ class ChannelVisualization(_RenderCallback):
         lr: Adam learning rate.
         unit: ``"channel"`` (mean over the map) or ``"neuron"`` (the centre position).
         negative: also render images that *minimize* each unit (logged under ``.../negative``).
+        variants: images per channel. With more than one, the images of a channel are rewarded for
+            differing in style (Lucid's diversity objective, Gram matrices at the layer), which shows
+            several things a channel responds to instead of one; they are logged side by side.
+        diversity: weight of that reward, relative to the channel's activation (1.0 keeps about
+            80% of the activation of a single image on the example CNN; 0 turns it off).
         normalize: the model's input normalization ``(mean, std)``; ``"data"`` fits it from the
             first batch (maps each channel's observed range to [0, 1], exact for inputs normalized
             with any per-channel affine map); ``None``: the model sees [0, 1] images.
@@ -249,6 +258,8 @@ class ChannelVisualization(_RenderCallback):
         lr: float = 0.1,
         unit: str = "channel",
         negative: bool = False,
+        variants: int = 1,
+        diversity: float = 1.0,
         normalize: NormalizeArg = "data",
         fit_stats: str = "color",
         transforms: str | None = "standard",
@@ -274,6 +285,9 @@ class ChannelVisualization(_RenderCallback):
         )  # fmt: skip
         layers = check_layers(layers)
         check_int("max_channels", max_channels, 1)
+        check_int("variants", variants, 1)
+        if isinstance(diversity, bool) or not isinstance(diversity, (int, float)) or diversity < 0:
+            raise ValueError(f"`diversity` must be a non-negative number, got {diversity!r}")
         if channels is not None:
             channels = list(channels)
             if not channels or any(isinstance(c, bool) or not isinstance(c, int) or c < 0 for c in channels):
@@ -285,6 +299,8 @@ class ChannelVisualization(_RenderCallback):
         self.max_channels = max_channels
         self.unit = unit
         self.negative = bool(negative)
+        self.variants = variants
+        self.diversity = float(diversity)
         self._num_channels: dict[str, int] = {}
 
     def state_key_fields(self) -> dict[str, Any]:
@@ -325,25 +341,31 @@ class ChannelVisualization(_RenderCallback):
         for layer in self.layers:
             key = f"featurewatch/channels/{layer}"
             chans = self._channels(str(parse_layer(layer)))
-            make = channel if self.unit == "channel" else neuron
-            seeds = [unit_seed(self.seed, c) for c in chans]
-            result = self._render(pl_module, make(layer, chans), seeds, budget)
-            weak = [c for c, w in zip(chans, result.weak.tolist()) if w]
+            v = self.variants
+            objective, seeds = unit_objective(
+                layer, chans, seed=self.seed, unit=self.unit, variants=v, diversity=self.diversity
+            )
+            result = self._render(pl_module, objective, seeds, budget)
+            # a channel is weak when none of its variants could excite it
+            weak = [c for c, w in zip(chans, result.weak.view(len(chans), v).all(1).tolist()) if w]
             what = "neurons (map centre)" if self.unit == "neuron" else "channels"
+            layout = f"{describe_channels(chans)} (row-major" + (f", {v} diverse images per channel side by side)" if v > 1 else ")")
             caption = (
-                f"epoch {event.epoch}, step {event.step}: {layer}, {what} maximized, "
-                f"{describe_channels(chans)} (row-major)"
+                f"epoch {event.epoch}, step {event.step}: {layer}, {what} maximized, {layout}"
                 + (f"; could not be excited: {', '.join(map(str, weak))}" if weak else "")
                 + (f"; time budget cut steps to {int(result.steps.min())}" if result.budget_exceeded else "")
             )
-            event.add_image(key, self._display(result.images), caption=caption)
+            event.add_image(key, self._display(result.images, v), caption=caption)
             event.add_scalar(f"{key}/mean_activation", float(result.values.mean()))
             event.add_scalar(f"{key}/weak_units", float(len(weak)))
             event.add_scalar(f"{key}/steps", float(result.steps.float().mean()))
             if self.negative:
-                neg = self._render(pl_module, -make(layer, chans), seeds, budget)
+                objective, seeds = unit_objective(
+                    layer, chans, seed=self.seed, unit=self.unit, negative=True, variants=v, diversity=self.diversity
+                )
+                neg = self._render(pl_module, objective, seeds, budget)
                 event.add_image(
                     f"{key}/negative",
-                    self._display(neg.images),
-                    caption=f"epoch {event.epoch}, step {event.step}: {layer}, {what} minimized, {describe_channels(chans)} (row-major)",
+                    self._display(neg.images, v),
+                    caption=f"epoch {event.epoch}, step {event.step}: {layer}, {what} minimized, {layout}",
                 )

@@ -33,6 +33,8 @@ from featurewatch.core.objectives import (
     channel,
     class_logit,
     direction,
+    diverse,
+    diversity,
     interpolate,
     layer_l2,
     neuron,
@@ -45,6 +47,7 @@ from featurewatch.core.render import (
     objective_forward,
     render,
     total_variation,
+    unit_objective,
     unit_seed,
     visualize_channels,
 )
@@ -96,6 +99,8 @@ __all__ = [
     "deep_dream",
     "default_dead_layers",
     "direction",
+    "diverse",
+    "diversity",
     "examples_grid",
     "filter_grid",
     "filter_images",
@@ -135,6 +140,7 @@ __all__ = [
     "top_examples",
     "top_examples_multi",
     "total_variation",
+    "unit_objective",
     "unit_seed",
     "visualize_channels",
 ]

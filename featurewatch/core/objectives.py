@@ -24,6 +24,7 @@ References:
 
 from __future__ import annotations
 
+import math
 import numbers
 from collections.abc import Callable, Iterable, Mapping, Sequence
 
@@ -38,6 +39,8 @@ __all__ = [
     "channel",
     "class_logit",
     "direction",
+    "diverse",
+    "diversity",
     "interpolate",
     "layer_l2",
     "neuron",
@@ -72,6 +75,9 @@ class Objective:
         name: readable description, used in captions and messages.
         checks: callables validating the objective against ``{layer: output shape}`` (raise
             ``ValueError`` naming what is valid, e.g. the channel range).
+        group: the value of an element depends on the other elements of its group (elements
+            ``g * group`` to ``(g + 1) * group - 1``, e.g. :func:`diversity`), so a render loop
+            that works in chunks must keep groups whole. ``None``: elements are independent.
 
     Calling ``objective(activations, index=None)`` returns the ``(N,)`` values.
     """
@@ -84,12 +90,16 @@ class Objective:
         batch: int | None = None,
         name: str = "objective",
         checks: Sequence[Check] = (),
+        group: int | None = None,
     ) -> None:
+        if group is not None and (isinstance(group, bool) or not isinstance(group, int) or group < 1):
+            raise ValueError(f"`group` must be a positive int or None, got {group!r}")
         self.fn = fn
         self.layers: tuple[str, ...] = tuple(dict.fromkeys(_ref(la) for la in layers))
         self.batch = batch
         self.name = name
         self.checks: tuple[Check, ...] = tuple(checks)
+        self.group = group
 
     def __call__(self, activations: Activations, index: torch.Tensor | None = None) -> torch.Tensor:
         if index is None:
@@ -109,7 +119,8 @@ class Objective:
             check(shapes)
 
     def __repr__(self) -> str:
-        return f"Objective({self.name}, layers={list(self.layers)}, batch={self.batch})"
+        group = f", group={self.group}" if self.group is not None else ""
+        return f"Objective({self.name}, layers={list(self.layers)}, batch={self.batch}{group})"
 
     # ------------------------------------------------------------------ algebra
     def _combine(self, other: Objective, op: Callable[[torch.Tensor, torch.Tensor], torch.Tensor], sym: str) -> Objective:
@@ -119,23 +130,35 @@ class Objective:
                 f"{self.batch} elements, {other.name!r} has {other.batch}"
             )
         a, b = self, other
+        # chunks aligned to the least common multiple keep the groups of both whole
+        group = math.lcm(a.group or 1, b.group or 1) if (a.group or b.group) else None
         return Objective(
             lambda acts, idx: op(a.fn(acts, idx), b.fn(acts, idx)),
             a.layers + b.layers,
             batch=a.batch if a.batch is not None else b.batch,
             name=f"({a.name} {sym} {b.name})",
             checks=a.checks + b.checks,
+            group=group,
         )
 
     def _scale(self, factor: float, name: str) -> Objective:
         a = self
-        return Objective(lambda acts, idx: a.fn(acts, idx) * factor, a.layers, batch=a.batch, name=name, checks=a.checks)
+        return Objective(
+            lambda acts, idx: a.fn(acts, idx) * factor, a.layers, batch=a.batch, name=name, checks=a.checks, group=a.group
+        )
 
     def __add__(self, other: Objective | float) -> Objective:
         if isinstance(other, numbers.Real):
             c = float(other)
             a = self
-            return Objective(lambda acts, idx: a.fn(acts, idx) + c, a.layers, batch=a.batch, name=f"({a.name} + {c:g})", checks=a.checks)
+            return Objective(
+                lambda acts, idx: a.fn(acts, idx) + c,
+                a.layers,
+                batch=a.batch,
+                name=f"({a.name} + {c:g})",
+                checks=a.checks,
+                group=a.group,
+            )
         return self._combine(_need(other, "+"), torch.add, "+")
 
     def __radd__(self, other: Objective | float) -> Objective:
@@ -387,3 +410,82 @@ def interpolate(a: Objective, b: Objective, weights: Sequence[float]) -> Objecti
         return (1 - wi) * va + wi * vb
 
     return Objective(fn, a.layers + b.layers, batch=w.numel(), name=f"interpolate({a.name}, {b.name})", checks=a.checks + b.checks)
+
+
+def diversity(layer: str, group: int) -> Objective:
+    """How different an element's style is from the other elements of its group (Lucid's diversity).
+
+    One optimized image shows one way to excite a unit; a unit that responds to several things
+    (a dog's head *and* a wheel, say) hides the others. Rendering a group of images per unit and
+    rewarding them for differing shows more facets (Olah et al., 2017, "Diversity"). The style of
+    an element is the Gram matrix of its activations at ``layer`` (channel co-occurrences,
+    position-free, as in style transfer); the value of element ``i`` is minus the mean cosine
+    similarity of its Gram matrix with those of the other members of its group, so it lies in
+    ``[-1, 1]`` and maximizing it pushes the group apart. Elements ``g * group`` to
+    ``(g + 1) * group - 1`` form group ``g``; :func:`render` keeps groups in one chunk.
+
+    Add it to a unit objective with a weight, or use :func:`diverse`, which scales it to the unit's
+    activation so one weight works at every layer and every stage of training.
+
+    Args:
+        layer: layer reference whose activations define the style (often the unit's own layer).
+        group: images per group (per unit), ``>= 2`` to have any effect.
+
+    Example:
+        >>> obj = channel("layer3", [5, 5, 5, 5]) + 2.0 * diversity("layer3", 4)
+    """
+    ref = _ref(layer)
+    if isinstance(group, bool) or not isinstance(group, int) or group < 1:
+        raise ValueError(f"`group` must be a positive int, got {group!r}")
+
+    def fn(acts: Activations, index: torch.Tensor) -> torch.Tensor:
+        a = acts[ref]
+        f = a.reshape(a.shape[0], a.shape[1], -1).float()  # (n, C, L)
+        gram = torch.bmm(f, f.transpose(1, 2)) / f.shape[2]
+        style = torch.nn.functional.normalize(gram.flatten(1), dim=1, eps=1e-12)
+        similarity = style @ style.T  # (n, n) cosine similarities
+        gid = torch.div(index.to(a.device), group, rounding_mode="floor")
+        peers = (gid[:, None] == gid[None, :]) & ~torch.eye(len(gid), dtype=torch.bool, device=a.device)
+        count = peers.sum(1).clamp(min=1)
+        return -(similarity * peers).sum(1) / count
+
+    return Objective(fn, [ref], name=f"diversity({ref!r}, {group})", group=group)
+
+
+def diverse(objective: Objective, layer: str, group: int, weight: float = 1.0) -> Objective:
+    """``objective`` plus ``weight`` x :func:`diversity`, scaled to the objective's own size.
+
+    A fixed weight on :func:`diversity` (a number in ``[-1, 1]``) means something different at every
+    layer and every epoch, because a unit's activation grows by orders of magnitude as the network
+    trains. Here element ``i`` maximizes ``v_i + weight * |v_i| * d_i``, with ``|v_i|`` held constant
+    (no gradient) within a step: the diversity reward is always ``weight`` times the current
+    activation, so ``weight=1`` trades about as much activation for diversity at epoch 0 as at
+    epoch 50.
+
+    Args:
+        objective: usually a batched unit objective with each unit repeated ``group`` times in a row,
+            e.g. ``channel(layer, [3, 3, 3, 7, 7, 7])`` with ``group=3``.
+        layer: where the style is measured (see :func:`diversity`).
+        group: images per unit.
+        weight: strength of the diversity reward, ``>= 0`` (0 returns ``objective`` itself).
+    """
+    objective = as_objective(objective)
+    if isinstance(weight, bool) or not isinstance(weight, numbers.Real) or float(weight) < 0:
+        raise ValueError(f"`weight` must be a non-negative number, got {weight!r}")
+    if float(weight) == 0.0:
+        return objective
+    div = diversity(layer, group)
+    w = float(weight)
+
+    def fn(acts: Activations, index: torch.Tensor) -> torch.Tensor:
+        v = objective.fn(acts, index)
+        return v + w * v.detach().abs() * div.fn(acts, index).to(v.dtype)
+
+    return Objective(
+        fn,
+        objective.layers + div.layers,
+        batch=objective.batch,
+        name=f"diverse({objective.name}, {w:g})",
+        checks=objective.checks,
+        group=math.lcm(objective.group or 1, group),
+    )

@@ -46,7 +46,7 @@ from featurewatch.core.layers import (
     parse_layer,
     resolve_layer,
 )
-from featurewatch.core.objectives import Objective, as_objective, channel, class_logit, neuron
+from featurewatch.core.objectives import Objective, as_objective, channel, class_logit, diverse, neuron
 from featurewatch.core.param import ImageParam, ImageSpec
 from featurewatch.core.transforms import Transform, compose, standard_transforms
 
@@ -58,6 +58,7 @@ __all__ = [
     "objective_forward",
     "render",
     "total_variation",
+    "unit_objective",
     "unit_seed",
     "visualize_channels",
 ]
@@ -100,6 +101,51 @@ class RenderResult:
 def unit_seed(seed: int, unit: int) -> int:
     """Seed of one unit's image: depends only on the call's ``seed`` and the unit index."""
     return (int(seed) * 1_000_003 + int(unit)) % (2**62)
+
+
+def unit_objective(
+    layer: str,
+    units: Sequence[int],
+    *,
+    seed: int = 0,
+    unit: str = "channel",
+    negative: bool = False,
+    variants: int = 1,
+    diversity: float = 1.0,
+) -> tuple[Objective, list[int]]:
+    """The batched objective and seeds that render ``variants`` images of each unit of one layer.
+
+    Image ``i * variants + v`` is variant ``v`` of ``units[i]``. Variant 0 starts from the unit's
+    usual noise (:func:`unit_seed`), so ``variants=1`` and the first column of a multi-variant
+    render agree; with ``variants > 1`` the variants of a unit are pushed apart by
+    :func:`~featurewatch.core.objectives.diverse` (weight ``diversity``) to show several things
+    the unit responds to.
+
+    Args:
+        layer: layer reference.
+        units: channel indices.
+        seed: base seed.
+        unit: ``"channel"`` (mean over the map) or ``"neuron"`` (the centre position).
+        negative: minimize the units instead (the diversity term still rewards differing).
+        variants: images per unit, ``>= 1``.
+        diversity: weight of the diversity reward when ``variants > 1``.
+
+    Returns:
+        ``(objective, seeds)`` for :func:`render`.
+    """
+    if unit not in ("channel", "neuron"):
+        raise ValueError(f"`unit` must be 'channel' or 'neuron', got {unit!r}")
+    if isinstance(variants, bool) or not isinstance(variants, int) or variants < 1:
+        raise ValueError(f"`variants` must be a positive int, got {variants!r}")
+    repeated = [int(u) for u in units for _ in range(variants)]
+    # variants differ in the low 32 bits: a CPU generator keeps only those of its seed
+    seeds = [unit_seed(seed, u) ^ (v * 0x9E3779B1) for u in units for v in range(variants)]
+    objective = channel(layer, repeated) if unit == "channel" else neuron(layer, repeated)
+    if negative:
+        objective = -objective
+    if variants > 1:
+        objective = diverse(objective, layer, variants, diversity)
+    return objective, seeds
 
 
 def _transform_seed(seed: int) -> int:
@@ -323,7 +369,8 @@ def render(
         normalize: ``(mean, std)`` of the model's input normalization, applied to the ``[0, 1]``
             image before the model sees it.
         batch_size: render at most this many images at once (memory bound); results do not
-            depend on it.
+            depend on it. Rounded down to whole groups for a grouped objective (:func:`~featurewatch.core.objectives.diversity`),
+            and at least one group.
         time_budget: seconds for the whole call; steps are cut short when it runs out (reported
             in ``steps`` and ``budget_exceeded``). Shared evenly among chunks; every chunk gets
             at least one step.
@@ -388,6 +435,8 @@ def render(
         transform = _transforms(transforms, size)
         del probe
         chunk = batch_size or n
+        if objective.group is not None:  # an element's value depends on its group: keep groups whole
+            chunk = max(objective.group, chunk - chunk % objective.group)
         bounds = [(i, min(i + chunk, n)) for i in range(0, n, chunk)]
         images, values, initial, done = [], [], [], []
         exceeded = False
@@ -489,27 +538,31 @@ def visualize_channels(
         image_channels: channels of the image; ``None`` = the first convolution's input channels.
         normalize: ``(mean, std)`` the model expects its inputs normalized with.
         **options: ``unit="channel"|"neuron"``, ``negative=False`` (minimize the unit instead),
+            ``variants=1`` (images per channel, pushed apart by a diversity reward of weight
+            ``diversity=1.0``; see :func:`unit_objective`),
             parametrization options of :class:`~featurewatch.core.param.ImageSpec` (``fft``,
             ``decorrelate``, ``stats``, ``fitted_spectrum``, ``sd``, ``decay_power``) and :func:`render` options
             (``lr``, ``transforms``, ``batch_size``, ``time_budget``, ``redirect_steps``, ``l2``,
             ``tv``, ``blur_every``, ...).
 
     Returns:
-        ``(len(channels), C, H, W)`` images in ``[0, 1]``.
+        ``(len(channels) * variants, C, H, W)`` images in ``[0, 1]`` (the variants of a channel
+        are consecutive).
 
     Example:
         >>> imgs = visualize_channels(model, "features.3", range(8), size=32, steps=64)
     """
     chans = _units_list(channels, "channels")
-    unit = options.pop("unit", "channel")
-    negative = bool(options.pop("negative", False))
-    if unit not in ("channel", "neuron"):
-        raise ValueError(f"`unit` must be 'channel' or 'neuron', got {unit!r}")
-    objective = channel(layer, chans) if unit == "channel" else neuron(layer, chans)
-    if negative:
-        objective = -objective
+    objective, seeds = unit_objective(
+        layer,
+        chans,
+        seed=seed,
+        unit=options.pop("unit", "channel"),
+        negative=bool(options.pop("negative", False)),
+        variants=options.pop("variants", 1),
+        diversity=options.pop("diversity", 1.0),
+    )
     spec = _spec(model, size, image_channels, options)
-    seeds = [unit_seed(seed, c) for c in chans]
     return render(model, objective, spec, seeds=seeds, steps=steps, normalize=normalize, **options).images
 
 

@@ -63,7 +63,9 @@ def test_one_grid_per_layer_per_epoch_with_channel_captions(tmp_path: Path) -> N
 
 def test_training_is_unchanged_by_the_callback(tmp_path: Path) -> None:
     _, plain = fit(tmp_path / "a", [], epochs=1)
-    cb = ChannelVisualization("net.features.6", max_channels=4, steps=4, negative=True, unit="neuron", at_start=True)
+    cb = ChannelVisualization(
+        "net.features.6", max_channels=4, steps=4, negative=True, unit="neuron", variants=2, at_start=True
+    )
     _, watched = fit(tmp_path / "b", [cb], epochs=1)
     for (name, p), q in zip(plain.named_parameters(), watched.parameters()):
         assert torch.equal(p, q), f"{name} differs when ChannelVisualization watched the run"
@@ -71,6 +73,22 @@ def test_training_is_unchanged_by_the_callback(tmp_path: Path) -> None:
         assert torch.equal(b, c), f"buffer {name} differs"
     keys = {r["key"] for r in records(tmp_path / "b") if r["kind"] == "image"}
     assert keys == {"featurewatch/channels/net.features.6", "featurewatch/channels/net.features.6/negative"}
+
+
+def test_variants_of_a_channel_are_side_by_side_on_one_row(tmp_path: Path) -> None:
+    cb = ChannelVisualization("net.features.6", channels=[1, 4, 6], variants=2, steps=8, min_size=32)
+    fit(tmp_path, [cb], epochs=1)
+    rec = next(r for r in records(tmp_path) if r["kind"] == "image")
+    assert "channels 1, 4, 6 (row-major, 2 diverse images per channel side by side)" in rec["caption"]
+    png = np.asarray(Image.open(tmp_path / "featurewatch_logs" / rec["path"]))
+    # 6 tiles of 16 px shown at 32 px: 2 channels (4 tiles) per row, 2 rows, 2 px padding
+    assert png.shape[:2] == (2 * 34 + 2, 4 * 34 + 2)
+    tile = lambda r, c: png[2 + 34 * r : 34 * (r + 1), 2 + 34 * c : 34 * (c + 1)].astype(int)  # noqa: E731
+    assert np.abs(tile(0, 0) - tile(0, 1)).mean() > 5, "the two variants of channel 1 look alike"
+    with pytest.raises(ValueError, match="`variants`"):
+        ChannelVisualization("a", variants=0)
+    with pytest.raises(ValueError, match="`diversity`"):
+        ChannelVisualization("a", diversity=-1.0)
 
 
 def test_bad_channel_fails_at_the_first_batch_listing_valid_ones(tmp_path: Path) -> None:

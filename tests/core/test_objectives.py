@@ -11,6 +11,8 @@ from featurewatch.core.objectives import (
     channel,
     class_logit,
     direction,
+    diverse,
+    diversity,
     interpolate,
     layer_l2,
     neuron,
@@ -111,3 +113,45 @@ def test_an_objective_must_return_one_value_per_element() -> None:
     bad = Objective(lambda a, idx: a["conv"].sum().reshape(1, 1), ["conv"])
     with pytest.raises(ValueError, match="one value per batch element"):
         bad(acts())
+
+
+def test_diversity_is_minus_the_style_similarity_within_each_group() -> None:
+    torch.manual_seed(0)
+    base = torch.rand(1, 3, 4, 4)
+    acts = torch.cat([base, 2.0 * base, torch.rand(1, 3, 4, 4), torch.rand(1, 3, 4, 4)])  # groups {0,1}, {2,3}
+    values = diversity("l", 2)({"l": acts})
+    # elements 0 and 1 have Gram matrices that differ by a factor only: cosine similarity 1
+    assert torch.allclose(values[:2], torch.tensor([-1.0, -1.0]))
+    f = acts[2:].flatten(2)
+    g = torch.nn.functional.normalize((f @ f.transpose(1, 2)).flatten(1), dim=1)
+    expected = -(g[0] @ g[1])
+    assert torch.allclose(values[2:], expected.expand(2), atol=1e-6)
+    # groups do not see each other: changing group 1 leaves group 0 alone
+    other = acts.clone()
+    other[2:] = torch.rand(2, 3, 4, 4)
+    assert torch.equal(diversity("l", 2)({"l": other})[:2], values[:2])
+    # an element alone in its group (the last chunk of a render) gets 0
+    assert diversity("l", 2)({"l": acts[:3]}, torch.arange(3))[2] == 0
+
+
+def test_grouped_objectives_keep_their_group_through_the_algebra() -> None:
+    d = diversity("l", 4)
+    assert (channel("l", range(8)) + 0.5 * d).group == 4
+    assert (-d).group == 4 and (d + 1.0).group == 4
+    assert (diversity("l", 2) + diversity("l", 3)).group == 6  # both stay whole in chunks of 6
+    assert channel("l", 1).group is None
+    with pytest.raises(ValueError, match="group"):
+        diversity("l", 0)
+
+
+def test_diverse_scales_the_reward_to_the_objective() -> None:
+    acts = torch.rand(4, 3, 4, 4)
+    unit = channel("l", [0, 0, 1, 1])
+    for scale in (1.0, 100.0):
+        v = unit({"l": scale * acts})
+        d = diversity("l", 2)({"l": scale * acts})
+        got = diverse(unit, "l", 2, weight=0.5)({"l": scale * acts})
+        assert torch.allclose(got, v + 0.5 * v.abs() * d)
+    assert diverse(unit, "l", 2, weight=0.0) is unit
+    with pytest.raises(ValueError, match="weight"):
+        diverse(unit, "l", 2, weight=-1.0)

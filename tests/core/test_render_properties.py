@@ -9,7 +9,7 @@ from torch import nn
 
 from featurewatch.core.deepdream import deep_dream
 from featurewatch.core.inspect import activation_maps
-from featurewatch.core.objectives import channel, layer_l2
+from featurewatch.core.objectives import channel, diversity, layer_l2
 from featurewatch.core.param import ImageSpec
 from featurewatch.core.render import class_model_images, render, visualize_channels
 from tests._models import digits_tensors
@@ -105,3 +105,33 @@ def test_deep_dream_amplifies_the_layer(trained: nn.Module) -> None:
     assert (after > 1.2 * before).all()
     # deterministic for a seed; the same objective as an explicit one
     assert torch.equal(dreamed, deep_dream(trained, pixels, layer_l2("6"), octaves=2, steps=8, normalize=NORM))
+
+
+def test_variants_show_different_facets_and_keep_most_of_the_activation(trained: nn.Module) -> None:
+    """With ``variants``, a channel's images differ in style (Gram matrices at the layer) far more
+    than the same number of plain renders from different noise, and still excite the channel."""
+    layer, chans, v = "6", [0, 3, 5, 9, 12], 3
+    plain = visualize_channels(trained, layer, chans, variants=v, diversity=0.0, **OPTIONS)
+    varied = visualize_channels(trained, layer, chans, variants=v, diversity=1.0, **OPTIONS)
+    units = torch.tensor([c for c in chans for _ in range(v)])
+
+    def similarity_and_activation(images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        a = activation_maps(trained, to_input(images), [layer])[layer]
+        sim = -diversity(layer, v)({layer: a}).view(len(chans), v).mean(1)
+        return sim, a[torch.arange(len(a)), units].mean((1, 2)).view(len(chans), v).mean(1)
+
+    sim_plain, act_plain = similarity_and_activation(plain)
+    sim_varied, act_varied = similarity_and_activation(varied)
+    assert (sim_varied < sim_plain).all(), (sim_plain.tolist(), sim_varied.tolist())
+    assert sim_varied.mean() < sim_plain.mean() - 0.05
+    assert (act_varied > 0.5 * act_plain).all(), (act_plain.tolist(), act_varied.tolist())
+    # variant 0 starts from the channel's usual noise: without the reward it is the plain render
+    single = visualize_channels(trained, layer, chans, **OPTIONS)
+    assert torch.allclose(plain[::v], single, atol=1e-5)
+
+
+def test_grouped_render_does_not_depend_on_the_chunk_size(trained: nn.Module) -> None:
+    """``batch_size`` splits a render into chunks; groups (variants of one unit) are never split."""
+    whole = visualize_channels(trained, "6", [1, 2, 4], variants=2, steps=8, size=16, normalize=NORM)
+    chunked = visualize_channels(trained, "6", [1, 2, 4], variants=2, steps=8, size=16, normalize=NORM, batch_size=3)
+    assert torch.allclose(whole, chunked, atol=1e-4)
