@@ -117,6 +117,18 @@ def batch_input(batch: Any, input_key: int | str = 0) -> torch.Tensor:
     return found
 
 
+def _last_epoch(trainer: pl.Trainer) -> int:
+    """The epoch the last training step belongs to, at ``on_train_end``.
+
+    ``trainer.current_epoch`` has moved on to the next one there when the last epoch completed
+    (a 1-epoch run ends "at epoch 1"), but not when ``max_steps`` stopped it half way.
+    """
+    try:
+        return max(int(trainer.fit_loop.epoch_progress.current.started) - 1, 0)
+    except AttributeError:  # a Lightning whose loops look different: the usual counter
+        return int(trainer.current_epoch)
+
+
 class FeatureWatchCallback(pl.Callback, ABC):
     """Base class of every featurewatch callback (see the module docstring for the contract).
 
@@ -167,6 +179,8 @@ class FeatureWatchCallback(pl.Callback, ABC):
         self._calls = 0
         self._failures = 0
         self._part_failed = False
+        #: True during the ``at_end`` call (its window of steps may be a short leftover)
+        self.ending = False
         self._checked_input = False
         self._start_pending = False
         self.last_seconds: float = 0.0
@@ -253,7 +267,7 @@ class FeatureWatchCallback(pl.Callback, ABC):
 
     def on_train_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         if self.at_end:
-            self._run(trainer, pl_module)
+            self._run(trainer, pl_module, ending=True)
 
     def teardown(self, trainer: pl.Trainer, pl_module: pl.LightningModule, stage: str) -> None:
         self._close()
@@ -338,7 +352,7 @@ class FeatureWatchCallback(pl.Callback, ABC):
     def _skip(self, trainer: pl.Trainer) -> bool:
         return bool(trainer.sanity_checking or trainer.fast_dev_run)
 
-    def _run(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+    def _run(self, trainer: pl.Trainer, pl_module: pl.LightningModule, *, ending: bool = False) -> None:
         if self._skip(trainer):
             return
         step = int(trainer.global_step)
@@ -347,7 +361,8 @@ class FeatureWatchCallback(pl.Callback, ABC):
         self._last_step = step
         if not (self.all_ranks or trainer.is_global_zero):
             return
-        event = Event(step=step, epoch=int(trainer.current_epoch))
+        self.ending = ending
+        event = Event(step=step, epoch=_last_epoch(trainer) if ending else int(trainer.current_epoch))
         start = time.perf_counter()
         self._calls += 1
         self._part_failed = False

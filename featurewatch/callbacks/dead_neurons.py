@@ -16,6 +16,10 @@ from featurewatch.loggers import Event
 __all__ = ["DeadNeuronError", "DeadNeuronMonitor", "DeadNeuronWarning"]
 
 _ON_DEAD = ("warn", "raise", "stop")
+#: With ``heatmap="auto"``, a network with more monitored sites than this gets heatmaps only for the
+#: layers that showed dead or dying channels (at most this many): each figure costs ~0.1 s to draw
+#: and encode, a DenseNet-121 has 120 ReLU sites, and a healthy layer's heatmap is one flat colour.
+AUTO_HEATMAP_LAYERS = 16
 
 
 class DeadNeuronWarning(UserWarning):
@@ -30,6 +34,8 @@ def _number(name: str, value: Any, low: float, high: float, *, low_open: bool = 
     if isinstance(value, bool) or not isinstance(value, (int, float)):
         raise TypeError(f"`{name}` must be a number, got {type(value).__name__} {value!r}")
     value = float(value)
+    if value != value:
+        raise ValueError(f"`{name}` must be a number, got nan")
     too_low = value <= low if low_open else value < low
     too_high = value >= high if high_open else value > high
     if too_low or too_high:
@@ -63,31 +69,40 @@ class DeadNeuronMonitor(FeatureWatchCallback):
     all, the max and mean magnitude, and the ReDo dormancy score (mean magnitude / layer mean;
     Sokar et al., ICML 2023). Memory is O(channels) per layer.
 
-    * ``layers=None`` monitors every ReLU-family module (``featurewatch.core.stats.RECTIFIER_TYPES``).
+    * ``layers=None`` monitors every ``nn.ReLU`` and ``nn.ReLU6`` module: the units that can die
+      (zero output *and* zero gradient below zero). GELU, SiLU, LeakyReLU, ELU, Hardswish keep a
+      gradient for negative inputs; named in ``layers`` they are monitored too, and "dead" then
+      means "never above ``threshold``", which they can recover from.
       For networks that call ``F.relu`` in ``forward``, name the conv/BatchNorm layers whose output
       feeds it: pre-activation ``<= threshold`` means a dead output, and the magnitude is that of
       the ReLU output.
     * A module called several times per forward (torchvision ResNet blocks reuse one ``relu``) is
       monitored per call site, reported as ``name@0``, ``name@1`` (a plain ``"name"`` in ``layers``
       follows all its sites); ``"name@k"`` picks one site. In-place ReLUs are fine. Channels are
-      dim 1 of the output (``(N, C, ...)``: conv maps and linear features).
+      dim 1 of the output (``(N, C, ...)``: conv maps and ``(N, C)`` features), the last dim of an
+      ``nn.Linear`` output (``(N, L, C)`` sequences), or the last dim everywhere with
+      ``channel_dim=-1`` (channels-last blocks such as ConvNeXt's).
     * Only training forwards count: never featurewatch's own forwards, never the sanity check, and
       validation forwards only with ``include_validation=True``.
     * Under DDP the windows of all ranks are reduced (counts summed, maxima maxed) before anything
       is reported, so N processes report exactly what one process sees on the union of their data.
     * A channel is *dead* if it never fired in the window, or did not fire in any of the window's
       last ``patience`` training steps (so a filter killed half way through an epoch is reported at
-      that epoch's evaluation, not one window later); *dying* if it fired on fewer than
+      that epoch's evaluation, not one window later). The ``at_end`` evaluation's window is what is
+      left after the last scheduled one; when it is shorter than that one, only channels that were
+      already dead and stayed silent are reported dead. *Dying* if it fired on fewer than
       ``dying_rate`` of its values (dead ones excluded); *dormant* if its dormancy score is
       ``<= dormancy_threshold``.
 
     Args:
         layers: layer names as in ``model.named_modules()``, optionally ``"name@k"``; default every
-            ReLU-family module.
+            ``nn.ReLU`` and ``nn.ReLU6``.
         threshold: an activation is "on" when ``> threshold``.
         dying_rate: on-rate below which a (live) channel counts as dying, in ``(0, 1]``.
-        patience: a channel silent for this many consecutive training steps at the end of the
-            window counts as dead; ``None``: only channels silent for the whole window.
+        patience: a channel silent for this many consecutive counted forwards at the end of the
+            window counts as dead (forwards = training steps, unless a step calls the model several
+            times or gradient checkpointing re-runs it); ``None``: only channels silent for the
+            whole window.
         dead_alert_fraction: alert when a layer's fraction of dead channels exceeds this, in
             ``[0, 1)``.
         on_dead: what an alert does: ``"warn"`` (a :class:`DeadNeuronWarning`, once per layer),
@@ -104,7 +119,13 @@ class DeadNeuronMonitor(FeatureWatchCallback):
         sample_every_n_steps: count only the forwards of every n-th training batch (``batch_idx %
             n == 0``), dividing the per-step cost by n; the window's statistics then come from those
             batches, and ``patience`` counts sampled steps. Default 1: every training forward.
-        heatmap: log the channels x evaluations on-rate heatmap (one matplotlib figure per layer).
+        channel_dim: ``1``, ``-1`` or ``None`` (dim 1, except the last dim of ``nn.Linear``
+            outputs; a layer whose output looks channels-last gets a warning).
+        heatmap: log the channels x evaluations on-rate heatmap (one matplotlib figure per layer,
+            ~0.1 s each): ``True`` for every layer, ``False`` for none, ``"auto"`` for every layer
+            of a network with at most :data:`AUTO_HEATMAP_LAYERS` monitored sites, else only for the
+            layers that have had dead or dying channels (the first that many to show them; once
+            drawn, a layer keeps its heatmap).
         every_n_epochs, every_n_train_steps, at_end, strict: see
             :class:`~featurewatch.callbacks.base.FeatureWatchCallback`.
 
@@ -152,7 +173,8 @@ class DeadNeuronMonitor(FeatureWatchCallback):
         include_validation: bool = False,
         rates_every_n_steps: int = 4,
         sample_every_n_steps: int = 1,
-        heatmap: bool = True,
+        channel_dim: int | None = None,
+        heatmap: bool | str = "auto",
         every_n_epochs: int | None = 1,
         every_n_train_steps: int | None = None,
         at_end: bool = True,
@@ -168,6 +190,8 @@ class DeadNeuronMonitor(FeatureWatchCallback):
         layers = check_layers(layers, allow_none=True)
         if isinstance(threshold, bool) or not isinstance(threshold, (int, float)):
             raise TypeError(f"`threshold` must be a number, got {type(threshold).__name__} {threshold!r}")
+        if threshold != threshold:
+            raise ValueError("`threshold` must be a number, got nan")
         if on_dead not in _ON_DEAD:
             raise ValueError(f"`on_dead` must be one of {', '.join(repr(o) for o in _ON_DEAD)}, got {on_dead!r}")
         if patience is not None and (isinstance(patience, bool) or not isinstance(patience, int) or patience < 1):
@@ -178,13 +202,19 @@ class DeadNeuronMonitor(FeatureWatchCallback):
         self.sample_every_n_steps = sample_every_n_steps
         self.rates_every_n_steps = rates_every_n_steps
         self.layers = list(layers) if layers is not None else None
+        if channel_dim not in (None, 1, -1):
+            raise ValueError(f"`channel_dim` must be 1, -1 or None, got {channel_dim!r}")
+        self.channel_dim = channel_dim
         self.threshold = float(threshold)
         self.dying_rate = _number("dying_rate", dying_rate, 0.0, 1.0, low_open=True)
         self.dead_alert_fraction = _number("dead_alert_fraction", dead_alert_fraction, 0.0, 1.0, high_open=True)
         self.dormancy_threshold = _number("dormancy_threshold", dormancy_threshold, 0.0, float("inf"))
         self.on_dead = on_dead
         self.include_validation = bool(include_validation)
-        self.heatmap = bool(heatmap)
+        if heatmap not in (True, False, "auto"):
+            raise ValueError(f"`heatmap` must be True, False or 'auto', got {heatmap!r}")
+        self.heatmap = heatmap
+        self._heatmap_keys: list[str] = []
         self.dead_channels: dict[str, list[int]] = {}
         self.latest: dict[str, ChannelSummary] = {}
         self.history: list[dict[str, Any]] = []
@@ -196,12 +226,25 @@ class DeadNeuronMonitor(FeatureWatchCallback):
 
     # ------------------------------------------------------------------ configuration
     def state_key_fields(self) -> dict[str, Any]:
-        return {"layers": self.layers, "threshold": self.threshold}
+        # everything that changes what is measured or decided, so two differently set monitors coexist
+        return {
+            "layers": self.layers,
+            "threshold": self.threshold,
+            "patience": self.patience,
+            "on_dead": self.on_dead,
+            "include_validation": self.include_validation,
+            "sample_every_n_steps": self.sample_every_n_steps,
+            "channel_dim": self.channel_dim,
+        }
 
     def check_model(self, pl_module: pl.LightningModule) -> None:
         self._detach()
         self._recorder = ChannelStatsRecorder(
-            pl_module, self.layers, threshold=self.threshold, rates_every=self.rates_every_n_steps
+            pl_module,
+            self.layers,
+            threshold=self.threshold,
+            rates_every=self.rates_every_n_steps,
+            channel_dim=self.channel_dim,
         )
         self._recorder.enabled = False
 
@@ -281,13 +324,7 @@ class DeadNeuronMonitor(FeatureWatchCallback):
         # A layer that no training forward went through, on any rank (``summaries`` agreed on the
         # union of the sites): not called by ``forward``, or run by code that bypasses module hooks
         # (TorchScript). Without this, it would silently be absent from every report.
-        problems = dict(recorder.problems)
-        for name, sites in recorder.sites.items():
-            if not sites and name not in problems:
-                problems[name] = (
-                    f"layer {name!r}: no training forward went through it; is it called by `forward`? "
-                    "(or does compiled or scripted code bypass its module hooks?)"
-                )
+        problems = {**recorder.problems, **recorder.unreached()}
         failed = bool(problems)
         if self.strict and distributed:
             # A hook problem may be seen on some ranks only: decide together, or the ranks that
@@ -303,6 +340,8 @@ class DeadNeuronMonitor(FeatureWatchCallback):
                 event.add_text(f"featurewatch/dead/{name}/error", problem)
         if not summaries:
             return
+        previous = self.history[-1]["layers"] if self.history else {}
+        previous_dead = self.dead_channels
         self.latest = summaries
         self.history.append(
             {"step": event.step, "epoch": event.epoch, "layers": {key: s.to_state() for key, s in summaries.items()}}
@@ -313,10 +352,19 @@ class DeadNeuronMonitor(FeatureWatchCallback):
         # rank; rank-zero-only drawing (the heatmaps) happens afterwards and cannot change it.
         for key, s in summaries.items():
             dead = s.silent(self.patience)
+            before = previous.get(key)
+            if self.ending and before is not None and s.updates < int(before["updates"]):
+                # The end-of-training window is the leftover after the last scheduled evaluation,
+                # shorter than a regular window: a few silent forwards there are no evidence. A channel
+                # stays dead only if it was dead at the previous evaluation too.
+                was_dead = set(previous_dead.get(key, ()))
+                dead = [c for c in dead if c in was_dead]
             self.dead_channels[key] = dead
             fraction = len(dead) / s.channels
             dead_set = set(dead)
             dying = [c for c in s.dying(self.dying_rate) if c not in dead_set]
+            if (dead or dying) and key not in self._heatmap_keys:
+                self._heatmap_keys.append(key)
             event.add_scalar(f"featurewatch/dead/{key}/dead_fraction", fraction)
             event.add_scalar(f"featurewatch/dead/{key}/dying_fraction", len(dying) / s.channels)
             event.add_scalar(f"featurewatch/dead/{key}/dormant_fraction", len(s.dormant(self.dormancy_threshold)) / s.channels)
@@ -336,7 +384,11 @@ class DeadNeuronMonitor(FeatureWatchCallback):
             event.add_text("featurewatch/dead/alerts", "\n".join(alerts))
             self._pending.extend(alerts)
         if self.heatmap and trainer.is_global_zero:
-            for key, s in summaries.items():
+            drawn = list(summaries)
+            if self.heatmap == "auto" and len(drawn) > AUTO_HEATMAP_LAYERS:
+                drawn = [k for k in self._heatmap_keys if k in summaries][:AUTO_HEATMAP_LAYERS]
+            for key in drawn:
+                s = summaries[key]
                 try:
                     event.add_figure(
                         f"featurewatch/dead/{key}/heatmap",

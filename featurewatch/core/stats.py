@@ -2,7 +2,8 @@
 
 The building block of dead-filter detection. For every monitored *call site* of a layer (a module
 called twice in one forward has two sites, ``name@0`` and ``name@1``, whose tensors are never
-mixed) and every channel ``c`` (dim 1 of the output), a :class:`ChannelStats` keeps, over a window:
+mixed) and every channel ``c`` (dim 1 of the output, or the last dim for channels-last layouts and
+for linear layers applied to ``(N, L, C)`` sequences), a :class:`ChannelStats` keeps, over a window:
 
 * ``count_on[c]``: how many values (samples x positions) were above ``threshold``;
 * ``sum_mag[c]`` and ``max_mag[c]``: sum and maximum of the channel's magnitude (see below);
@@ -30,7 +31,7 @@ channel fired, when it last fired and its maximum need one pass (a max) and are 
 values), which divides their cost by n while dead-channel detection stays exact.
 
 Example:
-    >>> recorder = ChannelStatsRecorder(model)           # every ReLU-family module
+    >>> recorder = ChannelStatsRecorder(model)           # every nn.ReLU and nn.ReLU6
     >>> with recorder:                                   # hooks removed on exit, even on error
     ...     for x, y in loader:
     ...         F.cross_entropy(model(x), y).backward(); opt.step(); opt.zero_grad()
@@ -40,6 +41,7 @@ Example:
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -60,11 +62,12 @@ __all__ = [
     "default_dead_layers",
 ]
 
-#: Activation modules monitored by default: those with an "off" regime (output <= 0 exactly when
-#: the input is <= 0), where a unit can die. Tanh, Sigmoid, Softplus and Hardtanh are not included.
-RECTIFIER_TYPES: tuple[type[nn.Module], ...] = tuple(
-    t for t in ACTIVATION_TYPES if t not in (nn.Tanh, nn.Sigmoid, nn.Softplus, nn.Hardtanh)
-)
+#: Activation modules monitored by default: those whose units can *die*. Below zero a ReLU or ReLU6
+#: outputs exactly 0 and passes no gradient, so a unit whose input stays negative never learns
+#: again. LeakyReLU, ELU, GELU, SiLU, Mish and Hardswish keep passing a gradient for negative inputs
+#: (their units can be "never positive", which they recover from), so they are only monitored when
+#: named in ``layers``.
+RECTIFIER_TYPES: tuple[type[nn.Module], ...] = (nn.ReLU, nn.ReLU6)
 #: Activation modules whose output is never negative: the magnitude is the output itself.
 NONNEGATIVE_TYPES: tuple[type[nn.Module], ...] = (nn.ReLU, nn.ReLU6)
 
@@ -72,8 +75,37 @@ _EXACT_F32_COUNT = 2**24  # float32 counts integers exactly up to here
 
 
 def default_dead_layers(model: nn.Module) -> list[str]:
-    """Names of the ReLU-family modules (:data:`RECTIFIER_TYPES`) of ``model``, in order."""
+    """Names of the ReLU and ReLU6 modules (:data:`RECTIFIER_TYPES`) of ``model``, in order."""
     return [name for name, m in model.named_modules() if name and isinstance(m, RECTIFIER_TYPES)]
+
+
+def _no_rectifier_message(model: nn.Module) -> str:
+    """Why ``layers=None`` finds nothing in ``model``, and which names would work instead."""
+    kinds: dict[str, list[str]] = {}
+    norms: list[str] = []
+    for name, m in model.named_modules():
+        if not name:
+            continue
+        if isinstance(m, ACTIVATION_TYPES):
+            kinds.setdefault(type(m).__name__, []).append(name)
+        elif isinstance(m, (nn.modules.batchnorm._BatchNorm, nn.GroupNorm)):
+            norms.append(name)
+    msg = f"{type(model).__name__} has no nn.ReLU or nn.ReLU6 module, the units that can die, to monitor by default."
+    if kinds:
+        found = ", ".join(f"{len(v)} {k}" for k, v in kinds.items())
+        example = next(iter(kinds.values()))[:3]
+        msg += (
+            f" It has {found}: those units keep a gradient below zero, so they cannot die; to track how often "
+            f"they are positive anyway, name them, e.g. layers={example!r}."
+        )
+    if norms:
+        msg += (
+            f" If its forward calls F.relu, name the layers whose outputs feed it (the pre-activations), "
+            f"e.g. layers={norms[:3]!r}."
+        )
+    elif not kinds:
+        msg += " If its forward calls F.relu, name the conv/linear layers whose outputs feed it."
+    return msg
 
 
 def _mode(module: nn.Module) -> str:
@@ -96,6 +128,8 @@ class ChannelStats:
             layer feeds).
         rates_every: measure the on-rate and the magnitude sums on the window's forwards 0, n,
             2n, ... only (1: every forward). Firing, last firing and maxima use every forward.
+        channel_dim: ``1`` (``(N, C, ...)``, PyTorch's usual layout) or ``-1`` (``(..., C)``:
+            channels-last blocks such as ConvNeXt's MLP, or ``(N, L, C)`` sequences).
 
     Attributes:
         count_on: ``(C,)`` float64, values above the threshold (exact integers below 2**53).
@@ -116,7 +150,10 @@ class ChannelStats:
         threshold: float = 0.0,
         mode: str = "nonnegative",
         rates_every: int = 1,
+        channel_dim: int = 1,
     ) -> None:
+        if channel_dim not in (1, -1):
+            raise ValueError(f"channel_dim must be 1 or -1, got {channel_dim!r}")
         if mode not in ("nonnegative", "activation", "preactivation"):
             raise ValueError(f"mode must be 'nonnegative', 'activation' or 'preactivation', got {mode!r}")
         if isinstance(rates_every, bool) or not isinstance(rates_every, int) or rates_every < 1:
@@ -125,6 +162,7 @@ class ChannelStats:
         self.threshold = float(threshold)
         self.mode = mode
         self.rates_every = rates_every
+        self.channel_dim = channel_dim
         # Accumulators may be created during a validation forward under inference mode; they must
         # stay normal tensors so that later in-place updates outside it are allowed.
         with torch.inference_mode(False):
@@ -146,13 +184,14 @@ class ChannelStats:
         Raises:
             ValueError: if ``a`` has fewer than 2 dims or not ``channels`` channels.
         """
-        if a.dim() < 2 or a.shape[1] != self.channels:
-            raise ValueError(
-                f"expected an (N, {self.channels}, ...) tensor (channels on dim 1), got shape {tuple(a.shape)}"
-            )
+        if a.dim() < 2 or a.shape[self.channel_dim] != self.channels:
+            where = "(N, {c}, ...) tensor (channels on dim 1)" if self.channel_dim == 1 else "(..., {c}) tensor (channels last)"
+            raise ValueError(f"expected an {where.format(c=self.channels)}, got shape {tuple(a.shape)}")
         a = a.detach()  # no graph is recorded for anything below
         per_channel = a.numel() // self.channels
-        if a.dim() > 2 and a.is_contiguous():
+        if self.channel_dim == -1 and a.dim() > 2:
+            a = a.reshape(-1, self.channels)  # (positions, C): a view of a contiguous tensor
+        elif a.dim() > 2 and a.is_contiguous():
             # (N, C, L) view: reducing the contiguous last dim, then N, is about twice as fast on
             # CPU as one reduction over dims (0, 2, 3, ...).
             a = a.view(a.shape[0], self.channels, -1)
@@ -162,6 +201,9 @@ class ChannelStats:
             return t.sum(-1, dtype=dtype).sum(0) if t.dim() == 3 else t.sum(dims, dtype=dtype)
 
         def extremes(t: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+            if t.dim() == 2:
+                low, high = torch.aminmax(t, dim=0)
+                return low, high
             if t.dim() == 3:
                 low, high = torch.aminmax(t, dim=-1)
                 return low.amin(0), high.amax(0)
@@ -194,12 +236,11 @@ class ChannelStats:
                 mag = torch.clamp(a, min=0.0, out=tmp)
             self.sum_mag += total(mag, acc)
             above = torch.gt(a, self.threshold, out=tmp)  # 1.0 where a > threshold; NaN is off
-            on = total(above, acc)
-            self.count_on += on
-            self.last_on.masked_fill_(on > 0, self.updates)
+            self.count_on += total(above, acc)
             self.positions += per_channel
-        else:
-            self.last_on.masked_fill_(peak > self.threshold, self.updates)  # NaN is off
+        # A NaN is not silence: a channel with NaNs counts as having fired (the same on every forward,
+        # whatever ``rates_every`` is; a NaN maximum would otherwise read as "off").
+        self.last_on.masked_fill_((peak > self.threshold) | torch.isnan(peak), self.updates)
         self.updates += 1
 
     def reset(self) -> None:
@@ -336,11 +377,14 @@ class ChannelStatsRecorder:
     (:func:`~featurewatch.core.hygiene.in_isolation`) are counted. Call sites are numbered per
     *outermost* forward: pre-hooks on the ancestors of the monitored modules reset the call counters
     when a forward enters the outermost one, so ``model(x)`` and ``model.net(x)`` both number a
-    ReLU reused twice as calls 0 and 1.
+    ReLU reused twice as calls 0 and 1. Code that calls submodules from a plain method (not through
+    a module's ``forward``) enters no ancestor: call :meth:`new_forward` before each such forward,
+    or the numbering runs on (``act@2``, ``act@3``, ...). Layers no counted forward reached are
+    absent from :meth:`summaries` and listed by :meth:`unreached`.
 
     Args:
         model: the network.
-        layers: layer references. ``None``: every ReLU-family module (:data:`RECTIFIER_TYPES`). A
+        layers: layer references. ``None``: every ReLU and ReLU6 module (:data:`RECTIFIER_TYPES`). A
             plain ``"name"`` follows every call site of that module (reported as ``"name"`` if it
             runs once per forward, else ``"name@0"``, ``"name@1"``, ...); ``"name@k"`` only the
             k-th. A non-activation module (conv, BatchNorm, linear) is treated as the
@@ -348,10 +392,14 @@ class ChannelStatsRecorder:
         threshold: a value is "on" when it is ``> threshold``.
         rates_every: on-rate and magnitude sums on every n-th forward of a window only (see
             :class:`ChannelStats`); firing and maxima on every forward. 1: everything, every forward.
+        channel_dim: where the channels are in every monitored output: ``1`` (``(N, C, ...)``) or
+            ``-1`` (``(..., C)``: channels-last blocks such as ConvNeXt's, transformer MLPs on
+            ``(N, L, C)``). ``None``: the last dim for ``nn.Linear`` layers (their features), dim 1
+            otherwise; an output that looks channels-last then gets a warning.
 
     Raises:
-        ValueError: if a layer does not exist, or ``layers=None`` and the model has no
-            ReLU-family module.
+        ValueError: if a layer does not exist, or ``layers=None`` and the model has no ReLU or
+            ReLU6 module (the message names the layers that could be monitored instead).
     """
 
     def __init__(
@@ -361,20 +409,19 @@ class ChannelStatsRecorder:
         *,
         threshold: float = 0.0,
         rates_every: int = 1,
+        channel_dim: int | None = None,
     ) -> None:
         if isinstance(rates_every, bool) or not isinstance(rates_every, int) or rates_every < 1:
             raise ValueError(f"rates_every must be a positive int, got {rates_every!r}")
+        if channel_dim not in (None, 1, -1):
+            raise ValueError(f"channel_dim must be 1, -1 or None, got {channel_dim!r}")
         self.model = model
         self.threshold = float(threshold)
         self.rates_every = rates_every
         if layers is None:
             names = default_dead_layers(model)
             if not names:
-                raise ValueError(
-                    f"{type(model).__name__} has no ReLU-family activation module to monitor; if its "
-                    "forward calls F.relu, name the conv/BatchNorm layers whose outputs feed it, "
-                    "e.g. layers=['conv1', 'bn2']"
-                )
+                raise ValueError(_no_rectifier_message(model))
             refs = [LayerRef(n) for n in names]
         else:
             refs = [parse_layer(r) for r in layers]
@@ -388,11 +435,18 @@ class ChannelStatsRecorder:
             elif ref.name not in self.wanted or self.wanted[ref.name] is not None:
                 self.wanted.setdefault(ref.name, set()).add(ref.call)  # type: ignore[union-attr]
         self.modes = {name: _mode(model.get_submodule(name)) for name in self.wanted}
+        self.channel_dims = {
+            name: channel_dim if channel_dim is not None else (-1 if isinstance(model.get_submodule(name), nn.Linear) else 1)
+            for name in self.wanted
+        }
+        self.guess_layout = channel_dim is None
+        self.notes: dict[str, str] = {}
         self.enabled = True
         self.sites: dict[str, dict[int, ChannelStats]] = {name: {} for name in self.wanted}
         self.reused: set[str] = set()
         self.problems: dict[str, str] = {}
         self._calls: dict[str, int] = {}
+        self.calls_per_forward: dict[str, int] = {}  # most calls of each monitored module in one forward
         self._depth = 0
         self._handles: list[torch.utils.hooks.RemovableHandle] = []
 
@@ -463,6 +517,7 @@ class ChannelStatsRecorder:
         wanted = self.wanted[name]
         sites = self.sites[name]
         mode = self.modes[name]
+        cdim = self.channel_dims[name]
         calls = self._calls
 
         def hook(_module: nn.Module, _inputs: Any, output: Any) -> None:
@@ -472,6 +527,8 @@ class ChannelStatsRecorder:
             calls[name] = k + 1
             if k:
                 self.reused.add(name)
+            if k >= self.calls_per_forward.get(name, 0):
+                self.calls_per_forward[name] = k + 1
             if wanted is not None and k not in wanted:
                 return
             if name in self.problems:
@@ -482,13 +539,24 @@ class ChannelStatsRecorder:
                 if not isinstance(tensor, torch.Tensor) or tensor.dim() < 2 or not tensor.is_floating_point():
                     self.problems[name] = (
                         f"layer {name!r} outputs {_describe(tensor)}; expected a floating (N, C, ...) "
-                        "tensor with channels on dim 1"
+                        "or channels-last (..., C) tensor"
                     )
                     return
+                if self.guess_layout and cdim == 1 and _looks_channels_last(tensor.shape) and name not in self.notes:
+                    self.notes[name] = (
+                        f"layer {name!r} outputs shape {tuple(tensor.shape)}, which looks channels-last "
+                        f"({tensor.shape[-1]} channels, not {tensor.shape[1]}); if so, pass channel_dim=-1"
+                    )
+                    warnings.warn(self.notes[name], UserWarning, stacklevel=2)
                 stats = sites[k] = ChannelStats(
-                    tensor.shape[1], tensor.device, threshold=self.threshold, mode=mode, rates_every=self.rates_every
+                    tensor.shape[cdim],
+                    tensor.device,
+                    threshold=self.threshold,
+                    mode=mode,
+                    rates_every=self.rates_every,
+                    channel_dim=cdim,
                 )
-            elif tensor.dim() < 2 or tensor.shape[1] != stats.channels:
+            elif tensor.dim() < 2 or tensor.shape[cdim] != stats.channels:
                 self.problems[name] = (
                     f"layer {name!r} call {k} changed from {stats.channels} channels to {_describe(tensor)}; "
                     "its statistics are no longer updated"
@@ -502,6 +570,33 @@ class ChannelStatsRecorder:
         return hook
 
     # ------------------------------------------------------------------ results
+    def unreached(self) -> dict[str, str]:
+        """``{layer: why}`` for requested layers or call sites that no counted forward went through.
+
+        They are absent from :meth:`summaries`; a caller should say so rather than report nothing.
+        A module that runs, but fewer times per forward than a requested ``"name@k"``, is told apart
+        from one that never runs.
+        """
+        out: dict[str, str] = {}
+        for name, wanted in self.wanted.items():
+            if name in self.problems:
+                continue
+            calls = self.calls_per_forward.get(name, 0)
+            if calls == 0:
+                out[name] = (
+                    f"layer {name!r}: no training forward went through it; is it called by `forward`? "
+                    "(or does compiled or scripted code bypass its module hooks?)"
+                )
+                continue
+            for k in sorted(wanted or ()):
+                if k >= calls:
+                    valid = f"{name!r}" if calls == 1 else f"{name}@0 .. {name}@{calls - 1}"
+                    out[f"{name}@{k}"] = (
+                        f"layer {name!r} runs {calls} time{'s' if calls > 1 else ''} per forward, so {name}@{k} "
+                        f"does not exist; name {valid} (a plain {name!r} follows every call)"
+                    )
+        return out
+
     def key(self, name: str, call: int) -> str:
         """Reported name of a call site: ``name`` for a module run once per forward, else ``name@k``."""
         if self.wanted.get(name) is not None or name in self.reused:
@@ -553,7 +648,12 @@ class ChannelStatsRecorder:
         for name, k, channels in layout:
             if k not in self.sites[name]:
                 self.sites[name][k] = ChannelStats(
-                    channels, device, threshold=self.threshold, mode=self.modes[name], rates_every=self.rates_every
+                    channels,
+                    device,
+                    threshold=self.threshold,
+                    mode=self.modes[name],
+                    rates_every=self.rates_every,
+                    channel_dim=self.channel_dims[name],
                 )
             if len({self.sites[name][k].channels, channels}) != 1:
                 raise ValueError(f"layer {name!r} call {k} has different channel counts on different processes")
@@ -585,6 +685,11 @@ class ChannelStatsRecorder:
                     count, total, maximum, last_on, int(positions[i]), int(updates[i])
                 )
         return out
+
+
+def _looks_channels_last(shape: torch.Size) -> bool:
+    """``(N, H, W, C)`` with a square map and more channels than rows: ConvNeXt-style blocks."""
+    return len(shape) == 4 and shape[1] == shape[2] and shape[3] > shape[1]
 
 
 def _describe(value: Any) -> str:

@@ -18,6 +18,7 @@ from torch import nn
 
 from featurewatch.callbacks.activation_grid import ActivationGrid
 from featurewatch.callbacks.dead_neurons import (
+    AUTO_HEATMAP_LAYERS,
     DeadNeuronError,
     DeadNeuronMonitor,
     DeadNeuronWarning,
@@ -390,5 +391,105 @@ def test_argument_validation() -> None:
         DeadNeuronMonitor(sample_every_n_steps=0)
     with pytest.raises(ValueError, match="`patience`"):
         DeadNeuronMonitor(patience=0)
+    for name in ("dead_alert_fraction", "dying_rate", "dormancy_threshold", "threshold"):
+        with pytest.raises(ValueError, match=f"`{name}` must be a number, got nan"):
+            DeadNeuronMonitor(**{name: float("nan")})
+    with pytest.raises(ValueError, match="`channel_dim`"):
+        DeadNeuronMonitor(channel_dim=2)
     with pytest.raises(ValueError, match="did you mean 'net.features.2'"):
         _trainer([DeadNeuronMonitor(["net.features.22"])]).fit(LitClassifier(SmallCNN()), digits_loaders(32)[0])
+
+
+def test_short_leftover_window_at_the_end_is_no_evidence_of_death() -> None:
+    """Evaluations every 5 steps of a 16-step run leave a 1-step window for the end-of-training
+    evaluation. A channel that fired in every regular window but not in that last step is not
+    dead; a planted dead channel stays dead. The end evaluation is labelled with the last epoch."""
+
+    class QuietAtTheEnd(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.conv = nn.Conv2d(1, 4, 3, padding=1)
+            self.relu = nn.ReLU()
+            self.fc = nn.Linear(4, 10)
+            self.forwards = 0
+            with torch.no_grad():
+                self.conv.bias.fill_(0.5)
+                self.conv.bias[1] = -1e4  # dead
+                self.conv.bias[2] = -1e4  # fires in the training forwards 0..14, not in 15
+
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            pre = self.conv(x)
+            if self.training:
+                if self.forwards < 15:
+                    pre = pre + torch.tensor([0.0, 0.0, 2e4, 0.0]).view(1, 4, 1, 1)
+                self.forwards += 1
+            return self.fc(self.relu(pre).mean((2, 3)))
+
+    train, _ = digits_loaders(256, batch_size=16)  # 16 steps
+    seed_everything_quietly(0)
+    net = QuietAtTheEnd()
+    net.conv.requires_grad_(False)
+    monitor = DeadNeuronMonitor(
+        ["net.relu"], heatmap=False, on_dead="raise", dead_alert_fraction=0.3, every_n_epochs=None, every_n_train_steps=5
+    )
+    _trainer([monitor], max_epochs=1).fit(LitClassifier(net), train)  # would raise on channel 2
+    assert [(e["step"], e["layers"]["net.relu"]["updates"]) for e in monitor.history] == [(5, 5), (10, 5), (15, 5), (16, 1)]
+    assert monitor.dead_channels == {"net.relu": [1]}
+    assert monitor.history[-1]["epoch"] == 0  # the run had one epoch, 0
+
+
+def test_a_call_site_that_does_not_exist_is_reported_with_the_valid_names() -> None:
+    train, _ = digits_loaders(64)
+    monitor = DeadNeuronMonitor(["net.features.2@0", "net.features.2@3"], heatmap=False)
+    with warnings.catch_warnings(record=True) as record:
+        warnings.simplefilter("always")
+        _trainer([monitor], max_epochs=1).fit(LitClassifier(SmallCNN()), train)
+    assert list(monitor.dead_channels) == ["net.features.2@0"]
+    said = [w for w in _dead_warnings(record) if "net.features.2@3" in w]
+    assert len(said) == 1 and "runs 1 time per forward" in said[0] and "name 'net.features.2'" in said[0]
+    texts = [r for r in _records("text") if r["key"] == "featurewatch/dead/net.features.2@3/error"]
+    assert len(texts) == 1
+
+
+def test_two_differently_set_monitors_coexist() -> None:
+    train, _ = digits_loaders(64)
+    net, layers, expected = _planted("relu_module")
+    quick, lenient = DeadNeuronMonitor(layers, patience=2, heatmap=False), DeadNeuronMonitor(layers, patience=None, heatmap=False)
+    _trainer([quick, lenient], max_epochs=1).fit(LitClassifier(net), train)
+    assert quick.dead_channels == lenient.dead_channels == expected
+    assert quick.state_key != lenient.state_key
+
+
+def test_auto_heatmaps_on_a_deep_network_only_for_layers_with_dead_or_dying_channels() -> None:
+    """20 ReLU sites (> AUTO_HEATMAP_LAYERS): heatmaps only for the two layers with planted dead channels."""
+
+    class Deep(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            layers: list[nn.Module] = [nn.Conv2d(1, 4, 3, padding=1), nn.ReLU()]
+            for _ in range(19):
+                layers += [nn.Conv2d(4, 4, 3, padding=1), nn.ReLU()]
+            self.features = nn.Sequential(*layers)
+            self.fc = nn.Linear(4, 10)
+            with torch.no_grad():
+                for m in self.features:
+                    if isinstance(m, nn.Conv2d):
+                        m.bias.fill_(5.0)  # every channel fires ...
+                self.features[6].bias[1] = -1e4  # ... but these two
+                self.features[30].bias[3] = -1e4
+
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            return self.fc(self.features(x).mean((2, 3)))
+
+    assert AUTO_HEATMAP_LAYERS < 20
+    train, _ = digits_loaders(64)
+    seed_everything_quietly(0)
+    net = Deep()
+    net.features.requires_grad_(False)
+    monitor = DeadNeuronMonitor()
+    _trainer([monitor], max_epochs=1).fit(LitClassifier(net), train)
+    assert {k: v for k, v in monitor.dead_channels.items() if v} == {"net.features.7": [1], "net.features.31": [3]}
+    drawn = sorted(r["key"] for r in _records("image"))
+    assert drawn == ["featurewatch/dead/net.features.31/heatmap", "featurewatch/dead/net.features.7/heatmap"]
+    with pytest.raises(ValueError, match="`heatmap`"):
+        DeadNeuronMonitor(heatmap="some")

@@ -333,3 +333,101 @@ def test_rates_every_n_measures_rates_on_every_nth_forward_and_firing_on_all(mod
     assert s.max_abs.tolist() == [1.0, 5.0, 3.0 if mode == "activation" else 0.0]
     assert s.mean_abs.tolist() == [1.0, 0.0, 3.0 if mode == "activation" else 0.0]
     assert s.dying(0.01) == [1]
+
+
+# ---------------------------------------------------------------- defaults, layouts, edge cases
+class _Mixed(nn.Module):
+    """SiLU, GELU and LeakyReLU (units keep a gradient below zero) next to one ReLU."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.conv = nn.Conv2d(1, 4, 3)
+        self.bn = nn.BatchNorm2d(4)
+        self.silu, self.gelu, self.leaky, self.relu = nn.SiLU(), nn.GELU(), nn.LeakyReLU(), nn.ReLU()
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.relu(self.leaky(self.gelu(self.silu(self.bn(self.conv(x))))))
+
+
+def test_default_layers_are_the_units_that_can_die() -> None:
+    assert default_dead_layers(_Mixed()) == ["relu"]
+    assert default_dead_layers(nn.Sequential(nn.Conv2d(1, 2, 1), nn.ReLU6())) == ["1"]
+    only_smooth = nn.Sequential(nn.Conv2d(1, 4, 3), nn.BatchNorm2d(4), nn.SiLU(), nn.Conv2d(4, 4, 3), nn.GELU())
+    with pytest.raises(ValueError) as err:
+        ChannelStatsRecorder(only_smooth)
+    message = str(err.value)
+    assert "1 SiLU, 1 GELU" in message and "cannot die" in message and "layers=['2']" in message
+    assert "F.relu" in message and "layers=['1']" in message  # the BatchNorm that could feed an F.relu
+    # named explicitly, a SiLU is monitored ("never above the threshold")
+    with torch.no_grad(), ChannelStatsRecorder(only_smooth, ["2"]) as rec:
+        only_smooth(torch.randn(2, 1, 8, 8))
+    assert list(rec.summaries()) == ["2"]
+
+
+class _ChannelsLastBlock(nn.Module):
+    """A ConvNeXt-style MLP: (N, C, H, W) -> (N, H, W, C) -> Linear -> GELU/ReLU -> Linear."""
+
+    def __init__(self, act: nn.Module) -> None:
+        super().__init__()
+        self.dw = nn.Conv2d(4, 4, 3, padding=1, groups=4)
+        self.fc1, self.act, self.fc2 = nn.Linear(4, 16), act, nn.Linear(16, 4)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.fc2(self.act(self.fc1(self.dw(x).permute(0, 2, 3, 1)))).permute(0, 3, 1, 2)
+
+
+def test_channels_last_outputs_and_linear_features_use_the_last_dim() -> None:
+    block = _ChannelsLastBlock(nn.ReLU()).eval()
+    with torch.no_grad():
+        block.fc1.bias.fill_(3.0)  # every hidden unit fires ...
+        block.fc1.weight[[3, 11]] = 0.0
+        block.fc1.bias[[3, 11]] = -1.0  # ... but 3 and 11, which never do
+    x = torch.randn(2, 4, 8, 8)
+    # the ReLU's output is (2, 8, 8, 16): dim 1 would be the rows; a warning says so
+    with pytest.warns(UserWarning, match=r"looks channels-last \(16 channels, not 8\); if so, pass channel_dim=-1"):
+        with torch.no_grad(), ChannelStatsRecorder(block, ["act"]) as rec:
+            block(x)
+    assert rec.summaries()["act"].channels == 8
+    with torch.no_grad(), ChannelStatsRecorder(block, ["act"], channel_dim=-1) as rec:
+        block(x)
+    assert rec.summaries()["act"].channels == 16 and rec.summaries()["act"].dead == [3, 11]
+    # an nn.Linear pre-activation on (N, L, C) sequences: its features (last dim) are the channels
+    with torch.no_grad(), ChannelStatsRecorder(block, ["fc1"]) as rec:
+        block(x)
+    assert rec.summaries()["fc1"].dead == [3, 11]
+    # the same counts as the transposed (N, C, ...) layout
+    a = torch.randn(3, 5, 6, 7)
+    last, first = ChannelStats(7, "cpu", mode="activation", channel_dim=-1), ChannelStats(7, "cpu", mode="activation")
+    last.update(a)
+    first.update(a.movedim(-1, 1).contiguous())
+    for name in ("count_on", "sum_mag", "max_mag", "last_on"):
+        assert torch.allclose(getattr(last, name), getattr(first, name)), name
+    with pytest.raises(ValueError, match=r"channels last"):
+        last.update(torch.randn(2, 7, 3))
+
+
+def test_a_missing_call_site_is_told_apart_from_a_module_that_never_runs() -> None:
+    model = SmallCNN()
+    with torch.no_grad(), ChannelStatsRecorder(model, ["features.2@0", "features.2@3", "features.6"]) as rec:
+        model(torch.randn(2, 1, 16, 16))
+    assert list(rec.summaries()) == ["features.2@0", "features.6"]
+    missing = rec.unreached()
+    assert list(missing) == ["features.2@3"]
+    assert "runs 1 time per forward, so features.2@3 does not exist; name 'features.2'" in missing["features.2@3"]
+    spare = nn.Sequential(nn.ReLU(), nn.ReLU())
+    with torch.no_grad(), ChannelStatsRecorder(spare) as rec:
+        spare[0](torch.randn(2, 3))
+    assert list(rec.unreached()) == ["1"] and "no training forward went through it" in rec.unreached()["1"]
+
+
+def test_a_nan_counts_as_firing_whatever_rates_every_is() -> None:
+    a = torch.rand(4, 2, 5) + 0.1
+    a[:, 0] = -1.0
+    a[0, 0, 0] = float("nan")  # channel 0: negative but for a NaN
+    results = []
+    for every in (1, 4):
+        stats = ChannelStats(2, "cpu", rates_every=every)
+        for _ in range(7):
+            stats.update(a)
+        results.append(_summary(stats).silent_steps.tolist())
+    assert results[0] == results[1] == [0, 0]
