@@ -126,6 +126,7 @@ class DeepDream(FeatureWatchCallback):
         if self._probe.normalize is None and self._norm is not None:
             self._probe.normalize = self._norm  # a probe loaded from a path is normalized like inputs
         self._probe.resolve_path(x)
+        activation_maps(pl_module, x[:1], [self.layer])  # a layer (or "name@k") the forward never reaches fails now
 
     def observe_batch(self, batch: Any, split: str) -> None:
         if self._probe.fixed is None and self._probe.source is None:

@@ -52,9 +52,11 @@ from featurewatch.core.images import grid, scale_each, to_display_channels
 from featurewatch.core.layers import (
     ACTIVATION_TYPES,
     LayerRef,
+    LayerNotReachedError,
     StopForward,
     capture,
     module_calls,
+    not_reached_message,
     parse_layer,
     resolve_layer,
 )
@@ -245,10 +247,7 @@ def _layers_reader(
             for ref in refs:
                 out = got.outputs.get(str(ref))
                 if out is None:
-                    raise ValueError(
-                        f"layer {str(ref)!r} was not reached in the forward pass; for a module called k "
-                        "times use '@0' .. '@k-1'"
-                    )
+                    raise LayerNotReachedError(not_reached_message(ref, got.calls.get(ref.name, 0)))
                 if not isinstance(out, torch.Tensor):
                     raise TypeError(
                         f"layer {str(ref)!r} outputs {type(out).__name__}, not a tensor"

@@ -24,12 +24,14 @@ from torch import nn
 __all__ = [
     "ACTIVATION_TYPES",
     "CONV_TYPES",
+    "LayerNotReachedError",
     "LayerRef",
     "StopForward",
     "capture",
     "find_first_conv",
     "list_layers",
     "module_calls",
+    "not_reached_message",
     "parse_layer",
     "resolve_layer",
 ]
@@ -193,21 +195,46 @@ def module_calls(model: nn.Module, run: Callable[[], Any], names: Sequence[str])
     return counts
 
 
+class LayerNotReachedError(KeyError, ValueError):
+    """A layer reference that the forward pass did not produce (a ``KeyError`` and a ``ValueError``)."""
+
+    def __str__(self) -> str:  # KeyError would quote the message
+        return str(self.args[0]) if self.args else ""
+
+
+def not_reached_message(ref: str | LayerRef, calls: int) -> str:
+    """Why ``ref`` got no output from a forward in which its module ran ``calls`` times.
+
+    Tells a module that never runs (not used by ``forward``, or bypassed by compiled code) from a
+    ``"name@k"`` past the module's last call, and names the valid references.
+    """
+    ref = parse_layer(ref)
+    if calls == 0:
+        return (
+            f"layer {ref.name!r} is not run by the forward pass; is it called by `forward`? (or does "
+            "compiled or scripted code bypass its module hooks?)"
+        )
+    valid = f"'{ref.name}@0'" if calls == 1 else f"'{ref.name}@0' .. '{ref.name}@{calls - 1}'"
+    return (
+        f"layer {ref.name!r} runs {calls} time{'s' if calls > 1 else ''} per forward, so {str(ref)!r} "
+        f"does not exist; valid: {valid}, or {ref.name!r}"
+    )
+
+
 @dataclass
 class Captured:
     """Outputs captured during one forward pass, keyed by the layer reference string."""
 
     outputs: dict[str, torch.Tensor] = field(default_factory=dict)
     complete: bool = False
+    calls: dict[str, int] = field(default_factory=dict)  # calls of each hooked module in the last forward
 
     def __getitem__(self, ref: str | LayerRef) -> torch.Tensor:
-        key = str(parse_layer(ref))
+        parsed = parse_layer(ref)
         try:
-            return self.outputs[key]
+            return self.outputs[str(parsed)]
         except KeyError:
-            raise KeyError(
-                f"layer {key!r} was not reached in the forward pass (captured: {sorted(self.outputs)})"
-            ) from None
+            raise LayerNotReachedError(not_reached_message(parsed, self.calls.get(parsed.name, 0))) from None
 
 
 @contextmanager
@@ -247,7 +274,7 @@ def capture(
     for ref in refs:
         wanted.setdefault(ref.name, {})[ref.call] = str(ref)
     result = Captured()
-    seen: dict[str, int] = {}
+    seen = result.calls
 
     def make(name: str) -> Callable[..., None]:
         picks = wanted[name]

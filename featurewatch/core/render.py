@@ -39,10 +39,12 @@ from torch import nn
 
 from featurewatch.core.hygiene import isolated, model_device_dtype
 from featurewatch.core.layers import (
+    LayerNotReachedError,
     StopForward,
     capture,
     find_first_conv,
     module_calls,
+    not_reached_message,
     parse_layer,
     resolve_layer,
 )
@@ -295,10 +297,7 @@ def objective_forward(
         if missing and failure is not None:
             raise failure
         if missing:
-            raise ValueError(
-                f"layer {missing[0]!r} is not reached in the forward pass (calls per module: {counts}); "
-                "for a module called k times use '@0' .. '@k-1'"
-            )
+            raise LayerNotReachedError(not_reached_message(missing[0], counts.get(parse_layer(missing[0]).name, 0)))
         objective.check({k: v.shape for k, v in seen.outputs.items()})
     del seen
     with capture(model, objective.layers, call_counts=counts, stop=True, clone=len(objective.layers) > 1) as got:

@@ -51,7 +51,7 @@ import torch
 from torch import nn
 
 from featurewatch.core.hygiene import in_isolation
-from featurewatch.core.layers import ACTIVATION_TYPES, LayerRef, parse_layer, resolve_layer
+from featurewatch.core.layers import ACTIVATION_TYPES, LayerRef, not_reached_message, parse_layer, resolve_layer
 
 __all__ = [
     "NONNEGATIVE_TYPES",
@@ -583,18 +583,11 @@ class ChannelStatsRecorder:
                 continue
             calls = self.calls_per_forward.get(name, 0)
             if calls == 0:
-                out[name] = (
-                    f"layer {name!r}: no training forward went through it; is it called by `forward`? "
-                    "(or does compiled or scripted code bypass its module hooks?)"
-                )
+                out[name] = not_reached_message(name, 0).replace("the forward pass", "any counted forward")
                 continue
             for k in sorted(wanted or ()):
                 if k >= calls:
-                    valid = f"{name!r}" if calls == 1 else f"{name}@0 .. {name}@{calls - 1}"
-                    out[f"{name}@{k}"] = (
-                        f"layer {name!r} runs {calls} time{'s' if calls > 1 else ''} per forward, so {name}@{k} "
-                        f"does not exist; name {valid} (a plain {name!r} follows every call)"
-                    )
+                    out[f"{name}@{k}"] = not_reached_message(f"{name}@{k}", calls) + " (a plain name follows every call)"
         return out
 
     def key(self, name: str, call: int) -> str:

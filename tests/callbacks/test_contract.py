@@ -119,6 +119,9 @@ def test_bad_schedule_fails_in_init(kwargs, match):
         FilterWeights(**kwargs)
 
 
+AT_K = r"layer 'net.features.2' runs 1 time per forward, so 'net.features.2@1' does not exist; valid: 'net.features.2@0', or 'net.features.2'"
+
+
 class CountingModel(LitClassifier):
     steps = 0
 
@@ -141,6 +144,11 @@ class CountingModel(LitClassifier):
         (lambda: AttributionMaps(target=12), r"target class 12 out of range; .* \(valid: 0..9\)"),
         (lambda: AttributionMaps(methods=("gradcam",), layer="net.fc"), r"'net.fc' outputs shape \(1, 10\)"),
         (lambda: AttributionMaps(methods=("cam",), layer="net.features.2"), r"use layer='net.features.6' for CAM"),
+        # a call index past the module's last call: every callback that renders or reads a layer
+        (lambda: ActivationGrid(layers=["net.features.2@1"]), AT_K),
+        (lambda: ChannelVisualization("net.features.2@1", steps=2), AT_K),
+        (lambda: DeepDream("net.features.2@1"), AT_K),
+        (lambda: DatasetExamples(["net.features.2@1"]), AT_K),
     ],
 )
 def test_bad_configuration_fails_before_first_training_step(tmp_path, callback, match):

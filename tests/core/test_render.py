@@ -174,7 +174,7 @@ def test_errors_list_what_is_valid() -> None:
     with pytest.raises(ValueError, match="normalize"):
         render(model, channel("features.6", 0), ImageSpec(1, 16), normalize=((0.1, 0.2), (1, 1)))
     tiny = TinyResNet()
-    with pytest.raises(ValueError, match="not reached"):
+    with pytest.raises(ValueError, match=r"runs 2 times per forward, so 'layer1.relu@5' does not exist; valid: 'layer1.relu@0' .. 'layer1.relu@1'"):
         render(tiny, neuron("layer1.relu@5", 0), ImageSpec(3, 16), steps=1)
 
 

@@ -413,11 +413,11 @@ def test_a_missing_call_site_is_told_apart_from_a_module_that_never_runs() -> No
     assert list(rec.summaries()) == ["features.2@0", "features.6"]
     missing = rec.unreached()
     assert list(missing) == ["features.2@3"]
-    assert "runs 1 time per forward, so features.2@3 does not exist; name 'features.2'" in missing["features.2@3"]
+    assert "runs 1 time per forward, so 'features.2@3' does not exist; valid: 'features.2@0', or 'features.2'" in missing["features.2@3"]
     spare = nn.Sequential(nn.ReLU(), nn.ReLU())
     with torch.no_grad(), ChannelStatsRecorder(spare) as rec:
         spare[0](torch.randn(2, 3))
-    assert list(rec.unreached()) == ["1"] and "no training forward went through it" in rec.unreached()["1"]
+    assert list(rec.unreached()) == ["1"] and "is not run by any counted forward" in rec.unreached()["1"]
 
 
 def test_a_nan_counts_as_firing_whatever_rates_every_is() -> None:
