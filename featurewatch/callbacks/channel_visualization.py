@@ -197,8 +197,9 @@ class ChannelVisualization(_RenderCallback):
 
     Args:
         layers: layer names as in ``model.named_modules()`` (a str or a list; ``"name@k"`` picks
-            the k-th call of a reused module). Default: every conv layer... of which there may be
-            many, so naming a few is better.
+            the k-th call of a reused module). Required: each layer costs one batched optimization
+            per call, so name the few you want to watch (an early ReLU and a deep one show the
+            edges-to-parts progression).
         channels: channel indices to render per layer. Default: the first ``max_channels``.
         max_channels: cap on channels per layer when ``channels`` is not given.
         size: rendered image size in pixels. Default: the training input size (never upsampled).
