@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import warnings
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -315,34 +316,39 @@ def test_layer_no_forward_reaches_is_reported_not_silently_dropped() -> None:
         _trainer([strict], max_epochs=1).fit(LitClassifier(UnusedBranch()), train)
 
 
+class ScheduledFiring(nn.Module):
+    """conv -> ReLU -> linear; channel 1 never fires, channel 2 only in the training forwards ``n``
+    (counted from 0) for which ``fires(n)``, channels 0 and 3 always."""
+
+    def __init__(self, fires: Callable[[int], bool]) -> None:
+        super().__init__()
+        self.conv = nn.Conv2d(1, 4, 3, padding=1)
+        self.relu = nn.ReLU()
+        self.fc = nn.Linear(4, 10)
+        self.fires = fires
+        self.forwards = 0
+        with torch.no_grad():
+            self.conv.bias.fill_(0.5)
+            self.conv.bias[1] = -1e4
+            self.conv.bias[2] = -1e4
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        pre = self.conv(x)
+        if self.training:
+            if self.fires(self.forwards):
+                pre = pre + torch.tensor([0.0, 0.0, 2e4, 0.0]).view(1, 4, 1, 1)
+            self.forwards += 1
+        return self.fc(self.relu(pre).mean((2, 3)))
+
+
 def test_default_rates_every_4th_step_keep_dead_detection_exact() -> None:
     """With the default rates_every_n_steps=4, on-rates come from steps 0 and 4 of an 8-step epoch,
     but a channel that fires only at step 5 (never on a rate step) is alive, not dead: firing is
     checked on every forward. A planted dead channel is still reported exactly."""
 
-    class FiresAtStep5(nn.Module):
-        def __init__(self) -> None:
-            super().__init__()
-            self.conv = nn.Conv2d(1, 4, 3, padding=1)
-            self.relu = nn.ReLU()
-            self.fc = nn.Linear(4, 10)
-            self.forwards = 0
-            with torch.no_grad():
-                self.conv.bias.fill_(0.5)
-                self.conv.bias[1] = -1e4  # dead
-                self.conv.bias[2] = -1e4  # fires only in the training forward of step 5
-
-        def forward(self, x: torch.Tensor) -> torch.Tensor:
-            pre = self.conv(x)
-            if self.training:
-                if self.forwards == 5:
-                    pre = pre + torch.tensor([0.0, 0.0, 2e4, 0.0]).view(1, 4, 1, 1)
-                self.forwards += 1
-            return self.fc(self.relu(pre).mean((2, 3)))
-
     train, _ = digits_loaders(128, batch_size=16)  # 8 steps per epoch
     seed_everything_quietly(0)
-    net = FiresAtStep5()
+    net = ScheduledFiring(lambda n: n == 5)  # channel 2 fires only in the training forward of step 5
     net.conv.requires_grad_(False)
     monitor = DeadNeuronMonitor(["net.relu"], heatmap=False, patience=None)
     _trainer([monitor], max_epochs=1).fit(LitClassifier(net), train)
@@ -405,29 +411,9 @@ def test_short_leftover_window_at_the_end_is_no_evidence_of_death() -> None:
     evaluation. A channel that fired in every regular window but not in that last step is not
     dead; a planted dead channel stays dead. The end evaluation is labelled with the last epoch."""
 
-    class QuietAtTheEnd(nn.Module):
-        def __init__(self) -> None:
-            super().__init__()
-            self.conv = nn.Conv2d(1, 4, 3, padding=1)
-            self.relu = nn.ReLU()
-            self.fc = nn.Linear(4, 10)
-            self.forwards = 0
-            with torch.no_grad():
-                self.conv.bias.fill_(0.5)
-                self.conv.bias[1] = -1e4  # dead
-                self.conv.bias[2] = -1e4  # fires in the training forwards 0..14, not in 15
-
-        def forward(self, x: torch.Tensor) -> torch.Tensor:
-            pre = self.conv(x)
-            if self.training:
-                if self.forwards < 15:
-                    pre = pre + torch.tensor([0.0, 0.0, 2e4, 0.0]).view(1, 4, 1, 1)
-                self.forwards += 1
-            return self.fc(self.relu(pre).mean((2, 3)))
-
     train, _ = digits_loaders(256, batch_size=16)  # 16 steps
     seed_everything_quietly(0)
-    net = QuietAtTheEnd()
+    net = ScheduledFiring(lambda n: n < 15)  # channel 2 fires in the training forwards 0..14, not 15
     net.conv.requires_grad_(False)
     monitor = DeadNeuronMonitor(
         ["net.relu"], heatmap=False, on_dead="raise", dead_alert_fraction=0.3, every_n_epochs=None, every_n_train_steps=5
