@@ -27,7 +27,10 @@ class ActivationGrid(FeatureWatchCallback):
 
     Args:
         layers: layer names as in ``model.named_modules()`` (``"name@k"`` picks the k-th call of a
-            module used several times in ``forward``). Default: every conv layer.
+            module used several times in ``forward``). Default: the conv layers whose maps are larger
+            than 1x1 at the input size (not the 1x1 maps of squeeze-excitation convs), all of them if
+            there are at most ``max_layers``, else ``max_layers`` of them evenly spaced from the
+            first to the last (a DenseNet-121 has 120 convs: one grid each would swamp a dashboard).
         probe: the probe images: a ``(N, C, H, W)`` tensor (already normalized like training
             inputs), a path (image file, folder of images, or ``.pt`` tensor; resized to the
             training input size and normalized with ``normalize``), or ``None`` to take the first
@@ -37,6 +40,7 @@ class ActivationGrid(FeatureWatchCallback):
         num_images: number of probe images (when taken from a dataloader or a folder).
         channels: which channels to show per layer (default: the first ``max_channels``).
         max_channels: cap on shown channels per layer.
+        max_layers: cap on the default layers (ignored when ``layers`` is given).
         normalize: ``(mean, std)`` applied to probe images loaded from a path.
         input_key: where the images are in a batch (index for tuples, key for dicts).
         every_n_epochs, every_n_train_steps, at_start, at_end, strict: see
@@ -59,6 +63,7 @@ class ActivationGrid(FeatureWatchCallback):
         *,
         channels: Sequence[int] | None = None,
         max_channels: int = 64,
+        max_layers: int = 8,
         normalize: Normalize | None = None,
         input_key: int | str = 0,
         every_n_epochs: int | None = 1,
@@ -76,6 +81,9 @@ class ActivationGrid(FeatureWatchCallback):
         )
         layers = check_layers(layers, allow_none=True)
         check_int("max_channels", max_channels)
+        check_int("max_layers", max_layers)
+        self.max_layers = max_layers
+        self._default_layers: list[str] | None = None
         if channels is not None and any(isinstance(c, bool) or not isinstance(c, int) or c < 0 for c in channels):
             raise ValueError(f"`channels` must be non-negative ints, got {list(channels)!r}")
         self.layers = list(layers) if layers is not None else None
@@ -91,6 +99,8 @@ class ActivationGrid(FeatureWatchCallback):
     def _layers(self, pl_module: pl.LightningModule) -> list[str]:
         if self.layers is not None:
             return self.layers
+        if self._default_layers is not None:
+            return self._default_layers
         convs = list_layers(pl_module, kinds=("conv",))
         if not convs:
             raise ValueError(f"{type(pl_module).__name__} has no conv layer; pass `layers=`")
@@ -103,7 +113,12 @@ class ActivationGrid(FeatureWatchCallback):
     def check_input(self, pl_module: pl.LightningModule, x: torch.Tensor) -> None:
         self._probe.resolve_path(x)
         sample = self._probe.fixed if self._probe.fixed is not None else x
+        self._default_layers = None
         maps = activation_maps(pl_module, sample[:1], self._layers(pl_module))
+        if self.layers is None:
+            spatial = [la for la, m in maps.items() if m.dim() == 4 and m.shape[-2] * m.shape[-1] > 1]
+            self._default_layers = _evenly_spaced(spatial or list(maps), self.max_layers)
+            maps = {la: maps[la] for la in self._default_layers}
         for layer, m in maps.items():
             if m.dim() != 4:
                 raise ValueError(
@@ -143,3 +158,13 @@ class ActivationGrid(FeatureWatchCallback):
     def load_extra_state(self, state: dict[str, Any]) -> None:
         self._probe.load_state(state)
         self._probe_logged = self._probe.fixed is not None
+
+
+def _evenly_spaced(items: list[str], k: int) -> list[str]:
+    """``k`` of ``items`` from the first to the last at even steps (all of them if ``len <= k``)."""
+    if len(items) <= k:
+        return list(items)
+    if k == 1:
+        return [items[-1]]
+    picks = sorted({round(i * (len(items) - 1) / (k - 1)) for i in range(k)})
+    return [items[i] for i in picks]
