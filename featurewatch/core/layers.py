@@ -131,12 +131,14 @@ def list_layers(model: nn.Module, kinds: Sequence[str] = ("conv", "activation"))
 def _unknown_layer_message(model: nn.Module, name: str) -> str:
     names = [n for n, _ in model.named_modules() if n]
     close = difflib.get_close_matches(name, names, n=3, cutoff=0.5)
-    useful = list_layers(model)
+    useful, what = list_layers(model), "conv/activation layers"
+    if not useful:  # e.g. an MLP: list what it has
+        useful, what = list_layers(model, kinds=("linear", "norm")) or names, "layers"
     shown = ", ".join(useful[:40]) + (f", ... ({len(useful)} in all)" if len(useful) > 40 else "")
     hint = f"; did you mean {' or '.join(repr(c) for c in close)}?" if close else ""
     return (
         f"layer {name!r} not found in {type(model).__name__}{hint} "
-        f"(conv/activation layers: {shown or 'none'}; names come from model.named_modules())"
+        f"({what}: {shown or 'none'}; names come from model.named_modules())"
     )
 
 

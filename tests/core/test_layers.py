@@ -32,6 +32,9 @@ def test_unknown_layer_names_closest_and_available():
     assert "'layer1.conv' not found in TinyResNet" in msg
     assert "did you mean" in msg and "'layer1.conv1'" in msg
     assert "conv1, relu, layer1.conv1" in msg  # available conv/activation layers, in order
+    # a model with neither (an MLP of Linear layers) lists the layers it has, not "none"
+    with pytest.raises(ValueError, match=r"\(layers: 0, 1; names come from model.named_modules\(\)\)"):
+        resolve_layer(nn.Sequential(nn.Linear(3, 4), nn.Linear(4, 2)), "fc")
 
 
 def test_parse_layer_call_suffix():
