@@ -381,10 +381,11 @@ class FeatureWatchCallback(pl.Callback, ABC):
             )
             rank_zero_warn(message, category=FeatureWatchWarning)
             event.add_text(f"featurewatch/{self.name}/error", message + "\n\n" + traceback.format_exc())
+        event.add_scalar(f"featurewatch/{self.name}/seconds", time.perf_counter() - start)
+        self._emit(event)
+        # the logged scalar cannot include its own writing (PNG encoding, logger I/O); these do
         self.last_seconds = time.perf_counter() - start
         self.total_seconds += self.last_seconds
-        event.add_scalar(f"featurewatch/{self.name}/seconds", self.last_seconds)
-        self._emit(event)
 
     def _emit(self, event: Event) -> None:
         for sink in self._sinks:
