@@ -29,7 +29,7 @@ from featurewatch.core.attribution import (
 from featurewatch.core.hygiene import model_device_dtype
 from featurewatch.core.images import grid, scale_each, to_display_channels
 from featurewatch.core.inspect import activation_maps
-from featurewatch.core.layers import parse_layer, resolve_layer
+from featurewatch.core.layers import capture, parse_layer, resolve_layer
 from featurewatch.loggers import Event
 
 __all__ = ["ATTRIBUTION_METHODS", "AttributionMaps"]
@@ -111,7 +111,9 @@ class AttributionMaps(FeatureWatchCallback):
           (only positive evidence is coloured), so colours do not compare across images. The
           caption gives, per image, the target class, the predicted class and its probability,
           and the map's maximum absolute value with its unit (e.g. "probability drop"), which
-          does compare across images and steps.
+          does compare across images and steps. A map that is uniform (no location) is flagged
+          with what to do, checked on the model: a larger input only when the layer's map is
+          1 x 1 because the input is small, else another ``layer=``.
         - ``featurewatch/attribution/<method>/error``: text, only when that method failed at this
           step (message and traceback).
         - ``featurewatch/attribution/seconds``: wall time of the call.
@@ -236,6 +238,7 @@ class AttributionMaps(FeatureWatchCallback):
         self.input_key = input_key
         self._cam_layer: str | None = None
         self._gradcam_layer: str | None = layer
+        self._advice: dict[str, str] = {}  # why a layer's maps are uniform (probed once per layer)
 
     # ------------------------------------------------------------------ argument helpers
     def _expected_images(self, num_images: int) -> int | None:
@@ -368,11 +371,14 @@ class AttributionMaps(FeatureWatchCallback):
         if "occlusion" in self.methods:  # window vs image size: the check occlusion() makes later
             _occlusion_windows(sample.shape, self.window, self.stride)
         if "cam" in self.methods:
-            if self.layer is None:
-                self._cam_layer = find_cam_layer(pl_module, sample, self.classifier)
-            else:
-                check_cam_layer(pl_module, sample, self.layer, self.classifier)
-                self._cam_layer = self.layer
+            try:
+                if self.layer is None:
+                    self._cam_layer = find_cam_layer(pl_module, sample, self.classifier)
+                else:
+                    check_cam_layer(pl_module, sample, self.layer, self.classifier)
+                    self._cam_layer = self.layer
+            except ValueError as err:
+                raise ValueError(f"AttributionMaps: {err}") from err
 
     def observe_batch(self, batch: Any, split: str) -> None:
         if self._probe.fixed is None and self._probe.source is None:
@@ -485,9 +491,29 @@ class AttributionMaps(FeatureWatchCallback):
                     f"{n} probe images (top) and the map over each (bottom, {self.cmap}, scaled per "
                     f"image, positive evidence only); {per_image}; {_scale_note(maps, unit)}"
                     + _empty_note(maps)
-                    + _uniform_note(maps)
+                    + self._uniform_caption(method, pl_module, x, maps)
                 ),
             )
+
+    def _uniform_caption(
+        self, method: str, pl_module: pl.LightningModule, x: torch.Tensor, maps: torch.Tensor
+    ) -> str:
+        """Caption note for uniform maps, with advice that was checked on the model, not guessed:
+        "use a larger input" only when the layer's map is 1 x 1 because the input is small."""
+        uniform = _uniform_images(maps)
+        if not uniform:
+            return ""
+        layer = {"gradcam": self._gradcam_layer, "cam": self._cam_layer}.get(method)
+        if layer is None:  # saliency, SmoothGrad, occlusion: no layer to blame
+            advice = "the class score responds to every position alike"
+        else:
+            if layer not in self._advice:
+                try:
+                    self._advice[layer] = _layer_advice(pl_module, x[:1], layer, self.classifier)
+                except Exception:  # noqa: BLE001 - advice in a caption must not cost the image
+                    self._advice[layer] = "pass `layer=` naming a layer with a larger feature map"
+            advice = self._advice[layer]
+        return _uniform_note(uniform, advice)
 
     def extra_state(self) -> dict[str, Any]:
         return self._probe.state()
@@ -512,21 +538,98 @@ def _empty_note(maps: torch.Tensor) -> str:
     return f"; no positive evidence for the target in image(s) #{', #'.join(empty)} (uniform tile)"
 
 
-def _uniform_note(maps: torch.Tensor) -> str:
-    """Caption note for positive maps that are constant: they show no location (a layer whose
-    feature map is 1 x 1 at this input size gives such Grad-CAM and CAM maps)."""
+def _uniform_images(maps: torch.Tensor) -> list[int]:
+    """Indices of the positive maps that are constant: they show no location (a layer whose
+    feature map is 1 x 1 gives such Grad-CAM and CAM maps)."""
     tol = max(1e-6, 8 * torch.finfo(maps.dtype).eps) if maps.is_floating_point() else 0.0
     flat = maps.detach().float().flatten(1)
     hi, lo = flat.amax(1), flat.amin(1)
-    uniform = [
-        str(i)
+    return [
+        i
         for i in range(flat.shape[0])
         if hi[i] > 0 and hi[i] - lo[i] <= tol * max(float(hi[i].abs()), float(lo[i].abs()))
     ]
+
+
+def _uniform_note(uniform: Sequence[int], advice: str) -> str:
+    """Caption note for the uniform maps ``uniform`` (indices), with what to do about them."""
     if not uniform:
         return ""
+    images = ", #".join(str(i) for i in uniform)
+    return f"; the map of image(s) #{images} is uniform: it shows no location ({advice})"
+
+
+#: Side of the larger input that checks whether a 1 x 1 map grows with the input: at least this,
+#: and at least twice the probe's side (a stride-32 network's last map is 8 x 8 at 256 px).
+_GROWN_SIDE = 256
+
+
+def _map_size(model: torch.nn.Module, x: torch.Tensor, layer: str) -> tuple[int, int] | None:
+    """Spatial size of ``layer``'s output for ``x`` (``None`` if it is not 4-D or not reached).
+
+    One no-grad forward pass. An exception after the layer was reached is ignored (a head built
+    for one input size may refuse a larger one: the layer's size is known by then).
+    """
+    ref = str(parse_layer(layer))
+    with capture(model, [layer], clone=False) as got, torch.no_grad():
+        try:
+            model(x)
+        except Exception:  # noqa: BLE001 - any failure: the size is known or it is not
+            pass
+        out = got.outputs.get(ref)
+        size = (
+            (int(out.shape[-2]), int(out.shape[-1])) if out is not None and out.dim() == 4 else None
+        )
+    return size
+
+
+def _layer_advice(
+    model: torch.nn.Module, x: torch.Tensor, layer: str, classifier: str | None = None
+) -> str:
+    """Why Grad-CAM/CAM at ``layer`` is uniform for ``x`` (one image), and what to do about it.
+
+    Checked rather than guessed: "use a larger input" is only said when the layer's map is 1 x 1
+    at this input *and* larger at a larger one (``_GROWN_SIDE``). A module applied to the pooled
+    vector (ConvNeXt's ``LayerNorm2d`` after ``avgpool``) is 1 x 1 at every size; a larger input
+    would not help there, naming the map that enters the pool does. Run inside ``isolated``.
+    """
+    h, w = int(x.shape[-2]), int(x.shape[-1])
+    size = _map_size(model, x, layer)
+    if size is None:
+        return (
+            f"pass `layer=` naming a layer whose feature map varies over the image, not {layer!r}"
+        )
+    if size != (1, 1):
+        return (
+            f"layer {layer!r} outputs a {size[0]}x{size[1]} map, yet the result is constant over "
+            "the image; pass `layer=` naming an earlier layer"
+        )
+    side = max(_GROWN_SIDE, 2 * max(h, w))
+    big_h, big_w = side * h // max(h, w), side * w // max(h, w)  # the probe's aspect ratio
+    big = F.interpolate(x.float(), size=(big_h, big_w), mode="bilinear", align_corners=False)
+    grown = _map_size(model, big.to(x.dtype), layer)
+    if grown is None:  # the model refuses a larger input: only the layer can change
+        return (
+            f"layer {layer!r}'s feature map is 1x1 at this {h}x{w} input; pass `layer=` naming an "
+            "earlier layer with a larger map"
+        )
+    if grown != (1, 1):
+        return (
+            f"layer {layer!r}'s feature map is 1x1 at this {h}x{w} input ({grown[0]}x{grown[1]} at "
+            f"{big_h}x{big_w}); use a larger input, or pass `layer=` naming an earlier layer with a "
+            "larger map"
+        )
+    try:
+        default = default_gradcam_layer(model, x, classifier)
+    except ValueError:
+        default = None
+    hint = (
+        f", e.g. {default!r} (the default Grad-CAM layer)"
+        if default is not None and default != layer
+        else ""
+    )
     return (
-        f"; the map of image(s) #{', #'.join(uniform)} is uniform: it shows no location (the "
-        "layer's feature map is probably 1x1 at this input size; use a larger input or an earlier "
-        "layer)"
+        f"layer {layer!r} outputs a 1x1 map at this {h}x{w} input and still at {big_h}x{big_w} (it "
+        "works on the pooled vector), so a larger input will not help; pass `layer=` naming a "
+        f"feature map computed before the global pool{hint}"
     )

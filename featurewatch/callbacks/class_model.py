@@ -2,14 +2,16 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import pytorch_lightning as pl
 import torch
+from torch import nn
 
 from featurewatch.callbacks.base import check_int
 from featurewatch.callbacks.channel_visualization import NormalizeArg, _RenderCallback
+from featurewatch.core.attribution import OutputKey, _check_output_key, _scores
 from featurewatch.core.hygiene import model_device_dtype
 from featurewatch.core.objectives import class_logit
 from featurewatch.core.render import unit_seed
@@ -18,6 +20,7 @@ from featurewatch.loggers import Event
 __all__ = ["ClassModelVisualization"]
 
 _NAME_ATTRS = ("class_names", "classes")
+_WHO = "class model visualization"  # starts the messages about the model's output
 
 
 def _names_from(obj: object) -> list[str] | None:
@@ -28,6 +31,25 @@ def _names_from(obj: object) -> list[str] | None:
         if isinstance(value, (list, tuple)) and value and all(isinstance(v, (str, int)) for v in value):
             return [str(v) for v in value]
     return None
+
+
+class _Logits(nn.Module):
+    """``model`` seen through ``output_key``: its forward returns the ``(N, classes)`` logits.
+
+    The render loop maximizes a score in *the* model output (the capture of a tuple output keeps
+    only its first element), so a model returning ``{"logits": ..., "aux": ...}`` is rendered
+    through this view. It holds the user's model as its only child and adds nothing: isolation,
+    hooks and gradients reach the same modules and parameters, and the wrapper is dropped after
+    each call.
+    """
+
+    def __init__(self, model: nn.Module, output_key: OutputKey) -> None:
+        super().__init__()
+        self.model = model
+        self.output_key = output_key
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return _scores(self.model(x), self.output_key, _WHO)
 
 
 class ClassModelVisualization(_RenderCallback):
@@ -47,6 +69,12 @@ class ClassModelVisualization(_RenderCallback):
         size, steps, lr, normalize, fit_stats, transforms, redirect_steps, polish_steps, batch_size,
             time_budget, seed, min_size, input_key: as in
             :class:`~featurewatch.callbacks.ChannelVisualization`.
+        output_key: where the logits are in the model's output, as in
+            :class:`~featurewatch.callbacks.AttributionMaps`: ``None`` (``forward`` returns them),
+            an index (``0`` for a model returning ``(logits, features)``), a dict key
+            (``"logits"`` for ``{"logits": ..., "aux": ...}``) or a function ``output -> logits``.
+            The images maximize the selected logits. Checked with one forward pass at the first
+            batch.
         every_n_epochs, every_n_train_steps, at_start, at_end, strict: see
             :class:`~featurewatch.callbacks.base.FeatureWatchCallback`.
 
@@ -60,6 +88,7 @@ class ClassModelVisualization(_RenderCallback):
 
     Example:
         >>> ClassModelVisualization(class_names=[str(d) for d in range(10)], steps=64)
+        >>> ClassModelVisualization(output_key="logits")  # forward returns {"logits": ..., ...}
     """
 
     name = "class_model"
@@ -83,6 +112,7 @@ class ClassModelVisualization(_RenderCallback):
         seed: int = 0,
         min_size: int = 64,
         input_key: int | str = 0,
+        output_key: int | str | Callable[[Any], torch.Tensor] | None = None,
         every_n_epochs: int | None = 1,
         every_n_train_steps: int | None = None,
         at_start: bool = False,
@@ -103,6 +133,8 @@ class ClassModelVisualization(_RenderCallback):
         if class_names is not None and (isinstance(class_names, str) or not all(isinstance(n, str) for n in class_names)):
             raise TypeError(f"`class_names` must be a list of strings, got {class_names!r}")
         check_int("max_classes", max_classes, 1)
+        _check_output_key(output_key)
+        self.output_key = output_key
         self.classes = classes
         self.class_names = list(class_names) if class_names is not None else None
         self.max_classes = max_classes
@@ -112,17 +144,21 @@ class ClassModelVisualization(_RenderCallback):
         self._learn_input(x)
         with torch.no_grad():
             out = pl_module(x[:1])
-        if not isinstance(out, torch.Tensor) or out.dim() != 2:
-            raise ValueError(
-                "ClassModelVisualization needs a model returning (N, classes) scores, got "
-                + (f"shape {tuple(out.shape)}" if isinstance(out, torch.Tensor) else type(out).__name__)
-            )
-        self._num_outputs = int(out.shape[1])
+        try:
+            scores = _scores(out, self.output_key, _WHO)
+        except ValueError as err:  # a dict/tuple without `output_key`, or a wrong one: say which
+            raise ValueError(f"ClassModelVisualization: {err}") from err
+        self._num_outputs = int(scores.shape[1])
         if self.classes is not None and max(self.classes) >= self._num_outputs:
             raise ValueError(
                 f"ClassModelVisualization: class {max(self.classes)} out of range; the model outputs "
                 f"{self._num_outputs} scores (valid: 0..{self._num_outputs - 1})"
             )
+
+    def _logits_model(self, pl_module: pl.LightningModule) -> nn.Module:
+        """The module whose output is the logits: the model itself, or a view through
+        ``output_key``."""
+        return pl_module if self.output_key is None else _Logits(pl_module, self.output_key)
 
     def _classes(self) -> list[int]:
         if self.classes is not None:
@@ -146,9 +182,11 @@ class ClassModelVisualization(_RenderCallback):
         if self._num_outputs is None:
             with torch.no_grad():
                 x = torch.zeros(1, *self._input_shape, device=pl_module.device, dtype=model_device_dtype(pl_module)[1])  # type: ignore[misc]
-                self._num_outputs = int(pl_module(x).shape[1])
+                self._num_outputs = int(_scores(pl_module(x), self.output_key, _WHO).shape[1])
         classes = self._classes()
-        result = self._render(pl_module, class_logit(classes), [unit_seed(self.seed, c) for c in classes], self.time_budget)
+        model = self._logits_model(pl_module)
+        # _render hands the module to core.render, which takes any nn.Module (here maybe the view)
+        result = self._render(model, class_logit(classes), [unit_seed(self.seed, c) for c in classes], self.time_budget)  # type: ignore[arg-type]
         names = self._names(trainer, pl_module)
         label = [f"{c}: {names[c]}" if names is not None and c < len(names) else str(c) for c in classes]
         norm = self._norm
@@ -158,7 +196,7 @@ class ClassModelVisualization(_RenderCallback):
             std = torch.tensor(norm[1], device=images.device).reshape(1, -1, 1, 1)
             images = (images - mean) / std
         with torch.no_grad():
-            predicted = pl_module(images.to(next(pl_module.parameters()).dtype)).argmax(1).cpu()
+            predicted = model(images.to(next(pl_module.parameters()).dtype)).argmax(1).cpu()
         own = predicted == torch.tensor(classes)
         caption = (
             f"epoch {event.epoch}, step {event.step}: class model images (row-major), classes "

@@ -28,7 +28,11 @@ the feature map that is globally average-pooled into the classifier (:func:`find
 there is one, else the last module, in the order the forward pass calls them, whose output is a
 spatial ``(N, C, H, W)`` map (larger than 1 x 1 when there is one). Registration order is not used:
 it would pick auxiliary heads registered last but not called in eval mode (GoogLeNet), or a
-residual branch's last conv (ResNet).
+residual branch's last conv (ResNet). Nothing applied *after* the global pooling is ever a default
+layer: ConvNeXt normalizes the pooled ``(N, C, 1, 1)`` vector with a ``LayerNorm2d`` before its
+``Linear``, a module whose output is 1 x 1 at every input size (a uniform Grad-CAM map). The same
+``LayerNorm2d`` makes CAM undefined for ConvNeXt (CAM needs pool -> linear), and
+:func:`find_cam_layer` says so.
 
 Model hygiene: every function runs inside :func:`~featurewatch.core.hygiene.isolated` (eval mode,
 no BatchNorm statistics updated, train flags and ``requires_grad`` restored), differentiates with
@@ -42,7 +46,7 @@ from __future__ import annotations
 import operator
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
-from typing import Any, Literal, TypeAlias
+from typing import Any, Literal, NamedTuple, TypeAlias
 
 import torch
 import torch.nn.functional as F
@@ -74,10 +78,19 @@ Target: TypeAlias = int | Sequence[int] | torch.Tensor
 #: an index into a tuple/list output, a key of a dict output, or a function ``output -> logits``.
 OutputKey: TypeAlias = int | str | Callable[[Any], torch.Tensor] | None
 
-#: Modules that pool a feature map (a 1 x 1 pooled map is matched before these, see _gap_matches).
-#: Modules that pool a whole map into the classifier's input (torchvision's ``avgpool``). A
-#: ``MaxPool2d`` that happens to output 1 x 1 (VGG at 32 px) still makes a feature map.
+#: Modules that pool a whole map into the classifier's input (torchvision's ``avgpool``) when their
+#: output is 1 x 1. What finishes after such a call works on the pooled vector, not on a feature
+#: map (ConvNeXt's ``LayerNorm2d`` on the ``(N, C, 1, 1)`` pool output), so it is never a default
+#: layer. A ``MaxPool2d`` that happens to output 1 x 1 (VGG at 32 px) still makes a feature map.
 _GLOBAL_POOL_TYPES: tuple[type[nn.Module], ...] = (nn.AdaptiveAvgPool2d, nn.AdaptiveMaxPool2d)
+#: Modules that leave the pooled vector's values unchanged (in eval mode): not worth naming when
+#: explaining what sits between the global pool and the classifier.
+_PASS_THROUGH_TYPES: tuple[type[nn.Module], ...] = (
+    nn.Flatten,
+    nn.Unflatten,
+    nn.Identity,
+    nn.modules.dropout._DropoutNd,
+)
 
 
 # ---------------------------------------------------------------------- shared helpers
@@ -191,8 +204,9 @@ def _select(out: Any, output_key: OutputKey) -> Any:
     return output_key(out)  # type: ignore[operator]
 
 
-def _scores(out: Any, output_key: OutputKey = None) -> torch.Tensor:
-    """The ``(N, classes)`` logits in a model output (``output_key`` selects them)."""
+def _scores(out: Any, output_key: OutputKey = None, who: str = "attribution") -> torch.Tensor:
+    """The ``(N, classes)`` logits in a model output (``output_key`` selects them); ``who`` starts
+    the error messages (the callback that needs the logits)."""
     scores = _select(out, output_key)
     if isinstance(scores, torch.Tensor) and scores.dim() == 2:
         return scores
@@ -204,10 +218,10 @@ def _scores(out: Any, output_key: OutputKey = None) -> torch.Tensor:
             else "wrap the model so that forward returns the class logits"
         )
         raise ValueError(
-            f"attribution needs a model returning (N, classes) scores, got {_describe(out)}; {hint}"
+            f"{who} needs a model returning (N, classes) scores, got {_describe(out)}; {hint}"
         )
     raise ValueError(
-        f"attribution needs (N, classes) scores, but `output_key={output_key!r}` selects "
+        f"{who} needs (N, classes) scores, but `output_key={output_key!r}` selects "
         f"{_describe(scores)} from the model's output ({_describe(out)})"
     )
 
@@ -289,30 +303,66 @@ def _hooked_forward(
             h.remove()
 
 
+def _is_global_pool(module: nn.Module, out: Any) -> bool:
+    """Whether this call pooled a whole map into one value per channel (a 1 x 1 output)."""
+    return (
+        isinstance(module, _GLOBAL_POOL_TYPES)
+        and isinstance(out, torch.Tensor)
+        and out.dim() == 4
+        and out.shape[-2:].numel() == 1
+    )
+
+
 def _last_spatial_layer(model: nn.Module, x: torch.Tensor) -> str | None:
     """The last module to finish in the forward pass of ``x`` whose output is ``(N, C, H, W)``.
 
     Outputs larger than 1 x 1 are preferred: a global pooling module's ``(N, C, 1, 1)`` output
-    (which finishes after the feature map) would give a uniform map. ``"name@k"`` when that was
-    not the module's last call; ``None`` when no module has a spatial output.
+    (which finishes after the feature map) would give a uniform map. When every map is 1 x 1 (a
+    small input), the last one that finishes *before* the last global pooling module is taken:
+    what comes after the pool (ConvNeXt's ``LayerNorm2d`` on the pooled vector) is 1 x 1 at any
+    input size, so naming it would make "use a larger input" false advice.
+
+    A 4-D output wider or taller than the input image is not a feature map but a channels-last
+    ``(N, h, w, C)`` tensor (the Linear layers inside a ConvNeXt block, whose "width" is their 768
+    channels), which Grad-CAM cannot use. ``"name@k"`` when that was not the module's last call;
+    ``None`` when no module has a spatial output.
     """
+    height, width = x.shape[-2:]
     calls: dict[str, int] = {}
-    last: dict[bool, tuple[str, int]] = {}  # keyed by "larger than 1 x 1"
+    larger: list[tuple[str, int]] = []  # outputs larger than 1 x 1, in finishing order
+    ones: list[tuple[str, int, int]] = []  # 1 x 1 outputs: name, call, finishing position
+    pools: list[int] = []  # finishing positions of global pooling calls
+    tick = [0]
 
     def make(name: str) -> Callable[..., None]:
-        def hook(_m: nn.Module, _inp: Any, out: Any) -> None:
+        def hook(module: nn.Module, _inp: Any, out: Any) -> None:
             k = calls.get(name, 0)
             calls[name] = k + 1
-            if isinstance(out, torch.Tensor) and out.dim() == 4 and out.is_floating_point():
-                last[out.shape[-2:].numel() > 1] = (name, k)
+            tick[0] += 1
+            if _is_global_pool(module, out):
+                pools.append(tick[0])
+            if (
+                isinstance(out, torch.Tensor)
+                and out.dim() == 4
+                and out.is_floating_point()
+                and out.shape[-2] <= height
+                and out.shape[-1] <= width
+            ):
+                if out.shape[-2:].numel() > 1:
+                    larger.append((name, k))
+                else:
+                    ones.append((name, k, tick[0]))
 
         return hook
 
     _hooked_forward(model, x, [(m, make(n)) for n, m in model.named_modules() if n])
-    found = last.get(True, last.get(False))
-    if found is None:
-        return None
-    name, k = found
+    if larger:
+        name, k = larger[-1]
+    else:
+        before = [o for o in ones if not pools or o[2] < pools[-1]]
+        if not before:
+            return None
+        name, k, _ = before[-1]
     return name if k == calls[name] - 1 else f"{name}@{k}"
 
 
@@ -322,11 +372,13 @@ def default_gradcam_layer(model: nn.Module, x: torch.Tensor, classifier: str | N
     That is the map globally average-pooled into the classifier when there is one
     (:func:`find_cam_layer`, the layer CAM uses too), else the last module, in the order the
     forward pass calls them, whose output is ``(N, C, H, W)`` (larger than 1 x 1 if any is: not
-    a global pool's output). Both are found by running ``x[:1]``
-    once (twice in the second case); registration order is never used, because auxiliary heads
-    registered last but not called in eval mode (torchvision's GoogLeNet), the last conv of a
-    residual branch (a zero-initialized ResNet block: blank maps) or a 32-channel slice of a
-    DenseNet's 1024-channel output are not the network's final feature map.
+    a global pool's output; when all are 1 x 1, one that finishes before the global pooling
+    module, never a module applied to the pooled vector such as ConvNeXt's ``classifier.0``
+    LayerNorm2d). Both are found by running ``x[:1]`` once (twice in the second case);
+    registration order is never used, because auxiliary heads registered last but not called in
+    eval mode (torchvision's GoogLeNet), the last conv of a residual branch (a zero-initialized
+    ResNet block: blank maps) or a 32-channel slice of a DenseNet's 1024-channel output are not
+    the network's final feature map.
 
     Args:
         model: the network.
@@ -339,6 +391,8 @@ def default_gradcam_layer(model: nn.Module, x: torch.Tensor, classifier: str | N
     Example:
         >>> default_gradcam_layer(torchvision.models.resnet18(), torch.randn(1, 3, 224, 224))
         'layer4.1.relu'
+        >>> default_gradcam_layer(torchvision.models.convnext_tiny(), torch.randn(1, 3, 224, 224))
+        'features'
     """
     try:
         return find_cam_layer(model, x, classifier)
@@ -348,9 +402,9 @@ def default_gradcam_layer(model: nn.Module, x: torch.Tensor, classifier: str | N
         found = _last_spatial_layer(model, _prepare(model, x)[:1])
     if found is None:
         raise ValueError(
-            f"no module of {type(model).__name__} outputs a spatial (N, C, H, W) feature map in the "
-            "forward pass, so there is no default Grad-CAM layer; pass `layer=` naming a module "
-            "with such an output"
+            f"no module of {type(model).__name__} outputs a spatial (N, C, H, W) feature map (before "
+            "any global pooling) in the forward pass, so there is no default Grad-CAM layer; pass "
+            "`layer=` naming a module with such an output"
         )
     return found
 
@@ -383,48 +437,77 @@ def _tolerance(*dtypes: torch.dtype) -> float:
     return max([1e-4] + [8 * torch.finfo(d).eps for d in dtypes if d.is_floating_point])
 
 
-def _gap_matches(
-    model: nn.Module, x: torch.Tensor, classifier: str | None
-) -> tuple[list[str], list[str]]:
+class _GapScan(NamedTuple):
+    """What one forward pass says about the feature map pooled into a classifier."""
+
+    #: references whose spatial mean is the classifier's input, leaf modules only
+    leaves: list[str]
+    #: the same, containers included
+    every: list[str]
+    #: the classifier's name
+    classifier: str
+    #: the global pooling module whose output reaches the classifier (``None``: none, or functional)
+    pool: str | None
+    #: the modules that change the pooled vector between that pool and the classifier (ConvNeXt's
+    #: ``LayerNorm2d``), by name: why CAM is undefined although there is a pool
+    between: dict[str, nn.Module]
+
+
+def _gap_matches(model: nn.Module, x: torch.Tensor, classifier: str | None) -> _GapScan:
     """Layer references whose spatial mean is what ``classifier`` receives (up to rounding in the
     model's dtype).
 
     When the pooled map is larger than 1 x 1, only maps larger than 1 x 1 count (the pooling
     module's own ``(N, K, 1, 1)`` output also has the right mean). When it is 1 x 1 (a small
-    input: torchvision's ResNet-18 or VGG at 32 px), every 1 x 1 match holds the same values; the
-    ones that finish before the global pooling module (an adaptive pool) are kept: the feature
-    map, not the pool's output.
+    input: torchvision's ResNet-18 or VGG at 32 px), every 1 x 1 match holds the same values, and
+    only the ones computed *before* the pooling are feature maps:
+
+    * with a global pooling module (``AdaptiveAvgPool2d`` with a 1 x 1 output) before the
+      classifier, the 1 x 1 matches that finish before its last call are kept: a module applied
+      to the pooled vector (a ``LayerNorm2d`` on ``(N, C, 1, 1)``) is 1 x 1 at every input size;
+    * with functional pooling (``x.mean((2, 3))``, ``F.adaptive_avg_pool2d``), which no hook sees,
+      they are kept unless the ``K``-channel map that finishes just before the first of them is
+      larger than 1 x 1: then they were computed from a pooled map.
 
     Returns:
-        ``(leaf_matches, all_matches)``, each in the order the modules finished in the forward
-        pass. Both forms are listed for the last call of a module (``"name"`` and ``"name@k"``).
+        A :class:`_GapScan`; the matches are in the order the modules finished in the forward
+        pass, and both forms are listed for the last call of a module (``"name"``, ``"name@k"``).
     """
     cls_name, linear = _linear(model, classifier)
     k = linear.in_features
-    seen: list[tuple[str, int, bool, bool, torch.dtype, torch.Tensor]] = []
+    tick = [0]  # position of each hook event in the forward pass
     calls: dict[str, int] = {}
-    feats: list[tuple[torch.dtype, torch.Tensor]] = []
+    # K-channel (N, K, h, w) outputs: name, call, leaf, dtype, values, position
+    seen: list[tuple[str, int, bool, torch.dtype, torch.Tensor, int]] = []
+    finished: list[tuple[str, nn.Module, int]] = []  # leaf modules: name, module, position
+    pools: list[tuple[str, int]] = []  # global pooling calls: reference, position
+    feats: list[tuple[torch.dtype, torch.Tensor, int]] = []  # the classifier's inputs
 
     def make(name: str, module: nn.Module) -> Callable[..., None]:
         leaf = not any(True for _ in module.children())
-        pool = isinstance(module, _GLOBAL_POOL_TYPES)
 
         def hook(_m: nn.Module, _inp: Any, out: Any) -> None:
             call = calls.get(name, 0)
             calls[name] = call + 1
+            tick[0] += 1
+            if leaf:
+                finished.append((name, module, tick[0]))
+            if _is_global_pool(module, out):
+                pools.append((f"{name}@{call}", tick[0]))
             if (
                 isinstance(out, torch.Tensor)
                 and out.is_floating_point()
                 and out.dim() == 4
                 and out.shape[1] == k
             ):
-                seen.append((name, call, leaf, pool, out.dtype, out.detach().float().clone()))
+                seen.append((name, call, leaf, out.dtype, out.detach().float().clone(), tick[0]))
 
         return hook
 
     def grab(_m: nn.Module, inp: Any) -> None:
+        tick[0] += 1
         a = inp[0]
-        feats.append((a.dtype, a.detach().float().reshape(a.shape[0], -1).clone()))
+        feats.append((a.dtype, a.detach().float().reshape(a.shape[0], -1).clone(), tick[0]))
 
     handle = linear.register_forward_pre_hook(grab)
     try:
@@ -437,26 +520,73 @@ def _gap_matches(
             f"classifier {cls_name!r} is not called in the forward pass; name the classifier with "
             f"`classifier=` (nn.Linear layers: {', '.join(list_layers(model, ('linear',)))})"
         )
-    feat_dtype, target = feats[-1]
+    feat_dtype, target, cls_tick = feats[-1]
+    feeding = [p for p in pools if p[1] < cls_tick]
+    pool_ref, pool_tick = feeding[-1] if feeding else (None, None)
     scale = float(target.abs().max().clamp_min(1e-6))
-    matched: list[tuple[str, int, bool, bool, bool]] = []  # name, call, leaf, pool, 1 x 1
-    for name, call, leaf, pool, dtype, out in seen:
+    matched: list[tuple[str, int, bool, int, bool]] = []  # name, call, leaf, position, 1 x 1
+    for name, call, leaf, dtype, out, at in seen:
         mean = out.mean(dim=(2, 3))
         tol = _tolerance(dtype, feat_dtype)
         if mean.shape == target.shape and torch.allclose(mean, target, rtol=tol, atol=tol * scale):
-            matched.append((name, call, leaf, pool, out.shape[-2:].numel() == 1))
+            matched.append((name, call, leaf, at, out.shape[-2:].numel() == 1))
     chosen = [m for m in matched if not m[4]]
-    if not chosen:  # a 1 x 1 pooled map: keep what finishes before the global pooling module
-        last_pool = max((i for i, m in enumerate(matched) if m[3]), default=len(matched))
-        chosen = matched[:last_pool]
+    if not chosen and pool_tick is not None:  # a 1 x 1 pooled map: what finishes before the pool
+        chosen = [m for m in matched if m[3] < pool_tick]
+    elif not chosen and matched:  # functional pooling: drop matches computed from a pooled map
+        earlier = [s for s in seen if s[5] < matched[0][3]]
+        pooled = bool(earlier) and earlier[-1][4].shape[-2:].numel() > 1
+        chosen = [] if pooled else matched
     leaves: list[str] = []
     every: list[str] = []
-    for name, call, leaf, _pool, _one in chosen:
+    for name, call, leaf, _at, _one in chosen:
         refs = [f"{name}@{call}"] + ([name] if call == calls[name] - 1 else [])
         every += refs
         if leaf:
             leaves += refs
-    return leaves, every
+    between = {
+        name: module
+        for name, module, at in finished
+        if pool_tick is not None
+        and pool_tick < at < cls_tick
+        and not isinstance(module, _PASS_THROUGH_TYPES)
+    }
+    pool_name = None if pool_ref is None else _last_call_name(pool_ref, calls)
+    return _GapScan(leaves, every, cls_name, pool_name, between)
+
+
+def _last_call_name(ref: str, calls: Mapping[str, int]) -> str:
+    """``"name@k"`` as ``"name"`` when ``k`` is the module's last call in the forward pass."""
+    name, _, k = ref.rpartition("@")
+    return name if int(k) == calls[name] - 1 else ref
+
+
+def _no_cam_layer_message(model: nn.Module, scan: _GapScan) -> str:
+    """Why no layer of ``model`` is a CAM layer, and what to do instead."""
+    others = [n for n in list_layers(model, ("linear",)) if n != scan.classifier]
+    # another classifier is plausible only if no pool -> ... -> classifier chain was seen, or the
+    # chain holds a Linear (a two-layer head): not for ConvNeXt's pool -> LayerNorm2d -> Linear
+    plausible = not scan.between or any(isinstance(m, nn.Linear) for m in scan.between.values())
+    hint = (
+        f"if another nn.Linear is the classifier, name it with `classifier=` (others: "
+        f"{', '.join(others[-8:])}); otherwise "
+        if others and plausible
+        else ""
+    )
+    applied = ", ".join(f"{n} ({type(m).__name__})" for n, m in scan.between.items())
+    why = (
+        f"; {type(model).__name__} applies {applied} between the global pool {scan.pool!r} and the "
+        "classifier, and CAM needs the pooled map to go straight into the linear layer "
+        "(pool -> linear only)"
+        if scan.between
+        else ""
+    )
+    return (
+        f"CAM needs a network whose classifier {scan.classifier!r} reads a globally average-pooled "
+        f"feature map, and no layer of {type(model).__name__} is pooled into it{why}; {hint}use "
+        "'gradcam', which works with any conv layer (by default the network's last spatial "
+        "feature map before the global pool)"
+    )
 
 
 def find_cam_layer(model: nn.Module, x: torch.Tensor, classifier: str | None = None) -> str:
@@ -470,6 +600,9 @@ def find_cam_layer(model: nn.Module, x: torch.Tensor, classifier: str | None = N
     module to finish is returned (a leaf module rather than the container that returns the same
     tensor; ``"name@k"`` when it is not the module's last call). A pooled map of 1 x 1 (a small
     input) is accepted; CAM (and Grad-CAM) at such a layer is one value per image, a uniform map.
+    A module applied to the pooled vector is never the CAM layer, even when its 1 x 1 output is
+    what the classifier reads: CAM needs pool -> linear, and a network that normalizes the pooled
+    vector first (ConvNeXt's ``LayerNorm2d``) is refused with a message naming that module.
 
     Args:
         model: a network ending in global average pooling and an ``nn.Linear`` classifier.
@@ -478,26 +611,15 @@ def find_cam_layer(model: nn.Module, x: torch.Tensor, classifier: str | None = N
 
     Raises:
         ValueError: if no module's output is pooled into the classifier (CAM does not apply, or
-            ``classifier`` names the wrong ``nn.Linear``).
+            ``classifier`` names the wrong ``nn.Linear``); the message names the modules between
+            the global pool and the classifier when there are any.
     """
     with isolated(model):
         x0 = _prepare(model, x)[:1]
-        leaves, every = _gap_matches(model, x0, classifier)
-    found = leaves or every
+        scan = _gap_matches(model, x0, classifier)
+    found = scan.leaves or scan.every
     if not found:
-        name, _ = _linear(model, classifier)
-        others = [n for n in list_layers(model, ("linear",)) if n != name]
-        hint = (
-            f"if another nn.Linear is the classifier, name it with `classifier=` (others: "
-            f"{', '.join(others[-8:])}); otherwise "
-            if others
-            else ""
-        )
-        raise ValueError(
-            f"CAM needs a network whose classifier {name!r} reads a globally average-pooled feature "
-            f"map, and no layer of {type(model).__name__} is pooled into it; {hint}use 'gradcam', "
-            "which works with any conv layer"
-        )
+        raise ValueError(_no_cam_layer_message(model, scan))
     return found[-1]  # "name" when it is the module's last call, else "name@k"
 
 
@@ -518,10 +640,14 @@ def check_cam_layer(
         raise _channel_mismatch(str(ref), channels, cls_name, linear.in_features)
     with isolated(model):
         x0 = _prepare(model, x)[:1]
-        leaves, every = _gap_matches(model, x0, classifier)
-    if str(ref) in every:
+        scan = _gap_matches(model, x0, classifier)
+    if str(ref) in scan.every:
         return
-    hint = f"use layer={(leaves or every)[-1]!r} for CAM, or" if every else "use"
+    if not scan.every and scan.between:  # no layer at all: say why (ConvNeXt), not just "not this"
+        raise ValueError(
+            f"CAM at layer {str(ref)!r} is undefined: {_no_cam_layer_message(model, scan)}"
+        )
+    hint = f"use layer={(scan.leaves or scan.every)[-1]!r} for CAM, or" if scan.every else "use"
     raise ValueError(
         f"CAM at layer {str(ref)!r} is undefined: classifier {cls_name!r} does not read the global "
         f"average pool of that layer's output; {hint} 'gradcam', which works for any conv layer"

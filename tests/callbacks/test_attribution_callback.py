@@ -16,12 +16,19 @@ from PIL import Image
 from torch import nn
 
 from featurewatch import FeatureWatchWarning
-from featurewatch.callbacks.attribution import AttributionMaps, _empty_note, _uniform_note
+from featurewatch.callbacks.attribution import (
+    AttributionMaps,
+    _empty_note,
+    _layer_advice,
+    _uniform_images,
+    _uniform_note,
+)
 from featurewatch.core.attribution import cam, grad_cam, occlusion, overlay, saliency
 from featurewatch.core.hygiene import in_isolation, isolated
 from featurewatch.core.images import grid, scale_each, to_uint8
 from tests._models import LitClassifier, SmallCNN, digits_loaders
 from tests.callbacks.conftest import hooks_left, make_trainer
+from tests.core.test_attribution import TinyConvNeXt  # the core tests' ConvNeXt in miniature
 
 ALL = ("saliency", "smoothgrad", "occlusion", "gradcam", "cam")
 
@@ -187,12 +194,63 @@ def test_caption_says_when_a_map_has_no_positive_evidence() -> None:
 
 
 def test_caption_says_when_a_map_is_uniform() -> None:
-    """A layer whose map is 1 x 1 at this input size gives one value per image: no location."""
+    """A layer whose map is 1 x 1 gives one value per image: no location."""
     one = F.interpolate(torch.tensor([0.3, 2.0, -1.0]).reshape(3, 1, 1, 1), size=(16, 16))[:, 0]
-    assert _uniform_note(one).startswith("; the map of image(s) #0, #1 is uniform")
-    assert "1x1" in _uniform_note(one)
-    assert _uniform_note(one.bfloat16()).startswith("; the map of image(s) #0, #1 is uniform")
-    assert _uniform_note(torch.rand(2, 16, 16, generator=torch.Generator().manual_seed(0))) == ""
+    assert _uniform_images(one) == _uniform_images(one.bfloat16()) == [0, 1]  # #2: no evidence
+    assert _uniform_images(torch.rand(2, 16, 16, generator=torch.Generator().manual_seed(0))) == []
+    assert _uniform_note([0, 1], "why") == (
+        "; the map of image(s) #0, #1 is uniform: it shows no location (why)"
+    )
+    assert _uniform_note([], "why") == ""
+
+
+def test_uniform_map_advice_is_checked_on_the_model_not_guessed() -> None:
+    """The caption advises a larger input only when the layer's map is 1 x 1 *because* the input is
+    small; a module after the global pool (ConvNeXt's LayerNorm2d) is 1 x 1 at every size."""
+    model = TinyConvNeXt().eval()
+    x = torch.randn(1, 1, 16, 16, generator=torch.Generator().manual_seed(0))
+    with isolated(model):
+        after_pool = _layer_advice(model, x, "classifier.0")
+        small = _layer_advice(model, x[..., :4, :4], "features")
+        pool = _layer_advice(model, x, "avgpool")
+    assert "use a larger input" not in after_pool + pool
+    assert after_pool == (
+        "layer 'classifier.0' outputs a 1x1 map at this 16x16 input and still at 256x256 (it works "
+        "on the pooled vector), so a larger input will not help; pass `layer=` naming a feature map "
+        "computed before the global pool, e.g. 'features' (the default Grad-CAM layer)"
+    )
+    assert small == (
+        "layer 'features''s feature map is 1x1 at this 4x4 input (32x32 at 256x256); use a larger "
+        "input, or pass `layer=` naming an earlier layer with a larger map"
+    )
+    assert pool.startswith("layer 'avgpool' outputs a 1x1 map at this 16x16 input and still at")
+
+
+def test_convnext_like_model_gradcam_shows_a_location_and_cam_is_refused_at_setup(
+    tmp_path: Path,
+) -> None:
+    model = LitClassifier(TinyConvNeXt(classes=10))
+    recs = fit(tmp_path, AttributionMaps("gradcam", num_images=2), model, max_epochs=1)
+    assert not [r for r in recs if r["kind"] == "text"], "no failure"
+    (caption,) = [r["caption"] for r in recs if r["kind"] == "image"]
+    assert "Grad-CAM (layer net.features)" in caption  # not net.classifier.0, after the pool
+    assert "uniform" not in caption
+    assert hooks_left(model) == []
+    # naming the LayerNorm2d after the pool: uniform maps, and the caption says what helps
+    cb = AttributionMaps("gradcam", num_images=2, layer="net.classifier.0")
+    recs = fit(tmp_path / "b", cb, LitClassifier(TinyConvNeXt(classes=10)), max_epochs=1)
+    (caption,) = [r["caption"] for r in recs if r["kind"] == "image"]
+    advice = caption.partition("is uniform: it shows no location (")[2]
+    assert advice.startswith("layer 'net.classifier.0' outputs a 1x1 map at this 16x16 input and ")
+    assert "use a larger input" not in advice  # the old, false advice
+    assert "larger input will not help; pass `layer=`" in advice and "'net.features'" in advice
+    # CAM is undefined (a LayerNorm2d between the pool and the Linear): refused before training
+    with pytest.raises(
+        ValueError,
+        match=r"AttributionMaps: CAM needs .* applies net\.classifier\.0 \(LayerNorm2d\) between "
+        r"the global pool 'net\.avgpool' and the classifier.*use 'gradcam'",
+    ):
+        fit(tmp_path / "c", AttributionMaps("cam"), LitClassifier(TinyConvNeXt(classes=10)))
 
 
 def test_bad_arguments_fail_in_init_listing_what_is_valid() -> None:

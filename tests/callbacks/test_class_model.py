@@ -4,11 +4,17 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import Any
 
+import numpy as np
 import pytest
 import pytorch_lightning as pl
+import torch
+import torch.nn.functional as F
+from PIL import Image
 
 from featurewatch.callbacks.class_model import ClassModelVisualization
+from tests._hygiene import assert_untouched, snapshot
 from tests._models import LitClassifier, SmallCNN, digits_loaders
 from tests.callbacks.conftest import hooks_left, make_trainer
 
@@ -19,10 +25,12 @@ class NamedClassifier(LitClassifier):
     class_names = WORDS
 
 
-def fit(root: Path, cb: ClassModelVisualization, model: LitClassifier) -> list[dict]:
+def fit(
+    root: Path, cb: ClassModelVisualization, model: LitClassifier, callbacks: list[pl.Callback] | None = None
+) -> list[dict]:
     pl.seed_everything(0, verbose=False)
     train, val = digits_loaders(n=64, size=16, batch_size=32)
-    make_trainer(root, [cb], max_epochs=1, limit_val_batches=1).fit(model, train, val)
+    make_trainer(root, callbacks or [cb], max_epochs=1, limit_val_batches=1).fit(model, train, val)
     return [json.loads(line) for line in (root / "featurewatch_logs" / "events.jsonl").read_text().splitlines()]
 
 
@@ -50,3 +58,86 @@ def test_bad_class_fails_at_the_first_batch(tmp_path: Path) -> None:
         fit(tmp_path, ClassModelVisualization(classes=[10], steps=2), LitClassifier(SmallCNN()))
     with pytest.raises(TypeError, match="`class_names`"):
         ClassModelVisualization(class_names="0123456789")
+
+
+class LitDict(LitClassifier):
+    """A LightningModule whose forward returns ``{"logits": ..., "aux": ...}``. ``aux`` is the
+    negated logits: rendering it instead of ``logits`` would *lower* the class scores checked."""
+
+    def forward(self, x: torch.Tensor) -> Any:
+        logits = self.net(x)
+        return {"logits": logits, "aux": -logits}
+
+    def training_step(self, batch, batch_idx):  # type: ignore[no-untyped-def]
+        x, y = batch
+        return F.cross_entropy(self(x)["logits"], y)
+
+    def validation_step(self, batch, batch_idx):  # type: ignore[no-untyped-def]
+        pass
+
+
+class LitTuple(LitDict):
+    def forward(self, x: torch.Tensor) -> Any:
+        out = super().forward(x)
+        return out["logits"], out["aux"]
+
+
+class Untouched(pl.Callback):
+    """Placed around the callback under test: a snapshot of the model before its end-of-training
+    call (``before=True``), and the check that the call changed nothing (``before=False``)."""
+
+    def __init__(self, taken: dict[str, Any], before: bool) -> None:
+        self.taken, self.before = taken, before
+
+    def on_train_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        if self.before:
+            self.taken["snapshot"] = snapshot(pl_module)
+        else:
+            assert_untouched(pl_module, self.taken["snapshot"])
+            self.taken["checked"] = True
+
+
+def test_a_model_returning_a_dict_renders_the_logits_output_key_selects(tmp_path: Path) -> None:
+    model = LitDict(SmallCNN())
+    cb = ClassModelVisualization(
+        classes=[3, 7], steps=16, min_size=16, output_key="logits", every_n_epochs=None, at_end=True
+    )
+    taken: dict[str, Any] = {}
+    recs = fit(tmp_path, cb, model, [Untouched(taken, True), cb, Untouched(taken, False)])
+    assert taken.get("checked"), "the end-of-training call was not bracketed"
+    assert hooks_left(model) == []
+    (image,) = [r for r in recs if r["kind"] == "image"]
+    assert image["key"] == "featurewatch/class_model/output"
+    # the logged tiles, read back from the PNG (16 x 16, 2 px padding), fed to the trained model
+    with Image.open(tmp_path / "featurewatch_logs" / image["path"]) as im:
+        pixels = np.asarray(im.convert("L"), dtype=np.float32) / 255
+    tiles = torch.stack([torch.from_numpy(pixels[2:18, 2 + 18 * i : 18 + 18 * i]) for i in range(2)])
+    assert cb._norm is not None
+    mean, std = (torch.tensor(v).reshape(1, -1, 1, 1) for v in cb._norm)
+    model.eval()
+    with torch.no_grad():
+        logits = model((tiles[:, None] - mean) / std)["logits"]
+    # each image scores its own class higher than the other class's image does
+    assert logits[0, 3] > logits[1, 3] and logits[1, 7] > logits[0, 7], logits[:, [3, 7]]
+    # the logged score is the selected logit of the images shown (up to 8-bit rounding), not aux
+    scalars = {r["key"]: r["value"] for r in recs if r["kind"] == "scalar"}
+    logged = scalars["featurewatch/class_model/output/mean_logit"]
+    shown = float((logits[0, 3] + logits[1, 7]) / 2)
+    assert abs(logged - shown) <= 5e-3 + 0.05 * abs(shown), (logged, shown)
+
+
+@pytest.mark.parametrize(
+    ("module", "described"), [(LitDict, "a dict with keys 'logits', 'aux'"), (LitTuple, "a tuple of 2 values")]
+)
+def test_a_dict_or_tuple_output_without_output_key_says_what_to_pass(
+    tmp_path: Path, module: type[LitDict], described: str
+) -> None:
+    model = module(SmallCNN())
+    before = [p.detach().clone() for p in model.parameters()]
+    with pytest.raises(ValueError, match=rf"ClassModelVisualization: .*\(N, classes\) scores, got {described}.*pass `output_key=`"):
+        fit(tmp_path, ClassModelVisualization(classes=[1], steps=2), model)
+    assert all(torch.equal(a, b) for a, b in zip(before, model.parameters())), "training started"
+    with pytest.raises(ValueError, match=r"ClassModelVisualization: `output_key='logit'`.*keys: 'logits', 'aux'"):
+        fit(tmp_path / "b", ClassModelVisualization(steps=2, output_key="logit"), LitDict(SmallCNN()))
+    with pytest.raises(TypeError, match="`output_key` must be None"):
+        ClassModelVisualization(output_key=1.5)  # type: ignore[arg-type]

@@ -301,6 +301,116 @@ def test_default_gradcam_layer_is_the_block_output_not_a_zero_initialized_residu
     torch.testing.assert_close(maps, grad_cam(model, x, target, "layer1"))
 
 
+class LayerNorm2d(nn.LayerNorm):
+    """torchvision's ConvNeXt ``LayerNorm2d``: a LayerNorm over the channels of (N, C, H, W)."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return super().forward(x.permute(0, 2, 3, 1)).permute(0, 3, 1, 2)
+
+
+class Permute(nn.Module):
+    def __init__(self, *dims: int) -> None:
+        super().__init__()
+        self.dims = dims
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x.permute(*self.dims)
+
+
+class TinyCNBlock(nn.Module):
+    """torchvision's CNBlock: depthwise conv, then an MLP on channels-last (N, h, w, C) tensors."""
+
+    def __init__(self, channels: int) -> None:
+        super().__init__()
+        self.block = nn.Sequential(
+            nn.Conv2d(channels, channels, 3, padding=1, groups=channels), Permute(0, 2, 3, 1),
+            nn.LayerNorm(channels), nn.Linear(channels, 4 * channels), nn.GELU(),
+            nn.Linear(4 * channels, channels), Permute(0, 3, 1, 2),
+        )  # fmt: skip
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x + self.block(x)
+
+
+class TinyConvNeXt(nn.Module):
+    """torchvision's ConvNeXt in miniature (16 x 16 -> 2 x 2): stem, downsample, one block, then
+    ``avgpool`` and a classifier that normalizes the *pooled* (N, C, 1, 1) vector before its
+    Linear, ``Sequential(LayerNorm2d, Flatten, Linear)``. ``functional_pool`` pools with
+    ``mean((2, 3))`` instead of the ``avgpool`` module (no hook sees that pool)."""
+
+    def __init__(
+        self, in_channels: int = 1, classes: int = 3, functional_pool: bool = False
+    ) -> None:
+        super().__init__()
+        torch.manual_seed(0)
+        self.features = nn.Sequential(
+            nn.Sequential(nn.Conv2d(in_channels, 8, 4, stride=4), LayerNorm2d(8)),
+            nn.Sequential(LayerNorm2d(8), nn.Conv2d(8, 16, 3, stride=2, padding=1)),
+            TinyCNBlock(16),
+        )
+        self.avgpool = nn.AdaptiveAvgPool2d(1)
+        self.classifier = nn.Sequential(LayerNorm2d(16), nn.Flatten(1), nn.Linear(16, classes))
+        self.functional_pool = functional_pool
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        f = self.features(x)
+        pooled = f.mean((2, 3), keepdim=True) if self.functional_pool else self.avgpool(f)
+        return self.classifier(pooled)
+
+
+@pytest.mark.parametrize("functional_pool", [False, True])
+def test_convnext_default_gradcam_layer_is_the_map_entering_the_pool_not_the_norm_after_it(
+    functional_pool: bool,
+) -> None:
+    """The LayerNorm2d on the pooled vector is what the Linear reads, and its output is (N, C, 1, 1)
+    at every input size: as the Grad-CAM layer it gave uniform maps (torchvision's convnext_tiny
+    chose 'classifier.0')."""
+    model = TinyConvNeXt(functional_pool=functional_pool).eval()
+    x = torch.randn(3, 1, SIZE, SIZE, generator=torch.Generator().manual_seed(4))
+    before = snapshot(model)
+    assert default_gradcam_layer(model, x) == "features"  # the 2 x 2 map the pool averages
+    assert_untouched(model, before)
+    maps = grad_cam(model, x, [0, 1, 2])
+    flat = maps.flatten(1)
+    assert (flat.amax(1) - flat.amin(1) > 1e-6).all(), "uniform maps: the layer is after the pool"
+    torch.testing.assert_close(maps, grad_cam(model, x, [0, 1, 2], "features"))
+
+
+def test_convnext_default_gradcam_layer_at_small_inputs_is_still_before_the_pool() -> None:
+    model = TinyConvNeXt().eval()
+    # 8 x 8: the last stage is 1 x 1; its channels-last (N, 1, 1, 16) Linear outputs are not maps,
+    # the last channels-first map larger than 1 x 1 is (the downsample's LayerNorm2d, 2 x 2)
+    assert default_gradcam_layer(model, torch.randn(1, 1, 8, 8)) == "features.1.0"
+    # 4 x 4: every map is 1 x 1; the one the pool averages, not the LayerNorm2d applied after it
+    assert default_gradcam_layer(model, torch.randn(1, 1, 4, 4)) == "features"
+
+
+@pytest.mark.parametrize("size", [SIZE, 4])
+def test_cam_refuses_a_network_that_normalizes_the_pooled_vector(size: int) -> None:
+    """CAM needs pool -> linear: ConvNeXt's LayerNorm2d between them makes it undefined, and the
+    message says which module is in the way (not "name another nn.Linear")."""
+    model = TinyConvNeXt().eval()
+    x = torch.randn(2, 1, size, size, generator=torch.Generator().manual_seed(5))
+    before = snapshot(model)
+    why = (
+        r"classifier 'classifier\.2' reads a globally average-pooled feature map, and no layer of "
+        r"TinyConvNeXt is pooled into it; TinyConvNeXt applies classifier\.0 \(LayerNorm2d\) "
+        r"between the global pool 'avgpool' and the classifier.*\(pool -> linear only\); use "
+        r"'gradcam'"
+    )
+    with pytest.raises(ValueError, match=why) as err:
+        find_cam_layer(model, x)
+    assert "classifier=" not in str(err.value)
+    with pytest.raises(ValueError, match=why):
+        cam(model, x, 0)
+    with pytest.raises(ValueError, match=r"CAM at layer 'features' is undefined: .*" + why):
+        check_cam_layer(model, x, "features")
+    assert_untouched(model, before)
+    # functional pooling hides the pool from hooks: refused all the same at 16 x 16
+    with pytest.raises(ValueError, match=r"no layer of TinyConvNeXt is pooled into it.*'gradcam'"):
+        find_cam_layer(TinyConvNeXt(functional_pool=True).eval(), bright_images(1)[:, :1])
+
+
 def test_default_layers_with_helpful_errors() -> None:
     model = small_cnn()
     assert last_conv_layer(model) == "features.4"
