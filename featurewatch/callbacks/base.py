@@ -120,8 +120,8 @@ def batch_input(batch: Any, input_key: int | str = 0) -> torch.Tensor:
 def _last_epoch(trainer: pl.Trainer) -> int:
     """The epoch the last training step belongs to, at ``on_train_end``.
 
-    ``trainer.current_epoch`` has moved on to the next one there when the last epoch completed
-    (a 1-epoch run ends "at epoch 1"), but not when ``max_steps`` stopped it half way.
+    ``trainer.current_epoch`` has moved on to the next one there (a 1-epoch run ends "at epoch
+    1"; ``max_steps`` ending an epoch half way moves it on too); the count of started epochs has not.
     """
     try:
         return max(int(trainer.fit_loop.epoch_progress.current.started) - 1, 0)

@@ -90,7 +90,7 @@ class DeadNeuronMonitor(FeatureWatchCallback):
       last ``patience`` training steps (so a filter killed half way through an epoch is reported at
       that epoch's evaluation, not one window later). The ``at_end`` evaluation's window is what is
       left after the last scheduled one; when it is shorter than that one, only channels that were
-      already dead and stayed silent are reported dead. *Dying* if it fired on fewer than
+      already dead and stayed silent, or went silent for ``patience`` forwards, are reported dead. *Dying* if it fired on fewer than
       ``dying_rate`` of its values (dead ones excluded); *dormant* if its dormancy score is
       ``<= dormancy_threshold``.
 
@@ -149,6 +149,10 @@ class DeadNeuronMonitor(FeatureWatchCallback):
             "layers": {layer: {"on_rate", "max_abs", "mean_abs", "silent_steps", "positions",
             "updates"}}}]`` (float32/int32 ``(C,)`` tensors and ints).
         stop_reason: why ``on_dead="stop"`` stopped training (``None`` if it did not).
+
+    Two monitors in one Trainer must differ in what they measure (``layers``, ``threshold``,
+    ``rates_every_n_steps``, ...): their checkpoint state is keyed by it, so a run resumed with
+    another ``on_dead``, ``patience`` or alert fraction keeps its history.
 
     Example:
         >>> monitor = DeadNeuronMonitor(on_dead="stop", dead_alert_fraction=0.25)
@@ -226,16 +230,22 @@ class DeadNeuronMonitor(FeatureWatchCallback):
 
     # ------------------------------------------------------------------ configuration
     def state_key_fields(self) -> dict[str, Any]:
-        # everything that changes what is measured or decided, so two differently set monitors coexist
+        # What is measured, not what is decided from it: two monitors measuring differently coexist,
+        # and a run resumed with another `on_dead` or `patience` keeps its history.
         return {
             "layers": self.layers,
             "threshold": self.threshold,
-            "patience": self.patience,
-            "on_dead": self.on_dead,
             "include_validation": self.include_validation,
             "sample_every_n_steps": self.sample_every_n_steps,
+            "rates_every_n_steps": self.rates_every_n_steps,
             "channel_dim": self.channel_dim,
         }
+
+    @property
+    def _legacy_state_key(self) -> Any:
+        """The key earlier featurewatch versions saved the state under (layers and threshold only);
+        Lightning looks a callback's state up under it when ``state_key`` is not in the checkpoint."""
+        return self._generate_state_key(layers=self.layers, threshold=self.threshold)
 
     def check_model(self, pl_module: pl.LightningModule) -> None:
         self._detach()
@@ -356,9 +366,11 @@ class DeadNeuronMonitor(FeatureWatchCallback):
             if self.ending and before is not None and s.updates < int(before["updates"]):
                 # The end-of-training window is the leftover after the last scheduled evaluation,
                 # shorter than a regular window: a few silent forwards there are no evidence. A channel
-                # stays dead only if it was dead at the previous evaluation too.
+                # stays dead if it was dead at the previous evaluation too, or has been silent for
+                # `patience` forwards all the same.
                 was_dead = set(previous_dead.get(key, ()))
-                dead = [c for c in dead if c in was_dead]
+                long_silent = self.patience is not None and s.updates >= self.patience
+                dead = [c for c in dead if c in was_dead or (long_silent and int(s.silent_steps[c]) >= self.patience)]
             self.dead_channels[key] = dead
             fraction = len(dead) / s.channels
             dead_set = set(dead)
@@ -455,6 +467,7 @@ class DeadNeuronMonitor(FeatureWatchCallback):
             ],
             "alerted": sorted(self._alerted),
             "stop_reason": self.stop_reason,
+            "heatmap_keys": list(self._heatmap_keys),
         }
 
     def load_extra_state(self, state: dict[str, Any]) -> None:
@@ -467,6 +480,7 @@ class DeadNeuronMonitor(FeatureWatchCallback):
             for e in state.get("history", [])
         ]
         self._alerted = set(state.get("alerted", []))
+        self._heatmap_keys = [str(k) for k in state.get("heatmap_keys", [])]
         self.stop_reason = state.get("stop_reason")
         if self.history:
             last = self.history[-1]["layers"]

@@ -453,6 +453,15 @@ class _GapScan(NamedTuple):
     between: dict[str, nn.Module]
 
 
+_POOL_TYPES: tuple[type[nn.Module], ...] = (
+    nn.MaxPool2d,
+    nn.AvgPool2d,
+    nn.AdaptiveAvgPool2d,
+    nn.AdaptiveMaxPool2d,
+    nn.LPPool2d,
+)
+
+
 def _gap_matches(model: nn.Module, x: torch.Tensor, classifier: str | None) -> _GapScan:
     """Layer references whose spatial mean is what ``classifier`` receives (up to rounding in the
     model's dtype).
@@ -467,7 +476,8 @@ def _gap_matches(model: nn.Module, x: torch.Tensor, classifier: str | None) -> _
       to the pooled vector (a ``LayerNorm2d`` on ``(N, C, 1, 1)``) is 1 x 1 at every input size;
     * with functional pooling (``x.mean((2, 3))``, ``F.adaptive_avg_pool2d``), which no hook sees,
       they are kept unless the ``K``-channel map that finishes just before the first of them is
-      larger than 1 x 1: then they were computed from a pooled map.
+      larger than 1 x 1: then they were computed from a pooled map (unless the first is a
+      pooling module's own output, a VGG's last ``MaxPool2d`` at 32 px).
 
     Returns:
         A :class:`_GapScan`; the matches are in the order the modules finished in the forward
@@ -536,7 +546,10 @@ def _gap_matches(model: nn.Module, x: torch.Tensor, classifier: str | None) -> _
     elif not chosen and matched:  # functional pooling: drop matches computed from a pooled map
         earlier = [s for s in seen if s[5] < matched[0][3]]
         pooled = bool(earlier) and earlier[-1][4].shape[-2:].numel() > 1
-        chosen = [] if pooled else matched
+        # ... unless the first match is a pooling module's own 1 x 1 output (a VGG's last MaxPool2d
+        # at 32 px): that is the map the classifier reads, not something computed after a pool
+        by_pool = isinstance(model.get_submodule(matched[0][0]), _POOL_TYPES)
+        chosen = [] if pooled and not by_pool else matched
     leaves: list[str] = []
     every: list[str] = []
     for name, call, leaf, _at, _one in chosen:

@@ -78,6 +78,10 @@ class Objective:
         group: the value of an element depends on the other elements of its group (elements
             ``g * group`` to ``(g + 1) * group - 1``, e.g. :func:`diversity`), so a render loop
             that works in chunks must keep groups whole. ``None``: elements are independent.
+        reported: the part of this objective that measures the unit, when the rest is a
+            regularizer (:func:`diverse`): :func:`~featurewatch.core.render.render` reports its
+            values (and judges "could not be excited" by them), not the reward's. ``None``: this
+            objective itself.
 
     Calling ``objective(activations, index=None)`` returns the ``(N,)`` values.
     """
@@ -91,6 +95,7 @@ class Objective:
         name: str = "objective",
         checks: Sequence[Check] = (),
         group: int | None = None,
+        reported: Objective | None = None,
     ) -> None:
         if group is not None and (isinstance(group, bool) or not isinstance(group, int) or group < 1):
             raise ValueError(f"`group` must be a positive int or None, got {group!r}")
@@ -100,6 +105,7 @@ class Objective:
         self.name = name
         self.checks: tuple[Check, ...] = tuple(checks)
         self.group = group
+        self.reported = reported
 
     def __call__(self, activations: Activations, index: torch.Tensor | None = None) -> torch.Tensor:
         if index is None:
@@ -409,7 +415,15 @@ def interpolate(a: Objective, b: Objective, weights: Sequence[float]) -> Objecti
         wi = wi.to(va.device, va.dtype)
         return (1 - wi) * va + wi * vb
 
-    return Objective(fn, a.layers + b.layers, batch=w.numel(), name=f"interpolate({a.name}, {b.name})", checks=a.checks + b.checks)
+    group = math.lcm(a.group or 1, b.group or 1) if (a.group or b.group) else None
+    return Objective(
+        fn,
+        a.layers + b.layers,
+        batch=w.numel(),
+        name=f"interpolate({a.name}, {b.name})",
+        checks=a.checks + b.checks,
+        group=group,
+    )
 
 
 def diversity(layer: str, group: int) -> Objective:
@@ -460,7 +474,8 @@ def diverse(objective: Objective, layer: str, group: int, weight: float = 1.0) -
     trains. Here element ``i`` maximizes ``v_i + weight * |v_i| * d_i``, with ``|v_i|`` held constant
     (no gradient) within a step: the diversity reward is always ``weight`` times the current
     activation, so ``weight=1`` trades about as much activation for diversity at epoch 0 as at
-    epoch 50.
+    epoch 50. :func:`~featurewatch.core.render.render` reports the values of ``objective`` alone
+    (``reported``), so "could not be excited" still means the unit.
 
     Args:
         objective: usually a batched unit objective with each unit repeated ``group`` times in a row,
@@ -488,4 +503,5 @@ def diverse(objective: Objective, layer: str, group: int, weight: float = 1.0) -
         name=f"diverse({objective.name}, {w:g})",
         checks=objective.checks,
         group=math.lcm(objective.group or 1, group),
+        reported=objective,
     )

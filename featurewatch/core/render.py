@@ -76,7 +76,8 @@ class RenderResult:
 
     Attributes:
         images: ``(N, C, H, W)`` float32 images in ``[0, 1]``, on the CPU.
-        values: ``(N,)`` objective value of each final image (untransformed).
+        values: ``(N,)`` objective value of each final image (untransformed); for an objective
+            with a ``reported`` part (a unit plus a diversity reward), the value of that part.
         initial_values: ``(N,)`` objective value at the first step (the transformed initial
             noise; the final value when ``steps=0``).
         steps: ``(N,)`` optimization steps each element received (fewer than asked when the
@@ -309,6 +310,7 @@ def objective_forward(
                 raise RuntimeError(f"the forward pass did not reach {list(objective.layers)}")
             return objective(got.outputs, index)
 
+        evaluate.outputs = got.outputs  # type: ignore[attr-defined]  # the last forward's captures
         yield evaluate
 
 
@@ -441,6 +443,13 @@ def render(
         exceeded = False
         with objective_forward(model, objective, x0, norm) as evaluate:
             del x0
+
+            def report(value: torch.Tensor, index: torch.Tensor) -> torch.Tensor:
+                """What is reported for the forward just run: the objective's unit part, if it has one."""
+                if objective.reported is None:
+                    return value
+                return objective.reported(evaluate.outputs, index)  # type: ignore[attr-defined]
+
             for k, (lo, hi) in enumerate(bounds):
                 index = torch.arange(lo, hi)
                 param = build(seeds[lo:hi], device)
@@ -450,7 +459,7 @@ def render(
                 deadline = None
                 if time_budget is not None:
                     deadline = time.perf_counter() + max(0.0, time_budget - (time.perf_counter() - start)) / (len(bounds) - k)
-                first: torch.Tensor | None = None  # objective at step 0 (transformed noise)
+                first: torch.Tensor | None = None  # reported objective at step 0 (transformed noise)
                 ran = 0
                 for step in range(steps):
                     if deadline is not None and step > 0 and time.perf_counter() > deadline:
@@ -461,7 +470,7 @@ def render(
                         tx = transform(img, gens) if step < steps - polish_steps else img
                         val = evaluate(tx, index)
                     if first is None:
-                        first = val.detach().float().cpu()
+                        first = report(val, index).detach().float().cpu()
                     loss = -val
                     if l2:
                         loss = loss + l2 * (img - 0.5).pow(2).flatten(1).mean(1)
@@ -476,7 +485,7 @@ def render(
                     ran += 1
                 with torch.no_grad():
                     final = param().detach()
-                    values.append(evaluate(final, index).detach().float().cpu())
+                    values.append(report(evaluate(final, index), index).detach().float().cpu())
                 initial.append(first if first is not None else values[-1])
                 images.append(final.float().cpu())
                 done.append(torch.full((hi - lo,), ran, dtype=torch.long))

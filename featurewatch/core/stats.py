@@ -616,7 +616,8 @@ class ChannelStatsRecorder:
         """Per-site statistics of the current window, optionally reduced over processes.
 
         With ``all_reduce``, **every process must call this** (it runs collectives): ``gather``
-        (``obj -> [obj of each rank]``) first agrees on the union of the sites all ranks saw, then
+        (``obj -> [obj of each rank]``) first agrees on the union of the sites all ranks saw (and
+        on how often each module ran, so that :meth:`unreached` then agrees too), then
         ``all_reduce(tensor, "sum")`` adds counts, sums and positions, and ``all_reduce(tensor,
         "max")`` takes the maximum of the maxima, so N processes report exactly what one process
         sees on the union of their data (up to float rounding of the magnitude sums).
@@ -627,7 +628,13 @@ class ChannelStatsRecorder:
         layout = self.layout()
         if gather is not None:
             names = set(self.wanted)
-            layout = sorted({tuple(site) for rank in gather(layout) for site in rank if site[0] in names})  # type: ignore[misc]
+            ranks = gather((layout, dict(self.calls_per_forward)))
+            layout = sorted({tuple(site) for rank, _ in ranks for site in rank if site[0] in names})  # type: ignore[misc]
+            # every rank must judge unreached layers and call sites (``unreached``) alike: a branch
+            # may run on one rank's data only
+            for _, calls in ranks:
+                for name, n in calls.items():
+                    self.calls_per_forward[name] = max(self.calls_per_forward.get(name, 0), int(n))
         if not layout:
             return {}
         # Every process must pack its tensors on the same kind of device for the collective, even a

@@ -423,6 +423,16 @@ def test_short_leftover_window_at_the_end_is_no_evidence_of_death() -> None:
     assert monitor.dead_channels == {"net.relu": [1]}
     assert monitor.history[-1]["epoch"] == 0  # the run had one epoch, 0
 
+    # ... but a leftover window long enough for `patience` does show a channel that died in it:
+    # evaluations every 2 epochs of 8 steps, 3 epochs; channel 2 silent for the whole third epoch
+    seed_everything_quietly(0)
+    net = ScheduledFiring(lambda n: n < 16)
+    net.conv.requires_grad_(False)
+    monitor = DeadNeuronMonitor(["net.relu"], heatmap=False, patience=5, every_n_epochs=2)
+    _trainer([monitor], max_epochs=3).fit(LitClassifier(net), digits_loaders(128, batch_size=16)[0])
+    assert [(e["step"], e["layers"]["net.relu"]["updates"]) for e in monitor.history] == [(16, 16), (24, 8)]
+    assert monitor.dead_channels == {"net.relu": [1, 2]}
+
 
 def test_a_call_site_that_does_not_exist_is_reported_with_the_valid_names() -> None:
     train, _ = digits_loaders(64)
@@ -437,13 +447,31 @@ def test_a_call_site_that_does_not_exist_is_reported_with_the_valid_names() -> N
     assert len(texts) == 1
 
 
-def test_two_differently_set_monitors_coexist() -> None:
+def test_two_differently_measuring_monitors_coexist() -> None:
     train, _ = digits_loaders(64)
     net, layers, expected = _planted("relu_module")
-    quick, lenient = DeadNeuronMonitor(layers, patience=2, heatmap=False), DeadNeuronMonitor(layers, patience=None, heatmap=False)
-    _trainer([quick, lenient], max_epochs=1).fit(LitClassifier(net), train)
-    assert quick.dead_channels == lenient.dead_channels == expected
-    assert quick.state_key != lenient.state_key
+    every, sampled = DeadNeuronMonitor(layers, rates_every_n_steps=1, heatmap=False), DeadNeuronMonitor(layers, heatmap=False)
+    _trainer([every, sampled], max_epochs=1).fit(LitClassifier(net), train)
+    assert every.dead_channels == sampled.dead_channels == expected
+    assert every.state_key != sampled.state_key
+
+
+def test_resume_with_other_decisions_or_from_an_old_checkpoint_keeps_the_history(tmp_path: Path) -> None:
+    """`on_dead` and `patience` decide, they do not measure: changing them on resume keeps the
+    history. A checkpoint that stored the state under the earlier key (layers and threshold) loads."""
+    train, _ = digits_loaders(128)
+    net, _, _ = _planted("reused_relu")
+    first = DeadNeuronMonitor(on_dead="stop", dead_alert_fraction=0.9, heatmap=False)
+    _trainer([first, ModelCheckpoint(dirpath=tmp_path, save_last=True)], enable_checkpointing=True).fit(LitClassifier(net), train)
+    path = tmp_path / "last.ckpt"
+    old = torch.load(path, weights_only=True)
+    old["callbacks"] = {first._legacy_state_key if k == first.state_key else k: v for k, v in old["callbacks"].items()}
+    torch.save(old, tmp_path / "old.ckpt")
+    for ckpt in (path, tmp_path / "old.ckpt"):
+        net2, _, _ = _planted("reused_relu")
+        second = DeadNeuronMonitor(on_dead="warn", patience=5, heatmap=False)
+        _trainer([second], max_epochs=3).fit(LitClassifier(net2), train, ckpt_path=ckpt)
+        assert [e["step"] for e in second.history] == [4, 8, 12], ckpt.name
 
 
 def test_auto_heatmaps_on_a_deep_network_only_for_layers_with_dead_or_dying_channels() -> None:

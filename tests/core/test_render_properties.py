@@ -11,7 +11,7 @@ from featurewatch.core.deepdream import deep_dream
 from featurewatch.core.inspect import activation_maps
 from featurewatch.core.objectives import channel, diversity, layer_l2
 from featurewatch.core.param import ImageSpec
-from featurewatch.core.render import class_model_images, render, visualize_channels
+from featurewatch.core.render import class_model_images, render, unit_objective, visualize_channels
 from tests._models import digits_tensors
 
 NORM = ((0.3,), (0.4,))  # digits_tensors normalizes pixels as (p - 0.3) / 0.4
@@ -135,3 +135,15 @@ def test_grouped_render_does_not_depend_on_the_chunk_size(trained: nn.Module) ->
     whole = visualize_channels(trained, "6", [1, 2, 4], variants=2, steps=8, size=16, normalize=NORM)
     chunked = visualize_channels(trained, "6", [1, 2, 4], variants=2, steps=8, size=16, normalize=NORM, batch_size=3)
     assert torch.allclose(whole, chunked, atol=1e-4)
+
+
+def test_variants_report_the_units_activation_not_the_diversity_reward(trained: nn.Module) -> None:
+    """The diversity reward is near -1 x the activation at a ReLU layer; what render reports (and
+    judges "could not be excited" by) is the channel's own activation."""
+    layer, chans, v = "6", [0, 3, 5], 3
+    objective, seeds = unit_objective(layer, chans, variants=v, diversity=1.0)
+    result = render(trained, objective, ImageSpec(1, 16), seeds=seeds, steps=32, lr=0.1, normalize=NORM, redirect_steps=8)
+    units = torch.tensor([c for c in chans for _ in range(v)])
+    a = activation_maps(trained, to_input(result.images), [layer])[layer]
+    assert torch.allclose(result.values, a[torch.arange(len(a)), units].mean((1, 2)), rtol=1e-4, atol=1e-5)
+    assert not result.weak.any() and (result.values > result.initial_values).all()

@@ -295,12 +295,13 @@ def test_reduction_over_two_ranks_equals_one_process() -> None:
         sent[op] = t.clone()
         return t
 
-    halves[1].summaries(all_reduce=record, gather=lambda layout: [layout])
+    halves[1].summaries(all_reduce=record, gather=lambda obj: [obj])
 
     def add_rank1(t: torch.Tensor, op: str) -> torch.Tensor:
         return t + sent[op] if op == "sum" else torch.maximum(t, sent[op])
 
-    reduced = halves[0].summaries(all_reduce=add_rank1, gather=lambda layout: [layout, halves[1].layout()])
+    rank1 = (halves[1].layout(), dict(halves[1].calls_per_forward))
+    reduced = halves[0].summaries(all_reduce=add_rank1, gather=lambda obj: [obj, rank1])
     expected = whole.summaries()
     assert list(reduced) == list(expected)
     for key in expected:
@@ -431,3 +432,27 @@ def test_a_nan_counts_as_firing_whatever_rates_every_is() -> None:
             stats.update(a)
         results.append(_summary(stats).silent_steps.tolist())
     assert results[0] == results[1] == [0, 0]
+
+
+def test_ranks_agree_on_unreached_layers_when_a_branch_runs_on_one_rank_only() -> None:
+    """Rank 0's data go through branch ``a`` only, rank 1's through ``b`` only: after the reduction
+    neither rank calls either branch unreached (a rank that did would warn, or raise alone)."""
+
+    class TwoBranches(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.a, self.b = nn.ReLU(), nn.ReLU()
+
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            return self.a(x) if x.sum() > 0 else self.b(x)
+
+    model = TwoBranches()
+    ranks = [ChannelStatsRecorder(model), ChannelStatsRecorder(model)]
+    for rec, sign in zip(ranks, (1.0, -1.0)):
+        with rec:
+            model(sign * torch.ones(2, 3))
+    assert list(ranks[0].unreached()) == ["b"] and list(ranks[1].unreached()) == ["a"]  # before
+    sent = [(r.layout(), dict(r.calls_per_forward)) for r in ranks]
+    for rec in ranks:
+        rec.summaries(all_reduce=lambda t, op: t, gather=lambda obj: sent)
+        assert rec.unreached() == {}
