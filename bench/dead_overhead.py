@@ -77,7 +77,9 @@ def make_model(kind: str) -> nn.Module:
     return torchvision.models.resnet18(num_classes=10)
 
 
-def make_data(kind: str, size: int, batch: int, n_batches: int) -> list[tuple[torch.Tensor, torch.Tensor]]:
+def make_data(
+    kind: str, size: int, batch: int, n_batches: int
+) -> list[tuple[torch.Tensor, torch.Tensor]]:
     if kind == "digits":
         from sklearn.datasets import load_digits
 
@@ -89,10 +91,14 @@ def make_data(kind: str, size: int, batch: int, n_batches: int) -> list[tuple[to
         g = torch.Generator().manual_seed(0)
         x = torch.randn(batch * n_batches, 3, size, size, generator=g)
         y = torch.randint(0, 10, (batch * n_batches,), generator=g)
-    return [(x[i * batch : (i + 1) * batch], y[i * batch : (i + 1) * batch]) for i in range(n_batches)]
+    return [
+        (x[i * batch : (i + 1) * batch], y[i * batch : (i + 1) * batch]) for i in range(n_batches)
+    ]
 
 
-def hot_path(kind: str, size: int, batch: int, pairs: int, warmup: int, rates_every: int) -> dict[str, float]:
+def hot_path(
+    kind: str, size: int, batch: int, pairs: int, warmup: int, rates_every: int
+) -> dict[str, float]:
     model = make_model(kind).train()  # a plain nn.Module forward in both cases
     opt = torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9)
     data = make_data(kind, size, batch, 16)
@@ -208,8 +214,14 @@ def lightning(kind: str, size: int, batch: int, pairs: int, warmup: int) -> dict
     module = make_model(kind) if kind == "digits" else Lit()  # DigitsNet is a LightningModule
     trainer = pl.Trainer(
         default_root_dir=tempfile.mkdtemp(prefix="dead_overhead_"),  # the files sink writes here
-        max_epochs=1, logger=False, enable_checkpointing=False, enable_progress_bar=False,
-        enable_model_summary=False, callbacks=[monitor, timer], accelerator="cpu", devices=1,
+        max_epochs=1,
+        logger=False,
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        callbacks=[monitor, timer],
+        accelerator="cpu",
+        devices=1,
     )
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
@@ -217,7 +229,10 @@ def lightning(kind: str, size: int, batch: int, pairs: int, warmup: int) -> dict
     steps = timer.times[warmup:]
     with_t = [t for i, t in enumerate(steps) if monitored(warmup + i)]
     without_t = [t for i, t in enumerate(steps) if not monitored(warmup + i)]
-    ratios = [steps[2 * p + (0 if p % 2 == 0 else 1)] / steps[2 * p + (1 if p % 2 == 0 else 0)] for p in range(pairs)]
+    ratios = [
+        steps[2 * p + (0 if p % 2 == 0 else 1)] / steps[2 * p + (1 if p % 2 == 0 else 0)]
+        for p in range(pairs)
+    ]
     rng = random.Random(0)
     boots = sorted(trimmed_mean(rng.choices(ratios, k=len(ratios))) for _ in range(2000))
     return {
@@ -233,14 +248,22 @@ def lightning(kind: str, size: int, batch: int, pairs: int, warmup: int) -> dict
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--models", default="digits,resnet18")
-    parser.add_argument("--size", type=int, default=64, help="ResNet-18 input size in pixels (digits: 32)")
+    parser.add_argument(
+        "--size", type=int, default=64, help="ResNet-18 input size in pixels (digits: 32)"
+    )
     parser.add_argument("--batch", type=int, default=32)
-    parser.add_argument("--threads", default="1,2", help="torch intra-op thread counts to measure with")
-    parser.add_argument("--pairs", type=int, default=0, help="ABBA step pairs (default: 100 digits, 30 resnet18)")
+    parser.add_argument(
+        "--threads", default="1,2", help="torch intra-op thread counts to measure with"
+    )
+    parser.add_argument(
+        "--pairs", type=int, default=0, help="ABBA step pairs (default: 100 digits, 30 resnet18)"
+    )
     parser.add_argument("--lightning", action=argparse.BooleanOptionalAction, default=True)
     args = parser.parse_args()
     load = os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")
-    print(f"torch {torch.__version__}, {os.cpu_count()} CPUs, load average {load:.1f}, batch {args.batch}")
+    print(
+        f"torch {torch.__version__}, {os.cpu_count()} CPUs, load average {load:.1f}, batch {args.batch}"
+    )
     for threads in [int(t) for t in args.threads.split(",")]:
         torch.set_num_threads(threads)
         for kind in args.models.split(","):

@@ -55,7 +55,15 @@ def sync(device: torch.device) -> None:
         torch.cuda.synchronize()
 
 
-def naive(model: nn.Module, layer: str, channels: list[int], spec: ImageSpec, steps: int, lr: float, device: torch.device) -> tuple[float, torch.Tensor]:
+def naive(
+    model: nn.Module,
+    layer: str,
+    channels: list[int],
+    spec: ImageSpec,
+    steps: int,
+    lr: float,
+    device: torch.device,
+) -> tuple[float, torch.Tensor]:
     """One channel at a time, full model, parameters requiring grad, loss.backward()."""
     model.eval()
     for p in model.parameters():
@@ -63,7 +71,9 @@ def naive(model: nn.Module, layer: str, channels: list[int], spec: ImageSpec, st
     norm = normalizer(device)
     transform = compose(standard_transforms(spec.size))
     acts: dict[str, torch.Tensor] = {}
-    handle = model.get_submodule(layer).register_forward_hook(lambda m, i, o: acts.__setitem__("out", o))
+    handle = model.get_submodule(layer).register_forward_hook(
+        lambda m, i, o: acts.__setitem__("out", o)
+    )
     values = []
     sync(device)
     start = time.perf_counter()
@@ -94,7 +104,9 @@ def trunk(model: nn.Module, layer: str) -> nn.Module:
     return nn.Sequential(*[model.get_submodule(n) for n in names[: names.index(layer) + 1]])
 
 
-def floor(model: nn.Module, layer: str, channels: list[int], size: int, steps: int, device: torch.device) -> float:
+def floor(
+    model: nn.Module, layer: str, channels: list[int], size: int, steps: int, device: torch.device
+) -> float:
     """Bare forward/backward of the truncated frozen model on a fixed batch, per step."""
     net = trunk(model, layer).eval()
     for p in net.parameters():
@@ -113,13 +125,27 @@ def floor(model: nn.Module, layer: str, channels: list[int], size: int, steps: i
     return time.perf_counter() - start
 
 
-def ours(model: nn.Module, layer: str, channels: list[int], spec: ImageSpec, steps: int, lr: float, polish: int = 0) -> tuple[float, torch.Tensor]:
+def ours(
+    model: nn.Module,
+    layer: str,
+    channels: list[int],
+    spec: ImageSpec,
+    steps: int,
+    lr: float,
+    polish: int = 0,
+) -> tuple[float, torch.Tensor]:
     for p in model.parameters():
         p.requires_grad_(True)  # as in training: render() freezes them for the call and restores
     start = time.perf_counter()
     result = render(
-        model, channel(layer, channels), spec, seeds=[unit_seed(0, c) for c in channels], steps=steps, lr=lr,
-        normalize=IMAGENET, polish_steps=polish,
+        model,
+        channel(layer, channels),
+        spec,
+        seeds=[unit_seed(0, c) for c in channels],
+        steps=steps,
+        lr=lr,
+        normalize=IMAGENET,
+        polish_steps=polish,
     )
     sync(next(model.parameters()).device)
     return time.perf_counter() - start, result.values
@@ -134,7 +160,12 @@ def main() -> None:
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--device", default="cpu")
     ap.add_argument("--layers", nargs="+", default=["layer1", "layer3"])
-    ap.add_argument("--repeats", type=int, default=3, help="ours and floor run this often, alternating; the fastest counts")
+    ap.add_argument(
+        "--repeats",
+        type=int,
+        default=3,
+        help="ours and floor run this often, alternating; the fastest counts",
+    )
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
     device = torch.device(args.device)
@@ -148,7 +179,9 @@ def main() -> None:
         f"ResNet-18 (random init), {args.channels} channels, {args.size} px, {args.steps} steps, "
         f"{args.threads} threads, {device}"
     )
-    print(f"{'layer':8} {'naive s':>8} {'ours s':>7} {'floor s':>8} {'naive/ours':>11} {'ours/floor':>11} {'act naive':>10} {'act ours':>9}")
+    print(
+        f"{'layer':8} {'naive s':>8} {'ours s':>7} {'floor s':>8} {'naive/ours':>11} {'ours/floor':>11} {'act naive':>10} {'act ours':>9}"
+    )
     polished: list[tuple[str, float, float]] = []
     for layer in args.layers:
         t_naive, v_naive = naive(model, layer, chans, spec, args.steps, args.lr, device)
@@ -163,7 +196,9 @@ def main() -> None:
             f"{v_naive.mean().item():10.4f} {v_ours.mean().item():9.4f}"
         )
         polished.append((layer, t_pol, v_pol.mean().item()))
-    print(f"\nours with the callbacks' default polish_steps = steps // 4 = {args.steps // 4} (same steps; the last ones untransformed):")
+    print(
+        f"\nours with the callbacks' default polish_steps = steps // 4 = {args.steps // 4} (same steps; the last ones untransformed):"
+    )
     for layer, t_pol, v_pol in polished:
         print(f"{layer:8} ours+polish {t_pol:7.2f} s, mean final activation {v_pol:.4f}")
     # sanity: the benchmark left the model's parameters without gradients

@@ -23,24 +23,37 @@ from PIL import Image  # noqa: E402
 
 
 def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     p.add_argument("folder", type=Path, help="a featurewatch files folder (holds events.jsonl)")
     p.add_argument("keys", nargs="+", help="image keys, e.g. featurewatch/channels/features.2")
     p.add_argument("--columns", type=int, default=4)
     p.add_argument("--out", type=Path, default=Path("evolution.png"))
     args = p.parse_args(argv)
 
-    records = [json.loads(line) for line in (args.folder / "events.jsonl").read_text().splitlines() if line.strip()]
+    records = [
+        json.loads(line)
+        for line in (args.folder / "events.jsonl").read_text().splitlines()
+        if line.strip()
+    ]
     rows = []
     for key in args.keys:
-        images = sorted((r for r in records if r.get("kind") == "image" and r["key"] == key), key=lambda r: r["step"])
+        images = sorted(
+            (r for r in records if r.get("kind") == "image" and r["key"] == key),
+            key=lambda r: r["step"],
+        )
         if not images:
             known = sorted({r["key"] for r in records if r.get("kind") == "image"})
             raise SystemExit(f"no images under {key!r}; keys in this folder: {', '.join(known)}")
-        picks = np.unique(np.linspace(0, len(images) - 1, min(args.columns, len(images))).round().astype(int))
+        picks = np.unique(
+            np.linspace(0, len(images) - 1, min(args.columns, len(images))).round().astype(int)
+        )
         rows.append((key, [images[i] for i in picks]))
     ncols = max(len(r[1]) for r in rows)
-    fig, axes = plt.subplots(len(rows), ncols, figsize=(3.2 * ncols, 3.4 * len(rows)), squeeze=False)
+    fig, axes = plt.subplots(
+        len(rows), ncols, figsize=(3.2 * ncols, 3.4 * len(rows)), squeeze=False
+    )
     for (key, picked), ax_row in zip(rows, axes):
         for ax, rec in zip(ax_row, picked):
             ax.imshow(np.asarray(Image.open(args.folder / rec["path"])), interpolation="nearest")
@@ -48,8 +61,16 @@ def main(argv: list[str] | None = None) -> int:
             ax.set_title(f"{label} (step {rec['step']})", fontsize=10)
         for ax in ax_row:
             ax.axis("off")
-        ax_row[0].text(-0.06, 0.5, key.removeprefix("featurewatch/"), transform=ax_row[0].transAxes,
-                       rotation=90, ha="right", va="center", fontsize=10)
+        ax_row[0].text(
+            -0.06,
+            0.5,
+            key.removeprefix("featurewatch/"),
+            transform=ax_row[0].transAxes,
+            rotation=90,
+            ha="right",
+            va="center",
+            fontsize=10,
+        )
     fig.tight_layout()
     fig.savefig(args.out, dpi=110)
     print(f"wrote {args.out}")

@@ -39,13 +39,23 @@ class DigitsNet(pl.LightningModule):
     Layer names (for featurewatch): ``features.0`` first conv, ``features.2`` its ReLU, ...
     """
 
-    def __init__(self, in_channels: int = 1, num_classes: int = 10, class_names: list[str] | None = None, lr: float = 5e-3) -> None:
+    def __init__(
+        self,
+        in_channels: int = 1,
+        num_classes: int = 10,
+        class_names: list[str] | None = None,
+        lr: float = 5e-3,
+    ) -> None:
         super().__init__()
         self.save_hyperparameters()
         self.class_names = class_names or [str(i) for i in range(num_classes)]
 
         def block(cin: int, cout: int) -> list[nn.Module]:
-            return [nn.Conv2d(cin, cout, 3, padding=1, bias=False), nn.BatchNorm2d(cout), nn.ReLU(inplace=True)]
+            return [
+                nn.Conv2d(cin, cout, 3, padding=1, bias=False),
+                nn.BatchNorm2d(cout),
+                nn.ReLU(inplace=True),
+            ]
 
         self.features = nn.Sequential(
             *block(in_channels, 16),  # 0 conv, 1 bn, 2 relu
@@ -77,7 +87,9 @@ class DigitsNet(pl.LightningModule):
         return torch.optim.AdamW(self.parameters(), lr=self.hparams.lr, weight_decay=1e-4)
 
 
-def load_data(spec: str, size: int, seed: int) -> tuple[Dataset, Dataset, list[str], int, tuple[list[float], list[float]]]:
+def load_data(
+    spec: str, size: int, seed: int
+) -> tuple[Dataset, Dataset, list[str], int, tuple[list[float], list[float]]]:
     """Return (train, val, class names, image channels, (mean, std)) for ``--data``."""
     if spec == "digits":
         from sklearn.datasets import load_digits
@@ -102,7 +114,9 @@ def load_data(spec: str, size: int, seed: int) -> tuple[Dataset, Dataset, list[s
 
     path = Path(spec)
     if not path.exists():
-        raise SystemExit(f"--data {spec!r}: no such folder (use 'digits', a CIFAR-10 python folder or an ImageFolder)")
+        raise SystemExit(
+            f"--data {spec!r}: no such folder (use 'digits', a CIFAR-10 python folder or an ImageFolder)"
+        )
     mean, std = [0.485, 0.456, 0.406], [0.229, 0.224, 0.225]
     tf = T.Compose([T.Resize(size), T.CenterCrop(size), T.ToTensor(), T.Normalize(mean, std)])
     if (path / "data_batch_1").exists() or (path / "cifar-10-batches-py").exists():
@@ -113,7 +127,13 @@ def load_data(spec: str, size: int, seed: int) -> tuple[Dataset, Dataset, list[s
     full = ImageFolder(str(path), transform=tf)
     order = torch.randperm(len(full), generator=torch.Generator().manual_seed(seed)).tolist()
     n_val = max(1, len(full) // 10)
-    return Subset(full, order[n_val:]), Subset(full, order[:n_val]), list(full.classes), 3, (mean, std)
+    return (
+        Subset(full, order[n_val:]),
+        Subset(full, order[:n_val]),
+        list(full.classes),
+        3,
+        (mean, std),
+    )
 
 
 def make_callbacks(normalize: tuple[list[float], list[float]], fast: bool) -> list[pl.Callback]:
@@ -121,14 +141,27 @@ def make_callbacks(normalize: tuple[list[float], list[float]], fast: bool) -> li
     steps = 32 if fast else 64
     return [
         # images optimized to excite each channel: strokes and edges at features.2, parts deeper
-        fw.ChannelVisualization(["features.2", "features.9"], max_channels=16, steps=steps, normalize=normalize, at_start=True),
+        fw.ChannelVisualization(
+            ["features.2", "features.9"],
+            max_channels=16,
+            steps=steps,
+            normalize=normalize,
+            at_start=True,
+        ),
         # inputs that maximize each class logit, captioned with the class names of the model
         fw.ClassModelVisualization(steps=steps, normalize=normalize, at_start=True),
         fw.DeepDream("features.9", num_images=4, normalize=normalize, at_start=True),
         fw.FilterWeights(at_start=True),
-        fw.ActivationGrid(layers=["features.2", "features.9", "features.13"], num_images=4, max_channels=32, at_start=True),
+        fw.ActivationGrid(
+            layers=["features.2", "features.9", "features.13"],
+            num_images=4,
+            max_channels=32,
+            at_start=True,
+        ),
         # where the network looks on 8 fixed validation digits, for its current top class
-        fw.AttributionMaps(methods=("saliency", "occlusion", "gradcam", "cam"), num_images=8, at_start=True),
+        fw.AttributionMaps(
+            methods=("saliency", "occlusion", "gradcam", "cam"), num_images=8, at_start=True
+        ),
         # the 6 validation digits (of a fixed pool of 256) that excite each of 8 channels most, with
         # receptive-field crops and guided-backprop projections (Zeiler & Fergus)
         fw.DatasetExamples(["features.5", "features.13"], max_channels=8, k=6, at_start=True),
@@ -179,15 +212,25 @@ def how_to_open(kind: str, out: Path, trainer: pl.Trainer) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--data", default="digits", help="'digits' (embedded), a CIFAR-10 python folder, or an ImageFolder")
-    p.add_argument("--logger", default="tensorboard", help="tensorboard | wandb | mlflow | csv | none")
+    p = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    p.add_argument(
+        "--data",
+        default="digits",
+        help="'digits' (embedded), a CIFAR-10 python folder, or an ImageFolder",
+    )
+    p.add_argument(
+        "--logger", default="tensorboard", help="tensorboard | wandb | mlflow | csv | none"
+    )
     p.add_argument("--out", default="runs", type=Path, help="where logs go (default: runs/)")
     p.add_argument("--epochs", type=int, default=12)
     p.add_argument("--size", type=int, default=32, help="training image size")
     p.add_argument("--batch-size", type=int, default=64)
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--fast", action="store_true", help="a short run (under a minute) for CI and a first look")
+    p.add_argument(
+        "--fast", action="store_true", help="a short run (under a minute) for CI and a first look"
+    )
     args = p.parse_args(argv)
 
     pl.seed_everything(args.seed, verbose=False)
@@ -216,12 +259,20 @@ def main(argv: list[str] | None = None) -> int:
         DataLoader(train, batch_size=args.batch_size, shuffle=True),
         DataLoader(val, batch_size=256),
     )
-    spent = {type(cb).__name__: cb.total_seconds for cb in trainer.callbacks if isinstance(cb, fw.FeatureWatchCallback)}
-    print(f"\ntrained {epochs} epochs in {time.perf_counter() - start:.1f} s; featurewatch time per callback:")
+    spent = {
+        type(cb).__name__: cb.total_seconds
+        for cb in trainer.callbacks
+        if isinstance(cb, fw.FeatureWatchCallback)
+    }
+    print(
+        f"\ntrained {epochs} epochs in {time.perf_counter() - start:.1f} s; featurewatch time per callback:"
+    )
     for name, seconds in spent.items():
         print(f"  {name:28s} {seconds:6.2f} s")
     print(f"val/acc = {float(trainer.callback_metrics.get('val/acc', float('nan'))):.3f}")
-    print("\nTo look at what the network learned:\n  " + how_to_open(args.logger, args.out, trainer))
+    print(
+        "\nTo look at what the network learned:\n  " + how_to_open(args.logger, args.out, trainer)
+    )
     return 0
 
 

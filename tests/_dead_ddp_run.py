@@ -88,15 +88,24 @@ def run_strict(out_dir: str) -> None:
     x, y = digits_tensors(128, size=16)
     loader = DataLoader(TensorDataset(x, y), batch_size=16, shuffle=False)
     trainer = pl.Trainer(
-        max_epochs=2, accelerator="cpu", devices=2, strategy="ddp", logger=False, enable_checkpointing=False,
-        enable_progress_bar=False, enable_model_summary=False, num_sanity_val_steps=0,
+        max_epochs=2,
+        accelerator="cpu",
+        devices=2,
+        strategy="ddp",
+        logger=False,
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        num_sanity_val_steps=0,
         callbacks=[DeadNeuronMonitor(["net.tap"], heatmap=False, strict=True)],
     )
     torch.manual_seed(0)
     try:
         trainer.fit(LitClassifier(OneRankBreaks(), lr=0.05), loader)
     except ValueError as err:
-        (Path(out_dir) / f"strict_rank{trainer.global_rank}.txt").write_text(f"step {trainer.global_step}: {err}")
+        (Path(out_dir) / f"strict_rank{trainer.global_rank}.txt").write_text(
+            f"step {trainer.global_step}: {err}"
+        )
         raise
 
 
@@ -104,7 +113,9 @@ def run(out_dir: str, mode: str) -> dict[str, Any]:
     torch.set_num_threads(1)
     x, y = digits_tensors(128, size=16)
     devices = 2 if mode == "ddp" else 1
-    loader = DataLoader(TensorDataset(x, y), batch_size=32 // devices, shuffle=False, drop_last=False)
+    loader = DataLoader(
+        TensorDataset(x, y), batch_size=32 // devices, shuffle=False, drop_last=False
+    )
     # rates_every_n_steps=1: every step in the window is measured, so the order in which the
     # samples reach the ranks (DistributedSampler) cannot matter, only their union
     monitor = DeadNeuronMonitor(
@@ -130,7 +141,9 @@ def run(out_dir: str, mode: str) -> dict[str, Any]:
         "world_size": trainer.world_size,
         "dead_channels": monitor.dead_channels,
         # The last window at full precision: exact counts of values above the threshold.
-        "on_count": {k: (s.on_rate * s.positions).round().long().tolist() for k, s in monitor.latest.items()},
+        "on_count": {
+            k: (s.on_rate * s.positions).round().long().tolist() for k, s in monitor.latest.items()
+        },
         "history": [
             {
                 "step": e["step"],

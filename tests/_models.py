@@ -10,7 +10,9 @@ from torch import nn
 from torch.utils.data import DataLoader, TensorDataset
 
 
-def digits_tensors(n: int | None = None, size: int = 16, seed: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
+def digits_tensors(
+    n: int | None = None, size: int = 16, seed: int = 0
+) -> tuple[torch.Tensor, torch.Tensor]:
     """scikit-learn's 8x8 handwritten digits (real data shipped in the package), upsampled."""
     from sklearn.datasets import load_digits
 
@@ -24,9 +26,13 @@ def digits_tensors(n: int | None = None, size: int = 16, seed: int = 0) -> tuple
     return (x - 0.3) / 0.4, y
 
 
-def digits_loaders(n: int = 256, size: int = 16, batch_size: int = 32) -> tuple[DataLoader, DataLoader]:
+def digits_loaders(
+    n: int = 256, size: int = 16, batch_size: int = 32
+) -> tuple[DataLoader, DataLoader]:
     x, y = digits_tensors(n + 64, size)
-    train = DataLoader(TensorDataset(x[:n], y[:n]), batch_size=batch_size, shuffle=True, num_workers=0)
+    train = DataLoader(
+        TensorDataset(x[:n], y[:n]), batch_size=batch_size, shuffle=True, num_workers=0
+    )
     val = DataLoader(TensorDataset(x[n:], y[n:]), batch_size=batch_size, num_workers=0)
     return train, val
 
@@ -111,7 +117,9 @@ class LitClassifier(pl.LightningModule):
         return torch.optim.SGD(self.parameters(), lr=self.lr, momentum=0.9)
 
 
-def rgb_digits_loaders(n: int = 128, size: int = 16, batch_size: int = 32) -> tuple[DataLoader, DataLoader]:
+def rgb_digits_loaders(
+    n: int = 128, size: int = 16, batch_size: int = 32
+) -> tuple[DataLoader, DataLoader]:
     """Digits repeated to 3 channels with a per-channel tint, for RGB models."""
     x, y = digits_tensors(n + 32, size)
     tint = torch.tensor([1.0, 0.6, 0.3]).reshape(1, 3, 1, 1)

@@ -28,7 +28,9 @@ def make_image_folder(root: Path, per_class: int = 12, size: int = 48) -> Path:
         h, w = photo.shape[:2]
         for i in range(per_class):
             top, left = int(rng.integers(0, h - 4 * size)), int(rng.integers(0, w - 4 * size))
-            crop = Image.fromarray(photo[top : top + 4 * size, left : left + 4 * size]).resize((size, size))
+            crop = Image.fromarray(photo[top : top + 4 * size, left : left + 4 * size]).resize(
+                (size, size)
+            )
             crop.save(folder / f"{i:02d}.png")
     return root
 
@@ -38,21 +40,45 @@ def test_example_trains_on_an_image_folder_with_every_callback(tmp_path: Path) -
     env = {**os.environ, "PYTHONWARNINGS": "ignore", "OMP_NUM_THREADS": "1"}
     run = subprocess.run(
         [
-            sys.executable, str(ROOT / "examples" / "train_digits.py"), "--data", str(folder), "--fast",
-            "--logger", "csv", "--out", str(tmp_path / "out"), "--size", "32", "--batch-size", "8",
+            sys.executable,
+            str(ROOT / "examples" / "train_digits.py"),
+            "--data",
+            str(folder),
+            "--fast",
+            "--logger",
+            "csv",
+            "--out",
+            str(tmp_path / "out"),
+            "--size",
+            "32",
+            "--batch-size",
+            "8",
         ],
-        capture_output=True, text=True, timeout=600, env=env, cwd=tmp_path, check=False,
+        capture_output=True,
+        text=True,
+        timeout=600,
+        env=env,
+        cwd=tmp_path,
+        check=False,
     )
     assert run.returncode == 0, run.stdout[-2000:] + run.stderr[-3000:]
     (events,) = (tmp_path / "out").rglob("featurewatch/events.jsonl")
     records = [json.loads(line) for line in events.read_text().splitlines()]
     images = {r["key"] for r in records if r["kind"] == "image"}
     for prefix in (
-        "featurewatch/channels/", "featurewatch/class_model/", "featurewatch/deepdream/", "featurewatch/filters/",
-        "featurewatch/activations/", "featurewatch/attribution/", "featurewatch/examples/", "featurewatch/dead/",
+        "featurewatch/channels/",
+        "featurewatch/class_model/",
+        "featurewatch/deepdream/",
+        "featurewatch/filters/",
+        "featurewatch/activations/",
+        "featurewatch/attribution/",
+        "featurewatch/examples/",
+        "featurewatch/dead/",
     ):
         assert any(k.startswith(prefix) for k in images), (prefix, sorted(images))
-    assert not [r for r in records if r["key"].endswith("/error")], [r["key"] for r in records if "error" in r["key"]]
+    assert not [r for r in records if r["key"].endswith("/error")], [
+        r["key"] for r in records if "error" in r["key"]
+    ]
     # RGB input: the class-model images are in colour (a grayscale run gives R == G == B)
     (last,) = [r for r in records if r["key"] == "featurewatch/class_model/output"][-1:]
     pixels = np.asarray(Image.open(events.parent / last["path"]).convert("RGB")).astype(int)

@@ -27,7 +27,9 @@ class ProbeImages:
     those are kept.
     """
 
-    def __init__(self, probe: torch.Tensor | str | None, num_images: int, normalize: Normalize | None = None) -> None:
+    def __init__(
+        self, probe: torch.Tensor | str | None, num_images: int, normalize: Normalize | None = None
+    ) -> None:
         check_int("num_images", num_images)
         if probe is not None and not isinstance(probe, (torch.Tensor, str, Path)):
             raise TypeError(f"`probe` must be a tensor, a path or None, got {type(probe).__name__}")
@@ -37,11 +39,15 @@ class ProbeImages:
             if probe.dim() == 3:
                 probe = probe[None]
             if probe.dim() != 4:
-                raise ValueError(f"`probe` tensor must be (N, C, H, W) or (C, H, W), got shape {tuple(probe.shape)}")
+                raise ValueError(
+                    f"`probe` tensor must be (N, C, H, W) or (C, H, W), got shape {tuple(probe.shape)}"
+                )
         self.source = probe
         self.num_images = num_images
         self.normalize = normalize
-        self.fixed: torch.Tensor | None = probe.detach().cpu().clone() if isinstance(probe, torch.Tensor) else None
+        self.fixed: torch.Tensor | None = (
+            probe.detach().cpu().clone() if isinstance(probe, torch.Tensor) else None
+        )
         self._seen: dict[str, list[torch.Tensor]] = {"val": [], "train": []}
 
     def _count(self, split: str) -> int:
@@ -86,7 +92,9 @@ class ProbeImages:
             return
         images = load_images(self.source, channels=like.shape[1], size=tuple(like.shape[-2:]))
         if self.normalize is not None:
-            mean, std = (torch.as_tensor(v, dtype=images.dtype).reshape(1, -1, 1, 1) for v in self.normalize)
+            mean, std = (
+                torch.as_tensor(v, dtype=images.dtype).reshape(1, -1, 1, 1) for v in self.normalize
+            )
             images = (images - mean) / std
         self.fixed = images[: self.num_images] if images.shape[0] > self.num_images else images
 

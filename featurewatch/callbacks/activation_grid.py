@@ -84,7 +84,9 @@ class ActivationGrid(FeatureWatchCallback):
         check_int("max_layers", max_layers)
         self.max_layers = max_layers
         self._default_layers: list[str] | None = None
-        if channels is not None and any(isinstance(c, bool) or not isinstance(c, int) or c < 0 for c in channels):
+        if channels is not None and any(
+            isinstance(c, bool) or not isinstance(c, int) or c < 0 for c in channels
+        ):
             raise ValueError(f"`channels` must be non-negative ints, got {list(channels)!r}")
         self.layers = list(layers) if layers is not None else None
         self.channels = list(channels) if channels is not None else None
@@ -116,7 +118,9 @@ class ActivationGrid(FeatureWatchCallback):
         self._default_layers = None
         maps = activation_maps(pl_module, sample[:1], self._layers(pl_module))
         if self.layers is None:
-            spatial = [la for la, m in maps.items() if m.dim() == 4 and m.shape[-2] * m.shape[-1] > 1]
+            spatial = [
+                la for la, m in maps.items() if m.dim() == 4 and m.shape[-2] * m.shape[-1] > 1
+            ]
             self._default_layers = _evenly_spaced(spatial or list(maps), self.max_layers)
             maps = {la: maps[la] for la in self._default_layers}
         for layer, m in maps.items():
@@ -139,7 +143,11 @@ class ActivationGrid(FeatureWatchCallback):
         probe = self._probe.get()
         maps = activation_maps(pl_module, probe, self._layers(pl_module))
         for layer, m in maps.items():
-            shown = self.channels if self.channels is not None else range(min(self.max_channels, m.shape[1]))
+            shown = (
+                self.channels
+                if self.channels is not None
+                else range(min(self.max_channels, m.shape[1]))
+            )
             event.add_image(
                 f"featurewatch/activations/{layer}",
                 activation_grid(m, channels=list(shown), max_channels=self.max_channels),
@@ -149,7 +157,11 @@ class ActivationGrid(FeatureWatchCallback):
                 ),
             )
         if not self._probe_logged:
-            event.add_image("featurewatch/activations/probe", grid(scale_each(probe), nrow=probe.shape[0]), caption="probe images")
+            event.add_image(
+                "featurewatch/activations/probe",
+                grid(scale_each(probe), nrow=probe.shape[0]),
+                caption="probe images",
+            )
             self._probe_logged = True
 
     def extra_state(self) -> dict[str, Any]:

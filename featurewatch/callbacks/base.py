@@ -36,7 +36,13 @@ from featurewatch.core.hygiene import isolated
 from featurewatch.core.layers import parse_layer
 from featurewatch.loggers import Event, Sink, sinks_for
 
-__all__ = ["FeatureWatchCallback", "FeatureWatchWarning", "batch_input", "check_int", "check_layers"]
+__all__ = [
+    "FeatureWatchCallback",
+    "FeatureWatchWarning",
+    "batch_input",
+    "check_int",
+    "check_layers",
+]
 
 
 class FeatureWatchWarning(UserWarning):
@@ -53,7 +59,9 @@ def check_int(name: str, value: Any, minimum: int = 1, *, allow_none: bool = Fal
         return
     if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
         expected = "a positive int" if minimum == 1 else f"an int >= {minimum}"
-        raise ValueError(f"`{name}` must be {expected}{' or None' if allow_none else ''}, got {value!r}")
+        raise ValueError(
+            f"`{name}` must be {expected}{' or None' if allow_none else ''}, got {value!r}"
+        )
 
 
 def check_layers(layers: Any, *, allow_none: bool = False) -> list[str] | None:
@@ -73,8 +81,14 @@ def check_layers(layers: Any, *, allow_none: bool = False) -> list[str] | None:
         return None
     if isinstance(layers, str):
         layers = [layers]
-    if not isinstance(layers, Sequence) or not layers or not all(isinstance(la, str) for la in layers):
-        expected = "a layer name or a non-empty list of layer names" + (" or None" if allow_none else "")
+    if (
+        not isinstance(layers, Sequence)
+        or not layers
+        or not all(isinstance(la, str) for la in layers)
+    ):
+        expected = "a layer name or a non-empty list of layer names" + (
+            " or None" if allow_none else ""
+        )
         raise TypeError(f"`layers` must be {expected}, got {layers!r}")
     for layer in layers:
         parse_layer(layer)
@@ -96,16 +110,22 @@ def batch_input(batch: Any, input_key: int | str = 0) -> torch.Tensor:
     if isinstance(batch, dict):
         if isinstance(input_key, str):
             if input_key not in batch:
-                raise TypeError(f"batch has no key {input_key!r} (keys: {sorted(map(str, batch))}); set `input_key`")
+                raise TypeError(
+                    f"batch has no key {input_key!r} (keys: {sorted(map(str, batch))}); set `input_key`"
+                )
             found = batch[input_key]
         else:
             tensors = [v for v in batch.values() if isinstance(v, torch.Tensor)]
             if not tensors:
-                raise TypeError("batch dict holds no tensor; set `input_key` to the key of the images")
+                raise TypeError(
+                    "batch dict holds no tensor; set `input_key` to the key of the images"
+                )
             found = tensors[input_key]
     elif isinstance(batch, (tuple, list)):
         if not isinstance(input_key, int):
-            raise TypeError(f"batch is a {type(batch).__name__}; `input_key` must be an int index, got {input_key!r}")
+            raise TypeError(
+                f"batch is a {type(batch).__name__}; `input_key` must be an int index, got {input_key!r}"
+            )
         found = batch[input_key]
     else:
         found = batch
@@ -254,7 +274,12 @@ class FeatureWatchCallback(pl.Callback, ABC):
         self._start_pending = self.at_start
 
     def on_train_batch_end(
-        self, trainer: pl.Trainer, pl_module: pl.LightningModule, outputs: Any, batch: Any, batch_idx: int
+        self,
+        trainer: pl.Trainer,
+        pl_module: pl.LightningModule,
+        outputs: Any,
+        batch: Any,
+        batch_idx: int,
     ) -> None:
         n = self.every_n_train_steps
         if n is not None and trainer.global_step > 0 and trainer.global_step % n == 0:
@@ -272,7 +297,9 @@ class FeatureWatchCallback(pl.Callback, ABC):
     def teardown(self, trainer: pl.Trainer, pl_module: pl.LightningModule, stage: str) -> None:
         self._close()
 
-    def on_exception(self, trainer: pl.Trainer, pl_module: pl.LightningModule, exception: BaseException) -> None:
+    def on_exception(
+        self, trainer: pl.Trainer, pl_module: pl.LightningModule, exception: BaseException
+    ) -> None:
         self._close()
 
     def state_dict(self) -> dict[str, Any]:
@@ -307,7 +334,11 @@ class FeatureWatchCallback(pl.Callback, ABC):
             try:
                 sink.close()
             except Exception as err:  # pragma: no cover - defensive
-                warnings.warn(f"featurewatch: closing {type(sink).__name__} failed: {err}", FeatureWatchWarning, stacklevel=2)
+                warnings.warn(
+                    f"featurewatch: closing {type(sink).__name__} failed: {err}",
+                    FeatureWatchWarning,
+                    stacklevel=2,
+                )
         self._sinks = []
 
     def _first_batch(self, pl_module: pl.LightningModule, batch: Any) -> None:
@@ -347,12 +378,16 @@ class FeatureWatchCallback(pl.Callback, ABC):
             "to stop on such errors."
         )
         rank_zero_warn(message, category=FeatureWatchWarning)
-        event.add_text(f"featurewatch/{self.name}/{part}/error", message + "\n\n" + traceback.format_exc())
+        event.add_text(
+            f"featurewatch/{self.name}/{part}/error", message + "\n\n" + traceback.format_exc()
+        )
 
     def _skip(self, trainer: pl.Trainer) -> bool:
         return bool(trainer.sanity_checking or trainer.fast_dev_run)
 
-    def _run(self, trainer: pl.Trainer, pl_module: pl.LightningModule, *, ending: bool = False) -> None:
+    def _run(
+        self, trainer: pl.Trainer, pl_module: pl.LightningModule, *, ending: bool = False
+    ) -> None:
         if self._skip(trainer):
             return
         step = int(trainer.global_step)
@@ -362,7 +397,9 @@ class FeatureWatchCallback(pl.Callback, ABC):
         if not (self.all_ranks or trainer.is_global_zero):
             return
         self.ending = ending
-        event = Event(step=step, epoch=_last_epoch(trainer) if ending else int(trainer.current_epoch))
+        event = Event(
+            step=step, epoch=_last_epoch(trainer) if ending else int(trainer.current_epoch)
+        )
         start = time.perf_counter()
         self._calls += 1
         self._part_failed = False
@@ -380,7 +417,9 @@ class FeatureWatchCallback(pl.Callback, ABC):
                 "Training continues; pass strict=True to stop on such errors."
             )
             rank_zero_warn(message, category=FeatureWatchWarning)
-            event.add_text(f"featurewatch/{self.name}/error", message + "\n\n" + traceback.format_exc())
+            event.add_text(
+                f"featurewatch/{self.name}/error", message + "\n\n" + traceback.format_exc()
+            )
         event.add_scalar(f"featurewatch/{self.name}/seconds", time.perf_counter() - start)
         self._emit(event)
         # the logged scalar cannot include its own writing (PNG encoding, logger I/O); these do

@@ -10,7 +10,12 @@ import pytorch_lightning as pl
 import torch
 import torch.nn.functional as F
 
-from featurewatch.callbacks.base import FeatureWatchCallback, check_int, check_layers, describe_channels
+from featurewatch.callbacks.base import (
+    FeatureWatchCallback,
+    check_int,
+    check_layers,
+    describe_channels,
+)
 from featurewatch.core.fit_stats import ImageStats, fit_image_stats
 from featurewatch.core.images import grid
 from featurewatch.core.inspect import activation_maps
@@ -68,7 +73,9 @@ class _RenderCallback(FeatureWatchCallback):
         check_int("steps", steps, 1)
         check_int("redirect_steps", redirect_steps, 0)
         if polish_steps is None:
-            polish_steps = steps // 4 if isinstance(steps, int) and not isinstance(steps, bool) else 0
+            polish_steps = (
+                steps // 4 if isinstance(steps, int) and not isinstance(steps, bool) else 0
+            )
         check_int("polish_steps", polish_steps, 0)
         check_int("seed", seed, 0)
         check_int("min_size", min_size, 1)
@@ -78,11 +85,21 @@ class _RenderCallback(FeatureWatchCallback):
             raise ValueError(f"`lr` must be a positive number, got {lr!r}")
         if batch_size is not None:
             check_int("batch_size", batch_size, 1)
-        if time_budget is not None and (isinstance(time_budget, bool) or not isinstance(time_budget, (int, float)) or time_budget <= 0):
-            raise ValueError(f"`time_budget` must be a positive number of seconds or None, got {time_budget!r}")
+        if time_budget is not None and (
+            isinstance(time_budget, bool)
+            or not isinstance(time_budget, (int, float))
+            or time_budget <= 0
+        ):
+            raise ValueError(
+                f"`time_budget` must be a positive number of seconds or None, got {time_budget!r}"
+            )
         if isinstance(normalize, str) and normalize != "data":
             raise ValueError(f"`normalize` must be (mean, std), 'data' or None, got {normalize!r}")
-        if normalize is not None and not isinstance(normalize, str) and (not isinstance(normalize, (tuple, list)) or len(normalize) != 2):
+        if (
+            normalize is not None
+            and not isinstance(normalize, str)
+            and (not isinstance(normalize, (tuple, list)) or len(normalize) != 2)
+        ):
             raise ValueError(f"`normalize` must be (mean, std), 'data' or None, got {normalize!r}")
         if fit_stats not in ("color", "all", "none"):
             raise ValueError(f"`fit_stats` must be 'color', 'all' or 'none', got {fit_stats!r}")
@@ -119,7 +136,9 @@ class _RenderCallback(FeatureWatchCallback):
             self._norm = ([float(v) for v in mean], [float(v) for v in std])
             for name, v in (("mean", self._norm[0]), ("std", self._norm[1])):
                 if len(v) not in (1, x.shape[1]):
-                    raise ValueError(f"`normalize` {name} has {len(v)} values; the inputs have {x.shape[1]} channels")
+                    raise ValueError(
+                        f"`normalize` {name} has {len(v)} values; the inputs have {x.shape[1]} channels"
+                    )
             if fit:
                 stats = fit_image_stats(x, normalize=self._norm)
         self._stats = stats if fit else None
@@ -138,9 +157,17 @@ class _RenderCallback(FeatureWatchCallback):
         assert self._input_shape is not None
         c, h, w = self._input_shape
         size = (self.size, self.size) if self.size is not None else (h, w)
-        return ImageSpec(channels=c, size=size, stats=self._stats, fitted_spectrum=self.fit_stats == "all")
+        return ImageSpec(
+            channels=c, size=size, stats=self._stats, fitted_spectrum=self.fit_stats == "all"
+        )
 
-    def _render(self, pl_module: pl.LightningModule, objective: Objective, seeds: list[int], budget: float | None) -> RenderResult:
+    def _render(
+        self,
+        pl_module: pl.LightningModule,
+        objective: Objective,
+        seeds: list[int],
+        budget: float | None,
+    ) -> RenderResult:
         return render(
             pl_module,
             objective,
@@ -171,7 +198,13 @@ class _RenderCallback(FeatureWatchCallback):
         state: dict[str, Any] = {"input_shape": list(self._input_shape), "norm": self._norm}
         if self._stats is not None:
             s = self._stats
-            state["stats"] = {"low": s.low, "high": s.high, "color": s.color, "freqs": s.freqs, "amplitude": s.amplitude}
+            state["stats"] = {
+                "low": s.low,
+                "high": s.high,
+                "color": s.color,
+                "freqs": s.freqs,
+                "amplitude": s.amplitude,
+            }
         return state
 
     def load_extra_state(self, state: dict[str, Any]) -> None:
@@ -291,8 +324,12 @@ class ChannelVisualization(_RenderCallback):
             raise ValueError(f"`diversity` must be a non-negative number, got {diversity!r}")
         if channels is not None:
             channels = list(channels)
-            if not channels or any(isinstance(c, bool) or not isinstance(c, int) or c < 0 for c in channels):
-                raise ValueError(f"`channels` must be a non-empty list of non-negative ints, got {channels!r}")
+            if not channels or any(
+                isinstance(c, bool) or not isinstance(c, int) or c < 0 for c in channels
+            ):
+                raise ValueError(
+                    f"`channels` must be a non-empty list of non-negative ints, got {channels!r}"
+                )
         if unit not in ("channel", "neuron"):
             raise ValueError(f"`unit` must be 'channel' or 'neuron', got {unit!r}")
         self.layers = list(layers)
@@ -350,11 +387,17 @@ class ChannelVisualization(_RenderCallback):
             # a channel is weak when none of its variants could excite it
             weak = [c for c, w in zip(chans, result.weak.view(len(chans), v).all(1).tolist()) if w]
             what = "neurons (map centre)" if self.unit == "neuron" else "channels"
-            layout = f"{describe_channels(chans)} (row-major" + (f", {v} diverse images per channel side by side)" if v > 1 else ")")
+            layout = f"{describe_channels(chans)} (row-major" + (
+                f", {v} diverse images per channel side by side)" if v > 1 else ")"
+            )
             caption = (
                 f"epoch {event.epoch}, step {event.step}: {layer}, {what} maximized, {layout}"
                 + (f"; could not be excited: {', '.join(map(str, weak))}" if weak else "")
-                + (f"; time budget cut steps to {int(result.steps.min())}" if result.budget_exceeded else "")
+                + (
+                    f"; time budget cut steps to {int(result.steps.min())}"
+                    if result.budget_exceeded
+                    else ""
+                )
             )
             event.add_image(key, self._display(result.images, v), caption=caption)
             event.add_scalar(f"{key}/mean_activation", float(result.values.mean()))
@@ -362,7 +405,13 @@ class ChannelVisualization(_RenderCallback):
             event.add_scalar(f"{key}/steps", float(result.steps.float().mean()))
             if self.negative:
                 objective, seeds = unit_objective(
-                    layer, chans, seed=self.seed, unit=self.unit, negative=True, variants=v, diversity=self.diversity
+                    layer,
+                    chans,
+                    seed=self.seed,
+                    unit=self.unit,
+                    negative=True,
+                    variants=v,
+                    diversity=self.diversity,
                 )
                 neg = self._render(pl_module, objective, seeds, budget)
                 event.add_image(

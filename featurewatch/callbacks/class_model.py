@@ -28,7 +28,11 @@ def _names_from(obj: object) -> list[str] | None:
         value = getattr(obj, attr, None)
         if isinstance(value, dict):
             return [str(value[k]) for k in sorted(value)]
-        if isinstance(value, (list, tuple)) and value and all(isinstance(v, (str, int)) for v in value):
+        if (
+            isinstance(value, (list, tuple))
+            and value
+            and all(isinstance(v, (str, int)) for v in value)
+        ):
             return [str(v) for v in value]
     return None
 
@@ -128,9 +132,15 @@ class ClassModelVisualization(_RenderCallback):
         )  # fmt: skip
         if classes is not None:
             classes = list(classes)
-            if not classes or any(isinstance(c, bool) or not isinstance(c, int) or c < 0 for c in classes):
-                raise ValueError(f"`classes` must be a non-empty list of non-negative ints, got {classes!r}")
-        if class_names is not None and (isinstance(class_names, str) or not all(isinstance(n, str) for n in class_names)):
+            if not classes or any(
+                isinstance(c, bool) or not isinstance(c, int) or c < 0 for c in classes
+            ):
+                raise ValueError(
+                    f"`classes` must be a non-empty list of non-negative ints, got {classes!r}"
+                )
+        if class_names is not None and (
+            isinstance(class_names, str) or not all(isinstance(n, str) for n in class_names)
+        ):
             raise TypeError(f"`class_names` must be a list of strings, got {class_names!r}")
         check_int("max_classes", max_classes, 1)
         _check_output_key(output_key)
@@ -181,14 +191,26 @@ class ClassModelVisualization(_RenderCallback):
         self._ensure_input(trainer, pl_module)
         if self._num_outputs is None:
             with torch.no_grad():
-                x = torch.zeros(1, *self._input_shape, device=pl_module.device, dtype=model_device_dtype(pl_module)[1])  # type: ignore[misc]
+                x = torch.zeros(
+                    1,
+                    *self._input_shape,
+                    device=pl_module.device,
+                    dtype=model_device_dtype(pl_module)[1],
+                )  # type: ignore[misc]
                 self._num_outputs = int(_scores(pl_module(x), self.output_key, _WHO).shape[1])
         classes = self._classes()
         model = self._logits_model(pl_module)
         # _render hands the module to core.render, which takes any nn.Module (here maybe the view)
-        result = self._render(model, class_logit(classes), [unit_seed(self.seed, c) for c in classes], self.time_budget)  # type: ignore[arg-type]
+        result = self._render(
+            model,
+            class_logit(classes),
+            [unit_seed(self.seed, c) for c in classes],
+            self.time_budget,
+        )  # type: ignore[arg-type]
         names = self._names(trainer, pl_module)
-        label = [f"{c}: {names[c]}" if names is not None and c < len(names) else str(c) for c in classes]
+        label = [
+            f"{c}: {names[c]}" if names is not None and c < len(names) else str(c) for c in classes
+        ]
         norm = self._norm
         images = result.images.to(pl_module.device)
         if norm is not None:
@@ -202,7 +224,11 @@ class ClassModelVisualization(_RenderCallback):
             f"epoch {event.epoch}, step {event.step}: class model images (row-major), classes "
             + ", ".join(label)
             + f"; classified as their class: {int(own.sum())}/{len(classes)}"
-            + (f"; time budget cut steps to {int(result.steps.min())}" if result.budget_exceeded else "")
+            + (
+                f"; time budget cut steps to {int(result.steps.min())}"
+                if result.budget_exceeded
+                else ""
+            )
         )
         key = "featurewatch/class_model/output"
         event.add_image(key, self._display(result.images), caption=caption)

@@ -30,7 +30,15 @@ class DeadNeuronError(RuntimeError):
     """Raised by ``DeadNeuronMonitor(on_dead="raise")`` when too many channels of a layer died."""
 
 
-def _number(name: str, value: Any, low: float, high: float, *, low_open: bool = False, high_open: bool = False) -> float:
+def _number(
+    name: str,
+    value: Any,
+    low: float,
+    high: float,
+    *,
+    low_open: bool = False,
+    high_open: bool = False,
+) -> float:
     if isinstance(value, bool) or not isinstance(value, (int, float)):
         raise TypeError(f"`{name}` must be a number, got {type(value).__name__} {value!r}")
     value = float(value)
@@ -193,13 +201,21 @@ class DeadNeuronMonitor(FeatureWatchCallback):
         )
         layers = check_layers(layers, allow_none=True)
         if isinstance(threshold, bool) or not isinstance(threshold, (int, float)):
-            raise TypeError(f"`threshold` must be a number, got {type(threshold).__name__} {threshold!r}")
+            raise TypeError(
+                f"`threshold` must be a number, got {type(threshold).__name__} {threshold!r}"
+            )
         if threshold != threshold:
             raise ValueError("`threshold` must be a number, got nan")
         if on_dead not in _ON_DEAD:
-            raise ValueError(f"`on_dead` must be one of {', '.join(repr(o) for o in _ON_DEAD)}, got {on_dead!r}")
-        if patience is not None and (isinstance(patience, bool) or not isinstance(patience, int) or patience < 1):
-            raise ValueError(f"`patience` must be a positive number of training steps or None, got {patience!r}")
+            raise ValueError(
+                f"`on_dead` must be one of {', '.join(repr(o) for o in _ON_DEAD)}, got {on_dead!r}"
+            )
+        if patience is not None and (
+            isinstance(patience, bool) or not isinstance(patience, int) or patience < 1
+        ):
+            raise ValueError(
+                f"`patience` must be a positive number of training steps or None, got {patience!r}"
+            )
         self.patience = patience
         check_int("sample_every_n_steps", sample_every_n_steps)
         check_int("rates_every_n_steps", rates_every_n_steps)
@@ -211,8 +227,12 @@ class DeadNeuronMonitor(FeatureWatchCallback):
         self.channel_dim = channel_dim
         self.threshold = float(threshold)
         self.dying_rate = _number("dying_rate", dying_rate, 0.0, 1.0, low_open=True)
-        self.dead_alert_fraction = _number("dead_alert_fraction", dead_alert_fraction, 0.0, 1.0, high_open=True)
-        self.dormancy_threshold = _number("dormancy_threshold", dormancy_threshold, 0.0, float("inf"))
+        self.dead_alert_fraction = _number(
+            "dead_alert_fraction", dead_alert_fraction, 0.0, 1.0, high_open=True
+        )
+        self.dormancy_threshold = _number(
+            "dormancy_threshold", dormancy_threshold, 0.0, float("inf")
+        )
         self.on_dead = on_dead
         self.include_validation = bool(include_validation)
         if heatmap not in (True, False, "auto"):
@@ -267,20 +287,34 @@ class DeadNeuronMonitor(FeatureWatchCallback):
             self._recorder.enabled = False
             self._recorder.attach()
 
-    def on_train_batch_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule, batch: Any, batch_idx: int) -> None:
+    def on_train_batch_start(
+        self, trainer: pl.Trainer, pl_module: pl.LightningModule, batch: Any, batch_idx: int
+    ) -> None:
         super().on_train_batch_start(trainer, pl_module, batch, batch_idx)
         if self._recorder is not None:
             self._recorder.new_forward()
             self._recorder.enabled = batch_idx % self.sample_every_n_steps == 0
 
-    def on_train_batch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule, outputs: Any, batch: Any, batch_idx: int) -> None:
+    def on_train_batch_end(
+        self,
+        trainer: pl.Trainer,
+        pl_module: pl.LightningModule,
+        outputs: Any,
+        batch: Any,
+        batch_idx: int,
+    ) -> None:
         if self._recorder is not None:
             self._recorder.enabled = False
         super().on_train_batch_end(trainer, pl_module, outputs, batch, batch_idx)
         self._act(trainer)
 
     def on_validation_batch_start(
-        self, trainer: pl.Trainer, pl_module: pl.LightningModule, batch: Any, batch_idx: int, dataloader_idx: int = 0
+        self,
+        trainer: pl.Trainer,
+        pl_module: pl.LightningModule,
+        batch: Any,
+        batch_idx: int,
+        dataloader_idx: int = 0,
     ) -> None:
         super().on_validation_batch_start(trainer, pl_module, batch, batch_idx, dataloader_idx)
         if self._recorder is not None and self.include_validation and not trainer.sanity_checking:
@@ -288,7 +322,13 @@ class DeadNeuronMonitor(FeatureWatchCallback):
             self._recorder.enabled = True
 
     def on_validation_batch_end(
-        self, trainer: pl.Trainer, pl_module: pl.LightningModule, outputs: Any, batch: Any, batch_idx: int, dataloader_idx: int = 0
+        self,
+        trainer: pl.Trainer,
+        pl_module: pl.LightningModule,
+        outputs: Any,
+        batch: Any,
+        batch_idx: int,
+        dataloader_idx: int = 0,
     ) -> None:
         if self._recorder is not None:
             self._recorder.enabled = False
@@ -306,7 +346,9 @@ class DeadNeuronMonitor(FeatureWatchCallback):
         self._detach()
         super().teardown(trainer, pl_module, stage)
 
-    def on_exception(self, trainer: pl.Trainer, pl_module: pl.LightningModule, exception: BaseException) -> None:
+    def on_exception(
+        self, trainer: pl.Trainer, pl_module: pl.LightningModule, exception: BaseException
+    ) -> None:
         self._detach()
         super().on_exception(trainer, pl_module, exception)
 
@@ -321,7 +363,11 @@ class DeadNeuronMonitor(FeatureWatchCallback):
         if recorder is None:
             return
         # Collectives first, reached by every rank whatever happens afterwards.
-        distributed = trainer.world_size > 1 and torch.distributed.is_available() and torch.distributed.is_initialized()
+        distributed = (
+            trainer.world_size > 1
+            and torch.distributed.is_available()
+            and torch.distributed.is_initialized()
+        )
         if distributed:
             summaries = recorder.summaries(
                 all_reduce=lambda t, op: trainer.strategy.reduce(t, reduce_op=op),
@@ -342,7 +388,10 @@ class DeadNeuronMonitor(FeatureWatchCallback):
             flag = torch.tensor([float(failed)], device=trainer.strategy.root_device)
             failed = bool(trainer.strategy.reduce(flag, reduce_op="max").item())
         if self.strict and failed:
-            raise ValueError("DeadNeuronMonitor: " + ("; ".join(problems.values()) or "a layer failed on another process"))
+            raise ValueError(
+                "DeadNeuronMonitor: "
+                + ("; ".join(problems.values()) or "a layer failed on another process")
+            )
         for name, problem in problems.items():
             if name not in self._reported_problems:
                 self._reported_problems.add(name)
@@ -354,7 +403,11 @@ class DeadNeuronMonitor(FeatureWatchCallback):
         previous_dead = self.dead_channels
         self.latest = summaries
         self.history.append(
-            {"step": event.step, "epoch": event.epoch, "layers": {key: s.to_state() for key, s in summaries.items()}}
+            {
+                "step": event.step,
+                "epoch": event.epoch,
+                "layers": {key: s.to_state() for key, s in summaries.items()},
+            }
         )
         self.dead_channels = {}
         alerts = []
@@ -370,7 +423,11 @@ class DeadNeuronMonitor(FeatureWatchCallback):
                 # `patience` forwards all the same.
                 was_dead = set(previous_dead.get(key, ()))
                 long_silent = self.patience is not None and s.updates >= self.patience
-                dead = [c for c in dead if c in was_dead or (long_silent and int(s.silent_steps[c]) >= self.patience)]
+                dead = [
+                    c
+                    for c in dead
+                    if c in was_dead or (long_silent and int(s.silent_steps[c]) >= self.patience)
+                ]
             self.dead_channels[key] = dead
             fraction = len(dead) / s.channels
             dead_set = set(dead)
@@ -379,7 +436,10 @@ class DeadNeuronMonitor(FeatureWatchCallback):
                 self._heatmap_keys.append(key)
             event.add_scalar(f"featurewatch/dead/{key}/dead_fraction", fraction)
             event.add_scalar(f"featurewatch/dead/{key}/dying_fraction", len(dying) / s.channels)
-            event.add_scalar(f"featurewatch/dead/{key}/dormant_fraction", len(s.dormant(self.dormancy_threshold)) / s.channels)
+            event.add_scalar(
+                f"featurewatch/dead/{key}/dormant_fraction",
+                len(s.dormant(self.dormancy_threshold)) / s.channels,
+            )
             event.add_histogram(f"featurewatch/dead/{key}/on_rate", s.on_rate)
             if fraction > self.dead_alert_fraction and key not in self._alerted:
                 self._alerted.add(key)
@@ -411,7 +471,10 @@ class DeadNeuronMonitor(FeatureWatchCallback):
                 except Exception as err:  # drawing must not change what the ranks decided
                     if self.strict:
                         raise
-                    rank_zero_warn(f"DeadNeuronMonitor: heatmap of {key!r} failed: {err}", category=DeadNeuronWarning)
+                    rank_zero_warn(
+                        f"DeadNeuronMonitor: heatmap of {key!r} failed: {err}",
+                        category=DeadNeuronWarning,
+                    )
 
     def _act(self, trainer: pl.Trainer) -> None:
         if not self._pending:
@@ -422,7 +485,10 @@ class DeadNeuronMonitor(FeatureWatchCallback):
         if self.on_dead == "stop":
             trainer.should_stop = True
         for alert in alerts:
-            rank_zero_warn(alert if self.on_dead == "stop" else "DeadNeuronMonitor: " + alert, category=DeadNeuronWarning)
+            rank_zero_warn(
+                alert if self.on_dead == "stop" else "DeadNeuronMonitor: " + alert,
+                category=DeadNeuronWarning,
+            )
 
     def heatmap_figure(self, key: str) -> Any:
         """The on-rate history of one layer as a matplotlib ``Figure`` (channels x evaluations)."""
@@ -431,10 +497,14 @@ class DeadNeuronMonitor(FeatureWatchCallback):
         from matplotlib.figure import Figure
 
         columns = [
-            (e["step"], e["epoch"], ChannelSummary.from_state(e["layers"][key])) for e in self.history if key in e["layers"]
+            (e["step"], e["epoch"], ChannelSummary.from_state(e["layers"][key]))
+            for e in self.history
+            if key in e["layers"]
         ]
         if not columns:
-            raise ValueError(f"no evaluation of layer {key!r} yet (layers: {sorted(self.dead_channels)})")
+            raise ValueError(
+                f"no evaluation of layer {key!r} yet (layers: {sorted(self.dead_channels)})"
+            )
         rates = torch.stack([c[2].on_rate for c in columns], 1).numpy()
         never = torch.stack([~c[2].fired for c in columns], 1).numpy()
         n_channels, n_cols = rates.shape
@@ -442,11 +512,18 @@ class DeadNeuronMonitor(FeatureWatchCallback):
         fig = Figure(figsize=(width, height), dpi=80)
         # Fixed margins in inches (labels, ticks, title): tight_layout would lay all the text out
         # again, which is most of the drawing time, once per layer per evaluation.
-        fig.subplots_adjust(left=0.75 / width, right=1 - 0.8 / width, bottom=0.6 / height, top=1 - 0.35 / height)
+        fig.subplots_adjust(
+            left=0.75 / width, right=1 - 0.8 / width, bottom=0.6 / height, top=1 - 0.35 / height
+        )
         ax = fig.add_subplot()
         cmap = colormaps["viridis"].with_extremes(bad="red")
         image = ax.imshow(
-            np.ma.masked_array(rates, mask=never), aspect="auto", interpolation="nearest", cmap=cmap, vmin=0.0, vmax=1.0
+            np.ma.masked_array(rates, mask=never),
+            aspect="auto",
+            interpolation="nearest",
+            cmap=cmap,
+            vmin=0.0,
+            vmax=1.0,
         )
         by_epoch = self.every_n_train_steps is None
         labels = [f"{c[1]}" if by_epoch else f"{c[0]}" for c in columns]
@@ -462,7 +539,11 @@ class DeadNeuronMonitor(FeatureWatchCallback):
     def extra_state(self) -> dict[str, Any]:
         return {
             "history": [
-                {"step": int(e["step"]), "epoch": int(e["epoch"]), "layers": {k: dict(v) for k, v in e["layers"].items()}}
+                {
+                    "step": int(e["step"]),
+                    "epoch": int(e["epoch"]),
+                    "layers": {k: dict(v) for k, v in e["layers"].items()},
+                }
                 for e in self.history
             ],
             "alerted": sorted(self._alerted),
@@ -475,7 +556,9 @@ class DeadNeuronMonitor(FeatureWatchCallback):
             {
                 "step": int(e["step"]),
                 "epoch": int(e["epoch"]),
-                "layers": {k: ChannelSummary.from_state(v).to_state() for k, v in e["layers"].items()},
+                "layers": {
+                    k: ChannelSummary.from_state(v).to_state() for k, v in e["layers"].items()
+                },
             }
             for e in state.get("history", [])
         ]

@@ -93,11 +93,19 @@ class DeepDream(FeatureWatchCallback):
         check_int("octaves", octaves, 1)
         check_int("steps", steps, 1)
         check_int("min_size", min_size, 1)
-        if isinstance(octave_scale, bool) or not isinstance(octave_scale, (int, float)) or octave_scale <= 1:
+        if (
+            isinstance(octave_scale, bool)
+            or not isinstance(octave_scale, (int, float))
+            or octave_scale <= 1
+        ):
             raise ValueError(f"`octave_scale` must be a number > 1, got {octave_scale!r}")
         if isinstance(step_size, bool) or not isinstance(step_size, (int, float)) or step_size <= 0:
             raise ValueError(f"`step_size` must be a positive number, got {step_size!r}")
-        if normalize is not None and normalize != "data" and (not isinstance(normalize, (tuple, list)) or len(normalize) != 2):
+        if (
+            normalize is not None
+            and normalize != "data"
+            and (not isinstance(normalize, (tuple, list)) or len(normalize) != 2)
+        ):
             raise ValueError(f"`normalize` must be (mean, std), 'data' or None, got {normalize!r}")
         self.layer = layer
         self.octaves = octaves
@@ -108,7 +116,9 @@ class DeepDream(FeatureWatchCallback):
         self.seed = seed
         self.min_size = min_size
         self.input_key = input_key
-        self._probe = ProbeImages(image, num_images, normalize if isinstance(normalize, (tuple, list)) else None)
+        self._probe = ProbeImages(
+            image, num_images, normalize if isinstance(normalize, (tuple, list)) else None
+        )
         self._norm: tuple[list[float], list[float]] | None = None
 
     def state_key_fields(self) -> dict[str, Any]:
@@ -124,9 +134,13 @@ class DeepDream(FeatureWatchCallback):
             mean, std = self.normalize  # type: ignore[misc]
             self._norm = ([float(v) for v in mean], [float(v) for v in std])
         if self._probe.normalize is None and self._norm is not None:
-            self._probe.normalize = self._norm  # a probe loaded from a path is normalized like inputs
+            self._probe.normalize = (
+                self._norm
+            )  # a probe loaded from a path is normalized like inputs
         self._probe.resolve_path(x)
-        activation_maps(pl_module, x[:1], [self.layer])  # a layer (or "name@k") the forward never reaches fails now
+        activation_maps(
+            pl_module, x[:1], [self.layer]
+        )  # a layer (or "name@k") the forward never reaches fails now
 
     def observe_batch(self, batch: Any, split: str) -> None:
         if self._probe.fixed is None and self._probe.source is None:
@@ -152,6 +166,7 @@ class DeepDream(FeatureWatchCallback):
             normalize=self._norm,
             seed=self.seed,
         )
+
         def energy(images: torch.Tensor) -> float:
             x = images
             if self._norm is not None:

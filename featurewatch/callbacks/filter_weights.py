@@ -60,7 +60,9 @@ class FilterWeights(FeatureWatchCallback):
             strict=strict,
         )
         if layer is not None and not isinstance(layer, str):
-            raise TypeError(f"`layer` must be a layer name (str) or None, got {type(layer).__name__}")
+            raise TypeError(
+                f"`layer` must be a layer name (str) or None, got {type(layer).__name__}"
+            )
         self.layer = layer
         self.min_size = int(min_size)
 

@@ -64,7 +64,9 @@ def deep_dream(
         raise TypeError(f"`images` must be a tensor, got {type(images).__name__}")
     x = images[None] if images.dim() == 3 else images
     if x.dim() != 4:
-        raise ValueError(f"`images` must be (N, C, H, W) or (C, H, W), got shape {tuple(images.shape)}")
+        raise ValueError(
+            f"`images` must be (N, C, H, W) or (C, H, W), got shape {tuple(images.shape)}"
+        )
     for name, v in (("octaves", octaves), ("steps", steps)):
         if isinstance(v, bool) or not isinstance(v, int) or v < 1:
             raise ValueError(f"`{name}` must be a positive int, got {v!r}")
@@ -74,13 +76,16 @@ def deep_dream(
         raise ValueError(f"`step_size` must be > 0, got {step_size}")
     obj = layer_l2(objective) if isinstance(objective, str) else objective
     if not isinstance(obj, Objective):
-        raise TypeError(f"`objective` must be a layer name or an Objective, got {type(objective).__name__}")
+        raise TypeError(
+            f"`objective` must be a layer name or an Objective, got {type(objective).__name__}"
+        )
     for layer in obj.layers:
         resolve_layer(model, layer)
     h, w = x.shape[-2:]
     shift = max(1, min(h, w) // 16) if shift is None else int(shift)
     sizes: Sequence[tuple[int, int]] = [
-        (max(8, round(h / octave_scale**k)), max(8, round(w / octave_scale**k))) for k in reversed(range(octaves))
+        (max(8, round(h / octave_scale**k)), max(8, round(w / octave_scale**k)))
+        for k in reversed(range(octaves))
     ]
     gen = torch.Generator().manual_seed(int(seed))
     with isolated(model):
@@ -91,8 +96,18 @@ def deep_dream(
         out = base
         with objective_forward(model, obj, base, norm) as evaluate:
             for size in sizes:
-                here = F.interpolate(base, size=size, mode="bilinear", align_corners=False, antialias=True) if size != (h, w) else base
-                d = F.interpolate(detail, size=size, mode="bilinear", align_corners=False) if detail.shape[-2:] != size else detail
+                here = (
+                    F.interpolate(
+                        base, size=size, mode="bilinear", align_corners=False, antialias=True
+                    )
+                    if size != (h, w)
+                    else base
+                )
+                d = (
+                    F.interpolate(detail, size=size, mode="bilinear", align_corners=False)
+                    if detail.shape[-2:] != size
+                    else detail
+                )
                 img = (here + d).clamp(0, 1)
                 for _ in range(steps):
                     dy, dx = (int(v) for v in torch.randint(-shift, shift + 1, (2,), generator=gen))

@@ -86,9 +86,17 @@ def _batches(data: torch.Tensor | Iterable[object], max_images: int) -> torch.Te
     else:
         parts, n = [], 0
         for batch in data:
-            t = batch if isinstance(batch, torch.Tensor) else batch[0] if isinstance(batch, (tuple, list)) else None
+            t = (
+                batch
+                if isinstance(batch, torch.Tensor)
+                else batch[0]
+                if isinstance(batch, (tuple, list))
+                else None
+            )
             if not isinstance(t, torch.Tensor):
-                raise TypeError(f"expected batches of image tensors or (images, ...) tuples, got {type(batch).__name__}")
+                raise TypeError(
+                    f"expected batches of image tensors or (images, ...) tuples, got {type(batch).__name__}"
+                )
             parts.append(t.detach())
             n += t.shape[0]
             if n >= max_images:

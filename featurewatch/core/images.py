@@ -54,7 +54,9 @@ def colorize(values: torch.Tensor, cmap: str = "viridis") -> torch.Tensor:
     """Map ``(N, H, W)`` values in ``[0, 1]`` to ``(N, 3, H, W)`` RGB with a matplotlib colormap."""
     import matplotlib
 
-    lut = torch.as_tensor(matplotlib.colormaps[cmap](np.linspace(0, 1, 256))[:, :3], dtype=torch.float32)
+    lut = torch.as_tensor(
+        matplotlib.colormaps[cmap](np.linspace(0, 1, 256))[:, :3], dtype=torch.float32
+    )
     idx = (values.detach().float().clamp(0, 1) * 255).round().long().cpu()
     return lut[idx].permute(0, 3, 1, 2).contiguous()
 
@@ -152,7 +154,12 @@ def figure_to_array(figure: object, *, close: bool = True) -> np.ndarray:
 _IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff", ".webp")
 
 
-def load_images(path: str | os.PathLike[str], *, channels: int | None = None, size: tuple[int, int] | None = None) -> torch.Tensor:
+def load_images(
+    path: str | os.PathLike[str],
+    *,
+    channels: int | None = None,
+    size: tuple[int, int] | None = None,
+) -> torch.Tensor:
     """Load probe images from disk as an ``(N, C, H, W)`` float tensor in ``[0, 1]``.
 
     Args:
@@ -177,7 +184,9 @@ def load_images(path: str | os.PathLike[str], *, channels: int | None = None, si
             raise ValueError(f"{str(p)!r} must hold a (N, C, H, W) or (C, H, W) tensor")
         t = t.float()
         return t[None] if t.dim() == 3 else t
-    files = sorted(f for f in p.iterdir() if f.suffix.lower() in _IMAGE_SUFFIXES) if p.is_dir() else [p]
+    files = (
+        sorted(f for f in p.iterdir() if f.suffix.lower() in _IMAGE_SUFFIXES) if p.is_dir() else [p]
+    )
     if not files:
         raise FileNotFoundError(f"no image files ({', '.join(_IMAGE_SUFFIXES)}) in {str(p)!r}")
     out = []

@@ -41,7 +41,9 @@ def filter_images(weight: torch.Tensor, *, min_size: int = 32) -> torch.Tensor:
         its shape shows whatever its norm.
     """
     if weight.dim() != 4:
-        raise ValueError(f"expected a 2-d convolution weight (out, in, kh, kw), got shape {tuple(weight.shape)}")
+        raise ValueError(
+            f"expected a 2-d convolution weight (out, in, kh, kw), got shape {tuple(weight.shape)}"
+        )
     w = weight.detach().float().cpu()
     if w.shape[1] not in (1, 3):
         w = w.reshape(-1, 1, *w.shape[2:])
@@ -59,7 +61,9 @@ def filter_grid(conv: nn.Module, *, min_size: int = 32) -> torch.Tensor:
 
 
 @torch.no_grad()
-def activation_maps(model: nn.Module, x: torch.Tensor, layers: Sequence[str]) -> dict[str, torch.Tensor]:
+def activation_maps(
+    model: nn.Module, x: torch.Tensor, layers: Sequence[str]
+) -> dict[str, torch.Tensor]:
     """Outputs of ``layers`` for input ``x``; the forward pass stops after the deepest one.
 
     Call it inside :func:`featurewatch.core.hygiene.isolated` when ``model`` is being trained.
@@ -72,10 +76,17 @@ def activation_maps(model: nn.Module, x: torch.Tensor, layers: Sequence[str]) ->
     names = sorted({parse_layer(layer).name for layer in layers})
     for layer in layers:
         resolve_layer(model, layer)
-    counts = module_calls(model, lambda: model(x[:1]), names) if any(parse_layer(la).call is None for la in layers) else None
+    counts = (
+        module_calls(model, lambda: model(x[:1]), names)
+        if any(parse_layer(la).call is None for la in layers)
+        else None
+    )
     # Clone when several layers are captured: a later in-place op (ReLU(inplace=True) after a conv,
     # ``out += identity`` after a BatchNorm) would otherwise overwrite an earlier capture.
-    with capture(model, layers, call_counts=counts, stop=True, clone=len(layers) > 1) as got, suppress(StopForward):
+    with (
+        capture(model, layers, call_counts=counts, stop=True, clone=len(layers) > 1) as got,
+        suppress(StopForward),
+    ):
         model(x)
     return {str(parse_layer(layer)): got[layer].detach() for layer in layers}
 

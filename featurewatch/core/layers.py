@@ -94,7 +94,9 @@ def parse_layer(ref: str | LayerRef) -> LayerRef:
     if isinstance(ref, LayerRef):
         return ref
     if not isinstance(ref, str):
-        raise TypeError(f"a layer is named by a string from model.named_modules(), got {type(ref).__name__}")
+        raise TypeError(
+            f"a layer is named by a string from model.named_modules(), got {type(ref).__name__}"
+        )
     name, sep, call = ref.rpartition("@")
     if not sep:
         return LayerRef(ref)
@@ -229,14 +231,18 @@ class Captured:
 
     outputs: dict[str, torch.Tensor] = field(default_factory=dict)
     complete: bool = False
-    calls: dict[str, int] = field(default_factory=dict)  # calls of each hooked module in the last forward
+    calls: dict[str, int] = field(
+        default_factory=dict
+    )  # calls of each hooked module in the last forward
 
     def __getitem__(self, ref: str | LayerRef) -> torch.Tensor:
         parsed = parse_layer(ref)
         try:
             return self.outputs[str(parsed)]
         except KeyError:
-            raise LayerNotReachedError(not_reached_message(parsed, self.calls.get(parsed.name, 0))) from None
+            raise LayerNotReachedError(
+                not_reached_message(parsed, self.calls.get(parsed.name, 0))
+            ) from None
 
 
 @contextmanager

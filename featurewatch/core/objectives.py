@@ -97,7 +97,9 @@ class Objective:
         group: int | None = None,
         reported: Objective | None = None,
     ) -> None:
-        if group is not None and (isinstance(group, bool) or not isinstance(group, int) or group < 1):
+        if group is not None and (
+            isinstance(group, bool) or not isinstance(group, int) or group < 1
+        ):
             raise ValueError(f"`group` must be a positive int or None, got {group!r}")
         self.fn = fn
         self.layers: tuple[str, ...] = tuple(dict.fromkeys(_ref(la) for la in layers))
@@ -129,7 +131,9 @@ class Objective:
         return f"Objective({self.name}, layers={list(self.layers)}, batch={self.batch}{group})"
 
     # ------------------------------------------------------------------ algebra
-    def _combine(self, other: Objective, op: Callable[[torch.Tensor, torch.Tensor], torch.Tensor], sym: str) -> Objective:
+    def _combine(
+        self, other: Objective, op: Callable[[torch.Tensor, torch.Tensor], torch.Tensor], sym: str
+    ) -> Objective:
         if self.batch is not None and other.batch is not None and self.batch != other.batch:
             raise ValueError(
                 f"cannot combine batched objectives of different sizes: {self.name!r} has "
@@ -150,7 +154,12 @@ class Objective:
     def _scale(self, factor: float, name: str) -> Objective:
         a = self
         return Objective(
-            lambda acts, idx: a.fn(acts, idx) * factor, a.layers, batch=a.batch, name=name, checks=a.checks, group=a.group
+            lambda acts, idx: a.fn(acts, idx) * factor,
+            a.layers,
+            batch=a.batch,
+            name=name,
+            checks=a.checks,
+            group=a.group,
         )
 
     def __add__(self, other: Objective | float) -> Objective:
@@ -185,14 +194,18 @@ class Objective:
 
     def __mul__(self, factor: float) -> Objective:
         if not isinstance(factor, numbers.Real) or isinstance(factor, bool):
-            raise TypeError(f"an objective can be multiplied by a number, got {type(factor).__name__}")
+            raise TypeError(
+                f"an objective can be multiplied by a number, got {type(factor).__name__}"
+            )
         return self._scale(float(factor), f"{float(factor):g}*{self.name}")
 
     __rmul__ = __mul__
 
     def __truediv__(self, divisor: float) -> Objective:
         if not isinstance(divisor, numbers.Real) or isinstance(divisor, bool):
-            raise TypeError(f"an objective can be divided by a number, got {type(divisor).__name__}")
+            raise TypeError(
+                f"an objective can be divided by a number, got {type(divisor).__name__}"
+            )
         if float(divisor) == 0.0:
             raise ValueError("cannot divide an objective by zero")
         return self._scale(1.0 / float(divisor), f"{self.name}/{float(divisor):g}")
@@ -227,7 +240,9 @@ def _units(units: Units, what: str) -> tuple[torch.Tensor, bool]:
     elif isinstance(units, Iterable) and not isinstance(units, (str, bytes)):
         values = list(units)
     else:
-        raise TypeError(f"`{what}` must be an int or a sequence of ints, got {type(units).__name__}")
+        raise TypeError(
+            f"`{what}` must be an int or a sequence of ints, got {type(units).__name__}"
+        )
     if not values:
         raise ValueError(f"`{what}` must not be empty")
     for v in values:
@@ -245,7 +260,9 @@ def _check_units(layer: str, units: torch.Tensor, kind: str) -> Check:
     def check(shapes: Mapping[str, torch.Size]) -> None:
         shape = shapes[layer]
         if len(shape) < 2:
-            raise ValueError(f"{_where(layer)} has output shape {tuple(shape)}; expected (N, C, ...) to pick {kind}s")
+            raise ValueError(
+                f"{_where(layer)} has output shape {tuple(shape)}; expected (N, C, ...) to pick {kind}s"
+            )
         bad = [int(u) for u in units if int(u) >= shape[1]]
         if bad:
             raise ValueError(
@@ -289,7 +306,10 @@ def channel(layer: str, units: Units) -> Objective:
         return _spatial_mean(a[rows, c])
 
     return Objective(
-        fn, [ref], batch=len(idx) if batched else None, name=f"channel({ref!r}, {_units_name(idx, batched)})",
+        fn,
+        [ref],
+        batch=len(idx) if batched else None,
+        name=f"channel({ref!r}, {_units_name(idx, batched)})",
         checks=[_check_units(ref, idx, "channel")],
     )
 
@@ -308,7 +328,9 @@ def neuron(layer: str, units: Units, y: int | None = None, x: int | None = None)
     def fn(acts: Activations, index: torch.Tensor) -> torch.Tensor:
         a = acts[ref]
         if a.dim() != 4:
-            raise ValueError(f"neuron() needs an (N, C, H, W) output at {_where(ref)}, got {tuple(a.shape)}")
+            raise ValueError(
+                f"neuron() needs an (N, C, H, W) output at {_where(ref)}, got {tuple(a.shape)}"
+            )
         yy = a.shape[2] // 2 if y is None else y
         xx = a.shape[3] // 2 if x is None else x
         c = _pick(idx, batched, index).to(a.device)
@@ -318,14 +340,21 @@ def neuron(layer: str, units: Units, y: int | None = None, x: int | None = None)
     def check_pos(shapes: Mapping[str, torch.Size]) -> None:
         shape = shapes[ref]
         if len(shape) != 4:
-            raise ValueError(f"neuron() needs an (N, C, H, W) output at {_where(ref)}, got shape {tuple(shape)}")
+            raise ValueError(
+                f"neuron() needs an (N, C, H, W) output at {_where(ref)}, got shape {tuple(shape)}"
+            )
         for name, v, n in (("y", y, shape[2]), ("x", x, shape[3])):
             if v is not None and not 0 <= v < n:
-                raise ValueError(f"neuron({ref!r}): {name}={v} out of range for a {shape[2]}x{shape[3]} map (valid: 0..{n - 1})")
+                raise ValueError(
+                    f"neuron({ref!r}): {name}={v} out of range for a {shape[2]}x{shape[3]} map (valid: 0..{n - 1})"
+                )
 
     pos = "centre" if y is None and x is None else f"y={y}, x={x}"
     return Objective(
-        fn, [ref], batch=len(idx) if batched else None, name=f"neuron({ref!r}, {_units_name(idx, batched)}, {pos})",
+        fn,
+        [ref],
+        batch=len(idx) if batched else None,
+        name=f"neuron({ref!r}, {_units_name(idx, batched)}, {pos})",
         checks=[_check_units(ref, idx, "channel"), check_pos],
     )
 
@@ -361,9 +390,17 @@ def class_logit(classes: Units) -> Objective:
         n = int(torch.Size(shape[1:]).numel())
         bad = [int(u) for u in idx if int(u) >= n]
         if bad:
-            raise ValueError(f"class {bad[0]} out of range: the model outputs {n} scores per image (valid: 0..{n - 1})")
+            raise ValueError(
+                f"class {bad[0]} out of range: the model outputs {n} scores per image (valid: 0..{n - 1})"
+            )
 
-    return Objective(fn, [OUTPUT], batch=len(idx) if batched else None, name=f"class_logit({_units_name(idx, batched)})", checks=[check])
+    return Objective(
+        fn,
+        [OUTPUT],
+        batch=len(idx) if batched else None,
+        name=f"class_logit({_units_name(idx, batched)})",
+        checks=[check],
+    )
 
 
 def direction(layer: str, vectors: torch.Tensor | Sequence[float]) -> Objective:
@@ -381,7 +418,11 @@ def direction(layer: str, vectors: torch.Tensor | Sequence[float]) -> Objective:
 
     def fn(acts: Activations, index: torch.Tensor) -> torch.Tensor:
         a = acts[ref]
-        v = (vec[index.cpu()] if batched else vec.expand(a.shape[0], -1)).clone().to(a.device, a.dtype)
+        v = (
+            (vec[index.cpu()] if batched else vec.expand(a.shape[0], -1))
+            .clone()
+            .to(a.device, a.dtype)
+        )
         v = v.reshape(a.shape[0], a.shape[1], *([1] * (a.dim() - 2)))
         return _spatial_mean((a * v).sum(1))
 
@@ -393,7 +434,13 @@ def direction(layer: str, vectors: torch.Tensor | Sequence[float]) -> Objective:
                 f"({shape[1] if len(shape) > 1 else '?'} channels)"
             )
 
-    return Objective(fn, [ref], batch=vec.shape[0] if batched else None, name=f"direction({ref!r})", checks=[check])
+    return Objective(
+        fn,
+        [ref],
+        batch=vec.shape[0] if batched else None,
+        name=f"direction({ref!r})",
+        checks=[check],
+    )
 
 
 def interpolate(a: Objective, b: Objective, weights: Sequence[float]) -> Objective:
@@ -405,7 +452,9 @@ def interpolate(a: Objective, b: Objective, weights: Sequence[float]) -> Objecti
     a, b = as_objective(a), as_objective(b)
     if a.batch is not None or b.batch is not None:
         raise ValueError("interpolate() blends two single-unit objectives; got a batched one")
-    w = torch.as_tensor(list(weights) if not isinstance(weights, torch.Tensor) else weights, dtype=torch.float32).flatten()
+    w = torch.as_tensor(
+        list(weights) if not isinstance(weights, torch.Tensor) else weights, dtype=torch.float32
+    ).flatten()
     if w.numel() == 0:
         raise ValueError("`weights` must not be empty")
 
@@ -459,7 +508,9 @@ def diversity(layer: str, group: int) -> Objective:
         style = torch.nn.functional.normalize(gram.flatten(1), dim=1, eps=1e-12)
         similarity = style @ style.T  # (n, n) cosine similarities
         gid = torch.div(index.to(a.device), group, rounding_mode="floor")
-        peers = (gid[:, None] == gid[None, :]) & ~torch.eye(len(gid), dtype=torch.bool, device=a.device)
+        peers = (gid[:, None] == gid[None, :]) & ~torch.eye(
+            len(gid), dtype=torch.bool, device=a.device
+        )
         count = peers.sum(1).clamp(min=1)
         return -(similarity * peers).sum(1) / count
 

@@ -33,13 +33,22 @@ from torch import nn
 
 from featurewatch.core.fit_stats import ImageStats, radial_frequencies
 
-__all__ = ["IMAGENET_COLOR", "FourierImage", "ImageParam", "ImageSpec", "PixelImage", "color_matrix"]
+__all__ = [
+    "IMAGENET_COLOR",
+    "FourierImage",
+    "ImageParam",
+    "ImageSpec",
+    "PixelImage",
+    "color_matrix",
+]
 
 #: Square root of ImageNet's RGB colour correlation (Lucid), before normalization.
 IMAGENET_COLOR = torch.tensor([[0.26, 0.09, 0.02], [0.27, 0.00, -0.05], [0.27, -0.09, 0.03]])
 
 
-def color_matrix(channels: int, decorrelate: bool | torch.Tensor, stats: ImageStats | None = None) -> torch.Tensor | None:
+def color_matrix(
+    channels: int, decorrelate: bool | torch.Tensor, stats: ImageStats | None = None
+) -> torch.Tensor | None:
     """The ``(C, C)`` matrix mapping decorrelated values to channel values, or ``None``.
 
     ``decorrelate`` may be a matrix; ``True`` picks the fitted matrix of ``stats`` when given, else
@@ -48,13 +57,17 @@ def color_matrix(channels: int, decorrelate: bool | torch.Tensor, stats: ImageSt
     if isinstance(decorrelate, torch.Tensor):
         m = decorrelate.float()
         if m.shape != (channels, channels):
-            raise ValueError(f"colour matrix must be ({channels}, {channels}), got {tuple(m.shape)}")
+            raise ValueError(
+                f"colour matrix must be ({channels}, {channels}), got {tuple(m.shape)}"
+            )
         return m
     if not decorrelate:
         return None
     if stats is not None:
         if stats.channels != channels:
-            raise ValueError(f"fitted statistics are for {stats.channels} channels, the images have {channels}")
+            raise ValueError(
+                f"fitted statistics are for {stats.channels} channels, the images have {channels}"
+            )
         return stats.color.float()
     if channels == 3:
         m = IMAGENET_COLOR
@@ -75,7 +88,9 @@ class ImageParam(nn.Module, ABC):
 
     def __init__(self, color: torch.Tensor | None) -> None:
         super().__init__()
-        self.register_buffer("color", color if color is not None else torch.empty(0), persistent=False)
+        self.register_buffer(
+            "color", color if color is not None else torch.empty(0), persistent=False
+        )
 
     @abstractmethod
     def raw(self) -> torch.Tensor:
@@ -96,7 +111,15 @@ class ImageParam(nn.Module, ABC):
 class PixelImage(ImageParam):
     """Pixels as parameters (``(N, C, H, W)``, initialized ``N(0, sd)``), then colour + sigmoid."""
 
-    def __init__(self, seeds: Sequence[int], channels: int, size: tuple[int, int], *, sd: float = 0.01, color: torch.Tensor | None = None) -> None:
+    def __init__(
+        self,
+        seeds: Sequence[int],
+        channels: int,
+        size: tuple[int, int],
+        *,
+        sd: float = 0.01,
+        color: torch.Tensor | None = None,
+    ) -> None:
         super().__init__(color)
         self.pixels = nn.Parameter(_randn(seeds, (channels, *size), sd))
 
@@ -107,7 +130,10 @@ class PixelImage(ImageParam):
     def blur_(self, sigma: float) -> None:
         """Periodic Gaussian blur of the pixels (Yosinski et al., 2015)."""
         r = max(1, math.ceil(2 * sigma))
-        k = torch.exp(-(torch.arange(-r, r + 1, dtype=self.pixels.dtype, device=self.pixels.device) ** 2) / (2 * sigma**2))
+        k = torch.exp(
+            -(torch.arange(-r, r + 1, dtype=self.pixels.dtype, device=self.pixels.device) ** 2)
+            / (2 * sigma**2)
+        )
         k = k / k.sum()
         n, c, h, w = self.pixels.shape
         x = self.pixels.reshape(n * c, 1, h, w)
@@ -192,10 +218,16 @@ class ImageSpec:
     decay_power: float = 1.0
 
     def __post_init__(self) -> None:
-        if isinstance(self.channels, bool) or not isinstance(self.channels, int) or self.channels < 1:
+        if (
+            isinstance(self.channels, bool)
+            or not isinstance(self.channels, int)
+            or self.channels < 1
+        ):
             raise ValueError(f"`channels` must be a positive int, got {self.channels!r}")
         size = (self.size, self.size) if isinstance(self.size, int) else tuple(self.size)
-        if len(size) != 2 or any(isinstance(s, bool) or not isinstance(s, int) or s < 2 for s in size):
+        if len(size) != 2 or any(
+            isinstance(s, bool) or not isinstance(s, int) or s < 2 for s in size
+        ):
             raise ValueError(f"`size` must be an int >= 2 or (H, W), got {self.size!r}")
         self.size = (int(size[0]), int(size[1]))
 
@@ -203,7 +235,15 @@ class ImageSpec:
         color = color_matrix(self.channels, self.decorrelate, self.stats)
         if self.fft:
             spectrum = self.stats if self.fitted_spectrum else None
-            p: ImageParam = FourierImage(seeds, self.channels, self.size, sd=self.sd, decay_power=self.decay_power, stats=spectrum, color=color)
+            p: ImageParam = FourierImage(
+                seeds,
+                self.channels,
+                self.size,
+                sd=self.sd,
+                decay_power=self.decay_power,
+                stats=spectrum,
+                color=color,
+            )
         else:
             p = PixelImage(seeds, self.channels, self.size, sd=self.sd, color=color)
         return p.to(device)

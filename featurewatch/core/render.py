@@ -48,7 +48,14 @@ from featurewatch.core.layers import (
     parse_layer,
     resolve_layer,
 )
-from featurewatch.core.objectives import Objective, as_objective, channel, class_logit, diverse, neuron
+from featurewatch.core.objectives import (
+    Objective,
+    as_objective,
+    channel,
+    class_logit,
+    diverse,
+    neuron,
+)
 from featurewatch.core.param import ImageParam, ImageSpec
 from featurewatch.core.transforms import Transform, compose, standard_transforms
 
@@ -179,15 +186,21 @@ def infer_image_channels(model: nn.Module) -> int:
     return int(model.get_submodule(name).in_channels)
 
 
-def _normalizer(normalize: Normalize | None, channels: int, device: torch.device) -> Callable[[torch.Tensor], torch.Tensor]:
+def _normalizer(
+    normalize: Normalize | None, channels: int, device: torch.device
+) -> Callable[[torch.Tensor], torch.Tensor]:
     if normalize is None:
         return lambda x: x
     if not isinstance(normalize, (tuple, list)) or len(normalize) != 2:
         raise TypeError(f"`normalize` must be (mean, std) sequences, got {normalize!r}")
-    mean, std = (torch.as_tensor(v, dtype=torch.float32, device=device).flatten() for v in normalize)
+    mean, std = (
+        torch.as_tensor(v, dtype=torch.float32, device=device).flatten() for v in normalize
+    )
     for name, t in (("mean", mean), ("std", std)):
         if t.numel() not in (1, channels):
-            raise ValueError(f"`normalize` {name} has {t.numel()} values; the images have {channels} channels (give 1 or {channels})")
+            raise ValueError(
+                f"`normalize` {name} has {t.numel()} values; the images have {channels} channels (give 1 or {channels})"
+            )
     if (std == 0).any():
         raise ValueError(f"`normalize` std must be non-zero, got {std.tolist()}")
     scale, shift = (1.0 / std).reshape(1, -1, 1, 1), (-mean / std).reshape(1, -1, 1, 1)
@@ -202,7 +215,9 @@ def _transforms(transforms: Transforms, size: tuple[int, int]) -> Transform:
             return compose(standard_transforms(size))
         if transforms == "none":
             return compose([])
-        raise ValueError(f"`transforms` must be 'standard', 'none', None or a list of transforms, got {transforms!r}")
+        raise ValueError(
+            f"`transforms` must be 'standard', 'none', None or a list of transforms, got {transforms!r}"
+        )
     if callable(transforms):
         return transforms  # type: ignore[return-value]
     return compose(list(transforms))
@@ -298,10 +313,14 @@ def objective_forward(
         if missing and failure is not None:
             raise failure
         if missing:
-            raise LayerNotReachedError(not_reached_message(missing[0], counts.get(parse_layer(missing[0]).name, 0)))
+            raise LayerNotReachedError(
+                not_reached_message(missing[0], counts.get(parse_layer(missing[0]).name, 0))
+            )
         objective.check({k: v.shape for k, v in seen.outputs.items()})
     del seen
-    with capture(model, objective.layers, call_counts=counts, stop=True, clone=len(objective.layers) > 1) as got:
+    with capture(
+        model, objective.layers, call_counts=counts, stop=True, clone=len(objective.layers) > 1
+    ) as got:
 
         def evaluate(x: torch.Tensor, index: torch.Tensor | None = None) -> torch.Tensor:
             with suppress(StopForward):
@@ -324,7 +343,12 @@ def _adam(params: list[torch.Tensor], lr: float) -> torch.optim.Optimizer:
 
 def _check_positive(name: str, value: Any, *, allow_zero: bool = False, kind: type = int) -> None:
     ok_type = (int, float) if kind is float else (int,)
-    if isinstance(value, bool) or not isinstance(value, ok_type) or value < 0 or (value == 0 and not allow_zero):
+    if (
+        isinstance(value, bool)
+        or not isinstance(value, ok_type)
+        or value < 0
+        or (value == 0 and not allow_zero)
+    ):
         expected = "a non-negative" if allow_zero else "a positive"
         raise ValueError(f"`{name}` must be {expected} {kind.__name__}, got {value!r}")
 
@@ -413,7 +437,9 @@ def render(
     if seeds is not None:
         seeds = [int(s) for s in seeds]
         if objective.batch is not None and len(seeds) != objective.batch:
-            raise ValueError(f"{len(seeds)} seeds for a batched objective of {objective.batch} elements")
+            raise ValueError(
+                f"{len(seeds)} seeds for a batched objective of {objective.batch} elements"
+            )
         n = len(seeds)
     else:
         n = objective.batch if objective.batch is not None else 1
@@ -430,13 +456,17 @@ def render(
         with torch.no_grad():
             x0 = probe()
         if x0.dim() != 4:
-            raise ValueError(f"the parametrization must return (N, C, H, W) images, got shape {tuple(x0.shape)}")
+            raise ValueError(
+                f"the parametrization must return (N, C, H, W) images, got shape {tuple(x0.shape)}"
+            )
         channels, size = x0.shape[1], (x0.shape[2], x0.shape[3])
         norm = _normalizer(normalize, channels, device)
         transform = _transforms(transforms, size)
         del probe
         chunk = batch_size or n
-        if objective.group is not None:  # an element's value depends on its group: keep groups whole
+        if (
+            objective.group is not None
+        ):  # an element's value depends on its group: keep groups whole
             chunk = max(objective.group, chunk - chunk % objective.group)
         bounds = [(i, min(i + chunk, n)) for i in range(0, n, chunk)]
         images, values, initial, done = [], [], [], []
@@ -458,8 +488,12 @@ def render(
                 opt = optimizer(params) if optimizer is not None else _adam(params, lr)
                 deadline = None
                 if time_budget is not None:
-                    deadline = time.perf_counter() + max(0.0, time_budget - (time.perf_counter() - start)) / (len(bounds) - k)
-                first: torch.Tensor | None = None  # reported objective at step 0 (transformed noise)
+                    deadline = time.perf_counter() + max(
+                        0.0, time_budget - (time.perf_counter() - start)
+                    ) / (len(bounds) - k)
+                first: torch.Tensor | None = (
+                    None  # reported objective at step 0 (transformed noise)
+                )
                 ran = 0
                 for step in range(steps):
                     if deadline is not None and step > 0 and time.perf_counter() > deadline:
@@ -480,7 +514,11 @@ def render(
                     for p, g in zip(params, grads):
                         p.grad = g
                     opt.step()
-                    if blur_every and (step + 1) % blur_every == 0 and isinstance(param, ImageParam):
+                    if (
+                        blur_every
+                        and (step + 1) % blur_every == 0
+                        and isinstance(param, ImageParam)
+                    ):
                         param.blur_(blur_sigma)
                     ran += 1
                 with torch.no_grad():
@@ -502,7 +540,10 @@ def render(
 
 
 def _spec(
-    model: nn.Module, size: int | tuple[int, int], image_channels: int | None, options: dict[str, Any]
+    model: nn.Module,
+    size: int | tuple[int, int],
+    image_channels: int | None,
+    options: dict[str, Any],
 ) -> ImageSpec:
     channels = infer_image_channels(model) if image_channels is None else image_channels
     keys = ("fft", "decorrelate", "stats", "fitted_spectrum", "sd", "decay_power")
@@ -516,7 +557,9 @@ def _units_list(units: int | Sequence[int], what: str) -> list[int]:
     try:
         values = list(units)
     except TypeError:
-        raise TypeError(f"`{what}` must be an int or a sequence of ints, got {type(units).__name__}") from None
+        raise TypeError(
+            f"`{what}` must be an int or a sequence of ints, got {type(units).__name__}"
+        ) from None
     if not values:
         raise ValueError(f"`{what}` must not be empty")
     return values
@@ -571,7 +614,9 @@ def visualize_channels(
         diversity=options.pop("diversity", 1.0),
     )
     spec = _spec(model, size, image_channels, options)
-    return render(model, objective, spec, seeds=seeds, steps=steps, normalize=normalize, **options).images
+    return render(
+        model, objective, spec, seeds=seeds, steps=steps, normalize=normalize, **options
+    ).images
 
 
 def class_model_images(
@@ -601,4 +646,6 @@ def class_model_images(
     cls = _units_list(classes, "classes")
     spec = _spec(model, size, image_channels, options)
     seeds = [unit_seed(seed, c) for c in cls]
-    return render(model, class_logit(cls), spec, seeds=seeds, steps=steps, normalize=normalize, **options).images
+    return render(
+        model, class_logit(cls), spec, seeds=seeds, steps=steps, normalize=normalize, **options
+    ).images

@@ -51,7 +51,13 @@ import torch
 from torch import nn
 
 from featurewatch.core.hygiene import in_isolation
-from featurewatch.core.layers import ACTIVATION_TYPES, LayerRef, not_reached_message, parse_layer, resolve_layer
+from featurewatch.core.layers import (
+    ACTIVATION_TYPES,
+    LayerRef,
+    not_reached_message,
+    parse_layer,
+    resolve_layer,
+)
 
 __all__ = [
     "NONNEGATIVE_TYPES",
@@ -155,7 +161,9 @@ class ChannelStats:
         if channel_dim not in (1, -1):
             raise ValueError(f"channel_dim must be 1 or -1, got {channel_dim!r}")
         if mode not in ("nonnegative", "activation", "preactivation"):
-            raise ValueError(f"mode must be 'nonnegative', 'activation' or 'preactivation', got {mode!r}")
+            raise ValueError(
+                f"mode must be 'nonnegative', 'activation' or 'preactivation', got {mode!r}"
+            )
         if isinstance(rates_every, bool) or not isinstance(rates_every, int) or rates_every < 1:
             raise ValueError(f"rates_every must be a positive int, got {rates_every!r}")
         self.channels = int(channels)
@@ -185,8 +193,14 @@ class ChannelStats:
             ValueError: if ``a`` has fewer than 2 dims or not ``channels`` channels.
         """
         if a.dim() < 2 or a.shape[self.channel_dim] != self.channels:
-            where = "(N, {c}, ...) tensor (channels on dim 1)" if self.channel_dim == 1 else "(..., {c}) tensor (channels last)"
-            raise ValueError(f"expected an {where.format(c=self.channels)}, got shape {tuple(a.shape)}")
+            where = (
+                "(N, {c}, ...) tensor (channels on dim 1)"
+                if self.channel_dim == 1
+                else "(..., {c}) tensor (channels last)"
+            )
+            raise ValueError(
+                f"expected an {where.format(c=self.channels)}, got shape {tuple(a.shape)}"
+            )
         a = a.detach()  # no graph is recorded for anything below
         per_channel = a.numel() // self.channels
         if self.channel_dim == -1 and a.dim() > 2:
@@ -360,7 +374,9 @@ class ChannelSummary:
             on_rate=on_rate,
             max_abs=torch.as_tensor(state["max_abs"], dtype=torch.float32),
             mean_abs=torch.as_tensor(state["mean_abs"], dtype=torch.float64),
-            silent_steps=torch.as_tensor(silent, dtype=torch.int64) if silent is not None else torch.where(on_rate > 0, 0, updates),
+            silent_steps=torch.as_tensor(silent, dtype=torch.int64)
+            if silent is not None
+            else torch.where(on_rate > 0, 0, updates),
             positions=int(state["positions"]),
             updates=updates,
         )
@@ -429,14 +445,18 @@ class ChannelStatsRecorder:
         for ref in refs:
             resolve_layer(model, ref)
             if ref.name == "":
-                raise ValueError("the whole model cannot be monitored as a layer; name one of its submodules")
+                raise ValueError(
+                    "the whole model cannot be monitored as a layer; name one of its submodules"
+                )
             if ref.call is None:
                 self.wanted[ref.name] = None
             elif ref.name not in self.wanted or self.wanted[ref.name] is not None:
                 self.wanted.setdefault(ref.name, set()).add(ref.call)  # type: ignore[union-attr]
         self.modes = {name: _mode(model.get_submodule(name)) for name in self.wanted}
         self.channel_dims = {
-            name: channel_dim if channel_dim is not None else (-1 if isinstance(model.get_submodule(name), nn.Linear) else 1)
+            name: channel_dim
+            if channel_dim is not None
+            else (-1 if isinstance(model.get_submodule(name), nn.Linear) else 1)
             for name in self.wanted
         }
         self.guess_layout = channel_dim is None
@@ -446,7 +466,9 @@ class ChannelStatsRecorder:
         self.reused: set[str] = set()
         self.problems: dict[str, str] = {}
         self._calls: dict[str, int] = {}
-        self.calls_per_forward: dict[str, int] = {}  # most calls of each monitored module in one forward
+        self.calls_per_forward: dict[
+            str, int
+        ] = {}  # most calls of each monitored module in one forward
         self._depth = 0
         self._handles: list[torch.utils.hooks.RemovableHandle] = []
 
@@ -472,7 +494,9 @@ class ChannelStatsRecorder:
                 self._handles.append(module.register_forward_pre_hook(self._enter))
                 self._handles.append(module.register_forward_hook(self._leave, always_call=True))
             for name in self.wanted:
-                self._handles.append(self.model.get_submodule(name).register_forward_hook(self._make_hook(name)))
+                self._handles.append(
+                    self.model.get_submodule(name).register_forward_hook(self._make_hook(name))
+                )
         except BaseException:
             self.detach()
             raise
@@ -536,13 +560,22 @@ class ChannelStatsRecorder:
             tensor = output[0] if isinstance(output, (tuple, list)) else output
             stats = sites.get(k)
             if stats is None:
-                if not isinstance(tensor, torch.Tensor) or tensor.dim() < 2 or not tensor.is_floating_point():
+                if (
+                    not isinstance(tensor, torch.Tensor)
+                    or tensor.dim() < 2
+                    or not tensor.is_floating_point()
+                ):
                     self.problems[name] = (
                         f"layer {name!r} outputs {_describe(tensor)}; expected a floating (N, C, ...) "
                         "or channels-last (..., C) tensor"
                     )
                     return
-                if self.guess_layout and cdim == 1 and _looks_channels_last(tensor.shape) and name not in self.notes:
+                if (
+                    self.guess_layout
+                    and cdim == 1
+                    and _looks_channels_last(tensor.shape)
+                    and name not in self.notes
+                ):
                     self.notes[name] = (
                         f"layer {name!r} outputs shape {tuple(tensor.shape)}, which looks channels-last "
                         f"({tensor.shape[-1]} channels, not {tensor.shape[1]}); if so, pass channel_dim=-1"
@@ -583,11 +616,16 @@ class ChannelStatsRecorder:
                 continue
             calls = self.calls_per_forward.get(name, 0)
             if calls == 0:
-                out[name] = not_reached_message(name, 0).replace("the forward pass", "any counted forward")
+                out[name] = not_reached_message(name, 0).replace(
+                    "the forward pass", "any counted forward"
+                )
                 continue
             for k in sorted(wanted or ()):
                 if k >= calls:
-                    out[f"{name}@{k}"] = not_reached_message(f"{name}@{k}", calls) + " (a plain name follows every call)"
+                    out[f"{name}@{k}"] = (
+                        not_reached_message(f"{name}@{k}", calls)
+                        + " (a plain name follows every call)"
+                    )
         return out
 
     def key(self, name: str, call: int) -> str:
@@ -598,7 +636,9 @@ class ChannelStatsRecorder:
 
     def layout(self) -> list[tuple[str, int, int]]:
         """``(module name, call, channels)`` of every site seen so far, in a fixed order."""
-        return sorted((name, k, s.channels) for name, sites in self.sites.items() for k, s in sites.items())
+        return sorted(
+            (name, k, s.channels) for name, sites in self.sites.items() for k, s in sites.items()
+        )
 
     def reset(self) -> None:
         """Start a new window for every site (in place; no host sync)."""
@@ -640,11 +680,16 @@ class ChannelStatsRecorder:
         # Every process must pack its tensors on the same kind of device for the collective, even a
         # process that never reached a site (pass the strategy's root device under DDP).
         if device is None:
-            device = next((s.count_on.device for sites in self.sites.values() for s in sites.values()), torch.device("cpu"))
+            device = next(
+                (s.count_on.device for sites in self.sites.values() for s in sites.values()),
+                torch.device("cpu"),
+            )
         for sites in self.sites.values():
             for stat in sites.values():
                 if stat.count_on.device != device:
-                    raise ValueError(f"statistics live on {stat.count_on.device}, but `device` is {device}")
+                    raise ValueError(
+                        f"statistics live on {stat.count_on.device}, but `device` is {device}"
+                    )
         for name, k, channels in layout:
             if k not in self.sites[name]:
                 self.sites[name][k] = ChannelStats(
@@ -656,13 +701,19 @@ class ChannelStatsRecorder:
                     channel_dim=self.channel_dims[name],
                 )
             if len({self.sites[name][k].channels, channels}) != 1:
-                raise ValueError(f"layer {name!r} call {k} has different channel counts on different processes")
+                raise ValueError(
+                    f"layer {name!r} call {k} has different channel counts on different processes"
+                )
         stats = [self.sites[name][k] for name, k, _ in layout]
         # Two packed tensors, two collectives: sums (counts, magnitudes, positions) and maxima
         # (magnitudes, last firing update, updates), all float64 (integers exact below 2**53).
         totals = torch.cat(
             [torch.cat([s.count_on, s.sum_mag]) for s in stats]
-            + [torch.tensor([float(s.positions) for s in stats], dtype=torch.float64, device=device)]
+            + [
+                torch.tensor(
+                    [float(s.positions) for s in stats], dtype=torch.float64, device=device
+                )
+            ]
         )
         maxima = torch.cat(
             [torch.cat([s.max_mag.double(), s.last_on.double()]) for s in stats]
@@ -677,8 +728,14 @@ class ChannelStatsRecorder:
         out: dict[str, ChannelSummary] = {}
         offset = 0
         for i, (name, k, channels) in enumerate(layout):
-            count, total = totals[offset : offset + channels], totals[offset + channels : offset + 2 * channels]
-            maximum, last_on = maxima[offset : offset + channels], maxima[offset + channels : offset + 2 * channels]
+            count, total = (
+                totals[offset : offset + channels],
+                totals[offset + channels : offset + 2 * channels],
+            )
+            maximum, last_on = (
+                maxima[offset : offset + channels],
+                maxima[offset + channels : offset + 2 * channels],
+            )
             offset += 2 * channels
             if int(positions[i]) > 0:
                 out[self.key(name, k)] = ChannelSummary.from_totals(

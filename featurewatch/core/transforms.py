@@ -76,7 +76,11 @@ def _base_grid(h: int, w: int, device: torch.device, dtype: torch.dtype) -> torc
         ys = (torch.arange(h, dtype=torch.float64) * 2 + 1) / h - 1
         xs = (torch.arange(w, dtype=torch.float64) * 2 + 1) / w - 1
         yy, xx = torch.meshgrid(ys, xs, indexing="ij")
-        base = torch.stack([xx, yy, torch.ones_like(xx)], -1).reshape(h * w, 3).to(device=device, dtype=dtype)
+        base = (
+            torch.stack([xx, yy, torch.ones_like(xx)], -1)
+            .reshape(h * w, 3)
+            .to(device=device, dtype=dtype)
+        )
         if len(_BASE_GRIDS) >= 16:
             _BASE_GRIDS.clear()
         _BASE_GRIDS[key] = base
@@ -154,10 +158,18 @@ def random_affine(
         n, _, h, w = images.shape
         rows = []
         for g in _per_element(gens, n):
-            d1 = (_uniform_int(g, -before, before), _uniform_int(g, -before, before)) if before else (0, 0)
+            d1 = (
+                (_uniform_int(g, -before, before), _uniform_int(g, -before, before))
+                if before
+                else (0, 0)
+            )
             s = _choice(g, scales) if len(scales) > 1 else scales[0]
             a = math.radians(_choice(g, degrees) if len(degrees) > 1 else degrees[0])
-            d2 = (_uniform_int(g, -after, after), _uniform_int(g, -after, after)) if after else (0, 0)
+            d2 = (
+                (_uniform_int(g, -after, after), _uniform_int(g, -after, after))
+                if after
+                else (0, 0)
+            )
             rows.append((d1, s, a, d2))
         if all(d1 == (0, 0) and s == 1.0 and a == 0.0 and d2 == (0, 0) for d1, s, a, d2 in rows):
             return images
@@ -172,11 +184,18 @@ def random_affine(
             bx = -(a11 * d2x + a12 * d2y) - d1x
             by = -(a21 * d2x + a22 * d2y) - d1y
             theta.append(
-                [[a11, a12 * half_h / half_w, bx / half_w], [a21 * half_w / half_h, a22, by / half_h]]
+                [
+                    [a11, a12 * half_h / half_w, bx / half_w],
+                    [a21 * half_w / half_h, a22, by / half_h],
+                ]
             )
         th = torch.tensor(theta, dtype=images.dtype, device=images.device)
-        grid = torch.matmul(_base_grid(h, w, images.device, images.dtype), th.transpose(1, 2)).reshape(n, h, w, 2)
-        return F.grid_sample(images, grid, mode="bilinear", padding_mode=padding_mode, align_corners=False)
+        grid = torch.matmul(
+            _base_grid(h, w, images.device, images.dtype), th.transpose(1, 2)
+        ).reshape(n, h, w, 2)
+        return F.grid_sample(
+            images, grid, mode="bilinear", padding_mode=padding_mode, align_corners=False
+        )
 
     return t
 

@@ -57,15 +57,23 @@ class FilesSink(Sink):
             e.g. ``"featurewatch · lightning_logs/version_3"``).
     """
 
-    def __init__(self, root: str | os.PathLike[str], *, title: str | None = None, page_every: float = 5.0) -> None:
+    def __init__(
+        self, root: str | os.PathLike[str], *, title: str | None = None, page_every: float = 5.0
+    ) -> None:
         if not isinstance(root, (str, os.PathLike)):
             raise TypeError(
                 f"FilesSink root must be a path (str or os.PathLike), got {type(root).__name__} {root!r}"
             )
         if title is not None and not isinstance(title, str):
             raise TypeError(f"FilesSink title must be a str or None, got {type(title).__name__}")
-        if isinstance(page_every, bool) or not isinstance(page_every, (int, float)) or page_every < 0:
-            raise ValueError(f"FilesSink page_every must be a number of seconds >= 0, got {page_every!r}")
+        if (
+            isinstance(page_every, bool)
+            or not isinstance(page_every, (int, float))
+            or page_every < 0
+        ):
+            raise ValueError(
+                f"FilesSink page_every must be a number of seconds >= 0, got {page_every!r}"
+            )
         self.page_every = float(page_every)
         self._page_written = -math.inf  # monotonic time of the last page write
         self._page_stale = False

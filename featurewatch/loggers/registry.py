@@ -43,7 +43,9 @@ def _wandb(logger: Any, trainer: Any) -> Sink | None:
 
     run = logger.experiment
     settings = getattr(run, "settings", None)
-    if getattr(settings, "sync_tensorboard", False) and any(_is_tensorboard(other) for other in trainer.loggers):
+    if getattr(settings, "sync_tensorboard", False) and any(
+        _is_tensorboard(other) for other in trainer.loggers
+    ):
         # The run mirrors every TensorBoard event file (wandb.init(sync_tensorboard=True)), so what
         # the TensorBoard sink writes reaches W&B already; a W&B sink would show everything twice.
         import logging

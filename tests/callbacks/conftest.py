@@ -37,10 +37,14 @@ def make_trainer(root, callbacks, **kwargs: Any) -> pl.Trainer:
     return pl.Trainer(callbacks=list(callbacks), **options)  # Lightning appends to the list it gets
 
 
-def all_callbacks(every_n_train_steps: int | None = None, at_start: bool = False) -> list[FeatureWatchCallback]:
+def all_callbacks(
+    every_n_train_steps: int | None = None, at_start: bool = False
+) -> list[FeatureWatchCallback]:
     """One instance of every featurewatch callback, configured for ``LitClassifier(SmallCNN())``."""
     schedule: dict[str, Any] = (
-        {"every_n_epochs": None, "every_n_train_steps": every_n_train_steps} if every_n_train_steps else {}
+        {"every_n_epochs": None, "every_n_train_steps": every_n_train_steps}
+        if every_n_train_steps
+        else {}
     )
     schedule["at_start"] = at_start
     return [
@@ -51,7 +55,10 @@ def all_callbacks(every_n_train_steps: int | None = None, at_start: bool = False
         ClassModelVisualization(classes=[0, 1], steps=4, **schedule),
         DeepDream("net.features.6", num_images=2, octaves=2, steps=2, **schedule),
         AttributionMaps(
-            methods=("saliency", "smoothgrad", "occlusion", "gradcam", "cam"), num_images=2, smooth_samples=2, **schedule
+            methods=("saliency", "smoothgrad", "occlusion", "gradcam", "cam"),
+            num_images=2,
+            smooth_samples=2,
+            **schedule,
         ),
         DatasetExamples(["net.features.6"], max_channels=2, k=2, pool_size=32, **schedule),
     ]
@@ -62,5 +69,8 @@ def hooks_left(model: nn.Module) -> list[str]:
     return [
         name
         for name, m in model.named_modules()
-        if m._forward_hooks or m._forward_pre_hooks or m._backward_hooks or getattr(m, "_backward_pre_hooks", None)
+        if m._forward_hooks
+        or m._forward_pre_hooks
+        or m._backward_hooks
+        or getattr(m, "_backward_pre_hooks", None)
     ]

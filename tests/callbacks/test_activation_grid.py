@@ -19,7 +19,9 @@ class DeepWithSqueeze(nn.Module):
 
     def __init__(self) -> None:
         super().__init__()
-        self.convs = nn.ModuleList([nn.Conv2d(1 if i == 0 else 4, 4, 3, padding=1) for i in range(12)])
+        self.convs = nn.ModuleList(
+            [nn.Conv2d(1 if i == 0 else 4, 4, 3, padding=1) for i in range(12)]
+        )
         self.gates = nn.ModuleList([nn.Conv2d(4, 4, 1) for _ in range(11)])
         self.fc = nn.Linear(4, 10)
 
@@ -36,7 +38,10 @@ def test_default_layers_are_evenly_spaced_spatial_convs(tmp_path: Path) -> None:
     trainer = make_trainer(tmp_path, callbacks=[ActivationGrid(num_images=2)], max_epochs=1)
     trainer.fit(LitClassifier(DeepWithSqueeze()), train, val)
     lines = (tmp_path / "featurewatch_logs" / "events.jsonl").read_text().splitlines()
-    keys = sorted({r["key"] for r in map(json.loads, lines) if r["kind"] == "image"} - {"featurewatch/activations/probe"})
+    keys = sorted(
+        {r["key"] for r in map(json.loads, lines) if r["kind"] == "image"}
+        - {"featurewatch/activations/probe"}
+    )
     # 8 of the 12 spatial convs, first and last included; no 1x1 gate conv
     expected = [f"featurewatch/activations/net.convs.{i}" for i in (0, 2, 3, 5, 6, 8, 9, 11)]
     assert keys == sorted(expected)

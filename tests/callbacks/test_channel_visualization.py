@@ -24,7 +24,9 @@ def records(root: Path) -> list[dict[str, Any]]:
     return [json.loads(line) for line in path.read_text().splitlines()]
 
 
-def fit(root: Path, callbacks: list, epochs: int = 2, seed: int = 0) -> tuple[pl.Trainer, LitClassifier]:
+def fit(
+    root: Path, callbacks: list, epochs: int = 2, seed: int = 0
+) -> tuple[pl.Trainer, LitClassifier]:
     pl.seed_everything(seed, verbose=False)
     model = LitClassifier(SmallCNN())
     train, val = digits_loaders(n=64, size=16, batch_size=32)
@@ -34,7 +36,9 @@ def fit(root: Path, callbacks: list, epochs: int = 2, seed: int = 0) -> tuple[pl
 
 
 def test_one_grid_per_layer_per_epoch_with_channel_captions(tmp_path: Path) -> None:
-    cb = ChannelVisualization(["net.features.2", "net.features.6"], max_channels=4, steps=8, min_size=32)
+    cb = ChannelVisualization(
+        ["net.features.2", "net.features.6"], max_channels=4, steps=8, min_size=32
+    )
     trainer, model = fit(tmp_path, [cb])
     recs = records(tmp_path)
     images = [r for r in recs if r["kind"] == "image"]
@@ -64,7 +68,13 @@ def test_one_grid_per_layer_per_epoch_with_channel_captions(tmp_path: Path) -> N
 def test_training_is_unchanged_by_the_callback(tmp_path: Path) -> None:
     _, plain = fit(tmp_path / "a", [], epochs=1)
     cb = ChannelVisualization(
-        "net.features.6", max_channels=4, steps=4, negative=True, unit="neuron", variants=2, at_start=True
+        "net.features.6",
+        max_channels=4,
+        steps=4,
+        negative=True,
+        unit="neuron",
+        variants=2,
+        at_start=True,
     )
     _, watched = fit(tmp_path / "b", [cb], epochs=1)
     for (name, p), q in zip(plain.named_parameters(), watched.parameters()):
@@ -72,14 +82,21 @@ def test_training_is_unchanged_by_the_callback(tmp_path: Path) -> None:
     for (name, b), c in zip(plain.named_buffers(), watched.buffers()):
         assert torch.equal(b, c), f"buffer {name} differs"
     keys = {r["key"] for r in records(tmp_path / "b") if r["kind"] == "image"}
-    assert keys == {"featurewatch/channels/net.features.6", "featurewatch/channels/net.features.6/negative"}
+    assert keys == {
+        "featurewatch/channels/net.features.6",
+        "featurewatch/channels/net.features.6/negative",
+    }
 
 
 def test_variants_of_a_channel_are_side_by_side_on_one_row(tmp_path: Path) -> None:
-    cb = ChannelVisualization("net.features.6", channels=[1, 4, 6], variants=2, steps=8, min_size=32)
+    cb = ChannelVisualization(
+        "net.features.6", channels=[1, 4, 6], variants=2, steps=8, min_size=32
+    )
     fit(tmp_path, [cb], epochs=1)
     rec = next(r for r in records(tmp_path) if r["kind"] == "image")
-    assert "channels 1, 4, 6 (row-major, 2 diverse images per channel side by side)" in rec["caption"]
+    assert (
+        "channels 1, 4, 6 (row-major, 2 diverse images per channel side by side)" in rec["caption"]
+    )
     png = np.asarray(Image.open(tmp_path / "featurewatch_logs" / rec["path"]))
     # 6 tiles of 16 px shown at 32 px: 2 channels (4 tiles) per row, 2 rows, 2 px padding
     assert png.shape[:2] == (2 * 34 + 2, 4 * 34 + 2)
@@ -93,7 +110,10 @@ def test_variants_of_a_channel_are_side_by_side_on_one_row(tmp_path: Path) -> No
 
 def test_bad_channel_fails_at_the_first_batch_listing_valid_ones(tmp_path: Path) -> None:
     cb = ChannelVisualization("net.features.2", channels=[0, 8], steps=2)
-    with pytest.raises(ValueError, match=r"channel 8 out of range for layer 'net.features.2' with 8 channels \(valid: 0\.\.7\)"):
+    with pytest.raises(
+        ValueError,
+        match=r"channel 8 out of range for layer 'net.features.2' with 8 channels \(valid: 0\.\.7\)",
+    ):
         fit(tmp_path, [cb], epochs=1)
 
 

@@ -26,12 +26,18 @@ class NamedClassifier(LitClassifier):
 
 
 def fit(
-    root: Path, cb: ClassModelVisualization, model: LitClassifier, callbacks: list[pl.Callback] | None = None
+    root: Path,
+    cb: ClassModelVisualization,
+    model: LitClassifier,
+    callbacks: list[pl.Callback] | None = None,
 ) -> list[dict]:
     pl.seed_everything(0, verbose=False)
     train, val = digits_loaders(n=64, size=16, batch_size=32)
     make_trainer(root, callbacks or [cb], max_epochs=1, limit_val_batches=1).fit(model, train, val)
-    return [json.loads(line) for line in (root / "featurewatch_logs" / "events.jsonl").read_text().splitlines()]
+    return [
+        json.loads(line)
+        for line in (root / "featurewatch_logs" / "events.jsonl").read_text().splitlines()
+    ]
 
 
 def test_one_image_per_class_with_names_from_the_module(tmp_path: Path) -> None:
@@ -54,7 +60,9 @@ def test_default_renders_every_output_and_explicit_names_win(tmp_path: Path) -> 
 
 
 def test_bad_class_fails_at_the_first_batch(tmp_path: Path) -> None:
-    with pytest.raises(ValueError, match=r"class 10 out of range; the model outputs 10 scores \(valid: 0\.\.9\)"):
+    with pytest.raises(
+        ValueError, match=r"class 10 out of range; the model outputs 10 scores \(valid: 0\.\.9\)"
+    ):
         fit(tmp_path, ClassModelVisualization(classes=[10], steps=2), LitClassifier(SmallCNN()))
     with pytest.raises(TypeError, match="`class_names`"):
         ClassModelVisualization(class_names="0123456789")
@@ -111,7 +119,9 @@ def test_a_model_returning_a_dict_renders_the_logits_output_key_selects(tmp_path
     # the logged tiles, read back from the PNG (16 x 16, 2 px padding), fed to the trained model
     with Image.open(tmp_path / "featurewatch_logs" / image["path"]) as im:
         pixels = np.asarray(im.convert("L"), dtype=np.float32) / 255
-    tiles = torch.stack([torch.from_numpy(pixels[2:18, 2 + 18 * i : 18 + 18 * i]) for i in range(2)])
+    tiles = torch.stack(
+        [torch.from_numpy(pixels[2:18, 2 + 18 * i : 18 + 18 * i]) for i in range(2)]
+    )
     assert cb._norm is not None
     mean, std = (torch.tensor(v).reshape(1, -1, 1, 1) for v in cb._norm)
     model.eval()
@@ -127,17 +137,27 @@ def test_a_model_returning_a_dict_renders_the_logits_output_key_selects(tmp_path
 
 
 @pytest.mark.parametrize(
-    ("module", "described"), [(LitDict, "a dict with keys 'logits', 'aux'"), (LitTuple, "a tuple of 2 values")]
+    ("module", "described"),
+    [(LitDict, "a dict with keys 'logits', 'aux'"), (LitTuple, "a tuple of 2 values")],
 )
 def test_a_dict_or_tuple_output_without_output_key_says_what_to_pass(
     tmp_path: Path, module: type[LitDict], described: str
 ) -> None:
     model = module(SmallCNN())
     before = [p.detach().clone() for p in model.parameters()]
-    with pytest.raises(ValueError, match=rf"ClassModelVisualization: .*\(N, classes\) scores, got {described}.*pass `output_key=`"):
+    with pytest.raises(
+        ValueError,
+        match=rf"ClassModelVisualization: .*\(N, classes\) scores, got {described}.*pass `output_key=`",
+    ):
         fit(tmp_path, ClassModelVisualization(classes=[1], steps=2), model)
     assert all(torch.equal(a, b) for a, b in zip(before, model.parameters())), "training started"
-    with pytest.raises(ValueError, match=r"ClassModelVisualization: `output_key='logit'`.*keys: 'logits', 'aux'"):
-        fit(tmp_path / "b", ClassModelVisualization(steps=2, output_key="logit"), LitDict(SmallCNN()))
+    with pytest.raises(
+        ValueError, match=r"ClassModelVisualization: `output_key='logit'`.*keys: 'logits', 'aux'"
+    ):
+        fit(
+            tmp_path / "b",
+            ClassModelVisualization(steps=2, output_key="logit"),
+            LitDict(SmallCNN()),
+        )
     with pytest.raises(TypeError, match="`output_key` must be None"):
         ClassModelVisualization(output_key=1.5)  # type: ignore[arg-type]

@@ -36,10 +36,18 @@ def test_lightning_cli_yaml_attaches_callbacks(tmp_path):
             """
         )
     )
-    cli = LightningCLI(LitClassifier, DigitsDataModule, args=["fit", "--config", str(config)], save_config_callback=None)
+    cli = LightningCLI(
+        LitClassifier,
+        DigitsDataModule,
+        args=["fit", "--config", str(config)],
+        save_config_callback=None,
+    )
     ours = [cb for cb in cli.trainer.callbacks if isinstance(cb, (FilterWeights, ActivationGrid))]
     assert [type(cb).__name__ for cb in ours] == ["FilterWeights", "ActivationGrid"]
-    assert ours[0].layer == "net.features.0" and ours[1].layers == ["net.features.2", "net.features.6"]
+    assert ours[0].layer == "net.features.0" and ours[1].layers == [
+        "net.features.2",
+        "net.features.6",
+    ]
     assert all(cb.calls == 1 and cb.failures == 0 for cb in ours)
     assert torch.equal(ours[1]._probe.fixed, torch.load(probe))
 
@@ -64,7 +72,11 @@ def test_callbacks_work_with_lightning_pytorch_trainer(tmp_path):
     train, _ = digits_loaders(n=64)
     cbs = [FilterWeights(), ActivationGrid(layers=["net.features.2"], num_images=2)]
     trainer = L.Trainer(
-        max_epochs=1, callbacks=list(cbs), logger=False, enable_progress_bar=False, default_root_dir=tmp_path
+        max_epochs=1,
+        callbacks=list(cbs),
+        logger=False,
+        enable_progress_bar=False,
+        default_root_dir=tmp_path,
     )
     trainer.fit(Module(), train)
     assert [cb.calls for cb in cbs] == [1, 1]

@@ -51,11 +51,15 @@ def test_run_with_all_callbacks_is_bit_identical_to_run_without(tmp_path):
     cbs = all_callbacks(every_n_train_steps=2)
     model, trainer = _train(tmp_path / "b", cbs)
     rng_with = torch.get_rng_state()
-    assert all(cb.calls >= 2 and cb.failures == 0 for cb in cbs), [(type(c).__name__, c.calls, c.failures) for c in cbs]
+    assert all(cb.calls >= 2 and cb.failures == 0 for cb in cbs), [
+        (type(c).__name__, c.calls, c.failures) for c in cbs
+    ]
     for (name, a), (_, b) in zip(base_model.state_dict().items(), model.state_dict().items()):
         assert torch.equal(a, b), f"{name} differs"  # weights and BatchNorm running statistics
     assert torch.equal(rng_with, rng_without)
-    assert [p.requires_grad for p in model.parameters()] == [p.requires_grad for p in base_model.parameters()]
+    assert [p.requires_grad for p in model.parameters()] == [
+        p.requires_grad for p in base_model.parameters()
+    ]
     assert model.training == base_model.training
     assert not hooks_left(model)
 
@@ -68,7 +72,9 @@ def test_at_start_never_draws_from_the_users_dataloader(tmp_path):
         pl.seed_everything(0, verbose=False)
         x, y = digits_loaders(n=128)[0].dataset.tensors
         loader = torch.utils.data.DataLoader(
-            torch.utils.data.TensorDataset(x, y), batch_size=32, shuffle=True,
+            torch.utils.data.TensorDataset(x, y),
+            batch_size=32,
+            shuffle=True,
             generator=torch.Generator().manual_seed(7),
         )
         model = LitClassifier(DropoutCNN())
@@ -109,9 +115,15 @@ def test_failing_visualization_raises_when_strict(tmp_path):
 @pytest.mark.parametrize(
     "kwargs, match",
     [
-        ({"every_n_epochs": 1, "every_n_train_steps": 5}, "either `every_n_epochs` or `every_n_train_steps`"),
+        (
+            {"every_n_epochs": 1, "every_n_train_steps": 5},
+            "either `every_n_epochs` or `every_n_train_steps`",
+        ),
         ({"every_n_epochs": 0}, "`every_n_epochs` must be a positive int"),
-        ({"every_n_epochs": None, "every_n_train_steps": -2}, "`every_n_train_steps` must be a positive int"),
+        (
+            {"every_n_epochs": None, "every_n_train_steps": -2},
+            "`every_n_train_steps` must be a positive int",
+        ),
     ],
 )
 def test_bad_schedule_fails_in_init(kwargs, match):
@@ -133,17 +145,38 @@ class CountingModel(LitClassifier):
 @pytest.mark.parametrize(
     "callback, match",
     [
-        (lambda: ActivationGrid(layers=["net.features.9"]), r"layer 'net.features.9' not found in CountingModel.*net.features.0"),
+        (
+            lambda: ActivationGrid(layers=["net.features.9"]),
+            r"layer 'net.features.9' not found in CountingModel.*net.features.0",
+        ),
         (lambda: ActivationGrid(layers=["net.feature.2"]), r"did you mean 'net.features.2'"),
         (lambda: FilterWeights(layer="net.fc"), r"expected an nn.Conv2d, got Linear"),
-        (lambda: FilterWeights(layer="net.features.4"), r"has 8 input channels and the images have 1"),
-        (lambda: ActivationGrid(layers=["net.features.2"], channels=[3, 8]), r"channel 8 out of range .*\(valid: 0..7\)"),
+        (
+            lambda: FilterWeights(layer="net.features.4"),
+            r"has 8 input channels and the images have 1",
+        ),
+        (
+            lambda: ActivationGrid(layers=["net.features.2"], channels=[3, 8]),
+            r"channel 8 out of range .*\(valid: 0..7\)",
+        ),
         (lambda: ActivationGrid(layers=["net.fc"]), r"outputs shape \(1, 10\)"),
-        (lambda: DatasetExamples(["net.features.9"]), r"'net.features.9' not found .*did you mean 'net.features.6'"),
-        (lambda: DatasetExamples(["net.features.6"], channels=[40]), r"channel 40 out of range .*\(valid: 0..15\)"),
+        (
+            lambda: DatasetExamples(["net.features.9"]),
+            r"'net.features.9' not found .*did you mean 'net.features.6'",
+        ),
+        (
+            lambda: DatasetExamples(["net.features.6"], channels=[40]),
+            r"channel 40 out of range .*\(valid: 0..15\)",
+        ),
         (lambda: AttributionMaps(target=12), r"target class 12 out of range; .* \(valid: 0..9\)"),
-        (lambda: AttributionMaps(methods=("gradcam",), layer="net.fc"), r"'net.fc' outputs shape \(1, 10\)"),
-        (lambda: AttributionMaps(methods=("cam",), layer="net.features.2"), r"use layer='net.features.6' for CAM"),
+        (
+            lambda: AttributionMaps(methods=("gradcam",), layer="net.fc"),
+            r"'net.fc' outputs shape \(1, 10\)",
+        ),
+        (
+            lambda: AttributionMaps(methods=("cam",), layer="net.features.2"),
+            r"use layer='net.features.6' for CAM",
+        ),
         # a call index past the module's last call: every callback that renders or reads a layer
         (lambda: ActivationGrid(layers=["net.features.2@1"]), AT_K),
         (lambda: ChannelVisualization("net.features.2@1", steps=2), AT_K),
@@ -163,7 +196,9 @@ def test_bad_configuration_fails_before_first_training_step(tmp_path, callback, 
 def test_no_work_in_sanity_check_or_fast_dev_run(tmp_path):
     cb = FilterWeights(every_n_train_steps=1, every_n_epochs=None)
     train, val = digits_loaders(n=64)
-    trainer = pl.Trainer(fast_dev_run=2, callbacks=[cb], default_root_dir=tmp_path, enable_progress_bar=False)
+    trainer = pl.Trainer(
+        fast_dev_run=2, callbacks=[cb], default_root_dir=tmp_path, enable_progress_bar=False
+    )
     trainer.fit(LitClassifier(), train, val)
     assert cb.calls == 0
 
@@ -181,7 +216,9 @@ def test_schedule_by_steps_and_final_run(tmp_path):
 def test_resume_keeps_state_and_probe(tmp_path):
     train, val = digits_loaders(n=64)
     grid = ActivationGrid(layers=["net.features.2"], num_images=3)
-    trainer = make_trainer(tmp_path, callbacks=[grid, FilterWeights()], max_epochs=1, enable_checkpointing=True)
+    trainer = make_trainer(
+        tmp_path, callbacks=[grid, FilterWeights()], max_epochs=1, enable_checkpointing=True
+    )
     trainer.fit(LitClassifier(), train, val)
     ckpt = trainer.checkpoint_callback.best_model_path
     probe = grid._probe.fixed.clone()
@@ -190,7 +227,9 @@ def test_resume_keeps_state_and_probe(tmp_path):
     resumed = ActivationGrid(layers=["net.features.2"], num_images=3)
     other = ActivationGrid(layers=["net.features.6"], num_images=3)  # distinct state_key, coexists
     assert resumed.state_key != other.state_key
-    trainer2 = make_trainer(tmp_path, callbacks=[resumed, other], max_epochs=2, enable_checkpointing=True)
+    trainer2 = make_trainer(
+        tmp_path, callbacks=[resumed, other], max_epochs=2, enable_checkpointing=True
+    )
     trainer2.fit(LitClassifier(), train, val, ckpt_path=ckpt)
     assert torch.equal(resumed._probe.fixed, probe)
     assert resumed.calls == 2  # 1 before the checkpoint + 1 after resuming

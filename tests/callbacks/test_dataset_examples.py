@@ -302,7 +302,9 @@ class SideHead(SmallCNN):
 def test_a_failing_layer_is_reported_and_the_other_layers_are_still_logged(tmp_path: Path) -> None:
     # the failing layer comes first: it must not take the others down with it
     cb = DatasetExamples(["net.side", "net.features.6"], max_channels=2, k=2, pool_size=16)
-    with pytest.warns(FeatureWatchWarning, match="DatasetExamples: layer 'net.side' failed at step 4"):
+    with pytest.warns(
+        FeatureWatchWarning, match="DatasetExamples: layer 'net.side' failed at step 4"
+    ):
         fit(tmp_path, [cb], epochs=1, net=SideHead())
     recs = records(tmp_path)
     assert [(r["key"], r["step"]) for r in recs if r["kind"] == "image"] == [

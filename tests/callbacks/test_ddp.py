@@ -14,17 +14,30 @@ SCRIPT = Path(__file__).resolve().parents[1] / "scripts" / "ddp_fit.py"
 def test_ddp_two_processes_logs_each_image_once(tmp_path):
     env = {**os.environ, "PYTHONWARNINGS": "ignore", "OMP_NUM_THREADS": "1"}
     result = subprocess.run(
-        [sys.executable, str(SCRIPT), str(tmp_path)], capture_output=True, text=True, timeout=300, env=env
+        [sys.executable, str(SCRIPT), str(tmp_path)],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        env=env,
     )
     assert result.returncode == 0, result.stderr[-3000:]
     ranks = [json.loads((tmp_path / f"rank{r}.json").read_text()) for r in (0, 1)]
     assert [r["world_size"] for r in ranks] == [2, 2]
-    assert ranks[0]["global_step"] == ranks[1]["global_step"] == 8  # 128 samples / 2 ranks / 16 per batch x 2 epochs
-    assert ranks[0]["calls"] == [2, 2, 2, 2] and ranks[0]["failures"] == [0, 0, 0, 0]  # work on rank zero only
+    assert (
+        ranks[0]["global_step"] == ranks[1]["global_step"] == 8
+    )  # 128 samples / 2 ranks / 16 per batch x 2 epochs
+    assert ranks[0]["calls"] == [2, 2, 2, 2] and ranks[0]["failures"] == [
+        0,
+        0,
+        0,
+        0,
+    ]  # work on rank zero only
     assert ranks[1]["calls"] == [0, 0, 0, 0]
 
     event_files = list((tmp_path / "tb" / "version_0").glob("events.out.tfevents.*"))
-    acc = EventAccumulator(str(tmp_path / "tb" / "version_0"), size_guidance={"images": 0, "scalars": 0})
+    acc = EventAccumulator(
+        str(tmp_path / "tb" / "version_0"), size_guidance={"images": 0, "scalars": 0}
+    )
     acc.Reload()
     tags = acc.Tags()["images"]
     for tag in (

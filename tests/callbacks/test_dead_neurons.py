@@ -75,10 +75,16 @@ class PlainCNN(nn.Module):
     def __init__(self) -> None:
         super().__init__()
         self.features = nn.Sequential(
-            nn.Conv2d(1, 8, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2), nn.Conv2d(8, 16, 3, padding=1), nn.ReLU()
+            nn.Conv2d(1, 8, 3, padding=1),
+            nn.ReLU(),
+            nn.MaxPool2d(2),
+            nn.Conv2d(8, 16, 3, padding=1),
+            nn.ReLU(),
         )
         self.fc = nn.Linear(16, 10)
-        with torch.no_grad():  # a healthy baseline: every channel starts well inside its "on" regime
+        with (
+            torch.no_grad()
+        ):  # a healthy baseline: every channel starts well inside its "on" regime
             self.features[0].bias.fill_(0.5)
             self.features[3].bias.fill_(0.5)
 
@@ -146,7 +152,9 @@ def test_planted_dead_channels_are_exactly_reported(kind: str) -> None:
     images = {r["key"]: r for r in _records("image") if r["step"] == 8}
     for key, dead in expected.items():
         channels = monitor.latest[key].channels
-        assert scalars[f"featurewatch/dead/{key}/dead_fraction"] == pytest.approx(len(dead) / channels)
+        assert scalars[f"featurewatch/dead/{key}/dead_fraction"] == pytest.approx(
+            len(dead) / channels
+        )
         assert 0.0 <= scalars[f"featurewatch/dead/{key}/dying_fraction"] <= 1.0
         assert histograms[f"featurewatch/dead/{key}/on_rate"]["count"] == channels
         rates = monitor.latest[key].on_rate
@@ -184,8 +192,14 @@ class SpikedLR(LitClassifier):
 def _plain_net() -> nn.Module:
     seed_everything_quietly(0)
     return nn.Sequential(
-        nn.Conv2d(1, 8, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2), nn.Conv2d(8, 16, 3, padding=1), nn.ReLU(),
-        nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(16, 10),
+        nn.Conv2d(1, 8, 3, padding=1),
+        nn.ReLU(),
+        nn.MaxPool2d(2),
+        nn.Conv2d(8, 16, 3, padding=1),
+        nn.ReLU(),
+        nn.AdaptiveAvgPool2d(1),
+        nn.Flatten(),
+        nn.Linear(16, 10),
     )
 
 
@@ -202,7 +216,10 @@ def test_lr_spike_alerted_at_first_evaluation_after() -> None:
     assert alerts and "step 16" in alerts[0]
     assert next(r["step"] for r in _records("text") if r["key"] == "featurewatch/dead/alerts") == 16
     dead_at_16 = monitor.history[1]["layers"]
-    assert max(float((layer["silent_steps"] >= 4).double().mean()) for layer in dead_at_16.values()) > 0.2
+    assert (
+        max(float((layer["silent_steps"] >= 4).double().mean()) for layer in dead_at_16.values())
+        > 0.2
+    )
     # Warned once per layer, not again at step 24 although the filters are still dead.
     assert len(alerts) == len({a.split("'")[1] for a in alerts})
 
@@ -210,13 +227,17 @@ def test_lr_spike_alerted_at_first_evaluation_after() -> None:
     quiet = DeadNeuronMonitor(patience=4, dead_alert_fraction=0.2, heatmap=False)
     with warnings.catch_warnings(record=True) as record:
         warnings.simplefilter("always")
-        _trainer([quiet], max_epochs=2).fit(SpikedLR(_plain_net(), spike_step=10, factor=1.0), train)
+        _trainer([quiet], max_epochs=2).fit(
+            SpikedLR(_plain_net(), spike_step=10, factor=1.0), train
+        )
     assert _dead_warnings(record) == []
 
 
 def test_on_dead_stop_stops_training_with_the_reason() -> None:
     net, _, _ = _planted("inplace_relu")
-    monitor = DeadNeuronMonitor(on_dead="stop", dead_alert_fraction=0.1, every_n_epochs=None, every_n_train_steps=2)
+    monitor = DeadNeuronMonitor(
+        on_dead="stop", dead_alert_fraction=0.1, every_n_epochs=None, every_n_train_steps=2
+    )
     train, _ = digits_loaders(256)
     trainer = _trainer([monitor], max_steps=40, max_epochs=None)
     with pytest.warns(DeadNeuronWarning, match="stopped training") as record:
@@ -234,7 +255,9 @@ def test_on_dead_stop_stops_training_with_the_reason() -> None:
 def test_on_dead_raise_and_hooks_removed_after_exceptions() -> None:
     net, _, _ = _planted("relu_module")
     model = LitClassifier(net)
-    monitor = DeadNeuronMonitor(on_dead="raise", every_n_epochs=None, every_n_train_steps=2, heatmap=False)
+    monitor = DeadNeuronMonitor(
+        on_dead="raise", every_n_epochs=None, every_n_train_steps=2, heatmap=False
+    )
     train, _ = digits_loaders(128)
     with pytest.raises(DeadNeuronError, match=r"net\.features\.1.*\[1, 6\]"):
         _trainer([monitor]).fit(model, train)
@@ -260,7 +283,9 @@ def test_hooks_removed_after_fit_and_run_unchanged() -> None:
         seed_everything_quietly(0)
         model = LitClassifier(TinyResNet(in_channels=1))
         seed_everything_quietly(1)  # same shuffling stream in both runs
-        callbacks: list[pl.Callback] = [DeadNeuronMonitor(include_validation=True, heatmap=False)] if with_monitor else []
+        callbacks: list[pl.Callback] = (
+            [DeadNeuronMonitor(include_validation=True, heatmap=False)] if with_monitor else []
+        )
         _trainer(callbacks).fit(model, train, val)
         assert _hooks_left(model) == 0
         params.append({k: v.clone() for k, v in model.state_dict().items()})
@@ -274,9 +299,13 @@ def test_counts_only_training_forwards() -> None:
     positions = {}
     for include in (False, True):
         seed_everything_quietly(0)
-        monitor = DeadNeuronMonitor(["net.features.2"], include_validation=include, heatmap=False, rates_every_n_steps=1)
+        monitor = DeadNeuronMonitor(
+            ["net.features.2"], include_validation=include, heatmap=False, rates_every_n_steps=1
+        )
         grid = ActivationGrid(["net.features.2"])  # featurewatch's own forwards, every epoch
-        _trainer([monitor, grid], max_epochs=1, num_sanity_val_steps=2).fit(LitClassifier(SmallCNN()), train, val)
+        _trainer([monitor, grid], max_epochs=1, num_sanity_val_steps=2).fit(
+            LitClassifier(SmallCNN()), train, val
+        )
         positions[include] = monitor.latest["net.features.2"].positions
         assert grid.calls >= 1
     assert positions[False] == 128 * 16 * 16
@@ -285,7 +314,9 @@ def test_counts_only_training_forwards() -> None:
 
 def test_sampling_counts_every_n_th_training_batch() -> None:
     train, _ = digits_loaders(128)  # 4 batches of 32 per epoch
-    monitor = DeadNeuronMonitor(["net.features.2"], sample_every_n_steps=3, heatmap=False, rates_every_n_steps=1)
+    monitor = DeadNeuronMonitor(
+        ["net.features.2"], sample_every_n_steps=3, heatmap=False, rates_every_n_steps=1
+    )
     _trainer([monitor], max_epochs=1).fit(LitClassifier(SmallCNN()), train)
     summary = monitor.latest["net.features.2"]
     assert summary.updates == 2 and summary.positions == 2 * 32 * 16 * 16  # batches 0 and 3
@@ -348,14 +379,18 @@ def test_default_rates_every_4th_step_keep_dead_detection_exact() -> None:
 
     train, _ = digits_loaders(128, batch_size=16)  # 8 steps per epoch
     seed_everything_quietly(0)
-    net = ScheduledFiring(lambda n: n == 5)  # channel 2 fires only in the training forward of step 5
+    net = ScheduledFiring(
+        lambda n: n == 5
+    )  # channel 2 fires only in the training forward of step 5
     net.conv.requires_grad_(False)
     monitor = DeadNeuronMonitor(["net.relu"], heatmap=False, patience=None)
     _trainer([monitor], max_epochs=1).fit(LitClassifier(net), train)
     s = monitor.latest["net.relu"]
     assert s.updates == 8 and s.positions == 2 * 16 * 16 * 16  # rates from steps 0 and 4
     assert monitor.dead_channels == {"net.relu": [1]}, (s.silent_steps, s.max_abs, net.forwards)
-    assert s.on_rate[2] == 0 and bool(s.fired[2]) and s.silent_steps[2] == 2  # fired at step 5 of 0..7
+    assert (
+        s.on_rate[2] == 0 and bool(s.fired[2]) and s.silent_steps[2] == 2
+    )  # fired at step 5 of 0..7
     assert 2 in s.dying(0.01) and s.max_abs[2] > 1e3  # the maximum saw step 5 too
 
 
@@ -371,9 +406,9 @@ def test_resume_keeps_history(tmp_path: Path) -> None:
 
     net2, _, _ = _planted("reused_relu")
     second = DeadNeuronMonitor()
-    _trainer([second, ModelCheckpoint(dirpath=tmp_path)], max_epochs=3, enable_checkpointing=True).fit(
-        LitClassifier(net2), train, ckpt_path=path
-    )
+    _trainer(
+        [second, ModelCheckpoint(dirpath=tmp_path)], max_epochs=3, enable_checkpointing=True
+    ).fit(LitClassifier(net2), train, ckpt_path=path)
     assert [e["step"] for e in second.history] == [4, 8, 12]
     for old, new in zip(first.history, second.history[:2]):
         assert old["layers"].keys() == new["layers"].keys()
@@ -385,13 +420,18 @@ def test_resume_keeps_history(tmp_path: Path) -> None:
 
 
 def test_argument_validation() -> None:
-    with pytest.raises(ValueError, match="`on_dead` must be one of 'warn', 'raise', 'stop', got 'explode'"):
+    with pytest.raises(
+        ValueError, match="`on_dead` must be one of 'warn', 'raise', 'stop', got 'explode'"
+    ):
         DeadNeuronMonitor(on_dead="explode")
     with pytest.raises(ValueError, match=r"`dead_alert_fraction` must be in \[0, 1\), got 1.5"):
         DeadNeuronMonitor(dead_alert_fraction=1.5)
     with pytest.raises(ValueError, match=r"`dying_rate` must be in \(0, 1\]"):
         DeadNeuronMonitor(dying_rate=0)
-    with pytest.raises(TypeError, match="`layers` must be a layer name or a non-empty list of layer names or None, got \\[\\]"):
+    with pytest.raises(
+        TypeError,
+        match="`layers` must be a layer name or a non-empty list of layer names or None, got \\[\\]",
+    ):
         DeadNeuronMonitor(layers=[])
     with pytest.raises(ValueError, match="`sample_every_n_steps` must be a positive int, got 0"):
         DeadNeuronMonitor(sample_every_n_steps=0)
@@ -403,7 +443,9 @@ def test_argument_validation() -> None:
     with pytest.raises(ValueError, match="`channel_dim`"):
         DeadNeuronMonitor(channel_dim=2)
     with pytest.raises(ValueError, match="did you mean 'net.features.2'"):
-        _trainer([DeadNeuronMonitor(["net.features.22"])]).fit(LitClassifier(SmallCNN()), digits_loaders(32)[0])
+        _trainer([DeadNeuronMonitor(["net.features.22"])]).fit(
+            LitClassifier(SmallCNN()), digits_loaders(32)[0]
+        )
 
 
 def test_short_leftover_window_at_the_end_is_no_evidence_of_death() -> None:
@@ -413,13 +455,25 @@ def test_short_leftover_window_at_the_end_is_no_evidence_of_death() -> None:
 
     train, _ = digits_loaders(256, batch_size=16)  # 16 steps
     seed_everything_quietly(0)
-    net = ScheduledFiring(lambda n: n < 15)  # channel 2 fires in the training forwards 0..14, not 15
+    net = ScheduledFiring(
+        lambda n: n < 15
+    )  # channel 2 fires in the training forwards 0..14, not 15
     net.conv.requires_grad_(False)
     monitor = DeadNeuronMonitor(
-        ["net.relu"], heatmap=False, on_dead="raise", dead_alert_fraction=0.3, every_n_epochs=None, every_n_train_steps=5
+        ["net.relu"],
+        heatmap=False,
+        on_dead="raise",
+        dead_alert_fraction=0.3,
+        every_n_epochs=None,
+        every_n_train_steps=5,
     )
     _trainer([monitor], max_epochs=1).fit(LitClassifier(net), train)  # would raise on channel 2
-    assert [(e["step"], e["layers"]["net.relu"]["updates"]) for e in monitor.history] == [(5, 5), (10, 5), (15, 5), (16, 1)]
+    assert [(e["step"], e["layers"]["net.relu"]["updates"]) for e in monitor.history] == [
+        (5, 5),
+        (10, 5),
+        (15, 5),
+        (16, 1),
+    ]
     assert monitor.dead_channels == {"net.relu": [1]}
     assert monitor.history[-1]["epoch"] == 0  # the run had one epoch, 0
 
@@ -430,7 +484,10 @@ def test_short_leftover_window_at_the_end_is_no_evidence_of_death() -> None:
     net.conv.requires_grad_(False)
     monitor = DeadNeuronMonitor(["net.relu"], heatmap=False, patience=5, every_n_epochs=2)
     _trainer([monitor], max_epochs=3).fit(LitClassifier(net), digits_loaders(128, batch_size=16)[0])
-    assert [(e["step"], e["layers"]["net.relu"]["updates"]) for e in monitor.history] == [(16, 16), (24, 8)]
+    assert [(e["step"], e["layers"]["net.relu"]["updates"]) for e in monitor.history] == [
+        (16, 16),
+        (24, 8),
+    ]
     assert monitor.dead_channels == {"net.relu": [1, 2]}
 
 
@@ -442,7 +499,11 @@ def test_a_call_site_that_does_not_exist_is_reported_with_the_valid_names() -> N
         _trainer([monitor], max_epochs=1).fit(LitClassifier(SmallCNN()), train)
     assert list(monitor.dead_channels) == ["net.features.2@0"]
     said = [w for w in _dead_warnings(record) if "net.features.2@3" in w]
-    assert len(said) == 1 and "runs 1 time per forward" in said[0] and "valid: 'net.features.2@0', or 'net.features.2'" in said[0]
+    assert (
+        len(said) == 1
+        and "runs 1 time per forward" in said[0]
+        and "valid: 'net.features.2@0', or 'net.features.2'" in said[0]
+    )
     texts = [r for r in _records("text") if r["key"] == "featurewatch/dead/net.features.2@3/error"]
     assert len(texts) == 1
 
@@ -450,22 +511,32 @@ def test_a_call_site_that_does_not_exist_is_reported_with_the_valid_names() -> N
 def test_two_differently_measuring_monitors_coexist() -> None:
     train, _ = digits_loaders(64)
     net, layers, expected = _planted("relu_module")
-    every, sampled = DeadNeuronMonitor(layers, rates_every_n_steps=1, heatmap=False), DeadNeuronMonitor(layers, heatmap=False)
+    every, sampled = (
+        DeadNeuronMonitor(layers, rates_every_n_steps=1, heatmap=False),
+        DeadNeuronMonitor(layers, heatmap=False),
+    )
     _trainer([every, sampled], max_epochs=1).fit(LitClassifier(net), train)
     assert every.dead_channels == sampled.dead_channels == expected
     assert every.state_key != sampled.state_key
 
 
-def test_resume_with_other_decisions_or_from_an_old_checkpoint_keeps_the_history(tmp_path: Path) -> None:
+def test_resume_with_other_decisions_or_from_an_old_checkpoint_keeps_the_history(
+    tmp_path: Path,
+) -> None:
     """`on_dead` and `patience` decide, they do not measure: changing them on resume keeps the
     history. A checkpoint that stored the state under the earlier key (layers and threshold) loads."""
     train, _ = digits_loaders(128)
     net, _, _ = _planted("reused_relu")
     first = DeadNeuronMonitor(on_dead="stop", dead_alert_fraction=0.9, heatmap=False)
-    _trainer([first, ModelCheckpoint(dirpath=tmp_path, save_last=True)], enable_checkpointing=True).fit(LitClassifier(net), train)
+    _trainer(
+        [first, ModelCheckpoint(dirpath=tmp_path, save_last=True)], enable_checkpointing=True
+    ).fit(LitClassifier(net), train)
     path = tmp_path / "last.ckpt"
     old = torch.load(path, weights_only=True)
-    old["callbacks"] = {first._legacy_state_key if k == first.state_key else k: v for k, v in old["callbacks"].items()}
+    old["callbacks"] = {
+        first._legacy_state_key if k == first.state_key else k: v
+        for k, v in old["callbacks"].items()
+    }
     torch.save(old, tmp_path / "old.ckpt")
     for ckpt in (path, tmp_path / "old.ckpt"):
         net2, _, _ = _planted("reused_relu")
@@ -502,8 +573,14 @@ def test_auto_heatmaps_on_a_deep_network_only_for_layers_with_dead_or_dying_chan
     net.features.requires_grad_(False)
     monitor = DeadNeuronMonitor()
     _trainer([monitor], max_epochs=1).fit(LitClassifier(net), train)
-    assert {k: v for k, v in monitor.dead_channels.items() if v} == {"net.features.7": [1], "net.features.31": [3]}
+    assert {k: v for k, v in monitor.dead_channels.items() if v} == {
+        "net.features.7": [1],
+        "net.features.31": [3],
+    }
     drawn = sorted(r["key"] for r in _records("image"))
-    assert drawn == ["featurewatch/dead/net.features.31/heatmap", "featurewatch/dead/net.features.7/heatmap"]
+    assert drawn == [
+        "featurewatch/dead/net.features.31/heatmap",
+        "featurewatch/dead/net.features.7/heatmap",
+    ]
     with pytest.raises(ValueError, match="`heatmap`"):
         DeadNeuronMonitor(heatmap="some")

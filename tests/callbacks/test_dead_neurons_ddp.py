@@ -15,7 +15,11 @@ ROOT = Path(__file__).resolve().parents[2]
 
 
 def _env() -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if k not in ("LOCAL_RANK", "NODE_RANK", "WORLD_SIZE", "MASTER_PORT")}
+    env = {
+        k: v
+        for k, v in os.environ.items()
+        if k not in ("LOCAL_RANK", "NODE_RANK", "WORLD_SIZE", "MASTER_PORT")
+    }
     env["PYTHONPATH"] = str(ROOT) + os.pathsep + env.get("PYTHONPATH", "")
     return env
 
@@ -24,11 +28,20 @@ def test_two_process_ddp_matches_single_process(tmp_path: Path) -> None:
     env = _env()
     ddp = subprocess.Popen(
         [sys.executable, str(SCRIPT), str(tmp_path), "ddp"],
-        env=env, cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+        env=env,
+        cwd=tmp_path,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
     )
     single = subprocess.run(
         [sys.executable, str(SCRIPT), str(tmp_path), "single"],
-        env=env, cwd=tmp_path, capture_output=True, text=True, timeout=180, check=False,
+        env=env,
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=180,
+        check=False,
     )
     out, _ = ddp.communicate(timeout=180)
     assert ddp.returncode == 0, out[-3000:]
@@ -67,10 +80,17 @@ def test_strict_problem_on_one_rank_raises_on_every_rank(tmp_path: Path) -> None
     evaluation (the first, after step 4) instead of rank 0 hanging in the next collective."""
     run = subprocess.run(
         [sys.executable, str(SCRIPT), str(tmp_path), "strict"],
-        env=_env(), cwd=tmp_path, capture_output=True, text=True, timeout=180, check=False,
+        env=_env(),
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=180,
+        check=False,
     )
     assert run.returncode != 0, run.stdout[-1500:] + run.stderr[-1500:]
     rank0 = (tmp_path / "strict_rank0.txt").read_text()
     rank1 = (tmp_path / "strict_rank1.txt").read_text()
-    assert rank1.startswith("step 4: ") and "'net.tap' call 0 changed from 1 channels" in rank1, rank1
+    assert rank1.startswith("step 4: ") and "'net.tap' call 0 changed from 1 channels" in rank1, (
+        rank1
+    )
     assert rank0.startswith("step 4: ") and "failed on another process" in rank0, rank0

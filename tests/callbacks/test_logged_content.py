@@ -14,7 +14,13 @@ from PIL import Image
 from pytorch_lightning.loggers import CSVLogger, MLFlowLogger, TensorBoardLogger, WandbLogger
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
-from featurewatch import ActivationGrid, AttributionMaps, DatasetExamples, FeatureWatchCallback, FilterWeights
+from featurewatch import (
+    ActivationGrid,
+    AttributionMaps,
+    DatasetExamples,
+    FeatureWatchCallback,
+    FilterWeights,
+)
 from tests._models import LitClassifier, digits_loaders
 from tests.callbacks.conftest import make_trainer
 from tests.loggers.test_wandb_sink import wandb_records
@@ -78,7 +84,9 @@ def run(tmp_path_factory):
 
 def test_tensorboard_event_reader(run):
     root, loggers, _ = run
-    acc = EventAccumulator(loggers[0].log_dir, size_guidance={"images": 0, "scalars": 0, "tensors": 0})
+    acc = EventAccumulator(
+        loggers[0].log_dir, size_guidance={"images": 0, "scalars": 0, "tensors": 0}
+    )
     acc.Reload()
     assert [e.step for e in acc.Images(FILTERS)] == STEPS
     assert [(e.height, e.width) for e in acc.Images(FILTERS)] == [FILTER_SIZE] * 3
@@ -150,12 +158,19 @@ def test_every_backend_shows_the_same_pixels(run, tmp_path):
     records = [json.loads(line) for line in (files / "events.jsonl").read_text().splitlines()]
     client = MlflowClient(tracking_uri=f"sqlite:///{root / 'mlflow.db'}")
     local = Path(client.download_artifacts(loggers[2].run_id, "images", str(tmp_path)))
-    for key, mlflow_name in ((GRADCAM, "attribution~gradcam"), (EXAMPLES, "examples~net.features.6")):
+    for key, mlflow_name in (
+        (GRADCAM, "attribution~gradcam"),
+        (EXAMPLES, "examples~net.features.6"),
+    ):
         tb = Image.open(io.BytesIO(acc.Images(key)[-1].encoded_image_string)).convert("RGB")
-        (wb_row,) = [r for r in rows if f"{key}._type" in r and r["trainer/global_step"] == STEPS[-1]]
+        (wb_row,) = [
+            r for r in rows if f"{key}._type" in r and r["trainer/global_step"] == STEPS[-1]
+        ]
         wb = Image.open(wandb_dir / "files" / wb_row[f"{key}.path"]).convert("RGB")
         (rec,) = [r for r in records if r.get("key") == key and r["step"] == STEPS[-1]]
         fs = Image.open(files / rec["path"]).convert("RGB")
         (ml,) = [q for q in local.rglob("*.png") if f"{mlflow_name}+step+{STEPS[-1]}+" in q.name]
         ml_img = Image.open(ml).convert("RGB")
-        assert tb.size[0] > 100 and tb.tobytes() == wb.tobytes() == fs.tobytes() == ml_img.tobytes(), key
+        assert (
+            tb.size[0] > 100 and tb.tobytes() == wb.tobytes() == fs.tobytes() == ml_img.tobytes()
+        ), key

@@ -243,7 +243,9 @@ def test_a_max_pool_that_outputs_1x1_is_a_feature_map_not_the_global_pool() -> N
     assert cam(model, x, [0, 1]).shape == (2, 2, 2)
     # a CIFAR VGG with no adaptive pool: MaxPool2d down to 1 x 1, Flatten, Linear. The max pool's
     # output is what the classifier reads; it is not "computed from a pooled map"
-    vgg = nn.Sequential(nn.Conv2d(1, 6, 3, padding=1), nn.ReLU(), nn.MaxPool2d(4), nn.Flatten(), nn.Linear(6, 3)).eval()
+    vgg = nn.Sequential(
+        nn.Conv2d(1, 6, 3, padding=1), nn.ReLU(), nn.MaxPool2d(4), nn.Flatten(), nn.Linear(6, 3)
+    ).eval()
     assert find_cam_layer(vgg, torch.randn(2, 1, 4, 4)) == "2"
 
 

@@ -27,7 +27,9 @@ def test_shape_range_and_determinism() -> None:
     assert torch.equal(a, deep_dream(m, x, "features.6", octaves=3, steps=3))
     assert not torch.equal(a, deep_dream(m, x, "features.6", octaves=3, steps=3, seed=1))
     assert not torch.equal(a, x)
-    single = deep_dream(m, x[0], channel("features.6", 2), octaves=1, steps=2)  # (C, H, W) and any objective
+    single = deep_dream(
+        m, x[0], channel("features.6", 2), octaves=1, steps=2
+    )  # (C, H, W) and any objective
     assert single.shape == (1, 1, 20, 20)
 
 

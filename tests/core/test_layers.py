@@ -18,7 +18,9 @@ from tests._models import SmallCNN, TinyResNet
 
 def all_hooks_empty(model: nn.Module) -> bool:
     return all(
-        not m._forward_hooks and not m._forward_pre_hooks and not m._backward_hooks
+        not m._forward_hooks
+        and not m._forward_pre_hooks
+        and not m._backward_hooks
         and not getattr(m, "_backward_pre_hooks", {})
         for m in model.modules()
     )
@@ -33,7 +35,9 @@ def test_unknown_layer_names_closest_and_available():
     assert "did you mean" in msg and "'layer1.conv1'" in msg
     assert "conv1, relu, layer1.conv1" in msg  # available conv/activation layers, in order
     # a model with neither (an MLP of Linear layers) lists the layers it has, not "none"
-    with pytest.raises(ValueError, match=r"\(layers: 0, 1; names come from model.named_modules\(\)\)"):
+    with pytest.raises(
+        ValueError, match=r"\(layers: 0, 1; names come from model.named_modules\(\)\)"
+    ):
         resolve_layer(nn.Sequential(nn.Linear(3, 4), nn.Linear(4, 2)), "fc")
 
 
@@ -58,8 +62,15 @@ def test_reused_relu_is_captured_per_call_site():
     counts = module_calls(model, lambda: model(x), ["layer1.relu"])
     assert counts == {"layer1.relu": 2}
     with torch.no_grad():
-        first = torch.relu(model.layer1.bn1(model.layer1.conv1(model.relu(model.bn1(model.conv1(x))))))
-    with torch.no_grad(), capture(model, ["layer1.relu@0", "layer1.relu@1", "layer1.relu"], call_counts=counts) as got:
+        first = torch.relu(
+            model.layer1.bn1(model.layer1.conv1(model.relu(model.bn1(model.conv1(x)))))
+        )
+    with (
+        torch.no_grad(),
+        capture(
+            model, ["layer1.relu@0", "layer1.relu@1", "layer1.relu"], call_counts=counts
+        ) as got,
+    ):
         out = model(x)
     assert torch.allclose(got["layer1.relu@0"], first)
     assert not torch.allclose(got["layer1.relu@0"], got["layer1.relu@1"])
@@ -80,7 +91,10 @@ def test_capture_stops_after_deepest_layer_and_removes_hooks():
                 pass
         counts = module_calls(model, lambda: model(x), ["features.2"])
         calls.clear()
-        with capture(model, ["features.2"], stop=True, call_counts=counts) as got, suppress(StopForward):
+        with (
+            capture(model, ["features.2"], stop=True, call_counts=counts) as got,
+            suppress(StopForward),
+        ):
             model(x)
         assert "features.2" in got.outputs and calls == []
     finally:
@@ -110,7 +124,9 @@ def test_activation_maps_matches_manual_forward():
 
 def test_activation_maps_of_a_conv_followed_by_inplace_relu_are_not_rectified():
     torch.manual_seed(0)
-    model = nn.Sequential(nn.Conv2d(1, 4, 3), nn.ReLU(inplace=True), nn.Conv2d(4, 4, 3), nn.ReLU(inplace=True)).eval()
+    model = nn.Sequential(
+        nn.Conv2d(1, 4, 3), nn.ReLU(inplace=True), nn.Conv2d(4, 4, 3), nn.ReLU(inplace=True)
+    ).eval()
     x = torch.randn(2, 1, 8, 8)
     maps = activation_maps(model, x, ["0", "2"])
     with torch.no_grad():

@@ -59,7 +59,9 @@ def test_algebra_matches_arithmetic_and_unions_layers() -> None:
 def test_plain_objective_broadcasts_over_a_batched_one() -> None:
     a = acts()
     obj = channel("conv", [1, 2]) - 0.5 * layer_l2("relu")
-    expected = torch.stack([a["conv"][0, 1].mean(), a["conv"][1, 2].mean()]) - 0.5 * a["relu"].pow(2).flatten(1).mean(1)
+    expected = torch.stack([a["conv"][0, 1].mean(), a["conv"][1, 2].mean()]) - 0.5 * a["relu"].pow(
+        2
+    ).flatten(1).mean(1)
     assert obj.batch == 2
     assert torch.allclose(obj(a), expected)
 
@@ -76,7 +78,10 @@ def test_batched_objectives_of_different_sizes_do_not_combine() -> None:
 def test_neuron_defaults_to_the_centre() -> None:
     a = acts()
     assert torch.allclose(neuron("conv", 2)(a), a["conv"][:, 2, 1, 1])
-    assert torch.allclose(neuron("conv", [0, 1], y=0, x=1)(a), torch.stack([a["conv"][0, 0, 0, 1], a["conv"][1, 1, 0, 1]]))
+    assert torch.allclose(
+        neuron("conv", [0, 1], y=0, x=1)(a),
+        torch.stack([a["conv"][0, 0, 0, 1], a["conv"][1, 1, 0, 1]]),
+    )
 
 
 def test_class_logit_direction_interpolate() -> None:
@@ -118,7 +123,9 @@ def test_an_objective_must_return_one_value_per_element() -> None:
 def test_diversity_is_minus_the_style_similarity_within_each_group() -> None:
     torch.manual_seed(0)
     base = torch.rand(1, 3, 4, 4)
-    acts = torch.cat([base, 2.0 * base, torch.rand(1, 3, 4, 4), torch.rand(1, 3, 4, 4)])  # groups {0,1}, {2,3}
+    acts = torch.cat(
+        [base, 2.0 * base, torch.rand(1, 3, 4, 4), torch.rand(1, 3, 4, 4)]
+    )  # groups {0,1}, {2,3}
     values = diversity("l", 2)({"l": acts})
     # elements 0 and 1 have Gram matrices that differ by a factor only: cosine similarity 1
     assert torch.allclose(values[:2], torch.tensor([-1.0, -1.0]))

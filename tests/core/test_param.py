@@ -51,27 +51,41 @@ def test_fitted_stats_give_the_exact_input_range_and_a_decreasing_spectrum() -> 
     lo = (torch.tensor(0.0) - mean[0]) / std[0]
     hi = (torch.tensor(1.0) - mean[0]) / std[0]
     assert torch.allclose(torch.stack([lo, hi]), torch.stack([x.min(), x.max()]), atol=1e-5)
-    assert stats.amplitude[0] > 3 * stats.amplitude[-1]  # natural images: amplitude falls with frequency
+    assert (
+        stats.amplitude[0] > 3 * stats.amplitude[-1]
+    )  # natural images: amplitude falls with frequency
     # a FourierImage built on the fitted profile works at another size
     fitted = ImageSpec(channels=1, size=24, stats=stats).build([0])
     assert fitted().shape == (1, 1, 24, 24) and torch.isfinite(fitted()).all()
     plain = FourierImage([0], 1, (24, 24))
     assert not torch.allclose(fitted.scale, plain.scale)
     # fitted colours with a 1/f spectrum
-    assert torch.equal(ImageSpec(channels=1, size=24, stats=stats, fitted_spectrum=False).build([0]).scale, plain.scale)
+    assert torch.equal(
+        ImageSpec(channels=1, size=24, stats=stats, fitted_spectrum=False).build([0]).scale,
+        plain.scale,
+    )
     assert torch.equal(stats.color, torch.ones(1, 1))
 
 
 def test_fitted_colour_matrix_decorrelates_correlated_channels() -> None:
     g = torch.Generator().manual_seed(0)
     base = torch.rand(64, 1, 8, 8, generator=g)
-    x = torch.cat([base, 0.8 * base + 0.2 * torch.rand(64, 1, 8, 8, generator=g), torch.rand(64, 1, 8, 8, generator=g)], 1)
+    x = torch.cat(
+        [
+            base,
+            0.8 * base + 0.2 * torch.rand(64, 1, 8, 8, generator=g),
+            torch.rand(64, 1, 8, 8, generator=g),
+        ],
+        1,
+    )
     stats = fit_image_stats(x)
     m = stats.color
     assert m.shape == (3, 3)
     # m m^T is proportional to the covariance of the pixels
     flat = x.transpose(0, 1).reshape(3, -1)
-    flat = (flat - flat.amin(1, keepdim=True)) / (flat.amax(1, keepdim=True) - flat.amin(1, keepdim=True))
+    flat = (flat - flat.amin(1, keepdim=True)) / (
+        flat.amax(1, keepdim=True) - flat.amin(1, keepdim=True)
+    )
     cov = torch.cov(flat)  # of the pixels as fitted: each channel's range mapped to [0, 1]
     ratio = (m @ m.T) / cov
     assert torch.allclose(ratio, ratio.mean().expand(3, 3), rtol=1e-3)

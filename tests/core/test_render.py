@@ -39,11 +39,33 @@ def prepare_messy_state(model: nn.Module) -> None:
 
 
 ENTRY_POINTS: dict[str, Callable[[nn.Module], object]] = {
-    "render": lambda m: render(m, channel("features.6", range(4)), ImageSpec(1, 16), steps=3, redirect_steps=2, l2=0.1, tv=0.1, blur_every=2, polish_steps=1),
-    "visualize_channels": lambda m: visualize_channels(m, "features.2", [0, 3], size=16, steps=2, batch_size=1),
-    "class_model_images": lambda m: class_model_images(m, [1, 2], size=16, steps=2, normalize=((0.3,), (0.4,))),
-    "neuron_negative": lambda m: visualize_channels(m, "features.6", [1], size=16, steps=2, unit="neuron", negative=True),
-    "deep_dream": lambda m: deep_dream(m, torch.rand(2, 1, 16, 16, generator=torch.Generator().manual_seed(0)), "features.6", octaves=2, steps=2),
+    "render": lambda m: render(
+        m,
+        channel("features.6", range(4)),
+        ImageSpec(1, 16),
+        steps=3,
+        redirect_steps=2,
+        l2=0.1,
+        tv=0.1,
+        blur_every=2,
+        polish_steps=1,
+    ),
+    "visualize_channels": lambda m: visualize_channels(
+        m, "features.2", [0, 3], size=16, steps=2, batch_size=1
+    ),
+    "class_model_images": lambda m: class_model_images(
+        m, [1, 2], size=16, steps=2, normalize=((0.3,), (0.4,))
+    ),
+    "neuron_negative": lambda m: visualize_channels(
+        m, "features.6", [1], size=16, steps=2, unit="neuron", negative=True
+    ),
+    "deep_dream": lambda m: deep_dream(
+        m,
+        torch.rand(2, 1, 16, 16, generator=torch.Generator().manual_seed(0)),
+        "features.6",
+        octaves=2,
+        steps=2,
+    ),
 }
 
 
@@ -69,7 +91,13 @@ def test_failing_objective_leaves_the_model_untouched_too() -> None:
         return acts["layer1.relu@0"].flatten(1).mean(1)
 
     with pytest.raises(RuntimeError, match="boom"):
-        render(model, Objective(explode, ["layer1.relu@0"]), ImageSpec(3, 16), steps=4, redirect_steps=4)
+        render(
+            model,
+            Objective(explode, ["layer1.relu@0"]),
+            ImageSpec(3, 16),
+            steps=4,
+            redirect_steps=4,
+        )
     assert_untouched(model, before)
     with pytest.raises(ValueError, match="out of range"):
         render(model, channel("layer1", 99), ImageSpec(3, 16), steps=1)
@@ -87,7 +115,9 @@ def test_works_from_inside_inference_mode() -> None:
 # ---------------------------------------------------------------------- behaviour
 def test_objective_rises_and_negative_objective_falls() -> None:
     model = small_cnn()
-    up = render(model, channel("features.2", range(8)), ImageSpec(1, 16), steps=20, lr=0.1, redirect_steps=5)
+    up = render(
+        model, channel("features.2", range(8)), ImageSpec(1, 16), steps=20, lr=0.1, redirect_steps=5
+    )
     assert (up.values > up.initial_values).float().mean() >= 0.75
     assert up.values.mean() > up.initial_values.mean() + 0.05
     down = render(model, -channel("features.2", range(8)), ImageSpec(1, 16), steps=20, lr=0.1)
@@ -128,7 +158,16 @@ class Recorder(nn.Module):
 def test_forward_stops_after_the_deepest_needed_layer_and_size_is_kept() -> None:
     torch.manual_seed(0)
     first, after = Recorder(), Recorder()
-    model = nn.Sequential(first, nn.Conv2d(1, 4, 3), nn.ReLU(), nn.Conv2d(4, 4, 3), nn.ReLU(), after, nn.Flatten(), nn.LazyLinear(3))
+    model = nn.Sequential(
+        first,
+        nn.Conv2d(1, 4, 3),
+        nn.ReLU(),
+        nn.Conv2d(4, 4, 3),
+        nn.ReLU(),
+        after,
+        nn.Flatten(),
+        nn.LazyLinear(3),
+    )
     with torch.no_grad():
         model(torch.zeros(1, 1, 20, 20))  # materialize the lazy layer
     after.calls = 0
@@ -143,7 +182,14 @@ def test_forward_stops_after_the_deepest_needed_layer_and_size_is_kept() -> None
 
 def test_time_budget_cuts_steps_short() -> None:
     model = small_cnn()
-    result = render(model, channel("features.6", range(4)), ImageSpec(1, 16), steps=100_000, time_budget=0.5, batch_size=2)
+    result = render(
+        model,
+        channel("features.6", range(4)),
+        ImageSpec(1, 16),
+        steps=100_000,
+        time_budget=0.5,
+        batch_size=2,
+    )
     assert result.budget_exceeded
     assert (result.steps < 100_000).all() and (result.steps > 0).all()
     assert result.seconds < 5
@@ -155,9 +201,19 @@ def test_redirect_lets_a_unit_dead_on_noise_come_alive() -> None:
         conv.weight.fill_(1.0)
         conv.bias.fill_(-0.9)  # sigmoid noise ~0.5 -> pre-activation ~-0.4 -> ReLU silent
     model = nn.Sequential(conv, nn.ReLU(inplace=True))
-    plain = render(model, channel("1", 0), ImageSpec(1, 8, fft=False), steps=30, lr=0.2, transforms=None)
+    plain = render(
+        model, channel("1", 0), ImageSpec(1, 8, fft=False), steps=30, lr=0.2, transforms=None
+    )
     assert plain.weak.all() and plain.values.max() == 0
-    redirected = render(model, channel("1", 0), ImageSpec(1, 8, fft=False), steps=30, lr=0.2, transforms=None, redirect_steps=10)
+    redirected = render(
+        model,
+        channel("1", 0),
+        ImageSpec(1, 8, fft=False),
+        steps=30,
+        lr=0.2,
+        transforms=None,
+        redirect_steps=10,
+    )
     assert not redirected.weak.any() and redirected.values.min() > 0.01
 
 
@@ -174,7 +230,10 @@ def test_errors_list_what_is_valid() -> None:
     with pytest.raises(ValueError, match="normalize"):
         render(model, channel("features.6", 0), ImageSpec(1, 16), normalize=((0.1, 0.2), (1, 1)))
     tiny = TinyResNet()
-    with pytest.raises(ValueError, match=r"runs 2 times per forward, so 'layer1.relu@5' does not exist; valid: 'layer1.relu@0' .. 'layer1.relu@1'"):
+    with pytest.raises(
+        ValueError,
+        match=r"runs 2 times per forward, so 'layer1.relu@5' does not exist; valid: 'layer1.relu@0' .. 'layer1.relu@1'",
+    ):
         render(tiny, neuron("layer1.relu@5", 0), ImageSpec(3, 16), steps=1)
 
 

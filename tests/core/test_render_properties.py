@@ -21,7 +21,13 @@ def to_input(images: torch.Tensor) -> torch.Tensor:
     return (images - 0.3) / 0.4
 
 
-def train_epochs(model: nn.Module, opt: torch.optim.Optimizer, x: torch.Tensor, y: torch.Tensor, g: torch.Generator) -> None:
+def train_epochs(
+    model: nn.Module,
+    opt: torch.optim.Optimizer,
+    x: torch.Tensor,
+    y: torch.Tensor,
+    g: torch.Generator,
+) -> None:
     for _ in range(5):
         perm = torch.randperm(len(x), generator=g)
         for i in range(0, len(x), 64):
@@ -45,7 +51,9 @@ def trained() -> nn.Module:
     )  # fmt: skip
     opt = torch.optim.Adam(model.parameters(), 3e-3)
     threads = torch.get_num_threads()
-    torch.set_num_threads(1)  # a tiny net trains as fast on one thread, and a busy neighbour cannot stall it
+    torch.set_num_threads(
+        1
+    )  # a tiny net trains as fast on one thread, and a busy neighbour cannot stall it
     try:
         train_epochs(model, opt, x, y, g)
     finally:
@@ -57,26 +65,45 @@ def trained() -> nn.Module:
     return model
 
 
-OPTIONS = {"size": 16, "steps": 64, "lr": 0.1, "redirect_steps": 8, "polish_steps": 24, "normalize": NORM}
+OPTIONS = {
+    "size": 16,
+    "steps": 64,
+    "lr": 0.1,
+    "redirect_steps": 8,
+    "polish_steps": 24,
+    "normalize": NORM,
+}
 
 
 def test_channel_images_are_specific(trained: nn.Module) -> None:
     """Channel i's image excites channel i more than any other channel's image does."""
     layer = "6"
     images = visualize_channels(trained, layer, range(16), **OPTIONS)
-    acts = activation_maps(trained, to_input(images), [layer])[layer].mean((2, 3))  # (image, channel)
+    acts = activation_maps(trained, to_input(images), [layer])[layer].mean(
+        (2, 3)
+    )  # (image, channel)
     specific = acts.argmax(0) == torch.arange(16)
     assert specific.float().mean() >= 0.75, f"specific channels: {specific.tolist()}"
 
 
 def test_objective_rises_on_a_trained_network(trained: nn.Module) -> None:
-    result = render(trained, channel("9", range(32)), ImageSpec(1, 16), steps=32, lr=0.1, normalize=NORM, redirect_steps=8)
+    result = render(
+        trained,
+        channel("9", range(32)),
+        ImageSpec(1, 16),
+        steps=32,
+        lr=0.1,
+        normalize=NORM,
+        redirect_steps=8,
+    )
     assert (result.values > result.initial_values).all()
     assert not result.weak.any()
 
 
 def test_class_model_images_are_classified_as_their_class(trained: nn.Module) -> None:
-    images = class_model_images(trained, range(10), size=16, steps=48, lr=0.1, polish_steps=16, normalize=NORM)
+    images = class_model_images(
+        trained, range(10), size=16, steps=48, lr=0.1, polish_steps=16, normalize=NORM
+    )
     with torch.no_grad():
         predicted = trained(to_input(images)).argmax(1)
     assert (predicted == torch.arange(10)).sum() >= 9, predicted.tolist()
@@ -87,7 +114,10 @@ def test_negative_images_lower_the_unit(trained: nn.Module) -> None:
     pos = visualize_channels(trained, layer, chans, **OPTIONS)
     neg = visualize_channels(trained, layer, chans, negative=True, **OPTIONS)
     grey = torch.full_like(pos, 0.5)
-    acts = {k: activation_maps(trained, to_input(v), [layer])[layer].mean((2, 3)) for k, v in {"pos": pos, "neg": neg, "grey": grey}.items()}
+    acts = {
+        k: activation_maps(trained, to_input(v), [layer])[layer].mean((2, 3))
+        for k, v in {"pos": pos, "neg": neg, "grey": grey}.items()
+    }
     idx = torch.arange(len(chans))
     c = torch.tensor(chans)
     assert (acts["neg"][idx, c] < acts["pos"][idx, c]).all()
@@ -104,7 +134,9 @@ def test_deep_dream_amplifies_the_layer(trained: nn.Module) -> None:
     after = activation_maps(trained, to_input(dreamed), ["6"])["6"].pow(2).flatten(1).mean(1)
     assert (after > 1.2 * before).all()
     # deterministic for a seed; the same objective as an explicit one
-    assert torch.equal(dreamed, deep_dream(trained, pixels, layer_l2("6"), octaves=2, steps=8, normalize=NORM))
+    assert torch.equal(
+        dreamed, deep_dream(trained, pixels, layer_l2("6"), octaves=2, steps=8, normalize=NORM)
+    )
 
 
 def test_variants_show_different_facets_and_keep_most_of_the_activation(trained: nn.Module) -> None:
@@ -132,8 +164,12 @@ def test_variants_show_different_facets_and_keep_most_of_the_activation(trained:
 
 def test_grouped_render_does_not_depend_on_the_chunk_size(trained: nn.Module) -> None:
     """``batch_size`` splits a render into chunks; groups (variants of one unit) are never split."""
-    whole = visualize_channels(trained, "6", [1, 2, 4], variants=2, steps=8, size=16, normalize=NORM)
-    chunked = visualize_channels(trained, "6", [1, 2, 4], variants=2, steps=8, size=16, normalize=NORM, batch_size=3)
+    whole = visualize_channels(
+        trained, "6", [1, 2, 4], variants=2, steps=8, size=16, normalize=NORM
+    )
+    chunked = visualize_channels(
+        trained, "6", [1, 2, 4], variants=2, steps=8, size=16, normalize=NORM, batch_size=3
+    )
     assert torch.allclose(whole, chunked, atol=1e-4)
 
 
@@ -142,8 +178,19 @@ def test_variants_report_the_units_activation_not_the_diversity_reward(trained: 
     judges "could not be excited" by) is the channel's own activation."""
     layer, chans, v = "6", [0, 3, 5], 3
     objective, seeds = unit_objective(layer, chans, variants=v, diversity=1.0)
-    result = render(trained, objective, ImageSpec(1, 16), seeds=seeds, steps=32, lr=0.1, normalize=NORM, redirect_steps=8)
+    result = render(
+        trained,
+        objective,
+        ImageSpec(1, 16),
+        seeds=seeds,
+        steps=32,
+        lr=0.1,
+        normalize=NORM,
+        redirect_steps=8,
+    )
     units = torch.tensor([c for c in chans for _ in range(v)])
     a = activation_maps(trained, to_input(result.images), [layer])[layer]
-    assert torch.allclose(result.values, a[torch.arange(len(a)), units].mean((1, 2)), rtol=1e-4, atol=1e-5)
+    assert torch.allclose(
+        result.values, a[torch.arange(len(a)), units].mean((1, 2)), rtol=1e-4, atol=1e-5
+    )
     assert not result.weak.any() and (result.values > result.initial_values).all()

@@ -140,7 +140,9 @@ def test_summary_state_loads_with_weights_only() -> None:
 
 
 # ---------------------------------------------------------------- recorder: hooks and call sites
-def _reference(model: nn.Module, xs: list[torch.Tensor], layers: list[str]) -> dict[str, torch.Tensor]:
+def _reference(
+    model: nn.Module, xs: list[torch.Tensor], layers: list[str]
+) -> dict[str, torch.Tensor]:
     """On-counts per channel from captured (cloned) outputs: the oracle."""
     counts: dict[str, torch.Tensor] = {}
     for x in xs:
@@ -164,7 +166,11 @@ def test_recorder_matches_captured_outputs_per_call_site() -> None:
     assert list(got) == ["layer1.relu@0", "layer1.relu@1", "relu"]
     with torch.no_grad():
         ref = _reference(model, xs, ["layer1.relu@0", "layer1.relu@1", "relu@0"])
-    for key, ref_key in [("layer1.relu@0", "layer1.relu@0"), ("layer1.relu@1", "layer1.relu@1"), ("relu", "relu@0")]:
+    for key, ref_key in [
+        ("layer1.relu@0", "layer1.relu@0"),
+        ("layer1.relu@1", "layer1.relu@1"),
+        ("relu", "relu@0"),
+    ]:
         assert torch.equal((got[key].on_rate * got[key].positions).round(), ref[ref_key]), key
         assert got[key].positions == 3 * 4 * 64 and got[key].updates == 3
     assert not torch.equal(got["layer1.relu@0"].on_rate, got["layer1.relu@1"].on_rate)
@@ -344,7 +350,12 @@ class _Mixed(nn.Module):
         super().__init__()
         self.conv = nn.Conv2d(1, 4, 3)
         self.bn = nn.BatchNorm2d(4)
-        self.silu, self.gelu, self.leaky, self.relu = nn.SiLU(), nn.GELU(), nn.LeakyReLU(), nn.ReLU()
+        self.silu, self.gelu, self.leaky, self.relu = (
+            nn.SiLU(),
+            nn.GELU(),
+            nn.LeakyReLU(),
+            nn.ReLU(),
+        )
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.relu(self.leaky(self.gelu(self.silu(self.bn(self.conv(x))))))
@@ -353,12 +364,16 @@ class _Mixed(nn.Module):
 def test_default_layers_are_the_units_that_can_die() -> None:
     assert default_dead_layers(_Mixed()) == ["relu"]
     assert default_dead_layers(nn.Sequential(nn.Conv2d(1, 2, 1), nn.ReLU6())) == ["1"]
-    only_smooth = nn.Sequential(nn.Conv2d(1, 4, 3), nn.BatchNorm2d(4), nn.SiLU(), nn.Conv2d(4, 4, 3), nn.GELU())
+    only_smooth = nn.Sequential(
+        nn.Conv2d(1, 4, 3), nn.BatchNorm2d(4), nn.SiLU(), nn.Conv2d(4, 4, 3), nn.GELU()
+    )
     with pytest.raises(ValueError) as err:
         ChannelStatsRecorder(only_smooth)
     message = str(err.value)
     assert "1 SiLU, 1 GELU" in message and "cannot die" in message and "layers=['2']" in message
-    assert "F.relu" in message and "layers=['1']" in message  # the BatchNorm that could feed an F.relu
+    assert (
+        "F.relu" in message and "layers=['1']" in message
+    )  # the BatchNorm that could feed an F.relu
     # named explicitly, a SiLU is monitored ("never above the threshold")
     with torch.no_grad(), ChannelStatsRecorder(only_smooth, ["2"]) as rec:
         only_smooth(torch.randn(2, 1, 8, 8))
@@ -385,7 +400,9 @@ def test_channels_last_outputs_and_linear_features_use_the_last_dim() -> None:
         block.fc1.bias[[3, 11]] = -1.0  # ... but 3 and 11, which never do
     x = torch.randn(2, 4, 8, 8)
     # the ReLU's output is (2, 8, 8, 16): dim 1 would be the rows; a warning says so
-    with pytest.warns(UserWarning, match=r"looks channels-last \(16 channels, not 8\); if so, pass channel_dim=-1"):
+    with pytest.warns(
+        UserWarning, match=r"looks channels-last \(16 channels, not 8\); if so, pass channel_dim=-1"
+    ):
         with torch.no_grad(), ChannelStatsRecorder(block, ["act"]) as rec:
             block(x)
     assert rec.summaries()["act"].channels == 8
@@ -398,7 +415,10 @@ def test_channels_last_outputs_and_linear_features_use_the_last_dim() -> None:
     assert rec.summaries()["fc1"].dead == [3, 11]
     # the same counts as the transposed (N, C, ...) layout
     a = torch.randn(3, 5, 6, 7)
-    last, first = ChannelStats(7, "cpu", mode="activation", channel_dim=-1), ChannelStats(7, "cpu", mode="activation")
+    last, first = (
+        ChannelStats(7, "cpu", mode="activation", channel_dim=-1),
+        ChannelStats(7, "cpu", mode="activation"),
+    )
     last.update(a)
     first.update(a.movedim(-1, 1).contiguous())
     for name in ("count_on", "sum_mag", "max_mag", "last_on"):
@@ -409,16 +429,25 @@ def test_channels_last_outputs_and_linear_features_use_the_last_dim() -> None:
 
 def test_a_missing_call_site_is_told_apart_from_a_module_that_never_runs() -> None:
     model = SmallCNN()
-    with torch.no_grad(), ChannelStatsRecorder(model, ["features.2@0", "features.2@3", "features.6"]) as rec:
+    with (
+        torch.no_grad(),
+        ChannelStatsRecorder(model, ["features.2@0", "features.2@3", "features.6"]) as rec,
+    ):
         model(torch.randn(2, 1, 16, 16))
     assert list(rec.summaries()) == ["features.2@0", "features.6"]
     missing = rec.unreached()
     assert list(missing) == ["features.2@3"]
-    assert "runs 1 time per forward, so 'features.2@3' does not exist; valid: 'features.2@0', or 'features.2'" in missing["features.2@3"]
+    assert (
+        "runs 1 time per forward, so 'features.2@3' does not exist; valid: 'features.2@0', or 'features.2'"
+        in missing["features.2@3"]
+    )
     spare = nn.Sequential(nn.ReLU(), nn.ReLU())
     with torch.no_grad(), ChannelStatsRecorder(spare) as rec:
         spare[0](torch.randn(2, 3))
-    assert list(rec.unreached()) == ["1"] and "is not run by any counted forward" in rec.unreached()["1"]
+    assert (
+        list(rec.unreached()) == ["1"]
+        and "is not run by any counted forward" in rec.unreached()["1"]
+    )
 
 
 def test_a_nan_counts_as_firing_whatever_rates_every_is() -> None:

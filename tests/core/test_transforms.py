@@ -33,7 +33,10 @@ def test_standard_transforms_keep_the_size_and_scale_with_it() -> None:
         out = compose(standard_transforms(size))(x, gens(0, 1))
         assert out.shape == x.shape
     # a dot at the centre moves by up to 2 + 1 px at 32 px, by up to Lucid's 12 + 6 at 224 px
-    small, big = displacements(32, standard_transforms(32)), displacements(224, standard_transforms(224))
+    small, big = (
+        displacements(32, standard_transforms(32)),
+        displacements(224, standard_transforms(224)),
+    )
     assert small.max() <= 3 and small.max() >= 2
     assert big.max() <= 18 and big.max() >= 10
     assert standard_transforms(32, strength=0) == []
@@ -47,7 +50,9 @@ def test_integer_shifts_move_content_exactly() -> None:
             (dy, dx)
             for dy in range(-2, 3)
             for dx in range(-2, 3)
-            if torch.allclose(out[i, :, 4:12, 4:12], x[i, :, 4 - dy : 12 - dy, 4 - dx : 12 - dx], atol=1e-5)
+            if torch.allclose(
+                out[i, :, 4:12, 4:12], x[i, :, 4 - dy : 12 - dy, 4 - dx : 12 - dx], atol=1e-5
+            )
         ]
         assert len(matches) == 1
 

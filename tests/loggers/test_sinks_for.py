@@ -52,7 +52,9 @@ def test_no_logger_still_gets_files_under_default_root_dir(tmp_path, package):
 
     assert [type(s) for s in sinks] == [FilesSink]
     assert sinks[0].root == tmp_path / "featurewatch_logs"
-    assert not (tmp_path / "featurewatch_logs").exists()  # nothing is written before the first event
+    assert not (
+        tmp_path / "featurewatch_logs"
+    ).exists()  # nothing is written before the first event
     sinks[0].write(Event(step=0, epoch=0, scalars={"a": 1.0}))
     assert (tmp_path / "featurewatch_logs" / "index.html").is_file()
 
@@ -200,10 +202,16 @@ def test_wandb_run_that_syncs_tensorboard_gets_no_second_copy(tmp_path, sync):
     import sys
 
     env = {**os.environ, "WANDB_MODE": "offline", "WANDB_SILENT": "true", "WANDB_CONSOLE": "off"}
-    env["PYTHONPATH"] = str(Path(__file__).resolve().parents[2]) + os.pathsep + env.get("PYTHONPATH", "")
+    env["PYTHONPATH"] = (
+        str(Path(__file__).resolve().parents[2]) + os.pathsep + env.get("PYTHONPATH", "")
+    )
     run = subprocess.run(
         [sys.executable, "-c", _SYNC_SCRIPT, str(tmp_path), "1" if sync else "0"],
-        capture_output=True, text=True, timeout=120, env=env, check=False,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env=env,
+        check=False,
     )
     assert run.returncode == 0, run.stderr[-2000:]
     both = ["TensorBoardSink"] if sync else ["TensorBoardSink", "WandbSink"]
