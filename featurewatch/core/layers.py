@@ -21,6 +21,8 @@ from typing import Any
 import torch
 from torch import nn
 
+from featurewatch.core.hooks import forward_hooks
+
 __all__ = [
     "ACTIVATION_TYPES",
     "CONV_TYPES",
@@ -172,18 +174,6 @@ def find_first_conv(model: nn.Module) -> str:
     raise ValueError(f"{type(model).__name__} has no convolution layer; name one explicitly")
 
 
-@contextmanager
-def _hooks(pairs: Sequence[tuple[nn.Module, Callable[..., Any]]]) -> Iterator[None]:
-    handles = []
-    try:
-        for module, fn in pairs:
-            handles.append(module.register_forward_hook(fn))
-        yield
-    finally:
-        for handle in handles:
-            handle.remove()
-
-
 def module_calls(model: nn.Module, run: Callable[[], Any], names: Sequence[str]) -> dict[str, int]:
     """Count how often ``run()`` calls each named module (to resolve "last call" references)."""
     counts = dict.fromkeys(names, 0)
@@ -194,7 +184,7 @@ def module_calls(model: nn.Module, run: Callable[[], Any], names: Sequence[str])
 
         return hook
 
-    with _hooks([(model.get_submodule(n) if n else model, make(n)) for n in names]):
+    with forward_hooks([(model.get_submodule(n) if n else model, make(n)) for n in names]):
         run()
     return counts
 
@@ -310,9 +300,7 @@ def capture(
         return hook
 
     def _all_done() -> bool:
-        if len(result.outputs) < len(refs):
-            return False
-        return True
+        return len(result.outputs) >= len(refs)
 
     modules = [(model.get_submodule(n) if n else model, make(n)) for n in wanted]
 
@@ -323,7 +311,7 @@ def capture(
 
     handles = [model.register_forward_pre_hook(reset)]
     try:
-        with _hooks(modules):
+        with forward_hooks(modules):
             yield result
     finally:
         for h in handles:

@@ -14,17 +14,13 @@ import pytest
 import torch
 from torch import nn
 
-from featurewatch.core.attribution import (
-    cam,
+from featurewatch.core.attribution import cam, grad_cam, occlusion, overlay, saliency
+from featurewatch.core.cam_layers import (
     check_cam_layer,
     default_gradcam_layer,
     find_cam_layer,
-    grad_cam,
     last_conv_layer,
     last_linear_layer,
-    occlusion,
-    overlay,
-    saliency,
 )
 from tests._hygiene import assert_untouched, snapshot
 from tests._models import SmallCNN, TinyResNet
