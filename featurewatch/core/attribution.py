@@ -14,7 +14,8 @@ resolution for a batch ``x`` of shape ``(N, C, H, W)`` and one target class per 
   score (Selvaraju et al., 2017). Coarse (layer resolution) but class-discriminative.
 * :func:`cam` - Class Activation Mapping (Zhou et al., 2016): for a network that ends in global
   average pooling and a linear classifier, the classifier's weights applied to the last feature map.
-  No backward pass; for such networks it equals Grad-CAM times the number of feature-map positions.
+  No backward pass; for such networks Grad-CAM is its positive part divided by the number of
+  feature-map positions (at the feature map's resolution, before upsampling).
 
 Scores are the model's *pre-softmax* outputs (logits): gradients of a softmax probability also
 depend on every other class and vanish once the network is confident. :func:`occlusion` uses the
@@ -404,9 +405,13 @@ def grad_cam(
     """Grad-CAM (Selvaraju et al., 2017) at a conv layer, upsampled to the input size.
 
     With ``A`` the layer's ``(K, h, w)`` output and ``y`` the target's logit, the weights are
-    ``w_k = mean_ij dy/dA_kij`` and the map is ``relu(sum_k w_k A_k)``, bilinearly upsampled
-    (before the ReLU, so that for a global-average-pool + linear network the result is exactly
-    ``relu(cam(...)) / (h * w)``). Deeper layers are more class-specific but coarser.
+    ``w_k = mean_ij dy/dA_kij`` and the map is ``relu(sum_k w_k A_k)`` at the layer's ``h x w``
+    resolution (the paper's eq. 2), then bilinearly upsampled to the input for display, as
+    pytorch-grad-cam does. The order matters where negative cells border positive ones: a ReLU
+    after the upsampling would let the negative cells eat into the interpolated positive region.
+    For a global-average-pool + linear network ``sum_k w_k A_k`` is the low-resolution CAM map
+    divided by ``h * w``, so ``grad_cam == upsample(relu(cam_lowres)) / (h * w)``. Deeper layers
+    are more class-specific but coarser.
 
     Args:
         model: classifier returning ``(N, classes)`` logits.
@@ -441,8 +446,8 @@ def grad_cam(
         if grad is None:  # the score does not depend on this layer at all
             grad = torch.zeros_like(a)
         weights = grad.mean(dim=(2, 3), keepdim=True)
-        maps = (weights * a).sum(dim=1).detach()
-        return _upsample(maps, x0.shape).clamp_min(0)
+        maps = (weights * a).sum(dim=1).detach().clamp_min(0)  # ReLU at the layer's resolution
+        return _upsample(maps, x0.shape)
 
 
 def cam(
@@ -458,6 +463,11 @@ def cam(
     of the pooled feature map ``A`` (the logit is the spatial mean of this map plus the bias). Only a
     forward pass is needed, and the model's output is never read (so no ``output_key``: a model
     returning ``(logits, features)`` works as is). For other architectures use :func:`grad_cam`.
+
+    On such a network Grad-CAM at the same layer is ``upsample(relu(M)) / (h * w)`` with ``M`` this
+    map at the layer's ``h x w`` resolution. The ReLU does not commute with the upsampling, so
+    ``relu(cam(...)) / (h * w)`` differs from :func:`grad_cam` where negative cells border positive
+    ones.
 
     Args:
         model: network whose logits are ``classifier(GAP(A))``.

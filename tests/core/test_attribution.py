@@ -12,6 +12,7 @@ import matplotlib
 import numpy as np
 import pytest
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from featurewatch.core.attribution import cam, grad_cam, occlusion, overlay, saliency
@@ -22,8 +23,10 @@ from featurewatch.core.cam_layers import (
     last_conv_layer,
     last_linear_layer,
 )
+from featurewatch.core.inspect import activation_maps
 from tests._hygiene import assert_untouched, snapshot
 from tests._models import SmallCNN, TinyResNet
+from tests.core._trained import trained_digits_net, validation_digits
 
 SIZE = 16
 #: Two disjoint boxes (row slice, column slice): class c's score reads only box c.
@@ -143,17 +146,80 @@ def test_occlusion_support_is_the_box_grown_by_the_window_and_sign_follows_the_c
 
 
 # ---------------------------------------------------------------------- closed-form identities
-def test_cam_equals_grad_cam_times_positions_on_a_gap_linear_net() -> None:
+def lowres_cam(model: nn.Module, x: torch.Tensor, target: torch.Tensor, layer: str) -> torch.Tensor:
+    """CAM at the feature map's own resolution, by hand: ``sum_k W[target, k] A_k``."""
+    a = activation_maps(model, x, [layer])[layer]
+    return torch.einsum("nk,nkhw->nhw", model.fc.weight.detach()[target], a)
+
+
+def upsample(maps: torch.Tensor, size: int = SIZE) -> torch.Tensor:
+    return F.interpolate(maps[:, None], size=(size, size), mode="bilinear", align_corners=False)[
+        :, 0
+    ]
+
+
+def test_grad_cam_is_the_upsampled_positive_part_of_cam_over_positions_on_a_gap_linear_net() -> (
+    None
+):
+    """Selvaraju et al., eq. 2: the ReLU acts on the h x w map, and the result is upsampled.
+
+    On a GAP + linear net the Grad-CAM weights are ``W[target] / (h * w)``, so
+    ``grad_cam == upsample(relu(cam_lowres)) / (h * w)`` and ``cam == upsample(cam_lowres)``.
+    """
     model, x = small_cnn(), digits()
     target = torch.tensor([3, 0, 7])
     # features.6 is an in-place ReLU whose output is pooled into fc: 8 x 8 positions
     gc = grad_cam(model, x, target, "features.6")
     c = cam(model, x, target, "features.6", "fc")
+    low = lowres_cam(model, x, target, "features.6")
+    assert low.shape == (3, 8, 8)
     assert gc.shape == c.shape == (3, SIZE, SIZE)
-    assert (c < 0).any() and gc.max() > 0  # a real, signed CAM; not a degenerate all-zero case
-    torch.testing.assert_close(gc, c.clamp_min(0) / 64, rtol=1e-4, atol=1e-7)
+    assert (low < 0).any() and (low > 0).any()  # a real, signed CAM: not a degenerate case
+    torch.testing.assert_close(c, upsample(low), rtol=1e-4, atol=1e-6)
+    torch.testing.assert_close(gc, upsample(low.clamp_min(0)) / 64, rtol=1e-4, atol=1e-7)
+    # the order matters here: ReLU after the upsampling is a different map (what grad_cam was)
+    assert (gc - c.clamp_min(0) / 64).abs().max() > 1e-2 * gc.max()
     # the default CAM layer is the pooled map, found by running the network
     torch.testing.assert_close(cam(model, x, target), c)
+
+
+def test_grad_cam_matches_pytorch_grad_cam_on_a_trained_net_with_negative_regions() -> None:
+    """The reference implementation as the oracle, on maps that are partly negative.
+
+    On random weights most maps are of one sign and the order of ReLU and upsampling hardly shows;
+    a trained digits CNN has 8 x 8 and 4 x 4 maps with negative cells next to positive ones (a
+    quarter to a half of the cells at ``features.3``/``features.4``, where a ReLU after the
+    upsampling took the correlation down to 0.94). pytorch-grad-cam min-max scales its maps, so they
+    are compared by Pearson correlation, image by image.
+    """
+    from pytorch_grad_cam import GradCAM
+    from pytorch_grad_cam.utils.model_targets import ClassifierOutputTarget
+
+    model, accuracy = trained_digits_net()
+    assert accuracy > 0.8  # really trained
+    x = validation_digits(8)
+    with torch.no_grad():
+        predicted = model(x).argmax(1)
+    for layer, size in (("features.3", 8), ("features.4", 8), ("features.6", 4), ("features.7", 4)):
+        ours = grad_cam(model, x, predicted, layer)
+        reference_model = copy.deepcopy(model)  # it calls eval()/zero_grad() on the model it gets
+        with GradCAM(reference_model, [reference_model.get_submodule(layer)]) as reference:
+            theirs = reference(
+                input_tensor=x.clone(),
+                targets=[ClassifierOutputTarget(int(t)) for t in predicted],
+            )
+        # the low-resolution maps have negative cells next to positive ones (in most images)
+        a = activation_maps(model, x, [layer])[layer].requires_grad_(True)
+        tail = model.features[int(layer.split(".")[1]) + 1 :]
+        logits = model.fc(model.pool(tail(a)).flatten(1))
+        (g,) = torch.autograd.grad(logits.gather(1, predicted[:, None]).sum(), a)
+        low = (g.mean((2, 3), keepdim=True) * a).sum(1).detach()
+        assert low.shape[-2:] == (size, size)
+        mixed = (low < 0).flatten(1).any(1) & (low > 0).flatten(1).any(1)
+        assert mixed.sum() >= len(x) // 2, f"{layer}: {int(mixed.sum())} of {len(x)} signed maps"
+        for i in range(len(x)):
+            r = np.corrcoef(ours[i].flatten().numpy(), theirs[i].flatten())[0, 1]
+            assert r >= 0.999, f"{layer}, image {i}: Pearson r = {r:.4f}"
 
 
 def test_cam_layer_is_found_in_forward_order_and_wrong_layers_are_refused() -> None:
