@@ -22,7 +22,8 @@ output of that ReLU, so a channel pushed far below zero has magnitude 0, not a l
 From the window, :class:`ChannelSummary` derives the on-rate, whether the channel fired at all, its
 mean/max magnitude and the ReDo dormancy score ``s_c = mean_c / mean_k(mean_k)`` (Sokar et al., "The
 Dormant Neuron Phenomenon in Deep Reinforcement Learning", ICML 2023). A channel is *dead* over the
-window if it never fired.
+window if it never fired; :func:`judge_channels` applies the full rule (silent for ``patience``
+forwards, the short final window) and gives the dead, dying and dormant channels of a site.
 
 **Cost.** The per-step work is memory-bound: every pass reads the whole activation. Whether a
 channel fired, when it last fired and its maximum need one pass (a max) and are measured on
@@ -42,7 +43,7 @@ Example:
 from __future__ import annotations
 
 import warnings
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Collection, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
@@ -65,7 +66,9 @@ __all__ = [
     "ChannelStats",
     "ChannelStatsRecorder",
     "ChannelSummary",
+    "ChannelVerdict",
     "default_dead_layers",
+    "judge_channels",
 ]
 
 #: Activation modules monitored by default: those whose units can *die*. Below zero a ReLU or ReLU6
@@ -380,6 +383,96 @@ class ChannelSummary:
             positions=int(state["positions"]),
             updates=updates,
         )
+
+
+@dataclass(frozen=True)
+class ChannelVerdict:
+    """Which channels of one call site are dead, dying and dormant over one window.
+
+    Made by :func:`judge_channels`; every list holds channel indices in increasing order.
+
+    Attributes:
+        channels: how many channels the site has.
+        dead: the channels judged dead (see :func:`judge_channels`).
+        dying: the live channels that fired on fewer than ``dying_rate`` of their values.
+        dormant: ReDo's tau-dormant channels (dead ones included: their score is 0).
+    """
+
+    channels: int
+    dead: list[int]
+    dying: list[int]
+    dormant: list[int]
+
+    @property
+    def dead_fraction(self) -> float:
+        return len(self.dead) / self.channels
+
+    @property
+    def dying_fraction(self) -> float:
+        return len(self.dying) / self.channels
+
+    @property
+    def dormant_fraction(self) -> float:
+        return len(self.dormant) / self.channels
+
+
+def judge_channels(
+    summary: ChannelSummary,
+    *,
+    patience: int | None,
+    dying_rate: float,
+    dormancy_threshold: float,
+    previous_updates: int | None = None,
+    previously_dead: Collection[int] = (),
+    final: bool = False,
+) -> ChannelVerdict:
+    """Judge one call site's channels over one window: the death rule, in one place.
+
+    A channel is *dead* if it never fired in the window, or did not fire in its last ``patience``
+    forwards (:meth:`ChannelSummary.silent`: a filter killed half way through a window is reported
+    at that window's evaluation). The *final* window (the leftover between the last scheduled
+    evaluation and the end of training) is often shorter than a regular one, and a few silent
+    forwards there are no evidence: when it has fewer forwards than the previous window
+    (``previous_updates``), a channel is dead only if it was dead at the previous evaluation
+    (``previously_dead``) and stayed silent, or has been silent for ``patience`` forwards all the
+    same. *Dying*: fired, but on fewer than ``dying_rate`` of its values (dead ones excluded).
+    *Dormant*: ReDo score ``<= dormancy_threshold`` (Sokar et al., 2023).
+
+    Args:
+        summary: the site's statistics over the window (reduced over processes under DDP, so every
+            rank judges alike).
+        patience: silent forwards at the end of the window that make a channel dead; ``None``:
+            only channels silent for the whole window.
+        dying_rate: on-rate below which a live channel is dying.
+        dormancy_threshold: ReDo's tau.
+        previous_updates: forwards in this site's previous window (``None``: no previous one).
+        previously_dead: the channels judged dead at the previous evaluation.
+        final: whether this is the end-of-training window.
+
+    Returns:
+        The verdict.
+
+    Example:
+        >>> v = judge_channels(summary, patience=20, dying_rate=0.01, dormancy_threshold=0.025)
+        >>> v.dead, v.dead_fraction
+        ([3], 0.125)
+    """
+    dead = summary.silent(patience)
+    if final and previous_updates is not None and summary.updates < previous_updates:
+        was_dead = set(previously_dead)
+        long_silent = patience is not None and summary.updates >= patience
+        dead = [
+            c
+            for c in dead
+            if c in was_dead or (long_silent and int(summary.silent_steps[c]) >= patience)  # type: ignore[operator]
+        ]
+    dead_set = set(dead)
+    return ChannelVerdict(
+        channels=summary.channels,
+        dead=dead,
+        dying=[c for c in summary.dying(dying_rate) if c not in dead_set],
+        dormant=summary.dormant(dormancy_threshold),
+    )
 
 
 AllReduce = Callable[[torch.Tensor, str], torch.Tensor]

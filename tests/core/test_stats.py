@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+from typing import Any
 
 import pytest
 import torch
@@ -16,6 +17,7 @@ from featurewatch.core.stats import (
     ChannelStatsRecorder,
     ChannelSummary,
     default_dead_layers,
+    judge_channels,
 )
 from tests._models import SmallCNN, TinyResNet
 
@@ -137,6 +139,71 @@ def test_summary_state_loads_with_weights_only() -> None:
     buf.seek(0)
     back = ChannelSummary.from_state(torch.load(buf, weights_only=True))
     assert torch.equal(back.on_rate, _summary(s).on_rate) and back.positions == 32
+
+
+# ---------------------------------------------------------------- the death rule
+def _window(
+    on_rate: list[float], silent: list[int], updates: int, mean: list[float]
+) -> ChannelSummary:
+    """A hand-made window: per channel its on-rate, forwards since it last fired, mean magnitude."""
+    return ChannelSummary(
+        on_rate=torch.tensor(on_rate, dtype=torch.float64),
+        max_abs=torch.tensor(mean, dtype=torch.float32),
+        mean_abs=torch.tensor(mean, dtype=torch.float64),
+        silent_steps=torch.tensor(silent, dtype=torch.int64),
+        positions=100 * updates,
+        updates=updates,
+    )
+
+
+def test_dead_dying_and_dormant_channels_of_a_window() -> None:
+    # 5 channels over 30 forwards: 0 healthy; 1 never fired; 2 fired early, silent for the last 25;
+    # 3 fires on 0.5% of its values (dying); 4 fires often but weakly (dormant)
+    s = _window(
+        on_rate=[0.4, 0.0, 0.3, 0.005, 0.5],
+        silent=[0, 30, 25, 1, 0],
+        updates=30,
+        mean=[1.0, 0.0, 0.5, 1.0, 0.01],
+    )
+    v = judge_channels(s, patience=20, dying_rate=0.01, dormancy_threshold=0.025)
+    assert (v.channels, v.dead, v.dying) == (5, [1, 2], [3])
+    # ReDo: mean / layer mean (0.502): channel 1 (0) and channel 4 (0.02) are dormant
+    assert v.dormant == [1, 4]
+    assert (v.dead_fraction, v.dying_fraction, v.dormant_fraction) == (0.4, 0.2, 0.4)
+    # without patience only the never-firing channel is dead; 26 silent forwards are not enough
+    assert judge_channels(s, patience=None, dying_rate=0.01, dormancy_threshold=0.0).dead == [1]
+    assert judge_channels(s, patience=26, dying_rate=0.01, dormancy_threshold=0.0).dead == [1]
+    # a dead channel is never also dying, even with a dying rate above its on-rate
+    assert judge_channels(s, patience=20, dying_rate=0.35, dormancy_threshold=0.0).dying == [3]
+
+
+def test_a_short_final_window_is_no_evidence_of_death() -> None:
+    # the end-of-training leftover: 5 forwards after a 30-forward window. Channels 0 and 1 are
+    # silent all through it; only 1 was dead at the previous evaluation.
+    short = _window(on_rate=[0.0, 0.0, 0.2], silent=[5, 5, 0], updates=5, mean=[0.0, 0.0, 1.0])
+
+    def judge(**kw: Any) -> list[int]:
+        return judge_channels(
+            short, patience=20, dying_rate=0.01, dormancy_threshold=0.025, **kw
+        ).dead
+
+    assert judge(final=True, previous_updates=30, previously_dead=[1]) == [1]
+    # a regular window, a final window as long as the previous one, or no previous one: the rule
+    assert judge(final=False, previous_updates=30, previously_dead=[1]) == [0, 1]
+    assert judge(final=True, previous_updates=5, previously_dead=[1]) == [0, 1]
+    assert judge(final=True, previous_updates=None, previously_dead=()) == [0, 1]
+    # a final window of at least `patience` forwards still shows a channel silent for that long
+    longer = _window(on_rate=[0.0, 0.1, 0.2], silent=[25, 3, 0], updates=25, mean=[0, 1.0, 1.0])
+    verdict = judge_channels(
+        longer,
+        patience=20,
+        dying_rate=0.01,
+        dormancy_threshold=0.025,
+        previous_updates=30,
+        previously_dead=(),
+        final=True,
+    )
+    assert verdict.dead == [0]
 
 
 # ---------------------------------------------------------------- recorder: hooks and call sites
@@ -400,11 +467,15 @@ def test_channels_last_outputs_and_linear_features_use_the_last_dim() -> None:
         block.fc1.bias[[3, 11]] = -1.0  # ... but 3 and 11, which never do
     x = torch.randn(2, 4, 8, 8)
     # the ReLU's output is (2, 8, 8, 16): dim 1 would be the rows; a warning says so
-    with pytest.warns(
-        UserWarning, match=r"looks channels-last \(16 channels, not 8\); if so, pass channel_dim=-1"
+    with (
+        pytest.warns(
+            UserWarning,
+            match=r"looks channels-last \(16 channels, not 8\); if so, pass channel_dim=-1",
+        ),
+        torch.no_grad(),
+        ChannelStatsRecorder(block, ["act"]) as rec,
     ):
-        with torch.no_grad(), ChannelStatsRecorder(block, ["act"]) as rec:
-            block(x)
+        block(x)
     assert rec.summaries()["act"].channels == 8
     with torch.no_grad(), ChannelStatsRecorder(block, ["act"], channel_dim=-1) as rec:
         block(x)
