@@ -16,13 +16,8 @@ from PIL import Image
 from torch import nn
 
 from featurewatch import FeatureWatchWarning
-from featurewatch.callbacks.attribution import (
-    AttributionMaps,
-    _empty_note,
-    _layer_advice,
-    _uniform_images,
-    _uniform_note,
-)
+from featurewatch.callbacks.attribution import AttributionMaps, _empty_note, _uniform_note
+from featurewatch.core.advice import layer_advice, uniform_maps
 from featurewatch.core.attribution import cam, grad_cam, occlusion, overlay, saliency
 from featurewatch.core.hygiene import in_isolation, isolated
 from featurewatch.core.images import grid, scale_each, to_uint8
@@ -196,8 +191,8 @@ def test_caption_says_when_a_map_has_no_positive_evidence() -> None:
 def test_caption_says_when_a_map_is_uniform() -> None:
     """A layer whose map is 1 x 1 gives one value per image: no location."""
     one = F.interpolate(torch.tensor([0.3, 2.0, -1.0]).reshape(3, 1, 1, 1), size=(16, 16))[:, 0]
-    assert _uniform_images(one) == _uniform_images(one.bfloat16()) == [0, 1]  # #2: no evidence
-    assert _uniform_images(torch.rand(2, 16, 16, generator=torch.Generator().manual_seed(0))) == []
+    assert uniform_maps(one) == uniform_maps(one.bfloat16()) == [0, 1]  # #2: no evidence
+    assert uniform_maps(torch.rand(2, 16, 16, generator=torch.Generator().manual_seed(0))) == []
     assert _uniform_note([0, 1], "why") == (
         "; the map of image(s) #0, #1 is uniform: it shows no location (why)"
     )
@@ -210,9 +205,9 @@ def test_uniform_map_advice_is_checked_on_the_model_not_guessed() -> None:
     model = TinyConvNeXt().eval()
     x = torch.randn(1, 1, 16, 16, generator=torch.Generator().manual_seed(0))
     with isolated(model):
-        after_pool = _layer_advice(model, x, "classifier.0")
-        small = _layer_advice(model, x[..., :4, :4], "features")
-        pool = _layer_advice(model, x, "avgpool")
+        after_pool = layer_advice(model, x, "classifier.0")
+        small = layer_advice(model, x[..., :4, :4], "features")
+        pool = layer_advice(model, x, "avgpool")
     assert "use a larger input" not in after_pool + pool
     assert after_pool == (
         "layer 'classifier.0' outputs a 1x1 map at this 16x16 input and still at 256x256 (it works "
