@@ -16,7 +16,7 @@ from typing import Any
 
 from featurewatch.loggers._page import render_page
 from featurewatch.loggers._shared import bin_values, check_pixels, safe_segments
-from featurewatch.loggers.base import Event, Sink
+from featurewatch.loggers.base import Event, FailedItem, Sink, WriteReport
 
 __all__ = ["FilesSink"]
 
@@ -94,68 +94,87 @@ class FilesSink(Sink):
         """The JSON-lines log of every item."""
         return self.root / "events.jsonl"
 
+    @property
+    def destination(self) -> str:
+        return f"FilesSink ({self.root})"
+
     def write(self, event: Event) -> None:
         if not event:
             return
         # Other writers may share this folder: every featurewatch callback builds its own sinks,
         # and a resumed run appends to the old log. The log is the one truth; read what they added.
+        # If the folder cannot be made or read, nothing can be written: that raises (and the sink
+        # is marked broken, see Sink).
         self._catch_up()
+        report = WriteReport(self, event)
         base = {"step": event.step, "epoch": event.epoch, "time": round(time.time(), 3)}
         records: list[dict[str, Any]] = []
         taken: set[str] = set()
         for image in event.images:
-            pixels = check_pixels(image)
-            path = self._image_path(image.key, event.step, taken)
-            _atomic_write(self.root / path, _png_bytes(pixels))
-            taken.add(path)
-            height, width = pixels.shape[:2]
-            records.append(
-                {
-                    "kind": "image",
-                    "key": image.key,
-                    **base,
-                    "path": path,
-                    "caption": image.caption,
-                    "width": int(width),
-                    "height": int(height),
-                }
-            )
+            with report.item("image", image.key):
+                pixels = check_pixels(image)
+                path = self._image_path(image.key, event.step, taken)
+                _atomic_write(self.root / path, _png_bytes(pixels))
+                taken.add(path)
+                height, width = pixels.shape[:2]
+                records.append(
+                    {
+                        "kind": "image",
+                        "key": image.key,
+                        **base,
+                        "path": path,
+                        "caption": image.caption,
+                        "width": int(width),
+                        "height": int(height),
+                    }
+                )
         for key, value in event.scalars.items():
-            record: dict[str, Any] = {"kind": "scalar", "key": key, **base, "value": value}
-            if not math.isfinite(value):
-                record.update(value=None, nonfinite=str(value))
-            records.append(record)
+            with report.item("scalar", key):
+                record: dict[str, Any] = {"kind": "scalar", "key": key, **base, "value": value}
+                if not math.isfinite(value):
+                    record.update(value=None, nonfinite=str(value))
+                records.append(record)
         for key, values in event.histograms.items():
-            hist = bin_values(values)
-            records.append(
-                {
-                    "kind": "histogram",
-                    "key": key,
-                    **base,
-                    "counts": hist.counts.tolist(),
-                    "edges": hist.edges.tolist(),
-                    "count": int(hist.counts.sum()),
-                    "nonfinite": hist.nonfinite,
-                }
-            )
+            with report.item("histogram", key):
+                hist = bin_values(values)
+                records.append(
+                    {
+                        "kind": "histogram",
+                        "key": key,
+                        **base,
+                        "counts": hist.counts.tolist(),
+                        "edges": hist.edges.tolist(),
+                        "count": int(hist.counts.sum()),
+                        "nonfinite": hist.nonfinite,
+                    }
+                )
         for key, text in event.texts.items():
-            records.append({"kind": "text", "key": key, **base, "value": text})
+            with report.item("text", key):
+                records.append({"kind": "text", "key": key, **base, "value": text})
 
         lines = "".join(json.dumps(r, allow_nan=False, ensure_ascii=False) + "\n" for r in records)
-        with open(self.events_jsonl, "ab") as f:
-            f.write(lines.encode("utf-8"))
-            self._read_up_to = f.tell()
+        try:
+            with open(self.events_jsonl, "ab") as f:
+                f.write(lines.encode("utf-8"))
+                self._read_up_to = f.tell()
+        except Exception as err:  # noqa: BLE001 - no record reached the log: every item is lost
+            report.lost(err)
+            report.raise_failures()
         self._records.extend(records)
         # The page embeds every record, so rewriting it costs O(run length): do it at most every
         # `page_every` seconds (the first event at once), and always in close().
         self._page_stale = True
         if time.monotonic() - self._page_written >= self.page_every:
-            self._flush_page()
+            try:
+                self._flush_page()
+            except Exception as err:  # noqa: BLE001 - the log has the records; the page lags
+                report.failed.append(FailedItem("page", str(self.index_html), err))
+        report.raise_failures()
 
     def close(self) -> None:
         """Write the page if events arrived since it was last written (with what other writers of
         this folder added meanwhile, so the last sink to close leaves the complete page)."""
-        if self._page_stale:
+        if self._page_stale and not self.broken:
             self._catch_up()
             self._flush_page()
 

@@ -13,7 +13,7 @@ from featurewatch.loggers._shared import (
     histogram_image,
     safe_segments,
 )
-from featurewatch.loggers.base import Event, Sink
+from featurewatch.loggers.base import Event, Sink, WriteReport
 
 __all__ = ["MLflowSink", "mlflow_key"]
 
@@ -40,7 +40,9 @@ class MLflowSink(Sink):
     * captions (MLflow images have none): one Markdown artifact per key group and event,
       ``featurewatch/<what>/captions/step_<step:08d>.md``.
 
-    Keys are made valid with :func:`mlflow_key` (slashes are fine in MLflow).
+    Keys are made valid with :func:`mlflow_key` (slashes are fine in MLflow). Each call above is
+    made on its own, so one refused image costs only that image; the
+    :class:`~featurewatch.loggers.SinkWriteError` raised afterwards names what was lost.
 
     Args:
         client: an ``mlflow.MlflowClient``, usually ``MLFlowLogger.experiment``.
@@ -61,24 +63,34 @@ class MLflowSink(Sink):
         self.client = client
         self.run_id = run_id
 
-    def write(self, event: Event) -> None:
-        from mlflow.entities import Metric
+    @property
+    def destination(self) -> str:
+        return f"MLflowSink (run {self.run_id})"
 
-        step = event.step
+    def write(self, event: Event) -> None:
+        step, report = event.step, WriteReport(self, event)
         if event.scalars:
-            now = int(time.time() * 1000)
-            metrics = [Metric(mlflow_key(k), v, now, step) for k, v in event.scalars.items()]
-            self.client.log_batch(self.run_id, metrics=metrics)
+            with report.item("scalar", *event.scalars):  # one log_batch call for all of them
+                from mlflow.entities import Metric
+
+                now = int(time.time() * 1000)
+                metrics = [Metric(mlflow_key(k), v, now, step) for k, v in event.scalars.items()]
+                self.client.log_batch(self.run_id, metrics=metrics)
         for image in event.images:
-            self.client.log_image(
-                self.run_id, check_pixels(image), key=mlflow_key(image.key), step=step
-            )
+            with report.item("image", image.key):
+                self.client.log_image(
+                    self.run_id, check_pixels(image), key=mlflow_key(image.key), step=step
+                )
         for key, values in event.histograms.items():
-            chart = histogram_image(bin_values(values), title=f"{key} · step {step}")
-            self.client.log_image(self.run_id, chart, key=mlflow_key(key), step=step)
+            with report.item("histogram", key):
+                chart = histogram_image(bin_values(values), title=f"{key} · step {step}")
+                self.client.log_image(self.run_id, chart, key=mlflow_key(key), step=step)
         for key, text in event.texts.items():
-            self.client.log_text(self.run_id, text, f"{mlflow_key(key)}/step_{step:08d}.txt")
+            with report.item("text", key):
+                self.client.log_text(self.run_id, text, f"{mlflow_key(key)}/step_{step:08d}.txt")
         for group, table in captions_by_group(event.images, step, event.epoch).items():
-            self.client.log_text(
-                self.run_id, table, f"{mlflow_key(captions_key(group))}/step_{step:08d}.md"
-            )
+            with report.item("captions", captions_key(group)):
+                self.client.log_text(
+                    self.run_id, table, f"{mlflow_key(captions_key(group))}/step_{step:08d}.md"
+                )
+        report.raise_failures()

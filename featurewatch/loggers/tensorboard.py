@@ -10,7 +10,7 @@ from featurewatch.loggers._shared import (
     check_pixels,
     finite_values,
 )
-from featurewatch.loggers.base import Event, Sink
+from featurewatch.loggers.base import Event, Sink, WriteReport
 
 __all__ = ["TensorBoardSink"]
 
@@ -21,6 +21,9 @@ class TensorBoardSink(Sink):
     Images go to the Images tab (``dataformats="HWC"``, ``uint8``, so the PNG holds exactly the
     logged pixels), scalars to Scalars, raw values to Histograms (TensorBoard bins them) and texts
     to Text. The writer is flushed once per event: TensorBoard otherwise buffers up to 120 s.
+    Each item is written on its own: an image TensorBoard refuses costs that image only, and the
+    event's other items are still written before a :class:`~featurewatch.loggers.SinkWriteError`
+    names what was lost.
 
     TensorBoard images have no caption, so the captions of one event are logged as a single Markdown
     table per key group, under ``featurewatch/<what>/captions`` (one text entry per callback and
@@ -43,24 +46,39 @@ class TensorBoardSink(Sink):
                 )
         self.writer = writer
 
+    @property
+    def destination(self) -> str:
+        log_dir = getattr(self.writer, "log_dir", None)
+        return f"TensorBoardSink ({log_dir})" if log_dir else "TensorBoardSink"
+
     def write(self, event: Event) -> None:
-        step = event.step
+        step, report = event.step, WriteReport(self, event)
         for image in event.images:
-            self.writer.add_image(image.key, check_pixels(image), step, dataformats="HWC")
+            with report.item("image", image.key):
+                self.writer.add_image(image.key, check_pixels(image), step, dataformats="HWC")
         for group, table in captions_by_group(event.images, step, event.epoch).items():
-            self.writer.add_text(captions_key(group), table, step)
+            with report.item("captions", captions_key(group)):
+                self.writer.add_text(captions_key(group), table, step)
         for key, value in event.scalars.items():
-            self.writer.add_scalar(key, value, step)
+            with report.item("scalar", key):
+                self.writer.add_scalar(key, value, step)
         for key, values in event.histograms.items():
-            finite, _ = finite_values(values)
-            if finite.size:
-                self.writer.add_histogram(key, finite, step)
+            with report.item("histogram", key):
+                finite, _ = finite_values(values)
+                if finite.size:
+                    self.writer.add_histogram(key, finite, step)
         for key, text in event.texts.items():
-            self.writer.add_text(key, _preformatted(text), step)
-        self.writer.flush()
+            with report.item("text", key):
+                self.writer.add_text(key, _preformatted(text), step)
+        try:
+            self.writer.flush()
+        except Exception as err:  # noqa: BLE001 - what the writer held may not have reached disk
+            report.lost(err)
+        report.raise_failures()
 
     def close(self) -> None:
-        self.writer.flush()
+        if not self.broken:
+            self.writer.flush()
 
 
 def _preformatted(text: str) -> str:

@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+import contextlib
 import html
 import warnings
 from typing import Any
 
 from featurewatch.loggers._shared import bin_values, check_pixels, context_caption
-from featurewatch.loggers.base import Event, Sink
+from featurewatch.loggers.base import Event, Sink, WriteReport
 
 __all__ = ["WandbSink", "wandb_row"]
 
@@ -31,7 +32,9 @@ class WandbSink(Sink):
     histograms as ``wandb.Histogram`` (30 bins over the finite values), texts as ``wandb.Html``
     (preformatted). If two items of different kinds share a key, the later kind's key gets a
     ``/<kind>`` suffix instead of overwriting the first (and a key ``trainer/global_step`` is moved
-    aside the same way, so that field always holds the step).
+    aside the same way, so that field always holds the step). An item that cannot be converted
+    (``wandb.Image`` refusing an image) is left out of the row and named in the
+    :class:`~featurewatch.loggers.SinkWriteError` raised after the rest was logged.
 
     Args:
         run: a ``wandb`` run, usually ``WandbLogger.experiment``.
@@ -45,24 +48,45 @@ class WandbSink(Sink):
             )
         self.run = run
 
+    @property
+    def destination(self) -> str:
+        name = getattr(self.run, "name", None) or getattr(self.run, "id", None)
+        return f"WandbSink (run {name})" if isinstance(name, str) and name else "WandbSink"
+
     def write(self, event: Event) -> None:
-        if event:
-            self.run.log(wandb_row(event))
+        if not event:
+            return
+        report = WriteReport(self, event)
+        row = wandb_row(event, report)
+        try:
+            self.run.log(row)
+        except Exception as err:  # noqa: BLE001 - one call: every item of the row is lost
+            report.lost(err)
+        report.raise_failures()
 
 
-def wandb_row(event: Event) -> dict[str, Any]:
-    """The one row :class:`WandbSink` logs for ``event`` (see its docstring for the contents)."""
+def wandb_row(event: Event, report: WriteReport | None = None) -> dict[str, Any]:
+    """The one row :class:`WandbSink` logs for ``event`` (see its docstring for the contents).
+
+    With a ``report``, an item that cannot be converted is recorded there and left out of the row;
+    without one, the conversion error is raised.
+    """
     import wandb
 
     row: dict[str, Any] = {}
+
+    def convert(kind: str, key: str) -> Any:
+        return report.item(kind, key) if report is not None else contextlib.nullcontext()
 
     def put(key: str, kind: str, value: Any) -> None:
         row[f"{key}/{kind}" if key in row or key == STEP_KEY else key] = value
 
     images: dict[str, list[Any]] = {}
     for image in event.images:
-        caption = context_caption(image.caption, event.step, event.epoch)
-        images.setdefault(image.key, []).append(wandb.Image(check_pixels(image), caption=caption))
+        with convert("image", image.key):
+            caption = context_caption(image.caption, event.step, event.epoch)
+            logged = wandb.Image(check_pixels(image), caption=caption)
+            images.setdefault(image.key, []).append(logged)
     for key, items in images.items():
         if len(items) > MAX_IMAGES_PER_KEY:
             warnings.warn(
@@ -75,12 +99,15 @@ def wandb_row(event: Event) -> dict[str, Any]:
             items = items[:MAX_IMAGES_PER_KEY]
         put(key, "image", items[0] if len(items) == 1 else items)
     for key, value in event.scalars.items():
-        put(key, "scalar", value)
+        with convert("scalar", key):
+            put(key, "scalar", value)
     for key, values in event.histograms.items():
-        hist = bin_values(values)
-        if not hist.empty:
-            put(key, "histogram", wandb.Histogram(np_histogram=(hist.counts, hist.edges)))
+        with convert("histogram", key):
+            hist = bin_values(values)
+            if not hist.empty:
+                put(key, "histogram", wandb.Histogram(np_histogram=(hist.counts, hist.edges)))
     for key, text in event.texts.items():
-        put(key, "text", wandb.Html(f"<pre>{html.escape(text)}</pre>", inject=False))
+        with convert("text", key):
+            put(key, "text", wandb.Html(f"<pre>{html.escape(text)}</pre>", inject=False))
     row[STEP_KEY] = event.step
     return row

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from featurewatch.loggers import Event, FilesSink
+from featurewatch.loggers import Event, FilesSink, SinkWriteError
 from featurewatch.loggers.base import LoggedImage
 from tests.loggers.conftest import (
     HISTOGRAM_KEY,
@@ -162,8 +162,10 @@ def test_rejects_bad_arguments(tmp_path):
     with pytest.raises(TypeError, match="root must be a path"):
         FilesSink(3)
     bad = Event(step=0, epoch=0, images=[LoggedImage("k", np.zeros((4, 4), np.uint8))])
-    with pytest.raises(TypeError, match=r"image 'k': expected an \(H, W, 3\) uint8 array"):
-        FilesSink(tmp_path).write(bad)
+    sink = FilesSink(tmp_path)
+    with pytest.raises(SinkWriteError, match=r"image 'k': expected an \(H, W, 3\) uint8 array"):
+        sink.write(bad)
+    assert sink.healthy  # a refused value is no reason to stop writing
 
 
 def test_page_is_rewritten_at_most_every_page_every_seconds_and_on_close(tmp_path):

@@ -10,7 +10,7 @@ from PIL import Image
 from pytorch_lightning.loggers import TensorBoardLogger
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
-from featurewatch.loggers import Event, TensorBoardSink
+from featurewatch.loggers import Event, SinkWriteError, TensorBoardSink
 from featurewatch.loggers.base import LoggedImage
 from tests.loggers.conftest import (
     HISTOGRAM_KEY,
@@ -113,6 +113,7 @@ def test_rejects_what_is_not_a_writer_or_not_uint8(tmp_path):
     sink = TensorBoardSink(TensorBoardLogger(tmp_path).experiment)
     bad = Event(step=0, epoch=0, images=[LoggedImage("k", np.zeros((4, 4, 3), np.float32))])
     with pytest.raises(
-        TypeError, match=r"expected an \(H, W, 3\) uint8 array, got ndarray float32"
-    ):
+        SinkWriteError, match=r"expected an \(H, W, 3\) uint8 array, got ndarray float32"
+    ) as raised:
         sink.write(bad)
+    assert isinstance(raised.value.failed[0].error, TypeError) and sink.healthy
