@@ -30,7 +30,7 @@ import torch
 from torch import nn
 
 from featurewatch.core.hygiene import model_device_dtype
-from featurewatch.core.validation import out_of_range_message
+from featurewatch.core.validation import check_images, out_of_range_message
 
 __all__ = [
     "OutputKey",
@@ -64,12 +64,7 @@ def model_input(model: nn.Module, x: Any) -> torch.Tensor:
         TypeError: if ``x`` is not a tensor.
         ValueError: if it is not a non-empty ``(N, C, H, W)`` batch.
     """
-    if not isinstance(x, torch.Tensor):
-        raise TypeError(f"`x` must be an (N, C, H, W) tensor, got {type(x).__name__}")
-    if x.dim() != 4 or x.shape[0] == 0:
-        raise ValueError(
-            f"`x` must be a non-empty (N, C, H, W) batch of images, got shape {tuple(x.shape)}"
-        )
+    check_images("x", x)
     device, dtype = model_device_dtype(model)
     return x.detach().to(device=device, dtype=dtype).clone()
 

@@ -18,9 +18,12 @@ import math
 from collections.abc import Iterable
 from typing import Any
 
+import torch
+
 __all__ = [
     "check_bool",
     "check_channel_list",
+    "check_images",
     "check_int",
     "check_positive_float",
     "is_int",
@@ -124,6 +127,23 @@ def check_channel_list(name: str, value: Any, *, allow_int: bool = True) -> list
     if not values or any(not is_int(c) or c < 0 for c in values):
         raise ValueError(f"`{name}` must be a non-empty list of non-negative ints, got {values!r}")
     return values
+
+
+def check_images(name: str, value: Any) -> torch.Tensor:
+    """Validate a batch of images: a non-empty ``(N, C, H, W)`` tensor (returned as it came).
+
+    Raises:
+        TypeError: if ``value`` is not a tensor.
+        ValueError: if it is not 4-D or holds no image.
+    """
+    if not isinstance(value, torch.Tensor):
+        raise TypeError(f"`{name}` must be an (N, C, H, W) tensor, got {type(value).__name__}")
+    if value.dim() != 4 or value.shape[0] == 0:
+        raise ValueError(
+            f"`{name}` must be a non-empty (N, C, H, W) batch of images, got shape "
+            f"{tuple(value.shape)}"
+        )
+    return value
 
 
 def out_of_range_message(

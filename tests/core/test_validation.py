@@ -5,10 +5,12 @@ from __future__ import annotations
 import math
 
 import pytest
+import torch
 
 from featurewatch.core.validation import (
     check_bool,
     check_channel_list,
+    check_images,
     check_int,
     check_positive_float,
     out_of_range_message,
@@ -83,3 +85,13 @@ def test_out_of_range_message_states_the_valid_range() -> None:
     assert out_of_range_message(10, 10) == (
         "class 10 out of range; the model outputs 10 scores (valid: 0..9)"
     )
+
+
+def test_check_images_wants_a_non_empty_4d_tensor() -> None:
+    x = torch.zeros(2, 1, 4, 4)
+    assert check_images("x", x) is x
+    with pytest.raises(TypeError, match=r"`pool` must be an \(N, C, H, W\) tensor, got list"):
+        check_images("pool", [x])
+    for bad in (torch.zeros(1, 4, 4), torch.zeros(0, 1, 4, 4)):
+        with pytest.raises(ValueError, match=r"`x` must be a non-empty \(N, C, H, W\) batch"):
+            check_images("x", bad)
