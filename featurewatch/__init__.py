@@ -38,13 +38,13 @@ _EXPORTS: dict[str, str] = {
     "overlay": "featurewatch.core.attribution",
     "top_examples": "featurewatch.core.examples",
     "top_examples_multi": "featurewatch.core.examples",
-    "project_detailed": "featurewatch.core.examples",
-    "Projection": "featurewatch.core.examples",
+    "project_detailed": "featurewatch.core.projection",
+    "Projection": "featurewatch.core.projection",
     "TopExamples": "featurewatch.core.examples",
-    "receptive_field": "featurewatch.core.examples",
-    "receptive_fields": "featurewatch.core.examples",
-    "project": "featurewatch.core.examples",
-    "examples_grid": "featurewatch.core.examples",
+    "receptive_field": "featurewatch.core.receptive_field",
+    "receptive_fields": "featurewatch.core.receptive_field",
+    "project": "featurewatch.core.projection",
+    "examples_grid": "featurewatch.core.drawing",
     "activation_grid": "featurewatch.core.inspect",
     "activation_maps": "featurewatch.core.inspect",
     "filter_grid": "featurewatch.core.inspect",
@@ -78,7 +78,7 @@ _EXPORTS: dict[str, str] = {
     "sinks_for": "featurewatch.loggers.registry",
 }
 
-__all__ = sorted(_EXPORTS)
+__all__ = sorted(_EXPORTS)  # noqa: PLE0605 - the lazy-export table is the one list of names
 
 
 def __getattr__(name: str) -> Any:
@@ -110,17 +110,8 @@ if TYPE_CHECKING:  # pragma: no cover - for type checkers and IDEs
     from featurewatch.callbacks.filter_weights import FilterWeights
     from featurewatch.core.attribution import cam, grad_cam, occlusion, overlay, saliency
     from featurewatch.core.deepdream import deep_dream
-    from featurewatch.core.examples import (
-        Projection,
-        TopExamples,
-        examples_grid,
-        project,
-        project_detailed,
-        receptive_field,
-        receptive_fields,
-        top_examples,
-        top_examples_multi,
-    )
+    from featurewatch.core.drawing import examples_grid
+    from featurewatch.core.examples import TopExamples, top_examples, top_examples_multi
     from featurewatch.core.fit_stats import ImageStats, fit_image_stats
     from featurewatch.core.hygiene import isolated
     from featurewatch.core.inspect import activation_grid, activation_maps, filter_grid
@@ -137,6 +128,8 @@ if TYPE_CHECKING:  # pragma: no cover - for type checkers and IDEs
         neuron,
     )
     from featurewatch.core.param import ImageSpec
+    from featurewatch.core.projection import Projection, project, project_detailed
+    from featurewatch.core.receptive_field import receptive_field, receptive_fields
     from featurewatch.core.render import (
         RenderResult,
         class_model_images,

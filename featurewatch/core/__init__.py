@@ -1,20 +1,10 @@
 """Pure-torch core of featurewatch: no Lightning, TensorBoard or W&B imports here."""
 
 from featurewatch.core.attribution import cam, grad_cam, occlusion, overlay, saliency
+from featurewatch.core.calls import layer_call_counts
 from featurewatch.core.deepdream import deep_dream
-from featurewatch.core.examples import (
-    RULE_MODULE_TYPES,
-    Projection,
-    TopExamples,
-    examples_grid,
-    layer_call_counts,
-    project,
-    project_detailed,
-    receptive_field,
-    receptive_fields,
-    top_examples,
-    top_examples_multi,
-)
+from featurewatch.core.drawing import examples_grid
+from featurewatch.core.examples import TopExamples, top_examples, top_examples_multi
 from featurewatch.core.fit_stats import ImageStats, fit_image_stats
 from featurewatch.core.hygiene import in_isolation, isolated, model_device_dtype, outside_inference
 from featurewatch.core.images import colorize, grid, load_images, scale_each, to_uint8
@@ -40,6 +30,8 @@ from featurewatch.core.objectives import (
     neuron,
 )
 from featurewatch.core.param import FourierImage, ImageParam, ImageSpec, PixelImage, color_matrix
+from featurewatch.core.projection import RULE_MODULE_TYPES, Projection, project, project_detailed
+from featurewatch.core.receptive_field import receptive_field, receptive_fields
 from featurewatch.core.render import (
     RenderResult,
     class_model_images,

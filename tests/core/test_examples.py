@@ -12,17 +12,11 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from featurewatch.core.examples import (
-    _relu_rule,
-    examples_grid,
-    layer_call_counts,
-    project,
-    project_detailed,
-    receptive_field,
-    receptive_fields,
-    top_examples,
-    top_examples_multi,
-)
+from featurewatch.core.calls import layer_call_counts
+from featurewatch.core.drawing import examples_grid
+from featurewatch.core.examples import top_examples, top_examples_multi
+from featurewatch.core.projection import _relu_rule, project, project_detailed
+from featurewatch.core.receptive_field import receptive_field, receptive_fields
 from tests._hygiene import assert_untouched, snapshot
 from tests._models import SmallCNN
 
