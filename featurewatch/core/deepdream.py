@@ -22,9 +22,11 @@ import torch.nn.functional as F
 from torch import nn
 
 from featurewatch.core.hygiene import isolated, model_device_dtype
+from featurewatch.core.images import Normalize, normalizer
 from featurewatch.core.layers import resolve_layer
 from featurewatch.core.objectives import Objective, layer_l2
-from featurewatch.core.render import Normalize, _normalizer, objective_forward
+from featurewatch.core.render import objective_forward
+from featurewatch.core.validation import check_int, check_positive_float
 
 __all__ = ["deep_dream"]
 
@@ -67,13 +69,12 @@ def deep_dream(
         raise ValueError(
             f"`images` must be (N, C, H, W) or (C, H, W), got shape {tuple(images.shape)}"
         )
-    for name, v in (("octaves", octaves), ("steps", steps)):
-        if isinstance(v, bool) or not isinstance(v, int) or v < 1:
-            raise ValueError(f"`{name}` must be a positive int, got {v!r}")
+    check_int("octaves", octaves)
+    check_int("steps", steps)
+    check_positive_float("octave_scale", octave_scale)
     if octave_scale <= 1.0:
         raise ValueError(f"`octave_scale` must be > 1, got {octave_scale}")
-    if step_size <= 0:
-        raise ValueError(f"`step_size` must be > 0, got {step_size}")
+    check_positive_float("step_size", step_size)
     obj = layer_l2(objective) if isinstance(objective, str) else objective
     if not isinstance(obj, Objective):
         raise TypeError(
@@ -91,7 +92,7 @@ def deep_dream(
     with isolated(model):
         device, _ = model_device_dtype(model)
         base = x.detach().to(device=device, dtype=torch.float32).clone().clamp(0, 1)
-        norm = _normalizer(normalize, base.shape[1], device)
+        norm = normalizer(normalize, base.shape[1], device)
         detail = torch.zeros_like(base)
         out = base
         with objective_forward(model, obj, base, norm) as evaluate:

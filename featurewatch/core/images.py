@@ -8,19 +8,25 @@ receives exactly the same pixels (W&B would turn a float 0.5 into black, TensorB
 from __future__ import annotations
 
 import os
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 import numpy as np
 import torch
 from torchvision.utils import make_grid
 
+#: A model's input normalization: per-channel ``(mean, std)`` (one value, or one per channel), as
+#: in ``torchvision.transforms.Normalize``; the model sees ``(image - mean) / std``.
+Normalize = tuple[Sequence[float], Sequence[float]]
+
 __all__ = [
+    "Normalize",
     "colorize",
     "columns_for",
     "figure_to_array",
     "grid",
     "load_images",
+    "normalizer",
     "scale_each",
     "to_display_channels",
     "to_uint8",
@@ -70,6 +76,50 @@ def to_display_channels(images: torch.Tensor) -> torch.Tensor:
     if c == 2:
         return torch.cat([images, torch.zeros_like(images[:, :1])], dim=1)
     return images[:, :3]
+
+
+def normalizer(
+    normalize: Normalize | None, channels: int, device: torch.device | str = "cpu"
+) -> Callable[[torch.Tensor], torch.Tensor]:
+    """The function that maps ``[0, 1]`` images to what the model takes: ``(x - mean) / std``.
+
+    Rendered and dreamed images live in ``[0, 1]``; a model trained on standardized inputs must see
+    them standardized the same way, or its activations are meaningless.
+
+    Args:
+        normalize: ``(mean, std)``, each one value or one per channel; ``None``: identity.
+        channels: channels of the images (to check the lengths).
+        device: where the constants live (the model's device).
+
+    Returns:
+        ``f(x)`` for ``(N, channels, H, W)`` tensors (one fused ``addcmul``).
+
+    Raises:
+        TypeError: if ``normalize`` is not a pair of sequences.
+        ValueError: if a length fits neither 1 nor ``channels``, or a std is zero.
+
+    Example:
+        >>> norm = normalizer(((0.5,), (0.25,)), channels=1)
+        >>> norm(torch.ones(1, 1, 2, 2))[0, 0, 0, 0].item()
+        2.0
+    """
+    if normalize is None:
+        return lambda x: x
+    if not isinstance(normalize, (tuple, list)) or len(normalize) != 2:
+        raise TypeError(f"`normalize` must be (mean, std) sequences, got {normalize!r}")
+    mean, std = (
+        torch.as_tensor(v, dtype=torch.float32, device=device).flatten() for v in normalize
+    )
+    for name, t in (("mean", mean), ("std", std)):
+        if t.numel() not in (1, channels):
+            raise ValueError(
+                f"`normalize` {name} has {t.numel()} values; the images have {channels} channels "
+                f"(give 1 or {channels})"
+            )
+    if (std == 0).any():
+        raise ValueError(f"`normalize` std must be non-zero, got {std.tolist()}")
+    scale, shift = (1.0 / std).reshape(1, -1, 1, 1), (-mean / std).reshape(1, -1, 1, 1)
+    return lambda x: torch.addcmul(shift, x, scale)  # (x - mean) / std in one pass
 
 
 def grid(

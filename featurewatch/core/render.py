@@ -37,13 +37,15 @@ from typing import Any
 import torch
 from torch import nn
 
+from featurewatch.core.calls import counted_forward
+from featurewatch.core.hooks import substitute_outputs
 from featurewatch.core.hygiene import isolated, model_device_dtype
+from featurewatch.core.images import Normalize, normalizer
 from featurewatch.core.layers import (
     LayerNotReachedError,
     StopForward,
     capture,
     find_first_conv,
-    module_calls,
     not_reached_message,
     parse_layer,
     resolve_layer,
@@ -58,6 +60,7 @@ from featurewatch.core.objectives import (
 )
 from featurewatch.core.param import ImageParam, ImageSpec
 from featurewatch.core.transforms import Transform, compose, standard_transforms
+from featurewatch.core.validation import check_channel_list, check_int, check_positive_float
 
 __all__ = [
     "Normalize",
@@ -72,7 +75,6 @@ __all__ = [
     "visualize_channels",
 ]
 
-Normalize = tuple[Sequence[float], Sequence[float]]
 ParamFactory = Callable[[Sequence[int], torch.device], nn.Module]
 Transforms = str | Sequence[Transform] | None
 
@@ -145,8 +147,7 @@ def unit_objective(
     """
     if unit not in ("channel", "neuron"):
         raise ValueError(f"`unit` must be 'channel' or 'neuron', got {unit!r}")
-    if isinstance(variants, bool) or not isinstance(variants, int) or variants < 1:
-        raise ValueError(f"`variants` must be a positive int, got {variants!r}")
+    check_int("variants", variants)
     repeated = [int(u) for u in units for _ in range(variants)]
     # variants differ in the low 32 bits: a CPU generator keeps only those of its seed
     seeds = [unit_seed(seed, u) ^ (v * 0x9E3779B1) for u in units for v in range(variants)]
@@ -184,27 +185,6 @@ def infer_image_channels(model: nn.Module) -> int:
             "pass image_channels="
         ) from None
     return int(model.get_submodule(name).in_channels)
-
-
-def _normalizer(
-    normalize: Normalize | None, channels: int, device: torch.device
-) -> Callable[[torch.Tensor], torch.Tensor]:
-    if normalize is None:
-        return lambda x: x
-    if not isinstance(normalize, (tuple, list)) or len(normalize) != 2:
-        raise TypeError(f"`normalize` must be (mean, std) sequences, got {normalize!r}")
-    mean, std = (
-        torch.as_tensor(v, dtype=torch.float32, device=device).flatten() for v in normalize
-    )
-    for name, t in (("mean", mean), ("std", std)):
-        if t.numel() not in (1, channels):
-            raise ValueError(
-                f"`normalize` {name} has {t.numel()} values; the images have {channels} channels (give 1 or {channels})"
-            )
-    if (std == 0).any():
-        raise ValueError(f"`normalize` std must be non-zero, got {std.tolist()}")
-    scale, shift = (1.0 / std).reshape(1, -1, 1, 1), (-mean / std).reshape(1, -1, 1, 1)
-    return lambda x: torch.addcmul(shift, x, scale)  # (x - mean) / std in one pass
 
 
 def _transforms(transforms: Transforms, size: tuple[int, int]) -> Transform:
@@ -248,36 +228,16 @@ class _RedirectedReLU(torch.autograd.Function):
 def _redirect_relus(model: nn.Module, enabled: bool) -> Iterator[None]:
     """Replace the output of every ``nn.ReLU`` module by a :class:`_RedirectedReLU` while active.
 
-    The hooks are prepended, so a layer capture at the ReLU itself sees the redirected output.
-    In-place ReLUs get a copy of their input, so the pre-activation survives for the redirect.
+    With :func:`~featurewatch.core.hooks.substitute_outputs`: a layer capture at the ReLU itself
+    sees the redirected output, and an in-place ReLU gets a copy of its input, so the
+    pre-activation survives for the redirect.
     """
     if not enabled:
         yield
         return
-    stash: dict[int, torch.Tensor] = {}
-    handles = []
-
-    def pre(module: nn.Module, args: tuple[Any, ...]) -> tuple[Any, ...] | None:
-        x = args[0]
-        stash[id(module)] = x
-        if getattr(module, "inplace", False):
-            return (x.clone(), *args[1:])
-        return None
-
-    def post(module: nn.Module, args: tuple[Any, ...], out: Any) -> Any:
-        x = stash.pop(id(module), None)
-        return _RedirectedReLU.apply(x) if x is not None else None
-
-    try:
-        for m in model.modules():
-            if isinstance(m, nn.ReLU):
-                handles.append(m.register_forward_pre_hook(pre))
-                handles.append(m.register_forward_hook(post, prepend=True))
+    relus = [m for m in model.modules() if isinstance(m, nn.ReLU)]
+    with substitute_outputs(relus, lambda _m, x: _RedirectedReLU.apply(x)):
         yield
-    finally:
-        for h in handles:
-            h.remove()
-        stash.clear()
 
 
 @contextmanager
@@ -298,17 +258,10 @@ def objective_forward(
     """
     _, dtype = model_device_dtype(model)
     names = sorted({parse_layer(la).name for la in objective.layers})
-    failure: Exception | None = None
-
-    def probe() -> None:
-        nonlocal failure
-        try:
-            model(norm(example[:1]).to(dtype))
-        except Exception as err:  # noqa: BLE001 - e.g. a Linear head that wants the training size: fine if
-            failure = err  # every layer we need was reached before it
-
     with torch.no_grad(), capture(model, objective.layers, clone=False) as seen:
-        counts = module_calls(model, probe, names)
+        # a failure after every layer we need was reached (a Linear head that wants the training
+        # size) does not matter; one before does
+        counts, failure = counted_forward(model, lambda: model(norm(example[:1]).to(dtype)), names)
         missing = [la for la in objective.layers if la not in seen.outputs]
         if missing and failure is not None:
             raise failure
@@ -339,18 +292,6 @@ def _adam(params: list[torch.Tensor], lr: float) -> torch.optim.Optimizer:
         return torch.optim.Adam(params, lr=lr, fused=True)
     except (RuntimeError, ValueError, TypeError):
         return torch.optim.Adam(params, lr=lr)
-
-
-def _check_positive(name: str, value: Any, *, allow_zero: bool = False, kind: type = int) -> None:
-    ok_type = (int, float) if kind is float else (int,)
-    if (
-        isinstance(value, bool)
-        or not isinstance(value, ok_type)
-        or value < 0
-        or (value == 0 and not allow_zero)
-    ):
-        expected = "a non-negative" if allow_zero else "a positive"
-        raise ValueError(f"`{name}` must be {expected} {kind.__name__}, got {value!r}")
 
 
 def render(
@@ -421,17 +362,18 @@ def render(
     objective = as_objective(objective)
     if not isinstance(model, nn.Module):
         raise TypeError(f"`model` must be an nn.Module, got {type(model).__name__}")
-    _check_positive("steps", steps, allow_zero=True)
-    _check_positive("lr", lr, kind=float)
-    _check_positive("redirect_steps", redirect_steps, allow_zero=True)
-    _check_positive("polish_steps", polish_steps, allow_zero=True)
-    _check_positive("blur_every", blur_every, allow_zero=True)
-    _check_positive("l2", l2, allow_zero=True, kind=float)
-    _check_positive("tv", tv, allow_zero=True, kind=float)
-    if batch_size is not None:
-        _check_positive("batch_size", batch_size)
-    if time_budget is not None:
-        _check_positive("time_budget", time_budget, kind=float)
+    for name, count in (
+        ("steps", steps),
+        ("redirect_steps", redirect_steps),
+        ("polish_steps", polish_steps),
+        ("blur_every", blur_every),
+    ):
+        check_int(name, count, 0)
+    check_int("batch_size", batch_size, allow_none=True)
+    check_positive_float("lr", lr)
+    check_positive_float("l2", l2, allow_zero=True)
+    check_positive_float("tv", tv, allow_zero=True)
+    check_positive_float("time_budget", time_budget, allow_none=True)
     if not objective.layers:
         raise ValueError(f"objective {objective.name!r} reads no layer")
     if seeds is not None:
@@ -460,7 +402,7 @@ def render(
                 f"the parametrization must return (N, C, H, W) images, got shape {tuple(x0.shape)}"
             )
         channels, size = x0.shape[1], (x0.shape[2], x0.shape[3])
-        norm = _normalizer(normalize, channels, device)
+        norm = normalizer(normalize, channels, device)
         transform = _transforms(transforms, size)
         del probe
         chunk = batch_size or n
@@ -551,20 +493,6 @@ def _spec(
     return ImageSpec(channels=channels, size=size, **kw)  # type: ignore[arg-type]
 
 
-def _units_list(units: int | Sequence[int], what: str) -> list[int]:
-    if isinstance(units, int) and not isinstance(units, bool):
-        return [units]
-    try:
-        values = list(units)
-    except TypeError:
-        raise TypeError(
-            f"`{what}` must be an int or a sequence of ints, got {type(units).__name__}"
-        ) from None
-    if not values:
-        raise ValueError(f"`{what}` must not be empty")
-    return values
-
-
 def visualize_channels(
     model: nn.Module,
     layer: str,
@@ -603,7 +531,7 @@ def visualize_channels(
     Example:
         >>> imgs = visualize_channels(model, "features.3", range(8), size=32, steps=64)
     """
-    chans = _units_list(channels, "channels")
+    chans = check_channel_list("channels", channels)
     objective, seeds = unit_objective(
         layer,
         chans,
@@ -643,7 +571,7 @@ def class_model_images(
     Returns:
         ``(len(classes), C, H, W)`` images in ``[0, 1]``.
     """
-    cls = _units_list(classes, "classes")
+    cls = check_channel_list("classes", classes)
     spec = _spec(model, size, image_channels, options)
     seeds = [unit_seed(seed, c) for c in cls]
     return render(
