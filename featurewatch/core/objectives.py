@@ -27,10 +27,12 @@ from __future__ import annotations
 import math
 import numbers
 from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass, field, replace
 
 import torch
 
 from featurewatch.core.layers import parse_layer
+from featurewatch.core.validation import check_int, check_positive_float, out_of_range_message
 
 __all__ = [
     "OUTPUT",
@@ -62,8 +64,13 @@ def _where(layer: str) -> str:
     return "the model output" if layer == OUTPUT else f"layer {layer!r}"
 
 
+@dataclass(frozen=True, eq=False, repr=False)
 class Objective:
     """A value to maximize, one per batch element.
+
+    An immutable value: the algebra below builds new objectives with :func:`dataclasses.replace`,
+    so a field added here is carried through ``+``, ``-``, ``*``, ``/`` and negation without any
+    combinator having to know about it.
 
     Args:
         fn: ``fn(activations, index) -> (len(index),)`` tensor. ``activations`` maps a layer
@@ -81,33 +88,31 @@ class Objective:
         reported: the part of this objective that measures the unit, when the rest is a
             regularizer (:func:`diverse`): :func:`~featurewatch.core.render.render` reports its
             values (and judges "could not be excited" by them), not the reward's. ``None``: this
-            objective itself.
+            objective itself. The algebra applies to it too: ``2 * diverse(u, ...)`` reports
+            ``2 * u``, ``-diverse(u, ...)`` reports ``-u``, and ``diverse(u, ...) + v`` reports
+            ``u + v``.
 
     Calling ``objective(activations, index=None)`` returns the ``(N,)`` values.
     """
 
-    def __init__(
-        self,
-        fn: Callable[[Activations, torch.Tensor], torch.Tensor],
-        layers: Iterable[str],
-        *,
-        batch: int | None = None,
-        name: str = "objective",
-        checks: Sequence[Check] = (),
-        group: int | None = None,
-        reported: Objective | None = None,
-    ) -> None:
-        if group is not None and (
-            isinstance(group, bool) or not isinstance(group, int) or group < 1
-        ):
-            raise ValueError(f"`group` must be a positive int or None, got {group!r}")
-        self.fn = fn
-        self.layers: tuple[str, ...] = tuple(dict.fromkeys(_ref(la) for la in layers))
-        self.batch = batch
-        self.name = name
-        self.checks: tuple[Check, ...] = tuple(checks)
-        self.group = group
-        self.reported = reported
+    fn: Callable[[Activations, torch.Tensor], torch.Tensor]
+    layers: tuple[str, ...]
+    batch: int | None = field(default=None, kw_only=True)
+    name: str = field(default="objective", kw_only=True)
+    checks: tuple[Check, ...] = field(default=(), kw_only=True)
+    group: int | None = field(default=None, kw_only=True)
+    reported: Objective | None = field(default=None, kw_only=True)
+
+    def __post_init__(self) -> None:
+        check_int("group", self.group, allow_none=True)
+        if self.reported is not None and not isinstance(self.reported, Objective):
+            raise TypeError(
+                f"`reported` must be an Objective or None, got {type(self.reported).__name__}"
+            )
+        # normalized here, so that every construction (and every replace()) holds the same form
+        layers = tuple(dict.fromkeys(_ref(la) for la in self.layers))
+        object.__setattr__(self, "layers", layers)
+        object.__setattr__(self, "checks", tuple(self.checks))
 
     def __call__(self, activations: Activations, index: torch.Tensor | None = None) -> torch.Tensor:
         if index is None:
@@ -131,6 +136,18 @@ class Objective:
         return f"Objective({self.name}, layers={list(self.layers)}, batch={self.batch}{group})"
 
     # ------------------------------------------------------------------ algebra
+    def _map(
+        self, op: Callable[[torch.Tensor], torch.Tensor], name: Callable[[str], str]
+    ) -> Objective:
+        """``op`` applied to the values (of the reported part too); every other field kept."""
+        fn = self.fn
+        return replace(
+            self,
+            fn=lambda acts, idx: op(fn(acts, idx)),
+            name=name(self.name),
+            reported=None if self.reported is None else self.reported._map(op, name),
+        )
+
     def _combine(
         self, other: Objective, op: Callable[[torch.Tensor, torch.Tensor], torch.Tensor], sym: str
     ) -> Objective:
@@ -140,40 +157,28 @@ class Objective:
                 f"{self.batch} elements, {other.name!r} has {other.batch}"
             )
         a, b = self, other
-        # chunks aligned to the least common multiple keep the groups of both whole
-        group = math.lcm(a.group or 1, b.group or 1) if (a.group or b.group) else None
-        return Objective(
-            lambda acts, idx: op(a.fn(acts, idx), b.fn(acts, idx)),
-            a.layers + b.layers,
+        reported = None
+        if a.reported is not None or b.reported is not None:  # the unit parts, combined alike
+            reported = a.unit_part()._combine(b.unit_part(), op, sym)
+        return replace(
+            a,
+            fn=lambda acts, idx: op(a.fn(acts, idx), b.fn(acts, idx)),
+            layers=a.layers + b.layers,
             batch=a.batch if a.batch is not None else b.batch,
             name=f"({a.name} {sym} {b.name})",
             checks=a.checks + b.checks,
-            group=group,
+            group=_joint_group(a, b),
+            reported=reported,
         )
 
-    def _scale(self, factor: float, name: str) -> Objective:
-        a = self
-        return Objective(
-            lambda acts, idx: a.fn(acts, idx) * factor,
-            a.layers,
-            batch=a.batch,
-            name=name,
-            checks=a.checks,
-            group=a.group,
-        )
+    def unit_part(self) -> Objective:
+        """What :func:`~featurewatch.core.render.render` reports: ``reported``, else ``self``."""
+        return self if self.reported is None else self.reported
 
     def __add__(self, other: Objective | float) -> Objective:
         if isinstance(other, numbers.Real):
             c = float(other)
-            a = self
-            return Objective(
-                lambda acts, idx: a.fn(acts, idx) + c,
-                a.layers,
-                batch=a.batch,
-                name=f"({a.name} + {c:g})",
-                checks=a.checks,
-                group=a.group,
-            )
+            return self._map(lambda v: v + c, lambda n: f"({n} + {c:g})")
         return self._combine(_need(other, "+"), torch.add, "+")
 
     def __radd__(self, other: Objective | float) -> Objective:
@@ -190,14 +195,15 @@ class Objective:
         return (-self) + other
 
     def __neg__(self) -> Objective:
-        return self._scale(-1.0, f"-{self.name}")
+        return self._map(torch.neg, lambda n: f"-{n}")
 
     def __mul__(self, factor: float) -> Objective:
         if not isinstance(factor, numbers.Real) or isinstance(factor, bool):
             raise TypeError(
                 f"an objective can be multiplied by a number, got {type(factor).__name__}"
             )
-        return self._scale(float(factor), f"{float(factor):g}*{self.name}")
+        f = float(factor)
+        return self._map(lambda v: v * f, lambda n: f"{f:g}*{n}")
 
     __rmul__ = __mul__
 
@@ -208,7 +214,14 @@ class Objective:
             )
         if float(divisor) == 0.0:
             raise ValueError("cannot divide an objective by zero")
-        return self._scale(1.0 / float(divisor), f"{self.name}/{float(divisor):g}")
+        f = 1.0 / float(divisor)
+        return self._map(lambda v: v * f, lambda n: f"{n}/{float(divisor):g}")
+
+
+def _joint_group(a: Objective, b: Objective) -> int | None:
+    """The group of an objective built from ``a`` and ``b``: chunks aligned to the least common
+    multiple keep the groups of both whole."""
+    return math.lcm(a.group or 1, b.group or 1) if (a.group or b.group) else None
 
 
 def _need(other: object, sym: str) -> Objective:
@@ -265,10 +278,7 @@ def _check_units(layer: str, units: torch.Tensor, kind: str) -> Check:
             )
         bad = [int(u) for u in units if int(u) >= shape[1]]
         if bad:
-            raise ValueError(
-                f"{kind} {bad[0]} out of range for {_where(layer)}, which has {shape[1]} {kind}s "
-                f"(valid: 0..{shape[1] - 1}; output shape {tuple(shape)})"
-            )
+            raise ValueError(out_of_range_message(bad[0], shape[1], layer=layer, kind=kind))
 
     return check
 
@@ -390,9 +400,7 @@ def class_logit(classes: Units) -> Objective:
         n = int(torch.Size(shape[1:]).numel())
         bad = [int(u) for u in idx if int(u) >= n]
         if bad:
-            raise ValueError(
-                f"class {bad[0]} out of range: the model outputs {n} scores per image (valid: 0..{n - 1})"
-            )
+            raise ValueError(out_of_range_message(bad[0], n))
 
     return Objective(
         fn,
@@ -464,14 +472,17 @@ def interpolate(a: Objective, b: Objective, weights: Sequence[float]) -> Objecti
         wi = wi.to(va.device, va.dtype)
         return (1 - wi) * va + wi * vb
 
-    group = math.lcm(a.group or 1, b.group or 1) if (a.group or b.group) else None
+    reported = None
+    if a.reported is not None or b.reported is not None:  # the unit parts, blended alike
+        reported = interpolate(a.unit_part(), b.unit_part(), w)
     return Objective(
         fn,
         a.layers + b.layers,
         batch=w.numel(),
         name=f"interpolate({a.name}, {b.name})",
         checks=a.checks + b.checks,
-        group=group,
+        group=_joint_group(a, b),
+        reported=reported,
     )
 
 
@@ -498,8 +509,7 @@ def diversity(layer: str, group: int) -> Objective:
         >>> obj = channel("layer3", [5, 5, 5, 5]) + 2.0 * diversity("layer3", 4)
     """
     ref = _ref(layer)
-    if isinstance(group, bool) or not isinstance(group, int) or group < 1:
-        raise ValueError(f"`group` must be a positive int, got {group!r}")
+    check_int("group", group)
 
     def fn(acts: Activations, index: torch.Tensor) -> torch.Tensor:
         a = acts[ref]
@@ -536,8 +546,7 @@ def diverse(objective: Objective, layer: str, group: int, weight: float = 1.0) -
         weight: strength of the diversity reward, ``>= 0`` (0 returns ``objective`` itself).
     """
     objective = as_objective(objective)
-    if isinstance(weight, bool) or not isinstance(weight, numbers.Real) or float(weight) < 0:
-        raise ValueError(f"`weight` must be a non-negative number, got {weight!r}")
+    check_positive_float("weight", weight, allow_zero=True)
     if float(weight) == 0.0:
         return objective
     div = diversity(layer, group)
@@ -554,5 +563,5 @@ def diverse(objective: Objective, layer: str, group: int, weight: float = 1.0) -
         name=f"diverse({objective.name}, {w:g})",
         checks=objective.checks,
         group=math.lcm(objective.group or 1, group),
-        reported=objective,
+        reported=objective.unit_part(),
     )

@@ -15,6 +15,7 @@ Example:
 from __future__ import annotations
 
 import math
+import numbers
 from collections.abc import Iterable
 from typing import Any
 
@@ -74,7 +75,8 @@ def check_positive_float(
 ) -> float | None:
     """Validate a real-number argument that must be positive (or non-negative).
 
-    Ints and floats are accepted (``bool`` and NaN are not; infinity is, as "no limit").
+    Any real number is accepted (``int``, ``float``, NumPy floats; ``bool`` and NaN are not;
+    infinity is, as "no limit").
 
     Args:
         name: the argument's name.
@@ -90,7 +92,7 @@ def check_positive_float(
     """
     if value is None and allow_none:
         return None
-    ok = isinstance(value, (int, float)) and not isinstance(value, bool) and not math.isnan(value)
+    ok = isinstance(value, numbers.Real) and not isinstance(value, bool) and not math.isnan(value)
     if ok and (value > 0 or (allow_zero and value == 0)):
         return float(value)
     expected = "a non-negative number" if allow_zero else "a positive number"

@@ -162,3 +162,42 @@ def test_diverse_scales_the_reward_to_the_objective() -> None:
     assert diverse(unit, "l", 2, weight=0.0) is unit
     with pytest.raises(ValueError, match="weight"):
         diverse(unit, "l", 2, weight=-1.0)
+
+
+def test_the_algebra_keeps_the_reported_unit_part_of_a_diverse_objective() -> None:
+    """``(2 * diverse(...)).reported`` was ``None``: render then judged the units by the reward."""
+    torch.manual_seed(0)
+    a = {"l": torch.rand(4, 3, 4, 4), "m": torch.rand(4, 3, 4, 4)}
+    unit = channel("l", [0, 0, 1, 1])
+    obj = diverse(unit, "l", 2)
+    u = unit(a)
+    assert not torch.allclose(obj(a), u)  # the reward is really there
+    cases = {
+        "2 * obj": (2 * obj, 2 * u),
+        "obj * 3": (obj * 3, 3 * u),
+        "obj / 4": (obj / 4, u / 4),
+        "-obj": (-obj, -u),
+        "obj + 1": (obj + 1.0, u + 1),
+        "1 - obj": (1 - obj, 1 - u),
+        "obj + other": (obj + channel("m", 2), u + channel("m", 2)(a)),
+        "other - obj": (channel("m", 2) - obj, channel("m", 2)(a) - u),
+        "sum": (sum([obj, obj]), 2 * u),
+    }
+    for label, (combined, expected) in cases.items():
+        assert combined.reported is not None, label
+        torch.testing.assert_close(combined.reported(a), expected, msg=label)
+        assert combined.group == 2, label  # and the other fields survive too
+        assert combined.batch == 4, label
+    # the objective itself is still the scaled sum of unit and reward
+    torch.testing.assert_close((2 * obj)(a), 2 * obj(a))
+    # without a regularizer there is nothing separate to report
+    assert (2 * unit).reported is None and (unit + channel("m", 1)).reported is None
+    # a diverse objective of a diverse objective reports the innermost unit
+    assert diverse(obj, "m", 2).reported is unit
+
+
+def test_objectives_are_values() -> None:
+    obj = channel("l", 1)
+    with pytest.raises(AttributeError):
+        obj.name = "other"  # type: ignore[misc]
+    assert Objective(obj.fn, ["l@0", "l@0", "m"]).layers == ("l@0", "m")

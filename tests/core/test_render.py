@@ -10,7 +10,8 @@ import torch
 from torch import nn
 
 from featurewatch.core.deepdream import deep_dream
-from featurewatch.core.objectives import Objective, channel, class_logit, neuron
+from featurewatch.core.inspect import activation_maps
+from featurewatch.core.objectives import Objective, channel, class_logit, diverse, neuron
 from featurewatch.core.param import ImageSpec
 from featurewatch.core.render import class_model_images, render, visualize_channels
 from tests._hygiene import assert_untouched, snapshot
@@ -253,3 +254,17 @@ def test_class_logit_is_read_from_the_model_output() -> None:
     with torch.no_grad():
         logits = model.eval()(res.images)
     assert torch.allclose(res.values, logits[[0, 1], [0, 1]], atol=1e-4)
+
+
+def test_a_scaled_diverse_objective_reports_the_scaled_unit_not_the_reward() -> None:
+    """``2 * diverse(unit)`` lost its ``reported`` part, so render reported (and judged "weak")
+    the unit plus the diversity reward instead of the unit."""
+    model = small_cnn().eval()
+    unit = channel("features.6", [0, 0, 3, 3])
+    objective = 2 * diverse(unit, "features.6", 2)
+    result = render(model, objective, ImageSpec(1, 16), steps=2, transforms="none")
+    with torch.no_grad():
+        a = activation_maps(model, result.images, ["features.6"])
+    torch.testing.assert_close(result.values, 2 * unit(a), rtol=1e-4, atol=1e-5)
+    # ... which is not what the whole objective (unit plus reward) is worth here
+    assert not torch.allclose(result.values, objective(a), rtol=1e-3, atol=1e-4)
