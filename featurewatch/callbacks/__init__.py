@@ -2,7 +2,12 @@
 
 from featurewatch.callbacks.activation_grid import ActivationGrid
 from featurewatch.callbacks.attribution import AttributionMaps
-from featurewatch.callbacks.base import FeatureWatchCallback, FeatureWatchWarning, batch_input
+from featurewatch.callbacks.base import (
+    FeatureWatchCallback,
+    FeatureWatchWarning,
+    Schedule,
+    batch_input,
+)
 from featurewatch.callbacks.channel_visualization import ChannelVisualization
 from featurewatch.callbacks.class_model import ClassModelVisualization
 from featurewatch.callbacks.dataset_examples import DatasetExamples
@@ -27,5 +32,6 @@ __all__ = [
     "FeatureWatchCallback",
     "FeatureWatchWarning",
     "FilterWeights",
+    "Schedule",
     "batch_input",
 ]

@@ -8,9 +8,9 @@ from typing import Any
 
 import torch
 
-from featurewatch.callbacks.base import check_int
 from featurewatch.core.hygiene import outside_inference
 from featurewatch.core.images import load_images
+from featurewatch.core.validation import check_int
 
 Normalize = tuple[Sequence[float], Sequence[float]]
 

@@ -9,10 +9,11 @@ import pytorch_lightning as pl
 import torch
 
 from featurewatch.callbacks._probe import Normalize, ProbeImages
-from featurewatch.callbacks.base import FeatureWatchCallback, check_int, check_layers
+from featurewatch.callbacks.base import FeatureWatchCallback, check_layers
 from featurewatch.core.images import grid, scale_each
 from featurewatch.core.inspect import activation_grid, activation_maps
 from featurewatch.core.layers import list_layers, resolve_layer
+from featurewatch.core.validation import check_channel_list, check_int, out_of_range_message
 from featurewatch.loggers import Event
 
 __all__ = ["ActivationGrid"]
@@ -43,8 +44,8 @@ class ActivationGrid(FeatureWatchCallback):
         max_layers: cap on the default layers (ignored when ``layers`` is given).
         normalize: ``(mean, std)`` applied to probe images loaded from a path.
         input_key: where the images are in a batch (index for tuples, key for dicts).
-        every_n_epochs, every_n_train_steps, at_start, at_end, strict: see
-            :class:`~featurewatch.callbacks.base.FeatureWatchCallback`.
+        **schedule: ``every_n_epochs``, ``every_n_train_steps``, ``at_start``, ``at_end``,
+            ``strict``: see :class:`~featurewatch.callbacks.base.FeatureWatchCallback`.
 
     Logged keys:
         - ``featurewatch/activations/<layer>``: image; per probe image, a grid of its channel maps
@@ -66,30 +67,18 @@ class ActivationGrid(FeatureWatchCallback):
         max_layers: int = 8,
         normalize: Normalize | None = None,
         input_key: int | str = 0,
-        every_n_epochs: int | None = 1,
-        every_n_train_steps: int | None = None,
-        at_start: bool = False,
-        at_end: bool = True,
-        strict: bool = False,
+        **schedule: Any,
     ) -> None:
-        super().__init__(
-            every_n_epochs=every_n_epochs,
-            every_n_train_steps=every_n_train_steps,
-            at_start=at_start,
-            at_end=at_end,
-            strict=strict,
-        )
+        super().__init__(**schedule)
         layers = check_layers(layers, allow_none=True)
         check_int("max_channels", max_channels)
         check_int("max_layers", max_layers)
         self.max_layers = max_layers
         self._default_layers: list[str] | None = None
-        if channels is not None and any(
-            isinstance(c, bool) or not isinstance(c, int) or c < 0 for c in channels
-        ):
-            raise ValueError(f"`channels` must be non-negative ints, got {list(channels)!r}")
         self.layers = list(layers) if layers is not None else None
-        self.channels = list(channels) if channels is not None else None
+        self.channels = (
+            None if channels is None else check_channel_list("channels", channels, allow_int=False)
+        )
         self.max_channels = max_channels
         self.input_key = input_key
         self._probe = ProbeImages(probe, num_images, normalize)
@@ -131,8 +120,8 @@ class ActivationGrid(FeatureWatchCallback):
                 )
             if self.channels is not None and max(self.channels) >= m.shape[1]:
                 raise ValueError(
-                    f"ActivationGrid: channel {max(self.channels)} out of range for layer {layer!r} "
-                    f"with {m.shape[1]} channels (valid: 0..{m.shape[1] - 1})"
+                    "ActivationGrid: "
+                    + out_of_range_message(max(self.channels), int(m.shape[1]), layer=layer)
                 )
 
     def observe_batch(self, batch: Any, split: str) -> None:

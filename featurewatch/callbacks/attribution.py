@@ -10,7 +10,8 @@ import torch
 import torch.nn.functional as F
 
 from featurewatch.callbacks._probe import Normalize, ProbeImages
-from featurewatch.callbacks.base import FeatureWatchCallback, check_int
+from featurewatch.callbacks.base import FeatureWatchCallback, check_layer, check_number
+from featurewatch.core.advice import layer_advice, uniform_maps
 from featurewatch.core.attribution import (
     _check_output_key,
     _class_index,
@@ -29,7 +30,8 @@ from featurewatch.core.attribution import (
 from featurewatch.core.hygiene import model_device_dtype
 from featurewatch.core.images import grid, scale_each, to_display_channels
 from featurewatch.core.inspect import activation_maps
-from featurewatch.core.layers import capture, parse_layer, resolve_layer
+from featurewatch.core.layers import parse_layer, resolve_layer
+from featurewatch.core.validation import check_int, is_int, out_of_range_message
 from featurewatch.loggers import Event
 
 __all__ = ["ATTRIBUTION_METHODS", "AttributionMaps"]
@@ -42,6 +44,45 @@ ATTRIBUTION_METHODS: dict[str, str] = {
     "gradcam": "Grad-CAM",
     "cam": "CAM",
 }
+
+
+def _check_methods(methods: Any) -> list[str]:
+    """``methods`` as a list of known method names without repeats (a single name is a list)."""
+    if isinstance(methods, str):
+        methods = [methods]
+    if isinstance(methods, Sequence) and not methods:
+        raise ValueError(f"`methods` must name at least one of {', '.join(ATTRIBUTION_METHODS)}")
+    if not isinstance(methods, Sequence) or not all(isinstance(m, str) for m in methods):
+        raise TypeError(f"`methods` must be a method name or a list of them, got {methods!r}")
+    unknown = [m for m in methods if m not in ATTRIBUTION_METHODS]
+    if unknown:
+        raise ValueError(
+            f"unknown attribution method {unknown[0]!r} in `methods`; valid: "
+            + ", ".join(repr(m) for m in ATTRIBUTION_METHODS)
+        )
+    return list(dict.fromkeys(methods))
+
+
+def _check_window(name: str, value: Any) -> None:
+    """An occlusion ``window`` or ``stride``: ``None``, a positive int, or a pair ``(h, w)``."""
+    pair = [value, value] if isinstance(value, int) else value
+    if value is not None and (
+        not isinstance(pair, Sequence)
+        or len(pair) != 2
+        or any(not is_int(v) or v < 1 for v in pair)
+    ):
+        raise ValueError(
+            f"`{name}` must be a positive int, a pair (h, w) of them, or None, got {value!r}"
+        )
+
+
+def _check_cmap(cmap: Any) -> None:
+    import matplotlib
+
+    if not isinstance(cmap, str) or cmap not in matplotlib.colormaps:
+        raise ValueError(
+            f"`cmap` must be a matplotlib colormap name such as 'jet' or 'inferno', got {cmap!r}"
+        )
 
 
 class AttributionMaps(FeatureWatchCallback):
@@ -100,8 +141,8 @@ class AttributionMaps(FeatureWatchCallback):
             them), an index (``0`` for a model returning ``(logits, features)``), a dict key
             (``"logits"``) or a function ``output -> logits``. Checked with one forward pass before
             the first training step.
-        every_n_epochs, every_n_train_steps, at_start, at_end, strict: see
-            :class:`~featurewatch.callbacks.base.FeatureWatchCallback`. A method that fails is
+        **schedule: ``every_n_epochs``, ``every_n_train_steps``, ``at_start``, ``at_end``,
+            ``strict``: see :class:`~featurewatch.callbacks.base.FeatureWatchCallback`. A method that fails is
             reported (warning + ``.../<method>/error``) and the other methods are still logged;
             ``strict=True`` re-raises.
 
@@ -147,93 +188,43 @@ class AttributionMaps(FeatureWatchCallback):
         normalize: Normalize | None = None,
         input_key: int | str = 0,
         output_key: int | str | Callable[[Any], torch.Tensor] | None = None,
-        every_n_epochs: int | None = 1,
-        every_n_train_steps: int | None = None,
-        at_start: bool = False,
-        at_end: bool = True,
-        strict: bool = False,
+        **schedule: Any,
     ) -> None:
-        super().__init__(
-            every_n_epochs=every_n_epochs,
-            every_n_train_steps=every_n_train_steps,
-            at_start=at_start,
-            at_end=at_end,
-            strict=strict,
-        )
-        if isinstance(methods, str):
-            methods = [methods]
-        if isinstance(methods, Sequence) and not methods:
-            raise ValueError(
-                f"`methods` must name at least one of {', '.join(ATTRIBUTION_METHODS)}"
-            )
-        if not isinstance(methods, Sequence) or not all(isinstance(m, str) for m in methods):
-            raise TypeError(f"`methods` must be a method name or a list of them, got {methods!r}")
-        unknown = [m for m in methods if m not in ATTRIBUTION_METHODS]
-        if unknown:
-            raise ValueError(
-                f"unknown attribution method {unknown[0]!r} in `methods`; valid: "
-                + ", ".join(repr(m) for m in ATTRIBUTION_METHODS)
-            )
-        self.methods = list(dict.fromkeys(methods))
+        super().__init__(**schedule)
+        self.methods = _check_methods(methods)
         self._probe = ProbeImages(probe, num_images, normalize)
         self.target = self._check_target(target, self._expected_images(num_images))
-        if layer is not None:
-            if not isinstance(layer, str):
-                raise TypeError(
-                    f"`layer` must be a layer name (str) or None, got {type(layer).__name__}"
-                )
-            parse_layer(layer)
-        if classifier is not None and not isinstance(classifier, str):
-            raise TypeError(f"`classifier` must be a layer name (str) or None, got {classifier!r}")
-        for name, value in (("window", window), ("stride", stride)):
-            pair = [value, value] if isinstance(value, int) else value
-            if value is not None and (
-                not isinstance(pair, Sequence)
-                or len(pair) != 2
-                or any(isinstance(v, bool) or not isinstance(v, int) or v < 1 for v in pair)
-            ):
-                raise ValueError(
-                    f"`{name}` must be a positive int, a pair (h, w) of them, or None, got {value!r}"
-                )
-        if isinstance(baseline, bool) or not isinstance(baseline, (int, float)):
-            raise TypeError(
-                f"`baseline` must be a number (normalized input units), got {baseline!r}"
-            )
+        check_layer("layer", layer, allow_none=True)
+        check_layer("classifier", classifier, allow_none=True)
+        _check_window("window", window)
+        _check_window("stride", stride)
         if occlusion_output not in ("probability", "logit"):
             raise ValueError(
                 f"`occlusion_output` must be 'probability' or 'logit', got {occlusion_output!r}"
             )
         _check_output_key(output_key)
-        check_int("smooth_samples", smooth_samples)
-        check_int("batch_size", batch_size)
-        check_int("min_size", min_size)
-        if isinstance(noise, bool) or not isinstance(noise, (int, float)) or noise < 0:
-            raise ValueError(
-                f"`noise` must be a number >= 0 (fraction of the input range), got {noise!r}"
-            )
-        if isinstance(seed, bool) or not isinstance(seed, int):
+        for name, value in (
+            ("smooth_samples", smooth_samples),
+            ("batch_size", batch_size),
+            ("min_size", min_size),
+        ):
+            check_int(name, value)
+        if not is_int(seed):
             raise TypeError(f"`seed` must be an int, got {seed!r}")
-        if isinstance(alpha, bool) or not isinstance(alpha, (int, float)) or not 0 <= alpha <= 1:
-            raise ValueError(f"`alpha` must be a number in [0, 1], got {alpha!r}")
-        import matplotlib
-
-        if not isinstance(cmap, str) or cmap not in matplotlib.colormaps:
-            raise ValueError(
-                f"`cmap` must be a matplotlib colormap name such as 'jet' or 'inferno', got {cmap!r}"
-            )
+        _check_cmap(cmap)
         self.layer = layer
         self.classifier = classifier
         self.window = window
         self.stride = stride
-        self.baseline = float(baseline)
+        self.baseline = check_number("baseline", baseline)  # in normalized input units
         self.occlusion_output = occlusion_output
         self.output_key = output_key
         self.smooth_samples = smooth_samples
-        self.noise = float(noise)
+        self.noise = check_number("noise", noise, 0)  # a fraction of each image's value range
         self.seed = seed
         self.batch_size = batch_size
         self.cmap = cmap
-        self.alpha = float(alpha)
+        self.alpha = check_number("alpha", alpha, 0, 1)
         self.min_size = min_size
         self.input_key = input_key
         self._cam_layer: str | None = None
@@ -346,8 +337,8 @@ class AttributionMaps(FeatureWatchCallback):
         )
         if targets and max(targets) >= classes:
             raise ValueError(
-                f"AttributionMaps: target class {max(targets)} out of range; the model outputs "
-                f"{classes} scores (valid: 0..{classes - 1})"
+                "AttributionMaps: "
+                + out_of_range_message(max(targets), classes, kind="target class")
             )
         if "gradcam" in self.methods:
             try:
@@ -469,7 +460,7 @@ class AttributionMaps(FeatureWatchCallback):
         for method in self.methods:
             try:
                 maps, how, unit = self._maps(method, pl_module, x, t.to(device))
-            except Exception as err:
+            except Exception as err:  # noqa: BLE001 - reported; re-raised if strict
                 # one failing method (say occlusion running out of memory) must not cost the others
                 self.report_failure(event, method, f"method {method!r}", err)
                 continue
@@ -500,7 +491,7 @@ class AttributionMaps(FeatureWatchCallback):
     ) -> str:
         """Caption note for uniform maps, with advice that was checked on the model, not guessed:
         "use a larger input" only when the layer's map is 1 x 1 because the input is small."""
-        uniform = _uniform_images(maps)
+        uniform = uniform_maps(maps)
         if not uniform:
             return ""
         layer = {"gradcam": self._gradcam_layer, "cam": self._cam_layer}.get(method)
@@ -509,7 +500,7 @@ class AttributionMaps(FeatureWatchCallback):
         else:
             if layer not in self._advice:
                 try:
-                    self._advice[layer] = _layer_advice(pl_module, x[:1], layer, self.classifier)
+                    self._advice[layer] = layer_advice(pl_module, x[:1], layer, self.classifier)
                 except Exception:  # noqa: BLE001 - advice in a caption must not cost the image
                     self._advice[layer] = "pass `layer=` naming a layer with a larger feature map"
             advice = self._advice[layer]
@@ -538,98 +529,9 @@ def _empty_note(maps: torch.Tensor) -> str:
     return f"; no positive evidence for the target in image(s) #{', #'.join(empty)} (uniform tile)"
 
 
-def _uniform_images(maps: torch.Tensor) -> list[int]:
-    """Indices of the positive maps that are constant: they show no location (a layer whose
-    feature map is 1 x 1 gives such Grad-CAM and CAM maps)."""
-    tol = max(1e-6, 8 * torch.finfo(maps.dtype).eps) if maps.is_floating_point() else 0.0
-    flat = maps.detach().float().flatten(1)
-    hi, lo = flat.amax(1), flat.amin(1)
-    return [
-        i
-        for i in range(flat.shape[0])
-        if hi[i] > 0 and hi[i] - lo[i] <= tol * max(float(hi[i].abs()), float(lo[i].abs()))
-    ]
-
-
 def _uniform_note(uniform: Sequence[int], advice: str) -> str:
     """Caption note for the uniform maps ``uniform`` (indices), with what to do about them."""
     if not uniform:
         return ""
     images = ", #".join(str(i) for i in uniform)
     return f"; the map of image(s) #{images} is uniform: it shows no location ({advice})"
-
-
-#: Side of the larger input that checks whether a 1 x 1 map grows with the input: at least this,
-#: and at least twice the probe's side (a stride-32 network's last map is 8 x 8 at 256 px).
-_GROWN_SIDE = 256
-
-
-def _map_size(model: torch.nn.Module, x: torch.Tensor, layer: str) -> tuple[int, int] | None:
-    """Spatial size of ``layer``'s output for ``x`` (``None`` if it is not 4-D or not reached).
-
-    One no-grad forward pass. An exception after the layer was reached is ignored (a head built
-    for one input size may refuse a larger one: the layer's size is known by then).
-    """
-    ref = str(parse_layer(layer))
-    with capture(model, [layer], clone=False) as got, torch.no_grad():
-        try:
-            model(x)
-        except Exception:  # noqa: BLE001 - any failure: the size is known or it is not
-            pass
-        out = got.outputs.get(ref)
-        size = (
-            (int(out.shape[-2]), int(out.shape[-1])) if out is not None and out.dim() == 4 else None
-        )
-    return size
-
-
-def _layer_advice(
-    model: torch.nn.Module, x: torch.Tensor, layer: str, classifier: str | None = None
-) -> str:
-    """Why Grad-CAM/CAM at ``layer`` is uniform for ``x`` (one image), and what to do about it.
-
-    Checked rather than guessed: "use a larger input" is only said when the layer's map is 1 x 1
-    at this input *and* larger at a larger one (``_GROWN_SIDE``). A module applied to the pooled
-    vector (ConvNeXt's ``LayerNorm2d`` after ``avgpool``) is 1 x 1 at every size; a larger input
-    would not help there, naming the map that enters the pool does. Run inside ``isolated``.
-    """
-    h, w = int(x.shape[-2]), int(x.shape[-1])
-    size = _map_size(model, x, layer)
-    if size is None:
-        return (
-            f"pass `layer=` naming a layer whose feature map varies over the image, not {layer!r}"
-        )
-    if size != (1, 1):
-        return (
-            f"layer {layer!r} outputs a {size[0]}x{size[1]} map, yet the result is constant over "
-            "the image; pass `layer=` naming an earlier layer"
-        )
-    side = max(_GROWN_SIDE, 2 * max(h, w))
-    big_h, big_w = side * h // max(h, w), side * w // max(h, w)  # the probe's aspect ratio
-    big = F.interpolate(x.float(), size=(big_h, big_w), mode="bilinear", align_corners=False)
-    grown = _map_size(model, big.to(x.dtype), layer)
-    if grown is None:  # the model refuses a larger input: only the layer can change
-        return (
-            f"layer {layer!r}'s feature map is 1x1 at this {h}x{w} input; pass `layer=` naming an "
-            "earlier layer with a larger map"
-        )
-    if grown != (1, 1):
-        return (
-            f"layer {layer!r}'s feature map is 1x1 at this {h}x{w} input ({grown[0]}x{grown[1]} at "
-            f"{big_h}x{big_w}); use a larger input, or pass `layer=` naming an earlier layer with a "
-            "larger map"
-        )
-    try:
-        default = default_gradcam_layer(model, x, classifier)
-    except ValueError:
-        default = None
-    hint = (
-        f", e.g. {default!r} (the default Grad-CAM layer)"
-        if default is not None and default != layer
-        else ""
-    )
-    return (
-        f"layer {layer!r} outputs a 1x1 map at this {h}x{w} input and still at {big_h}x{big_w} (it "
-        "works on the pooled vector), so a larger input will not help; pass `layer=` naming a "
-        f"feature map computed before the global pool{hint}"
-    )

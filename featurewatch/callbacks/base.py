@@ -17,15 +17,42 @@ base class owns everything else, once, for all of them:
   (collectives), in which case every rank runs the work and only rank zero logs;
 * **resume** - ``state_dict``/``load_state_dict`` keep the cadence and any fixed probe images;
   ``state_key`` includes the configuration, so several instances of one callback coexist.
+
+**One schedule, declared once.** The five keywords every callback takes (``every_n_epochs``,
+``every_n_train_steps``, ``at_start``, ``at_end``, ``strict``) are declared in one place, the
+signature of :meth:`FeatureWatchCallback.__init__`, which validates them into a :class:`Schedule`
+(a frozen dataclass that also answers "is a call due now?", as Lightning's ``ModelCheckpoint``
+groups its trigger checks). A subclass declares only the arguments that are its own and passes the
+rest on unchanged::
+
+    def __init__(self, layer: str | None = None, *, min_size: int = 32, **schedule: Any) -> None:
+        super().__init__(**schedule)
+
+Users still write ``ChannelVisualization(["conv1"], every_n_epochs=2, at_start=True)``. Why plain
+``**schedule: Any`` and not ``**schedule: Unpack[ScheduleKwargs]`` (a ``TypedDict``):
+
+* **LightningCLI** (jsonargparse) reads a ``**kwargs`` that is forwarded to ``super().__init__``
+  from the source and adds the parent's parameters with their types, defaults and docstrings, along
+  the whole chain (``ChannelVisualization`` -> ``RenderCallback`` -> this class). With ``Unpack`` it
+  takes the ``TypedDict``'s keys instead: their types survive, but a ``TypedDict`` has no defaults
+  (they vanish from ``--help`` and ``--print_config``) and the chain stops there, so every render
+  setting would have to be re-declared in a second ``TypedDict``. The CLI test checks every
+  callback's schedule keywords and their defaults through jsonargparse.
+* **Type checkers** accept every valid call (the forwarded keywords are ``Any``), and the signatures
+  that define the keywords are fully typed. What they cannot flag statically, a misspelled or
+  ill-typed keyword, fails at construction: ``every_n_epoch=2`` is Python's "unexpected keyword
+  argument", ``every_n_epochs="2"`` a ``ValueError`` naming the argument.
 """
 
 from __future__ import annotations
 
+import math
 import time
 import traceback
 import warnings
 from abc import ABC, abstractmethod
 from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import Any, ClassVar
 
 import pytorch_lightning as pl
@@ -34,14 +61,18 @@ from pytorch_lightning.utilities import rank_zero_warn
 
 from featurewatch.core.hygiene import isolated
 from featurewatch.core.layers import parse_layer
+from featurewatch.core.validation import check_bool, check_int
 from featurewatch.loggers import Event, Sink, sinks_for
 
 __all__ = [
     "FeatureWatchCallback",
     "FeatureWatchWarning",
+    "Schedule",
     "batch_input",
     "check_int",
+    "check_layer",
     "check_layers",
+    "check_number",
 ]
 
 
@@ -49,19 +80,67 @@ class FeatureWatchWarning(UserWarning):
     """A featurewatch visualization failed; training continued."""
 
 
-def check_int(name: str, value: Any, minimum: int = 1, *, allow_none: bool = False) -> None:
-    """Validate an integer argument of a callback (``bool`` is not an int here).
+def check_number(
+    name: str,
+    value: Any,
+    low: float = -math.inf,
+    high: float = math.inf,
+    *,
+    low_open: bool = False,
+    high_open: bool = False,
+) -> float:
+    """Validate a real-number argument of a callback, optionally within a range.
+
+    Ints and floats are accepted, ``bool`` and NaN are not. The shared checks live in
+    :mod:`featurewatch.core.validation`; this one adds the ranges the callbacks need (a fraction in
+    ``[0, 1)``, a scale ``> 1``).
+
+    Args:
+        name: the argument's name.
+        value: what came.
+        low, high: the bounds (infinite: no bound).
+        low_open, high_open: whether the bound itself is excluded.
+
+    Returns:
+        The value as a ``float``.
 
     Raises:
-        ValueError: naming the argument, what was expected and what came.
+        TypeError: if ``value`` is not a real number.
+        ValueError: if it is NaN or out of range, e.g. ``"`dying_rate` must be in (0, 1], got 0"``.
+    """
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise TypeError(f"`{name}` must be a number, got {type(value).__name__} {value!r}")
+    value = float(value)
+    if math.isnan(value):
+        raise ValueError(f"`{name}` must be a number, got nan")
+    too_low = value <= low if low_open else value < low
+    too_high = value >= high if high_open else value > high
+    if too_low or too_high:
+        if math.isinf(low) or math.isinf(high):
+            bound = f"{'>' if low_open else '>='} {low:g}" if math.isfinite(low) else ""
+            bound = bound or f"{'<' if high_open else '<='} {high:g}"
+            expected = f"a number {bound}"
+        else:
+            expected = f"in {'(' if low_open else '['}{low:g}, {high:g}{')' if high_open else ']'}"
+        raise ValueError(f"`{name}` must be {expected}, got {value:g}")
+    return value
+
+
+def check_layer(name: str, value: Any, *, allow_none: bool = False) -> None:
+    """Validate one layer-name argument (``layer``, ``classifier``): ``"name"`` or ``"name@k"``.
+
+    Whether the layer exists is checked against the model at ``setup``.
+
+    Raises:
+        TypeError: if ``value`` is not a string (nor ``None`` when ``allow_none``).
+        ValueError: if the name is malformed.
     """
     if value is None and allow_none:
         return
-    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
-        expected = "a positive int" if minimum == 1 else f"an int >= {minimum}"
-        raise ValueError(
-            f"`{name}` must be {expected}{' or None' if allow_none else ''}, got {value!r}"
-        )
+    if not isinstance(value, str):
+        expected = "a layer name (str)" + (" or None" if allow_none else "")
+        raise TypeError(f"`{name}` must be {expected}, got {type(value).__name__} {value!r}")
+    parse_layer(value)
 
 
 def check_layers(layers: Any, *, allow_none: bool = False) -> list[str] | None:
@@ -149,13 +228,67 @@ def _last_epoch(trainer: pl.Trainer) -> int:
         return int(trainer.current_epoch)
 
 
+@dataclass(frozen=True)
+class Schedule:
+    """When a callback runs, and whether its failures stop training (validated on creation).
+
+    Built by :class:`FeatureWatchCallback` from its keywords (see the module docstring); the trigger
+    checks live here so that every callback runs on exactly the same rule.
+
+    Attributes:
+        every_n_epochs: run at the end of every n-th training epoch; exclusive with
+            ``every_n_train_steps``.
+        every_n_train_steps: run after every n-th optimizer step instead.
+        at_start: also run once before the first optimizer step.
+        at_end: run once more at the end of training, unless that step was just logged.
+        strict: re-raise exceptions from the work instead of warning and going on.
+
+    Raises:
+        ValueError: if a period is not a positive int or ``None``, or both periods are set.
+        TypeError: if a flag is not a bool.
+
+    Example:
+        >>> Schedule(every_n_epochs=None, every_n_train_steps=100).after_step(200)
+        True
+    """
+
+    every_n_epochs: int | None = 1
+    every_n_train_steps: int | None = None
+    at_start: bool = False
+    at_end: bool = True
+    strict: bool = False
+
+    def __post_init__(self) -> None:
+        check_int("every_n_epochs", self.every_n_epochs, allow_none=True)
+        check_int("every_n_train_steps", self.every_n_train_steps, allow_none=True)
+        if self.every_n_train_steps is not None and self.every_n_epochs is not None:
+            raise ValueError(
+                "set either `every_n_epochs` or `every_n_train_steps`, not both (got "
+                f"every_n_epochs={self.every_n_epochs}, every_n_train_steps="
+                f"{self.every_n_train_steps}); pass every_n_epochs=None to schedule by steps"
+            )
+        for flag in ("at_start", "at_end", "strict"):
+            check_bool(flag, getattr(self, flag))
+
+    def after_step(self, global_step: int) -> bool:
+        """Whether a call is due after the optimizer step that made ``global_step`` (> 0)."""
+        n = self.every_n_train_steps
+        return n is not None and global_step > 0 and global_step % n == 0
+
+    def after_epoch(self, epoch: int) -> bool:
+        """Whether a call is due at the end of training epoch ``epoch`` (0-based)."""
+        n = self.every_n_epochs
+        return n is not None and (epoch + 1) % n == 0
+
+
 class FeatureWatchCallback(pl.Callback, ABC):
     """Base class of every featurewatch callback (see the module docstring for the contract).
 
     Subclasses set :attr:`name`, and implement :meth:`visualize` (fill the event; runs isolated) and,
     when they have configuration to check against the model, :meth:`check_model` (called in
     ``setup``) and :meth:`check_input` (called once with the first real input batch, before the
-    first training step).
+    first training step). Their ``__init__`` declares their own arguments and forwards the schedule
+    keywords with ``**schedule`` (see the module docstring).
 
     Args:
         every_n_epochs: run at the end of every n-th training epoch. Exclusive with
@@ -165,6 +298,9 @@ class FeatureWatchCallback(pl.Callback, ABC):
             when the first training batch arrives, so it can use that batch's size and images).
         at_end: run once more at the end of training, unless this step was just logged.
         strict: re-raise exceptions from the visualization instead of warning and going on.
+
+    Raises:
+        ValueError, TypeError: if the schedule is invalid (see :class:`Schedule`).
     """
 
     #: Short snake_case name used in logged keys: ``featurewatch/<name>/...``.
@@ -181,19 +317,10 @@ class FeatureWatchCallback(pl.Callback, ABC):
         at_end: bool = True,
         strict: bool = False,
     ) -> None:
-        check_int("every_n_epochs", every_n_epochs, allow_none=True)
-        check_int("every_n_train_steps", every_n_train_steps, allow_none=True)
-        if every_n_train_steps is not None and every_n_epochs is not None:
-            raise ValueError(
-                f"{type(self).__name__}: set either `every_n_epochs` or `every_n_train_steps`, not both "
-                f"(got every_n_epochs={every_n_epochs}, every_n_train_steps={every_n_train_steps}); "
-                "pass every_n_epochs=None to schedule by steps"
-            )
-        self.every_n_epochs = every_n_epochs
-        self.every_n_train_steps = every_n_train_steps
-        self.at_start = bool(at_start)
-        self.at_end = bool(at_end)
-        self.strict = bool(strict)
+        try:
+            self.schedule = Schedule(every_n_epochs, every_n_train_steps, at_start, at_end, strict)
+        except (TypeError, ValueError) as err:
+            raise type(err)(f"{type(self).__name__}: {err}") from None
         self._sinks: list[Sink] = []
         self._last_step: int | None = None
         self._calls = 0
@@ -205,6 +332,27 @@ class FeatureWatchCallback(pl.Callback, ABC):
         self._start_pending = False
         self.last_seconds: float = 0.0
         self.total_seconds: float = 0.0
+
+    # ------------------------------------------------------------------ the schedule, read-only
+    @property
+    def every_n_epochs(self) -> int | None:
+        return self.schedule.every_n_epochs
+
+    @property
+    def every_n_train_steps(self) -> int | None:
+        return self.schedule.every_n_train_steps
+
+    @property
+    def at_start(self) -> bool:
+        return self.schedule.at_start
+
+    @property
+    def at_end(self) -> bool:
+        return self.schedule.at_end
+
+    @property
+    def strict(self) -> bool:
+        return self.schedule.strict
 
     # ------------------------------------------------------------------ subclass API
     def check_model(self, pl_module: pl.LightningModule) -> None:
@@ -271,7 +419,7 @@ class FeatureWatchCallback(pl.Callback, ABC):
         self.observe_batch(batch, "val")
 
     def on_train_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
-        self._start_pending = self.at_start
+        self._start_pending = self.schedule.at_start
 
     def on_train_batch_end(
         self,
@@ -281,17 +429,15 @@ class FeatureWatchCallback(pl.Callback, ABC):
         batch: Any,
         batch_idx: int,
     ) -> None:
-        n = self.every_n_train_steps
-        if n is not None and trainer.global_step > 0 and trainer.global_step % n == 0:
+        if self.schedule.after_step(int(trainer.global_step)):
             self._run(trainer, pl_module)
 
     def on_train_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
-        n = self.every_n_epochs
-        if n is not None and (trainer.current_epoch + 1) % n == 0:
+        if self.schedule.after_epoch(int(trainer.current_epoch)):
             self._run(trainer, pl_module)
 
     def on_train_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
-        if self.at_end:
+        if self.schedule.at_end:
             self._run(trainer, pl_module, ending=True)
 
     def teardown(self, trainer: pl.Trainer, pl_module: pl.LightningModule, stage: str) -> None:
@@ -333,7 +479,7 @@ class FeatureWatchCallback(pl.Callback, ABC):
         for sink in self._sinks:
             try:
                 sink.close()
-            except Exception as err:  # pragma: no cover - defensive
+            except Exception as err:  # noqa: BLE001  # pragma: no cover - defensive
                 warnings.warn(
                     f"featurewatch: closing {type(sink).__name__} failed: {err}",
                     FeatureWatchWarning,

@@ -2,221 +2,30 @@
 
 from __future__ import annotations
 
-import math
 from collections.abc import Sequence
 from typing import Any
 
 import pytorch_lightning as pl
 import torch
-import torch.nn.functional as F
 
-from featurewatch.callbacks.base import (
-    FeatureWatchCallback,
-    check_int,
-    check_layers,
-    describe_channels,
-)
-from featurewatch.core.fit_stats import ImageStats, fit_image_stats
-from featurewatch.core.images import grid
+from featurewatch.callbacks.base import check_layers, describe_channels
+from featurewatch.callbacks.rendering import RenderCallback
 from featurewatch.core.inspect import activation_maps
 from featurewatch.core.layers import list_layers, parse_layer, resolve_layer
-from featurewatch.core.objectives import Objective
-from featurewatch.core.param import ImageSpec
-from featurewatch.core.render import RenderResult, render, unit_objective
+from featurewatch.core.render import unit_objective
+from featurewatch.core.validation import (
+    check_bool,
+    check_channel_list,
+    check_int,
+    check_positive_float,
+    out_of_range_message,
+)
 from featurewatch.loggers import Event
 
 __all__ = ["ChannelVisualization"]
 
-#: ``(mean, std)``, ``"data"`` (fitted from the first batch) or ``None`` (the model sees [0, 1]).
-NormalizeArg = tuple[Sequence[float], Sequence[float]] | str | None
 
-
-class _RenderCallback(FeatureWatchCallback):
-    """Shared machinery of the callbacks that render images by optimization.
-
-    Handles the render settings, the input normalization (given, or fitted from the first batch),
-    optional image statistics fitted from the first batch, and the render size (default: the
-    training input size).
-    """
-
-    def __init__(
-        self,
-        *,
-        size: int | None,
-        steps: int,
-        lr: float,
-        normalize: NormalizeArg,
-        fit_stats: str,
-        transforms: str | None,
-        redirect_steps: int,
-        polish_steps: int | None,
-        batch_size: int | None,
-        time_budget: float | None,
-        seed: int,
-        min_size: int,
-        input_key: int | str,
-        every_n_epochs: int | None,
-        every_n_train_steps: int | None,
-        at_start: bool,
-        at_end: bool,
-        strict: bool,
-    ) -> None:
-        super().__init__(
-            every_n_epochs=every_n_epochs,
-            every_n_train_steps=every_n_train_steps,
-            at_start=at_start,
-            at_end=at_end,
-            strict=strict,
-        )
-        if size is not None:
-            check_int("size", size, 8)
-        check_int("steps", steps, 1)
-        check_int("redirect_steps", redirect_steps, 0)
-        if polish_steps is None:
-            polish_steps = (
-                steps // 4 if isinstance(steps, int) and not isinstance(steps, bool) else 0
-            )
-        check_int("polish_steps", polish_steps, 0)
-        check_int("seed", seed, 0)
-        check_int("min_size", min_size, 1)
-        if polish_steps > steps:
-            raise ValueError(f"`polish_steps` ({polish_steps}) cannot exceed `steps` ({steps})")
-        if isinstance(lr, bool) or not isinstance(lr, (int, float)) or lr <= 0:
-            raise ValueError(f"`lr` must be a positive number, got {lr!r}")
-        if batch_size is not None:
-            check_int("batch_size", batch_size, 1)
-        if time_budget is not None and (
-            isinstance(time_budget, bool)
-            or not isinstance(time_budget, (int, float))
-            or time_budget <= 0
-        ):
-            raise ValueError(
-                f"`time_budget` must be a positive number of seconds or None, got {time_budget!r}"
-            )
-        if isinstance(normalize, str) and normalize != "data":
-            raise ValueError(f"`normalize` must be (mean, std), 'data' or None, got {normalize!r}")
-        if (
-            normalize is not None
-            and not isinstance(normalize, str)
-            and (not isinstance(normalize, (tuple, list)) or len(normalize) != 2)
-        ):
-            raise ValueError(f"`normalize` must be (mean, std), 'data' or None, got {normalize!r}")
-        if fit_stats not in ("color", "all", "none"):
-            raise ValueError(f"`fit_stats` must be 'color', 'all' or 'none', got {fit_stats!r}")
-        if transforms not in ("standard", "none", None):
-            raise ValueError(f"`transforms` must be 'standard', 'none' or None, got {transforms!r}")
-        self.size = size
-        self.steps = steps
-        self.lr = float(lr)
-        self.normalize = normalize
-        self.fit_stats = fit_stats
-        self.transforms = transforms
-        self.redirect_steps = redirect_steps
-        self.polish_steps = polish_steps
-        self.batch_size = batch_size
-        self.time_budget = None if time_budget is None else float(time_budget)
-        self.seed = seed
-        self.min_size = min_size
-        self.input_key = input_key
-        self._stats: ImageStats | None = None
-        self._norm: tuple[list[float], list[float]] | None = None
-        self._input_shape: tuple[int, int, int] | None = None  # (C, H, W) of the training input
-
-    # ------------------------------------------------------------------ input-derived settings
-    def _learn_input(self, x: torch.Tensor) -> None:
-        x = x.detach().float().cpu()
-        self._input_shape = (int(x.shape[1]), int(x.shape[2]), int(x.shape[3]))
-        fit = self.fit_stats != "none"
-        stats = fit_image_stats(x) if (fit or self.normalize == "data") else None
-        if self.normalize == "data":
-            assert stats is not None
-            self._norm = stats.normalize
-        elif self.normalize is not None:
-            mean, std = self.normalize  # type: ignore[misc]
-            self._norm = ([float(v) for v in mean], [float(v) for v in std])
-            for name, v in (("mean", self._norm[0]), ("std", self._norm[1])):
-                if len(v) not in (1, x.shape[1]):
-                    raise ValueError(
-                        f"`normalize` {name} has {len(v)} values; the inputs have {x.shape[1]} channels"
-                    )
-            if fit:
-                stats = fit_image_stats(x, normalize=self._norm)
-        self._stats = stats if fit else None
-
-    def _ensure_input(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
-        """The input size and statistics come from the first batch Lightning feeds the model.
-
-        The base class runs even the ``at_start`` call after that batch has been seen, so this only
-        fails if the callback is driven by hand before any batch. We never draw a batch from the
-        user's dataloader ourselves: that would advance its sampler and change the run.
-        """
-        if self._input_shape is None:
-            raise RuntimeError(f"{type(self).__name__} has not seen an input batch yet")
-
-    def _spec(self) -> ImageSpec:
-        assert self._input_shape is not None
-        c, h, w = self._input_shape
-        size = (self.size, self.size) if self.size is not None else (h, w)
-        return ImageSpec(
-            channels=c, size=size, stats=self._stats, fitted_spectrum=self.fit_stats == "all"
-        )
-
-    def _render(
-        self,
-        pl_module: pl.LightningModule,
-        objective: Objective,
-        seeds: list[int],
-        budget: float | None,
-    ) -> RenderResult:
-        return render(
-            pl_module,
-            objective,
-            self._spec(),
-            seeds=seeds,
-            steps=self.steps,
-            lr=self.lr,
-            transforms=self.transforms,
-            normalize=self._norm,
-            batch_size=self.batch_size,
-            time_budget=budget,
-            redirect_steps=self.redirect_steps,
-            polish_steps=self.polish_steps,
-        )
-
-    def _display(self, images: torch.Tensor, group: int = 1) -> torch.Tensor:
-        """Tiles enlarged to ``min_size``, in a near-square grid; groups of ``group`` consecutive
-        images (the variants of one unit) stay together on one row."""
-        h, w = images.shape[-2:]
-        factor = max(1, -(-self.min_size // max(h, w)))
-        tiles = F.interpolate(images, scale_factor=factor, mode="nearest") if factor > 1 else images
-        nrow = None if group == 1 else group * math.ceil(math.sqrt(images.shape[0] / group**2))
-        return grid(tiles, nrow=nrow, padding=2, pad_value=1.0)
-
-    def extra_state(self) -> dict[str, Any]:
-        if self._input_shape is None:
-            return {}
-        state: dict[str, Any] = {"input_shape": list(self._input_shape), "norm": self._norm}
-        if self._stats is not None:
-            s = self._stats
-            state["stats"] = {
-                "low": s.low,
-                "high": s.high,
-                "color": s.color,
-                "freqs": s.freqs,
-                "amplitude": s.amplitude,
-            }
-        return state
-
-    def load_extra_state(self, state: dict[str, Any]) -> None:
-        if "input_shape" in state:
-            self._input_shape = tuple(int(v) for v in state["input_shape"])  # type: ignore[assignment]
-            self._norm = state.get("norm")
-            st = state.get("stats")
-            self._stats = ImageStats(**st) if isinstance(st, dict) else None
-            self._checked_input = True
-
-
-class ChannelVisualization(_RenderCallback):
+class ChannelVisualization(RenderCallback):
     """Render, at every call, one image per channel that maximizes that channel.
 
     Feature visualization by optimization (Olah et al., 2017, Distill): for each watched channel
@@ -235,10 +44,6 @@ class ChannelVisualization(_RenderCallback):
             edges-to-parts progression).
         channels: channel indices to render per layer. Default: the first ``max_channels``.
         max_channels: cap on channels per layer when ``channels`` is not given.
-        size: rendered image size in pixels. Default: the training input size (never upsampled).
-        steps: optimization steps per call (64: ~0.3 s for 16 channels of a small CNN on 32 px,
-            2 CPU cores; raise to 256-512 on a GPU or for ImageNet-size models).
-        lr: Adam learning rate.
         unit: ``"channel"`` (mean over the map) or ``"neuron"`` (the centre position).
         negative: also render images that *minimize* each unit (logged under ``.../negative``).
         variants: images per channel. With more than one, the images of a channel are rewarded for
@@ -246,23 +51,14 @@ class ChannelVisualization(_RenderCallback):
             several things a channel responds to instead of one; they are logged side by side.
         diversity: weight of that reward, relative to the channel's activation (1.0 keeps about
             80% of the activation of a single image on the example CNN; 0 turns it off).
-        normalize: the model's input normalization ``(mean, std)``; ``"data"`` fits it from the
-            first batch (maps each channel's observed range to [0, 1], exact for inputs normalized
-            with any per-channel affine map); ``None``: the model sees [0, 1] images.
-        fit_stats: what to fit from the first batch: ``"color"`` the colour-decorrelation matrix
-            (any channel count, instead of ImageNet's RGB matrix) with a ``1/f`` spectrum;
-            ``"all"`` also the spectrum profile (natural-looking, but smoother and lower
-            activations on blurry data such as upsampled digits); ``"none"``.
-        transforms: ``"standard"`` (jitter, zoom, rotation scaled to the image size) or ``"none"``.
-        redirect_steps: steps of ReLU-gradient redirect at the start (weak units get a signal).
-        polish_steps: final steps without transforms (sharper, more specific images); default
-            ``steps // 4``.
-        batch_size: render at most this many channels at once (memory cap for big layers / GPUs).
-        time_budget: seconds per call for all layers; steps are cut short when exceeded (logged).
-        seed: base seed of the initial noise and transforms.
-        min_size: tiles are enlarged (nearest neighbour, display only) to at least this size.
-        input_key: where the images are in a batch (index for tuples, key for dicts).
-        every_n_epochs, every_n_train_steps, at_start, at_end, strict: see
+        **settings: the render settings ``size`` (default: the training input size), ``steps``
+            (64: ~0.3 s for 16 channels of a small CNN on 32 px, 2 CPU cores), ``lr``,
+            ``normalize`` (default ``"data"``: fitted from the first batch), ``fit_stats``,
+            ``transforms``, ``redirect_steps`` (default 8), ``polish_steps``, ``batch_size``
+            (channels rendered at once), ``time_budget`` (seconds per call for all layers),
+            ``seed``, ``min_size``, ``input_key``: see
+            :class:`~featurewatch.callbacks.rendering.RenderCallback`; and the schedule keywords
+            ``every_n_epochs``, ``every_n_train_steps``, ``at_start``, ``at_end``, ``strict``: see
             :class:`~featurewatch.callbacks.base.FeatureWatchCallback`.
 
     Logged keys:
@@ -287,56 +83,27 @@ class ChannelVisualization(_RenderCallback):
         channels: Sequence[int] | None = None,
         *,
         max_channels: int = 16,
-        size: int | None = None,
-        steps: int = 64,
-        lr: float = 0.1,
         unit: str = "channel",
         negative: bool = False,
         variants: int = 1,
         diversity: float = 1.0,
-        normalize: NormalizeArg = "data",
-        fit_stats: str = "color",
-        transforms: str | None = "standard",
-        redirect_steps: int = 8,
-        polish_steps: int | None = None,
-        batch_size: int | None = None,
-        time_budget: float | None = None,
-        seed: int = 0,
-        min_size: int = 64,
-        input_key: int | str = 0,
-        every_n_epochs: int | None = 1,
-        every_n_train_steps: int | None = None,
-        at_start: bool = False,
-        at_end: bool = True,
-        strict: bool = False,
+        **settings: Any,
     ) -> None:
-        super().__init__(
-            size=size, steps=steps, lr=lr, normalize=normalize, fit_stats=fit_stats, transforms=transforms,
-            redirect_steps=redirect_steps, polish_steps=polish_steps, batch_size=batch_size,
-            time_budget=time_budget, seed=seed, min_size=min_size, input_key=input_key,
-            every_n_epochs=every_n_epochs, every_n_train_steps=every_n_train_steps, at_start=at_start,
-            at_end=at_end, strict=strict,
-        )  # fmt: skip
+        super().__init__(**settings)
         layers = check_layers(layers)
         check_int("max_channels", max_channels, 1)
         check_int("variants", variants, 1)
-        if isinstance(diversity, bool) or not isinstance(diversity, (int, float)) or diversity < 0:
-            raise ValueError(f"`diversity` must be a non-negative number, got {diversity!r}")
-        if channels is not None:
-            channels = list(channels)
-            if not channels or any(
-                isinstance(c, bool) or not isinstance(c, int) or c < 0 for c in channels
-            ):
-                raise ValueError(
-                    f"`channels` must be a non-empty list of non-negative ints, got {channels!r}"
-                )
+        check_positive_float("diversity", diversity, allow_zero=True)
+        check_bool("negative", negative)
         if unit not in ("channel", "neuron"):
             raise ValueError(f"`unit` must be 'channel' or 'neuron', got {unit!r}")
         self.layers = list(layers)
-        self.channels = channels
+        self.channels = (
+            None if channels is None else check_channel_list("channels", channels, allow_int=False)
+        )
         self.max_channels = max_channels
         self.unit = unit
-        self.negative = bool(negative)
+        self.negative = negative
         self.variants = variants
         self.diversity = float(diversity)
         self._num_channels: dict[str, int] = {}
@@ -360,8 +127,8 @@ class ChannelVisualization(_RenderCallback):
             self._num_channels[layer] = int(m.shape[1])
             if self.channels is not None and max(self.channels) >= m.shape[1]:
                 raise ValueError(
-                    f"ChannelVisualization: channel {max(self.channels)} out of range for layer {layer!r} "
-                    f"with {m.shape[1]} channels (valid: 0..{m.shape[1] - 1})"
+                    "ChannelVisualization: "
+                    + out_of_range_message(max(self.channels), int(m.shape[1]), layer=layer)
                 )
 
     def _channels(self, layer: str) -> list[int]:

@@ -9,12 +9,12 @@ import pytorch_lightning as pl
 import torch
 from torch import nn
 
-from featurewatch.callbacks.base import check_int
-from featurewatch.callbacks.channel_visualization import NormalizeArg, _RenderCallback
+from featurewatch.callbacks.rendering import RenderCallback
 from featurewatch.core.attribution import OutputKey, _check_output_key, _scores
 from featurewatch.core.hygiene import model_device_dtype
 from featurewatch.core.objectives import class_logit
 from featurewatch.core.render import unit_seed
+from featurewatch.core.validation import check_channel_list, check_int, out_of_range_message
 from featurewatch.loggers import Event
 
 __all__ = ["ClassModelVisualization"]
@@ -56,7 +56,7 @@ class _Logits(nn.Module):
         return _scores(self.model(x), self.output_key, _WHO)
 
 
-class ClassModelVisualization(_RenderCallback):
+class ClassModelVisualization(RenderCallback):
     """Render, at every call, an image per class that maximizes the class's pre-softmax score.
 
     The class model visualization of Simonyan et al. (2014), with a spectral parametrization and
@@ -70,16 +70,19 @@ class ClassModelVisualization(_RenderCallback):
         class_names: names for the captions. Default: ``class_names`` or ``classes`` of the
             datamodule, of the LightningModule, or of the training dataset, when one has them.
         max_classes: cap when ``classes`` is not given.
-        size, steps, lr, normalize, fit_stats, transforms, redirect_steps, polish_steps, batch_size,
-            time_budget, seed, min_size, input_key: as in
-            :class:`~featurewatch.callbacks.ChannelVisualization`.
         output_key: where the logits are in the model's output, as in
             :class:`~featurewatch.callbacks.AttributionMaps`: ``None`` (``forward`` returns them),
             an index (``0`` for a model returning ``(logits, features)``), a dict key
             (``"logits"`` for ``{"logits": ..., "aux": ...}``) or a function ``output -> logits``.
             The images maximize the selected logits. Checked with one forward pass at the first
             batch.
-        every_n_epochs, every_n_train_steps, at_start, at_end, strict: see
+        redirect_steps: steps of ReLU-gradient redirect at the start (default 0 here;
+            ``ChannelVisualization``'s is 8).
+        **settings: the other render settings (``size``, ``steps``, ``lr``, ``normalize``,
+            ``fit_stats``, ``transforms``, ``polish_steps``, ``batch_size``, ``time_budget``,
+            ``seed``, ``min_size``, ``input_key``): see
+            :class:`~featurewatch.callbacks.rendering.RenderCallback`; and the schedule keywords
+            ``every_n_epochs``, ``every_n_train_steps``, ``at_start``, ``at_end``, ``strict``: see
             :class:`~featurewatch.callbacks.base.FeatureWatchCallback`.
 
     Logged keys:
@@ -103,41 +106,13 @@ class ClassModelVisualization(_RenderCallback):
         class_names: Sequence[str] | None = None,
         *,
         max_classes: int = 16,
-        size: int | None = None,
-        steps: int = 64,
-        lr: float = 0.1,
-        normalize: NormalizeArg = "data",
-        fit_stats: str = "color",
-        transforms: str | None = "standard",
-        redirect_steps: int = 0,
-        polish_steps: int | None = None,
-        batch_size: int | None = None,
-        time_budget: float | None = None,
-        seed: int = 0,
-        min_size: int = 64,
-        input_key: int | str = 0,
         output_key: int | str | Callable[[Any], torch.Tensor] | None = None,
-        every_n_epochs: int | None = 1,
-        every_n_train_steps: int | None = None,
-        at_start: bool = False,
-        at_end: bool = True,
-        strict: bool = False,
+        redirect_steps: int = 0,
+        **settings: Any,
     ) -> None:
-        super().__init__(
-            size=size, steps=steps, lr=lr, normalize=normalize, fit_stats=fit_stats, transforms=transforms,
-            redirect_steps=redirect_steps, polish_steps=polish_steps, batch_size=batch_size,
-            time_budget=time_budget, seed=seed, min_size=min_size, input_key=input_key,
-            every_n_epochs=every_n_epochs, every_n_train_steps=every_n_train_steps, at_start=at_start,
-            at_end=at_end, strict=strict,
-        )  # fmt: skip
+        super().__init__(redirect_steps=redirect_steps, **settings)
         if classes is not None:
-            classes = list(classes)
-            if not classes or any(
-                isinstance(c, bool) or not isinstance(c, int) or c < 0 for c in classes
-            ):
-                raise ValueError(
-                    f"`classes` must be a non-empty list of non-negative ints, got {classes!r}"
-                )
+            classes = check_channel_list("classes", classes, allow_int=False)
         if class_names is not None and (
             isinstance(class_names, str) or not all(isinstance(n, str) for n in class_names)
         ):
@@ -161,8 +136,8 @@ class ClassModelVisualization(_RenderCallback):
         self._num_outputs = int(scores.shape[1])
         if self.classes is not None and max(self.classes) >= self._num_outputs:
             raise ValueError(
-                f"ClassModelVisualization: class {max(self.classes)} out of range; the model outputs "
-                f"{self._num_outputs} scores (valid: 0..{self._num_outputs - 1})"
+                "ClassModelVisualization: "
+                + out_of_range_message(max(self.classes), self._num_outputs)
             )
 
     def _logits_model(self, pl_module: pl.LightningModule) -> nn.Module:
@@ -200,13 +175,12 @@ class ClassModelVisualization(_RenderCallback):
                 self._num_outputs = int(_scores(pl_module(x), self.output_key, _WHO).shape[1])
         classes = self._classes()
         model = self._logits_model(pl_module)
-        # _render hands the module to core.render, which takes any nn.Module (here maybe the view)
         result = self._render(
             model,
             class_logit(classes),
             [unit_seed(self.seed, c) for c in classes],
             self.time_budget,
-        )  # type: ignore[arg-type]
+        )
         names = self._names(trainer, pl_module)
         label = [
             f"{c}: {names[c]}" if names is not None and c < len(names) else str(c) for c in classes

@@ -9,12 +9,7 @@ import pytorch_lightning as pl
 import torch
 
 from featurewatch.callbacks._probe import Normalize, ProbeImages
-from featurewatch.callbacks.base import (
-    FeatureWatchCallback,
-    check_int,
-    check_layers,
-    describe_channels,
-)
+from featurewatch.callbacks.base import FeatureWatchCallback, check_layers, describe_channels
 from featurewatch.core.examples import (
     PROJECTION_RULES,
     Box,
@@ -28,6 +23,12 @@ from featurewatch.core.examples import (
 )
 from featurewatch.core.inspect import activation_maps
 from featurewatch.core.layers import list_layers, parse_layer, resolve_layer
+from featurewatch.core.validation import (
+    check_bool,
+    check_channel_list,
+    check_int,
+    out_of_range_message,
+)
 from featurewatch.loggers import Event
 
 __all__ = ["DatasetExamples"]
@@ -46,20 +47,6 @@ def _pool_names(message: str) -> str:
     ):
         message = message.replace(old, new)
     return message
-
-
-def _check_channel_list(value: Any, what: str) -> list[int]:
-    try:
-        out = list(value)
-    except TypeError:
-        out = None
-    if (
-        isinstance(value, (str, bytes))
-        or not out
-        or any(isinstance(c, bool) or not isinstance(c, int) or c < 0 for c in out)
-    ):
-        raise ValueError(f"{what} must be a non-empty list of non-negative ints, got {value!r}")
-    return out
 
 
 class DatasetExamples(FeatureWatchCallback):
@@ -114,8 +101,8 @@ class DatasetExamples(FeatureWatchCallback):
             images of 224 x 224 (the default pool size). ``False``: nothing is saved, and after a
             resume the pool is collected again from the batches Lightning feeds (the same images
             if the validation loader does not shuffle).
-        every_n_epochs, every_n_train_steps, at_start, at_end, strict: see
-            :class:`~featurewatch.callbacks.base.FeatureWatchCallback`; with ``strict=True`` a
+        **schedule: ``every_n_epochs``, ``every_n_train_steps``, ``at_start``, ``at_end``,
+            ``strict``: see :class:`~featurewatch.callbacks.base.FeatureWatchCallback`; with ``strict=True`` a
             failing layer raises instead of being reported.
 
     Logged keys:
@@ -150,19 +137,9 @@ class DatasetExamples(FeatureWatchCallback):
         batch_size: int = 64,
         min_size: int = 32,
         checkpoint_pool: bool = True,
-        every_n_epochs: int | None = 1,
-        every_n_train_steps: int | None = None,
-        at_start: bool = False,
-        at_end: bool = True,
-        strict: bool = False,
+        **schedule: Any,
     ) -> None:
-        super().__init__(
-            every_n_epochs=every_n_epochs,
-            every_n_train_steps=every_n_train_steps,
-            at_start=at_start,
-            at_end=at_end,
-            strict=strict,
-        )
+        super().__init__(**schedule)
         names = list(dict.fromkeys(str(parse_layer(la)) for la in check_layers(layers) or []))
         chosen: list[int] | dict[str, list[int]] | None = None
         if isinstance(channels, Mapping):
@@ -177,14 +154,19 @@ class DatasetExamples(FeatureWatchCallback):
                     raise ValueError(
                         f"`channels` names layer {key!r}, which is not in `layers` ({', '.join(names)})"
                     )
-                chosen[layer] = _check_channel_list(value, f"`channels[{key!r}]`")
+                chosen[layer] = check_channel_list(f"channels[{key!r}]", value, allow_int=False)
         elif channels is not None:
-            chosen = _check_channel_list(channels, "`channels` (or None)")
-        check_int("max_channels", max_channels)
-        check_int("k", k)
-        check_int("pool_size", pool_size)
-        check_int("batch_size", batch_size)
-        check_int("min_size", min_size)
+            chosen = check_channel_list("channels", channels, allow_int=False)
+        for name, value in (
+            ("max_channels", max_channels),
+            ("k", k),
+            ("pool_size", pool_size),
+            ("batch_size", batch_size),
+            ("min_size", min_size),
+        ):
+            check_int(name, value)
+        check_bool("crops", crops)
+        check_bool("checkpoint_pool", checkpoint_pool)
         if projection is not None and projection not in PROJECTION_RULES:
             raise ValueError(
                 f"`projection` must be one of {', '.join(map(repr, PROJECTION_RULES))} or None, got {projection!r}"
@@ -194,11 +176,11 @@ class DatasetExamples(FeatureWatchCallback):
         self.max_channels = max_channels
         self.k = k
         self.projection = projection
-        self.crops = bool(crops)
+        self.crops = crops
         self.input_key = input_key
         self.batch_size = batch_size
         self.min_size = min_size
-        self.checkpoint_pool = bool(checkpoint_pool)
+        self.checkpoint_pool = checkpoint_pool
         try:
             self._pool = ProbeImages(pool, pool_size, normalize)
         except (TypeError, ValueError, FileNotFoundError) as err:
@@ -242,8 +224,8 @@ class DatasetExamples(FeatureWatchCallback):
             given = self._given_channels(layer)
             if given is not None and max(given) >= m.shape[1]:
                 raise ValueError(
-                    f"DatasetExamples: channel {max(given)} out of range for layer {layer!r} "
-                    f"with {m.shape[1]} channels (valid: 0..{m.shape[1] - 1})"
+                    "DatasetExamples: "
+                    + out_of_range_message(max(given), int(m.shape[1]), layer=layer)
                 )
 
     def observe_batch(self, batch: Any, split: str) -> None:

@@ -9,8 +9,14 @@ import pytorch_lightning as pl
 import torch
 from pytorch_lightning.utilities import rank_zero_warn
 
-from featurewatch.callbacks.base import FeatureWatchCallback, check_int, check_layers
-from featurewatch.core.stats import ChannelStatsRecorder, ChannelSummary
+from featurewatch.callbacks.base import FeatureWatchCallback, check_layers, check_number
+from featurewatch.core.stats import (
+    ChannelStatsRecorder,
+    ChannelSummary,
+    ChannelVerdict,
+    judge_channels,
+)
+from featurewatch.core.validation import check_bool, check_int
 from featurewatch.loggers import Event
 
 __all__ = ["DeadNeuronError", "DeadNeuronMonitor", "DeadNeuronWarning"]
@@ -28,28 +34,6 @@ class DeadNeuronWarning(UserWarning):
 
 class DeadNeuronError(RuntimeError):
     """Raised by ``DeadNeuronMonitor(on_dead="raise")`` when too many channels of a layer died."""
-
-
-def _number(
-    name: str,
-    value: Any,
-    low: float,
-    high: float,
-    *,
-    low_open: bool = False,
-    high_open: bool = False,
-) -> float:
-    if isinstance(value, bool) or not isinstance(value, (int, float)):
-        raise TypeError(f"`{name}` must be a number, got {type(value).__name__} {value!r}")
-    value = float(value)
-    if value != value:
-        raise ValueError(f"`{name}` must be a number, got nan")
-    too_low = value <= low if low_open else value < low
-    too_high = value >= high if high_open else value > high
-    if too_low or too_high:
-        lo, hi = ("(" if low_open else "["), (")" if high_open else "]")
-        raise ValueError(f"`{name}` must be in {lo}{low:g}, {high:g}{hi}, got {value:g}")
-    return value
 
 
 def _gather_objects(obj: Any) -> list[Any]:
@@ -134,8 +118,9 @@ class DeadNeuronMonitor(FeatureWatchCallback):
             of a network with at most :data:`AUTO_HEATMAP_LAYERS` monitored sites, else only for the
             layers that have had dead or dying channels (the first that many to show them; once
             drawn, a layer keeps its heatmap).
-        every_n_epochs, every_n_train_steps, at_end, strict: see
-            :class:`~featurewatch.callbacks.base.FeatureWatchCallback`.
+        **schedule: ``every_n_epochs``, ``every_n_train_steps``, ``at_end``, ``strict``: see
+            :class:`~featurewatch.callbacks.base.FeatureWatchCallback` (``at_start=True`` is
+            refused: before the first step there is no window to evaluate).
 
     Logged keys (``<layer>`` is the name or ``name@k``):
         - ``featurewatch/dead/<layer>/dead_fraction``: scalar, fraction of dead channels (those in
@@ -187,54 +172,38 @@ class DeadNeuronMonitor(FeatureWatchCallback):
         sample_every_n_steps: int = 1,
         channel_dim: int | None = None,
         heatmap: bool | str = "auto",
-        every_n_epochs: int | None = 1,
-        every_n_train_steps: int | None = None,
-        at_end: bool = True,
-        strict: bool = False,
+        **schedule: Any,
     ) -> None:
-        super().__init__(
-            every_n_epochs=every_n_epochs,
-            every_n_train_steps=every_n_train_steps,
-            at_start=False,
-            at_end=at_end,
-            strict=strict,
-        )
-        layers = check_layers(layers, allow_none=True)
-        if isinstance(threshold, bool) or not isinstance(threshold, (int, float)):
-            raise TypeError(
-                f"`threshold` must be a number, got {type(threshold).__name__} {threshold!r}"
+        if schedule.get("at_start"):
+            raise ValueError(
+                "DeadNeuronMonitor: `at_start=True` has nothing to evaluate (no training forward "
+                "has been counted before the first step); leave at_start unset"
             )
-        if threshold != threshold:
-            raise ValueError("`threshold` must be a number, got nan")
+        super().__init__(**schedule)
+        layers = check_layers(layers, allow_none=True)
         if on_dead not in _ON_DEAD:
             raise ValueError(
                 f"`on_dead` must be one of {', '.join(repr(o) for o in _ON_DEAD)}, got {on_dead!r}"
             )
-        if patience is not None and (
-            isinstance(patience, bool) or not isinstance(patience, int) or patience < 1
-        ):
-            raise ValueError(
-                f"`patience` must be a positive number of training steps or None, got {patience!r}"
-            )
-        self.patience = patience
+        check_int("patience", patience, allow_none=True)  # training steps
         check_int("sample_every_n_steps", sample_every_n_steps)
         check_int("rates_every_n_steps", rates_every_n_steps)
+        if channel_dim not in (None, 1, -1):
+            raise ValueError(f"`channel_dim` must be 1, -1 or None, got {channel_dim!r}")
+        check_bool("include_validation", include_validation)
+        self.patience = patience
         self.sample_every_n_steps = sample_every_n_steps
         self.rates_every_n_steps = rates_every_n_steps
         self.layers = list(layers) if layers is not None else None
-        if channel_dim not in (None, 1, -1):
-            raise ValueError(f"`channel_dim` must be 1, -1 or None, got {channel_dim!r}")
         self.channel_dim = channel_dim
-        self.threshold = float(threshold)
-        self.dying_rate = _number("dying_rate", dying_rate, 0.0, 1.0, low_open=True)
-        self.dead_alert_fraction = _number(
-            "dead_alert_fraction", dead_alert_fraction, 0.0, 1.0, high_open=True
+        self.threshold = check_number("threshold", threshold)
+        self.dying_rate = check_number("dying_rate", dying_rate, 0, 1, low_open=True)
+        self.dead_alert_fraction = check_number(
+            "dead_alert_fraction", dead_alert_fraction, 0, 1, high_open=True
         )
-        self.dormancy_threshold = _number(
-            "dormancy_threshold", dormancy_threshold, 0.0, float("inf")
-        )
+        self.dormancy_threshold = check_number("dormancy_threshold", dormancy_threshold, 0)
         self.on_dead = on_dead
-        self.include_validation = bool(include_validation)
+        self.include_validation = include_validation
         if heatmap not in (True, False, "auto"):
             raise ValueError(f"`heatmap` must be True, False or 'auto', got {heatmap!r}")
         self.heatmap = heatmap
@@ -363,28 +332,56 @@ class DeadNeuronMonitor(FeatureWatchCallback):
         if recorder is None:
             return
         # Collectives first, reached by every rank whatever happens afterwards.
-        distributed = (
+        summaries = self._summaries(trainer, recorder)
+        recorder.reset()
+        self._report_problems(trainer, recorder, event)
+        if not summaries:
+            return
+        # Everything that decides alerts comes from the reduced statistics, identically on every
+        # rank; rank-zero-only drawing (the heatmaps) happens afterwards and cannot change it.
+        verdicts = self._judge(summaries, event)
+        for key, v in verdicts.items():
+            event.add_scalar(f"featurewatch/dead/{key}/dead_fraction", v.dead_fraction)
+            event.add_scalar(f"featurewatch/dead/{key}/dying_fraction", v.dying_fraction)
+            event.add_scalar(f"featurewatch/dead/{key}/dormant_fraction", v.dormant_fraction)
+            event.add_histogram(f"featurewatch/dead/{key}/on_rate", summaries[key].on_rate)
+        self._alert(event, verdicts)
+        if self.heatmap and trainer.is_global_zero:
+            self._draw_heatmaps(event, summaries)
+
+    @staticmethod
+    def _distributed(trainer: pl.Trainer) -> bool:
+        return (
             trainer.world_size > 1
             and torch.distributed.is_available()
             and torch.distributed.is_initialized()
         )
-        if distributed:
-            summaries = recorder.summaries(
-                all_reduce=lambda t, op: trainer.strategy.reduce(t, reduce_op=op),
-                gather=_gather_objects,
-                device=trainer.strategy.root_device,
-            )
-        else:
-            summaries = recorder.summaries()
-        recorder.reset()
+
+    def _summaries(
+        self, trainer: pl.Trainer, recorder: ChannelStatsRecorder
+    ) -> dict[str, ChannelSummary]:
+        """The window's statistics; under DDP reduced over every rank with Lightning's strategy
+        (every rank must call this)."""
+        if not self._distributed(trainer):
+            return recorder.summaries()
+        return recorder.summaries(
+            all_reduce=lambda t, op: trainer.strategy.reduce(t, reduce_op=op),
+            gather=_gather_objects,
+            device=trainer.strategy.root_device,
+        )
+
+    def _report_problems(
+        self, trainer: pl.Trainer, recorder: ChannelStatsRecorder, event: Event
+    ) -> None:
+        """Say once per layer which layers cannot be monitored; with ``strict``, raise on every
+        rank together (a collective decides, since a hook problem may be seen on some ranks only)."""
         # A layer that no training forward went through, on any rank (``summaries`` agreed on the
         # union of the sites): not called by ``forward``, or run by code that bypasses module hooks
         # (TorchScript). Without this, it would silently be absent from every report.
         problems = {**recorder.problems, **recorder.unreached()}
         failed = bool(problems)
-        if self.strict and distributed:
-            # A hook problem may be seen on some ranks only: decide together, or the ranks that
-            # raise would leave the others waiting in the next collective.
+        if self.strict and self._distributed(trainer):
+            # the ranks that raise would otherwise leave the others waiting in the next collective
             flag = torch.tensor([float(failed)], device=trainer.strategy.root_device)
             failed = bool(trainer.strategy.reduce(flag, reduce_op="max").item())
         if self.strict and failed:
@@ -397,10 +394,24 @@ class DeadNeuronMonitor(FeatureWatchCallback):
                 self._reported_problems.add(name)
                 rank_zero_warn(f"DeadNeuronMonitor skips {problem}", category=DeadNeuronWarning)
                 event.add_text(f"featurewatch/dead/{name}/error", problem)
-        if not summaries:
-            return
+
+    def _judge(
+        self, summaries: dict[str, ChannelSummary], event: Event
+    ) -> dict[str, ChannelVerdict]:
+        """Apply the death rule to every site and record the evaluation (history, latest, dead)."""
         previous = self.history[-1]["layers"] if self.history else {}
-        previous_dead = self.dead_channels
+        verdicts = {
+            key: judge_channels(
+                s,
+                patience=self.patience,
+                dying_rate=self.dying_rate,
+                dormancy_threshold=self.dormancy_threshold,
+                previous_updates=int(previous[key]["updates"]) if key in previous else None,
+                previously_dead=self.dead_channels.get(key, ()),
+                final=self.ending,
+            )
+            for key, s in summaries.items()
+        }
         self.latest = summaries
         self.history.append(
             {
@@ -409,72 +420,54 @@ class DeadNeuronMonitor(FeatureWatchCallback):
                 "layers": {key: s.to_state() for key, s in summaries.items()},
             }
         )
-        self.dead_channels = {}
-        alerts = []
-        # Everything that decides alerts comes from the reduced statistics, identically on every
-        # rank; rank-zero-only drawing (the heatmaps) happens afterwards and cannot change it.
-        for key, s in summaries.items():
-            dead = s.silent(self.patience)
-            before = previous.get(key)
-            if self.ending and before is not None and s.updates < int(before["updates"]):
-                # The end-of-training window is the leftover after the last scheduled evaluation,
-                # shorter than a regular window: a few silent forwards there are no evidence. A channel
-                # stays dead if it was dead at the previous evaluation too, or has been silent for
-                # `patience` forwards all the same.
-                was_dead = set(previous_dead.get(key, ()))
-                long_silent = self.patience is not None and s.updates >= self.patience
-                dead = [
-                    c
-                    for c in dead
-                    if c in was_dead or (long_silent and int(s.silent_steps[c]) >= self.patience)
-                ]
-            self.dead_channels[key] = dead
-            fraction = len(dead) / s.channels
-            dead_set = set(dead)
-            dying = [c for c in s.dying(self.dying_rate) if c not in dead_set]
-            if (dead or dying) and key not in self._heatmap_keys:
+        self.dead_channels = {key: v.dead for key, v in verdicts.items()}
+        for key, v in verdicts.items():
+            if (v.dead or v.dying) and key not in self._heatmap_keys:
                 self._heatmap_keys.append(key)
-            event.add_scalar(f"featurewatch/dead/{key}/dead_fraction", fraction)
-            event.add_scalar(f"featurewatch/dead/{key}/dying_fraction", len(dying) / s.channels)
-            event.add_scalar(
-                f"featurewatch/dead/{key}/dormant_fraction",
-                len(s.dormant(self.dormancy_threshold)) / s.channels,
-            )
-            event.add_histogram(f"featurewatch/dead/{key}/on_rate", s.on_rate)
-            if fraction > self.dead_alert_fraction and key not in self._alerted:
+        return verdicts
+
+    def _alert(self, event: Event, verdicts: dict[str, ChannelVerdict]) -> None:
+        """Alerts for the layers whose dead fraction went above the limit (once per layer); they
+        act (warn, raise, stop) at the end of the step, in :meth:`_act`."""
+        alerts = []
+        for key, v in verdicts.items():
+            if v.dead_fraction > self.dead_alert_fraction and key not in self._alerted:
                 self._alerted.add(key)
                 alerts.append(
-                    f"layer {key!r}: {len(dead)} of {s.channels} channels ({fraction:.0%}) are dead (no "
-                    f"activation above {self.threshold:g} in the window ending at step {event.step}, epoch "
-                    f"{event.epoch}, or in its last {self.patience} steps), above "
-                    f"dead_alert_fraction={self.dead_alert_fraction:g}; dead channels {_channel_list(dead)}"
+                    f"layer {key!r}: {len(v.dead)} of {v.channels} channels "
+                    f"({v.dead_fraction:.0%}) are dead (no activation above {self.threshold:g} in "
+                    f"the window ending at step {event.step}, epoch {event.epoch}, or in its last "
+                    f"{self.patience} steps), above dead_alert_fraction="
+                    f"{self.dead_alert_fraction:g}; dead channels {_channel_list(v.dead)}"
                 )
-        if alerts:
-            if self.on_dead == "stop":
-                self.stop_reason = "DeadNeuronMonitor stopped training: " + "; ".join(alerts)
-                alerts = [self.stop_reason]
-            event.add_text("featurewatch/dead/alerts", "\n".join(alerts))
-            self._pending.extend(alerts)
-        if self.heatmap and trainer.is_global_zero:
-            drawn = list(summaries)
-            if self.heatmap == "auto" and len(drawn) > AUTO_HEATMAP_LAYERS:
-                drawn = [k for k in self._heatmap_keys if k in summaries][:AUTO_HEATMAP_LAYERS]
-            for key in drawn:
-                s = summaries[key]
-                try:
-                    event.add_figure(
-                        f"featurewatch/dead/{key}/heatmap",
-                        self.heatmap_figure(key),
-                        caption=f"step {event.step}, epoch {event.epoch}: on-rate of the {s.channels} channels of "
-                        f"{key} at every evaluation; red = never fired",
-                    )
-                except Exception as err:  # drawing must not change what the ranks decided
-                    if self.strict:
-                        raise
-                    rank_zero_warn(
-                        f"DeadNeuronMonitor: heatmap of {key!r} failed: {err}",
-                        category=DeadNeuronWarning,
-                    )
+        if not alerts:
+            return
+        if self.on_dead == "stop":
+            self.stop_reason = "DeadNeuronMonitor stopped training: " + "; ".join(alerts)
+            alerts = [self.stop_reason]
+        event.add_text("featurewatch/dead/alerts", "\n".join(alerts))
+        self._pending.extend(alerts)
+
+    def _draw_heatmaps(self, event: Event, summaries: dict[str, ChannelSummary]) -> None:
+        drawn = list(summaries)
+        if self.heatmap == "auto" and len(drawn) > AUTO_HEATMAP_LAYERS:
+            drawn = [k for k in self._heatmap_keys if k in summaries][:AUTO_HEATMAP_LAYERS]
+        for key in drawn:
+            try:
+                event.add_figure(
+                    f"featurewatch/dead/{key}/heatmap",
+                    self.heatmap_figure(key),
+                    caption=f"step {event.step}, epoch {event.epoch}: on-rate of the "
+                    f"{summaries[key].channels} channels of {key} at every evaluation; red = never "
+                    "fired",
+                )
+            except Exception as err:
+                if self.strict:
+                    raise
+                rank_zero_warn(
+                    f"DeadNeuronMonitor: heatmap of {key!r} failed: {err}",
+                    category=DeadNeuronWarning,
+                )
 
     def _act(self, trainer: pl.Trainer) -> None:
         if not self._pending:

@@ -8,13 +8,13 @@ import pytorch_lightning as pl
 import torch
 
 from featurewatch.callbacks._probe import ProbeImages
-from featurewatch.callbacks.base import FeatureWatchCallback, check_int
-from featurewatch.callbacks.channel_visualization import NormalizeArg
+from featurewatch.callbacks.base import FeatureWatchCallback, check_layer, check_number
+from featurewatch.callbacks.rendering import NormalizeArg, check_normalize, input_normalization
 from featurewatch.core.deepdream import deep_dream
-from featurewatch.core.fit_stats import fit_image_stats
 from featurewatch.core.images import grid
 from featurewatch.core.inspect import activation_maps
 from featurewatch.core.layers import parse_layer, resolve_layer
+from featurewatch.core.validation import check_int, check_positive_float
 from featurewatch.loggers import Event
 
 __all__ = ["DeepDream"]
@@ -44,8 +44,8 @@ class DeepDream(FeatureWatchCallback):
         seed: seed of the random shifts.
         min_size: tiles are enlarged (nearest neighbour, display only) to at least this size.
         input_key: where the images are in a batch (index for tuples, key for dicts).
-        every_n_epochs, every_n_train_steps, at_start, at_end, strict: see
-            :class:`~featurewatch.callbacks.base.FeatureWatchCallback`.
+        **schedule: ``every_n_epochs``, ``every_n_train_steps``, ``at_start``, ``at_end``,
+            ``strict``: see :class:`~featurewatch.callbacks.base.FeatureWatchCallback`.
 
     Logged keys:
         - ``featurewatch/deepdream/<layer>``: image, probe images (top row) and their dreams
@@ -74,39 +74,16 @@ class DeepDream(FeatureWatchCallback):
         seed: int = 0,
         min_size: int = 64,
         input_key: int | str = 0,
-        every_n_epochs: int | None = 1,
-        every_n_train_steps: int | None = None,
-        at_start: bool = False,
-        at_end: bool = True,
-        strict: bool = False,
+        **schedule: Any,
     ) -> None:
-        super().__init__(
-            every_n_epochs=every_n_epochs,
-            every_n_train_steps=every_n_train_steps,
-            at_start=at_start,
-            at_end=at_end,
-            strict=strict,
-        )
-        if not isinstance(layer, str):
-            raise TypeError(f"`layer` must be a layer name (str), got {type(layer).__name__}")
-        parse_layer(layer)
+        super().__init__(**schedule)
+        check_layer("layer", layer)
         check_int("octaves", octaves, 1)
         check_int("steps", steps, 1)
         check_int("min_size", min_size, 1)
-        if (
-            isinstance(octave_scale, bool)
-            or not isinstance(octave_scale, (int, float))
-            or octave_scale <= 1
-        ):
-            raise ValueError(f"`octave_scale` must be a number > 1, got {octave_scale!r}")
-        if isinstance(step_size, bool) or not isinstance(step_size, (int, float)) or step_size <= 0:
-            raise ValueError(f"`step_size` must be a positive number, got {step_size!r}")
-        if (
-            normalize is not None
-            and normalize != "data"
-            and (not isinstance(normalize, (tuple, list)) or len(normalize) != 2)
-        ):
-            raise ValueError(f"`normalize` must be (mean, std), 'data' or None, got {normalize!r}")
+        check_number("octave_scale", octave_scale, 1, low_open=True)
+        check_positive_float("step_size", step_size)
+        check_normalize(normalize)
         self.layer = layer
         self.octaves = octaves
         self.octave_scale = float(octave_scale)
@@ -128,11 +105,7 @@ class DeepDream(FeatureWatchCallback):
         resolve_layer(pl_module, self.layer)
 
     def check_input(self, pl_module: pl.LightningModule, x: torch.Tensor) -> None:
-        if self.normalize == "data":
-            self._norm = fit_image_stats(x.detach().float().cpu()).normalize
-        elif self.normalize is not None:
-            mean, std = self.normalize  # type: ignore[misc]
-            self._norm = ([float(v) for v in mean], [float(v) for v in std])
+        self._norm = input_normalization(self.normalize, x)
         if self._probe.normalize is None and self._norm is not None:
             self._probe.normalize = (
                 self._norm

@@ -8,9 +8,10 @@ import pytorch_lightning as pl
 import torch
 from torch import nn
 
-from featurewatch.callbacks.base import FeatureWatchCallback
+from featurewatch.callbacks.base import FeatureWatchCallback, check_layer
 from featurewatch.core.inspect import filter_grid
 from featurewatch.core.layers import find_first_conv, resolve_layer
+from featurewatch.core.validation import check_int
 from featurewatch.loggers import Event
 
 __all__ = ["FilterWeights"]
@@ -27,8 +28,8 @@ class FilterWeights(FeatureWatchCallback):
         layer: name of a ``Conv2d`` whose input channels are the image channels, as in
             ``model.named_modules()``. Default: the first convolution of the model.
         min_size: tiles are enlarged (nearest neighbour) to at least this many pixels.
-        every_n_epochs, every_n_train_steps, at_start, at_end, strict: see
-            :class:`~featurewatch.callbacks.base.FeatureWatchCallback`.
+        **schedule: ``every_n_epochs``, ``every_n_train_steps``, ``at_start``, ``at_end``,
+            ``strict``: see :class:`~featurewatch.callbacks.base.FeatureWatchCallback`.
 
     Logged keys:
         - ``featurewatch/filters/<layer>``: image, the grid of filters (each scaled so zero is grey).
@@ -46,25 +47,13 @@ class FilterWeights(FeatureWatchCallback):
         layer: str | None = None,
         *,
         min_size: int = 32,
-        every_n_epochs: int | None = 1,
-        every_n_train_steps: int | None = None,
-        at_start: bool = False,
-        at_end: bool = True,
-        strict: bool = False,
+        **schedule: Any,
     ) -> None:
-        super().__init__(
-            every_n_epochs=every_n_epochs,
-            every_n_train_steps=every_n_train_steps,
-            at_start=at_start,
-            at_end=at_end,
-            strict=strict,
-        )
-        if layer is not None and not isinstance(layer, str):
-            raise TypeError(
-                f"`layer` must be a layer name (str) or None, got {type(layer).__name__}"
-            )
+        super().__init__(**schedule)
+        check_layer("layer", layer, allow_none=True)
+        check_int("min_size", min_size)
         self.layer = layer
-        self.min_size = int(min_size)
+        self.min_size = min_size
 
     def state_key_fields(self) -> dict[str, Any]:
         return {"layer": self.layer}
@@ -74,7 +63,7 @@ class FilterWeights(FeatureWatchCallback):
         module = resolve_layer(pl_module, name)
         weight = getattr(module, "weight", None)
         if not isinstance(module, nn.Conv2d) or not isinstance(weight, torch.Tensor):
-            raise ValueError(
+            raise ValueError(  # noqa: TRY004 - a bad `layer` value, not a bad argument type
                 f"FilterWeights(layer={name!r}): expected an nn.Conv2d, got {type(module).__name__}; "
                 f"the first convolution here is {find_first_conv(pl_module)!r}"
             )

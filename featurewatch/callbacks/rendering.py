@@ -1,0 +1,244 @@
+"""RenderCallback: the shared base of the callbacks that render images by optimization."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from typing import Any
+
+import pytorch_lightning as pl
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from featurewatch.callbacks.base import FeatureWatchCallback
+from featurewatch.core.fit_stats import ImageStats, fit_image_stats
+from featurewatch.core.images import grid
+from featurewatch.core.objectives import Objective
+from featurewatch.core.param import ImageSpec
+from featurewatch.core.render import RenderResult, render
+from featurewatch.core.validation import check_int, check_positive_float
+
+__all__ = ["NormalizeArg", "RenderCallback", "check_normalize", "input_normalization"]
+
+#: ``(mean, std)``, ``"data"`` (fitted from the first batch) or ``None`` (the model sees [0, 1]).
+NormalizeArg = tuple[Sequence[float], Sequence[float]] | str | None
+
+
+def check_normalize(normalize: Any) -> None:
+    """Validate a ``normalize`` argument: ``(mean, std)``, ``"data"`` or ``None``.
+
+    Raises:
+        ValueError: for anything else.
+    """
+    if normalize is None or normalize == "data":
+        return
+    if (
+        isinstance(normalize, str)
+        or not isinstance(normalize, (tuple, list))
+        or len(normalize) != 2
+    ):
+        raise ValueError(f"`normalize` must be (mean, std), 'data' or None, got {normalize!r}")
+
+
+def input_normalization(
+    normalize: NormalizeArg, x: torch.Tensor
+) -> tuple[list[float], list[float]] | None:
+    """The model's input normalization as plain lists, from ``normalize`` and a real batch ``x``.
+
+    ``"data"`` fits it to ``x`` (exact for any per-channel affine normalization); a given
+    ``(mean, std)`` is checked against the channels of ``x``; ``None`` stays ``None``.
+
+    Raises:
+        ValueError: if a given mean or std has neither 1 value nor one per input channel.
+    """
+    if normalize is None:
+        return None
+    if normalize == "data":
+        return fit_image_stats(x.detach().float().cpu()).normalize
+    mean, std = normalize  # type: ignore[misc]
+    norm = ([float(v) for v in mean], [float(v) for v in std])
+    for name, values in (("mean", norm[0]), ("std", norm[1])):
+        if len(values) not in (1, x.shape[1]):
+            raise ValueError(
+                f"`normalize` {name} has {len(values)} values; the inputs have {x.shape[1]} "
+                "channels"
+            )
+    return norm
+
+
+class RenderCallback(FeatureWatchCallback):
+    """Shared machinery of the callbacks that render images by optimization.
+
+    Owns the render settings, the input normalization (given, or fitted from the first batch),
+    optional image statistics fitted from the first batch, and the render size (default: the
+    training input size). Subclasses (:class:`~featurewatch.callbacks.ChannelVisualization`,
+    :class:`~featurewatch.callbacks.ClassModelVisualization`) declare their own arguments and
+    forward the rest, these and the schedule keywords, with ``**settings`` (see
+    :mod:`featurewatch.callbacks.base`).
+
+    Args:
+        size: rendered image size in pixels. Default: the training input size (never upsampled).
+        steps: optimization steps per call (64: ~0.3 s for 16 channels of a small CNN on 32 px,
+            2 CPU cores; raise to 256-512 on a GPU or for ImageNet-size models).
+        lr: Adam learning rate.
+        normalize: the model's input normalization ``(mean, std)``; ``"data"`` fits it from the
+            first batch (maps each channel's observed range to [0, 1], exact for inputs normalized
+            with any per-channel affine map); ``None``: the model sees [0, 1] images.
+        fit_stats: what to fit from the first batch: ``"color"`` the colour-decorrelation matrix
+            (any channel count, instead of ImageNet's RGB matrix) with a ``1/f`` spectrum;
+            ``"all"`` also the spectrum profile (natural-looking, but smoother and lower
+            activations on blurry data such as upsampled digits); ``"none"``.
+        transforms: ``"standard"`` (jitter, zoom, rotation scaled to the image size) or ``"none"``.
+        redirect_steps: steps of ReLU-gradient redirect at the start (weak units get a signal).
+        polish_steps: final steps without transforms (sharper, more specific images); default
+            ``steps // 4``.
+        batch_size: render at most this many units at once (memory cap for big layers / GPUs).
+        time_budget: seconds per call for all the renders of the call; steps are cut short when
+            exceeded (logged).
+        seed: base seed of the initial noise and transforms.
+        min_size: tiles are enlarged (nearest neighbour, display only) to at least this size.
+        input_key: where the images are in a batch (index for tuples, key for dicts).
+        **schedule: ``every_n_epochs``, ``every_n_train_steps``, ``at_start``, ``at_end``,
+            ``strict``: see :class:`~featurewatch.callbacks.base.FeatureWatchCallback`.
+    """
+
+    def __init__(
+        self,
+        *,
+        size: int | None = None,
+        steps: int = 64,
+        lr: float = 0.1,
+        normalize: NormalizeArg = "data",
+        fit_stats: str = "color",
+        transforms: str | None = "standard",
+        redirect_steps: int = 8,
+        polish_steps: int | None = None,
+        batch_size: int | None = None,
+        time_budget: float | None = None,
+        seed: int = 0,
+        min_size: int = 64,
+        input_key: int | str = 0,
+        **schedule: Any,
+    ) -> None:
+        super().__init__(**schedule)
+        check_int("size", size, 8, allow_none=True)
+        check_int("steps", steps, 1)
+        check_int("redirect_steps", redirect_steps, 0)
+        if polish_steps is None:
+            polish_steps = steps // 4
+        check_int("polish_steps", polish_steps, 0)
+        check_int("seed", seed, 0)
+        check_int("min_size", min_size, 1)
+        if polish_steps > steps:
+            raise ValueError(f"`polish_steps` ({polish_steps}) cannot exceed `steps` ({steps})")
+        check_positive_float("lr", lr)
+        check_int("batch_size", batch_size, 1, allow_none=True)
+        check_normalize(normalize)
+        if fit_stats not in ("color", "all", "none"):
+            raise ValueError(f"`fit_stats` must be 'color', 'all' or 'none', got {fit_stats!r}")
+        if transforms not in ("standard", "none", None):
+            raise ValueError(f"`transforms` must be 'standard', 'none' or None, got {transforms!r}")
+        self.size = size
+        self.steps = steps
+        self.lr = float(lr)
+        self.normalize = normalize
+        self.fit_stats = fit_stats
+        self.transforms = transforms
+        self.redirect_steps = redirect_steps
+        self.polish_steps = polish_steps
+        self.batch_size = batch_size
+        self.time_budget = check_positive_float("time_budget", time_budget, allow_none=True)
+        self.seed = seed
+        self.min_size = min_size
+        self.input_key = input_key
+        self._stats: ImageStats | None = None
+        self._norm: tuple[list[float], list[float]] | None = None
+        self._input_shape: tuple[int, int, int] | None = None  # (C, H, W) of the training input
+
+    # ------------------------------------------------------------------ input-derived settings
+    def _learn_input(self, x: torch.Tensor) -> None:
+        x = x.detach().float().cpu()
+        self._input_shape = (int(x.shape[1]), int(x.shape[2]), int(x.shape[3]))
+        fit = self.fit_stats != "none"
+        if self.normalize == "data":  # one fit gives the normalization and the statistics
+            stats: ImageStats | None = fit_image_stats(x)
+            self._norm = stats.normalize  # type: ignore[union-attr]
+        else:
+            self._norm = input_normalization(self.normalize, x)
+            stats = fit_image_stats(x, normalize=self._norm) if fit else None
+        self._stats = stats if fit else None
+
+    def _ensure_input(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        """The input size and statistics come from the first batch Lightning feeds the model.
+
+        The base class runs even the ``at_start`` call after that batch has been seen, so this only
+        fails if the callback is driven by hand before any batch. We never draw a batch from the
+        user's dataloader ourselves: that would advance its sampler and change the run.
+        """
+        if self._input_shape is None:
+            raise RuntimeError(f"{type(self).__name__} has not seen an input batch yet")
+
+    def _spec(self) -> ImageSpec:
+        if self._input_shape is None:
+            raise RuntimeError(f"{type(self).__name__} has not seen an input batch yet")
+        c, h, w = self._input_shape
+        size = (self.size, self.size) if self.size is not None else (h, w)
+        return ImageSpec(
+            channels=c, size=size, stats=self._stats, fitted_spectrum=self.fit_stats == "all"
+        )
+
+    def _render(
+        self,
+        model: nn.Module,
+        objective: Objective,
+        seeds: list[int],
+        budget: float | None,
+    ) -> RenderResult:
+        """Render ``objective`` on ``model`` (the LightningModule, or a view of it)."""
+        return render(
+            model,
+            objective,
+            self._spec(),
+            seeds=seeds,
+            steps=self.steps,
+            lr=self.lr,
+            transforms=self.transforms,
+            normalize=self._norm,
+            batch_size=self.batch_size,
+            time_budget=budget,
+            redirect_steps=self.redirect_steps,
+            polish_steps=self.polish_steps,
+        )
+
+    def _display(self, images: torch.Tensor, group: int = 1) -> torch.Tensor:
+        """Tiles enlarged to ``min_size``, in a near-square grid; groups of ``group`` consecutive
+        images (the variants of one unit) stay together on one row."""
+        h, w = images.shape[-2:]
+        factor = max(1, -(-self.min_size // max(h, w)))
+        tiles = F.interpolate(images, scale_factor=factor, mode="nearest") if factor > 1 else images
+        nrow = None if group == 1 else group * math.ceil(math.sqrt(images.shape[0] / group**2))
+        return grid(tiles, nrow=nrow, padding=2, pad_value=1.0)
+
+    def extra_state(self) -> dict[str, Any]:
+        if self._input_shape is None:
+            return {}
+        state: dict[str, Any] = {"input_shape": list(self._input_shape), "norm": self._norm}
+        if self._stats is not None:
+            s = self._stats
+            state["stats"] = {
+                "low": s.low,
+                "high": s.high,
+                "color": s.color,
+                "freqs": s.freqs,
+                "amplitude": s.amplitude,
+            }
+        return state
+
+    def load_extra_state(self, state: dict[str, Any]) -> None:
+        if "input_shape" in state:
+            self._input_shape = tuple(int(v) for v in state["input_shape"])  # type: ignore[assignment]
+            self._norm = state.get("norm")
+            st = state.get("stats")
+            self._stats = ImageStats(**st) if isinstance(st, dict) else None
+            self._checked_input = True
