@@ -2,17 +2,16 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 import torch
 
 from featurewatch.core.hygiene import outside_inference
-from featurewatch.core.images import load_images
+from featurewatch.core.images import Normalize, load_images
 from featurewatch.core.validation import check_int
 
-Normalize = tuple[Sequence[float], Sequence[float]]
+__all__ = ["Normalize", "ProbeImages"]  # Normalize: the core's, for the callbacks' signatures
 
 
 class ProbeImages:

@@ -12,6 +12,7 @@ from torch import nn
 from featurewatch.callbacks.rendering import RenderCallback
 from featurewatch.core.attribution import OutputKey, _check_output_key, _scores
 from featurewatch.core.hygiene import model_device_dtype
+from featurewatch.core.images import normalizer
 from featurewatch.core.objectives import class_logit
 from featurewatch.core.render import unit_seed
 from featurewatch.core.validation import check_channel_list, check_int, out_of_range_message
@@ -185,12 +186,8 @@ class ClassModelVisualization(RenderCallback):
         label = [
             f"{c}: {names[c]}" if names is not None and c < len(names) else str(c) for c in classes
         ]
-        norm = self._norm
         images = result.images.to(pl_module.device)
-        if norm is not None:
-            mean = torch.tensor(norm[0], device=images.device).reshape(1, -1, 1, 1)
-            std = torch.tensor(norm[1], device=images.device).reshape(1, -1, 1, 1)
-            images = (images - mean) / std
+        images = normalizer(self._norm, images.shape[1], images.device)(images)
         with torch.no_grad():
             predicted = model(images.to(next(pl_module.parameters()).dtype)).argmax(1).cpu()
         own = predicted == torch.tensor(classes)

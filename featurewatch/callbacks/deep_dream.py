@@ -11,7 +11,7 @@ from featurewatch.callbacks._probe import ProbeImages
 from featurewatch.callbacks.base import FeatureWatchCallback, check_layer, check_number
 from featurewatch.callbacks.rendering import NormalizeArg, check_normalize, input_normalization
 from featurewatch.core.deepdream import deep_dream
-from featurewatch.core.images import grid
+from featurewatch.core.images import grid, normalizer
 from featurewatch.core.inspect import activation_maps
 from featurewatch.core.layers import parse_layer, resolve_layer
 from featurewatch.core.validation import check_int, check_positive_float
@@ -140,12 +140,11 @@ class DeepDream(FeatureWatchCallback):
             seed=self.seed,
         )
 
+        to_model = normalizer(self._norm, pixels.shape[1])
+
         def energy(images: torch.Tensor) -> float:
-            x = images
-            if self._norm is not None:
-                x = (images - mean) / std
-            m = activation_maps(pl_module, x, [self.layer])[str(parse_layer(self.layer))]
-            return float(m.float().pow(2).mean())
+            m = activation_maps(pl_module, to_model(images), [self.layer])
+            return float(m[str(parse_layer(self.layer))].float().pow(2).mean())
 
         gain = energy(dreamed) / max(energy(pixels), 1e-12)
         both = torch.cat([pixels, dreamed])

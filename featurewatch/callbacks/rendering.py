@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
 from typing import Any
 
 import pytorch_lightning as pl
@@ -13,7 +12,7 @@ from torch import nn
 
 from featurewatch.callbacks.base import FeatureWatchCallback
 from featurewatch.core.fit_stats import ImageStats, fit_image_stats
-from featurewatch.core.images import grid
+from featurewatch.core.images import Normalize, grid
 from featurewatch.core.objectives import Objective
 from featurewatch.core.param import ImageSpec
 from featurewatch.core.render import RenderResult, render
@@ -22,7 +21,7 @@ from featurewatch.core.validation import check_int, check_positive_float
 __all__ = ["NormalizeArg", "RenderCallback", "check_normalize", "input_normalization"]
 
 #: ``(mean, std)``, ``"data"`` (fitted from the first batch) or ``None`` (the model sees [0, 1]).
-NormalizeArg = tuple[Sequence[float], Sequence[float]] | str | None
+NormalizeArg = Normalize | str | None
 
 
 def check_normalize(normalize: Any) -> None:
