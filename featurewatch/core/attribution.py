@@ -21,8 +21,8 @@ Scores are the model's *pre-softmax* outputs (logits): gradients of a softmax pr
 depend on every other class and vanish once the network is confident. :func:`occlusion` uses the
 softmax probability by default (the quantity Zeiler & Fergus plotted; ``output="logit"`` switches).
 A model whose ``forward`` returns more than the logits (a tuple such as ``(logits, features)``, a
-dict such as ``{"logits": ...}``) is supported through ``output_key``: an index, a key, or a function
-of the output that returns the ``(N, classes)`` logits.
+dict such as ``{"logits": ...}``) is supported through ``output_key``: an index, a key, or a
+function of the output that returns the ``(N, classes)`` logits.
 
 The default Grad-CAM layer and the CAM layer are found by running the network once
 (:mod:`featurewatch.core.cam_layers`); targets and the logits inside a model's output are read by
@@ -246,11 +246,11 @@ def occlusion(
 ) -> torch.Tensor:
     """Occlusion sensitivity (Zeiler & Fergus, 2014): how much covering each region hurts the class.
 
-    Every window position is replaced by ``baseline`` in a copy of the image; the drop of the target's
-    softmax probability (``output="probability"``, the quantity of the paper, in ``[-1, 1]``) or logit
-    (``output="logit"``) relative to the intact image is credited to every pixel of the window, and
-    each pixel's value is the mean over the windows that cover it. All occluded copies of all images
-    are evaluated together, ``batch_size`` per forward pass.
+    Every window position is replaced by ``baseline`` in a copy of the image; the drop of the
+    target's softmax probability (``output="probability"``, the quantity of the paper, in
+    ``[-1, 1]``) or logit (``output="logit"``) relative to the intact image is credited to every
+    pixel of the window, and each pixel's value is the mean over the windows that cover it. All
+    occluded copies of all images are evaluated together, ``batch_size`` per forward pass.
 
     Args:
         model: classifier returning ``(N, classes)`` logits.
@@ -258,17 +258,16 @@ def occlusion(
         target: class per image.
         window: occluding patch size, int or ``(height, width)``. Default: a quarter of the image
             side (4 x 4 windows on a 16 x 16 digit, 56 x 56 on a 224 x 224 photo).
-        stride: step between windows, at most the window. Default: half the window (Captum's default of 1 costs tens of
-            thousands of forward passes on a photo). The last window always touches the border.
+        stride: step between windows, at most the window. Default: half the window (Captum's
+            default of 1 costs tens of thousands of forward passes on a photo). The last window
+            always touches the border.
         baseline: what covers the window, in the model's input space: a number (``0.0`` is the
             dataset mean for standardized inputs) or a tensor broadcastable to ``x``.
         batch_size: occluded copies per forward pass.
         output: ``"probability"`` (softmax) or ``"logit"``. Probabilities saturate: a network
             that is sure of its class loses almost nothing when a window is covered (drops of
             ``1e-5``), where the logit still moves.
-        output_key: where the logits are in the model's output (:data:`OutputKey`): ``None`` when
-            ``forward`` returns them, an index (``0`` for ``(logits, features)``), a dict key
-            (``"logits"``) or a function of the output.
+        output_key: where the logits are in the model's output, as for :func:`saliency`.
 
     Returns:
         ``(N, H, W)`` *signed* maps on the model's device: positive where covering the region lowers
@@ -328,9 +327,9 @@ def occlusion(
 def _differentiable_capture(model: nn.Module, layer: str) -> Iterator[list[torch.Tensor | None]]:
     """Make ``layer``'s output a leaf we can differentiate against, safe from in-place ops.
 
-    The hook replaces the chosen output by a detached leaf ``A`` (requires grad; no graph below it is
-    needed) and hands the network ``A.clone()``: a following ``ReLU(inplace=True)`` or ``out += x``
-    then rewrites the clone, never ``A``, so ``A`` keeps the layer's true values and
+    The hook replaces the chosen output by a detached leaf ``A`` (requires grad; no graph below it
+    is needed) and hands the network ``A.clone()``: a following ``ReLU(inplace=True)`` or
+    ``out += x`` then rewrites the clone, never ``A``, so ``A`` keeps the layer's true values and
     ``autograd.grad(score, A)`` is the gradient at the layer's output. A module's calls are all
     replaced when no ``@k`` is given (the last is used); cutting the graph above an earlier call
     never changes gradients at a later one.
@@ -382,8 +381,9 @@ def _spatial(model: nn.Module, layer: str, a: torch.Tensor) -> None:
     if a.dim() != 4:
         convs = ", ".join(list_layers(model, ("conv",))[-8:]) or "none"
         raise ValueError(
-            f"Grad-CAM/CAM need a spatial (N, C, H, W) feature map, but layer {layer!r} outputs shape "
-            f"{tuple(a.shape)}; name a conv layer or the activation after it (conv layers: {convs})"
+            f"Grad-CAM/CAM need a spatial (N, C, H, W) feature map, but layer {layer!r} outputs "
+            f"shape {tuple(a.shape)}; name a conv layer or the activation after it (conv layers: "
+            f"{convs})"
         )
 
 
@@ -421,9 +421,7 @@ def grad_cam(
             reused module). Default: the network's final feature map, found by running ``x[:1]``
             (:func:`default_gradcam_layer`: the map pooled into the classifier, else the last
             module in forward order with a spatial output).
-        output_key: where the logits are in the model's output (:data:`OutputKey`): ``None`` when
-            ``forward`` returns them, an index (``0`` for ``(logits, features)``), a dict key
-            (``"logits"``) or a function of the output.
+        output_key: where the logits are in the model's output, as for :func:`saliency`.
 
     Returns:
         ``(N, H, W)`` non-negative maps on the model's device.
@@ -460,8 +458,8 @@ def cam(
     """Class Activation Mapping (Zhou et al., 2016) for global-average-pool + linear networks.
 
     ``map = sum_k W[target, k] A_k``: the classifier's row for the target applied to every position
-    of the pooled feature map ``A`` (the logit is the spatial mean of this map plus the bias). Only a
-    forward pass is needed, and the model's output is never read (so no ``output_key``: a model
+    of the pooled feature map ``A`` (the logit is the spatial mean of this map plus the bias). Only
+    a forward pass is needed, and the model's output is never read (so no ``output_key``: a model
     returning ``(logits, features)`` works as is). For other architectures use :func:`grad_cam`.
 
     On such a network Grad-CAM at the same layer is ``upsample(relu(M)) / (h * w)`` with ``M`` this
@@ -548,7 +546,8 @@ def overlay(
         maps = maps[:, 0]
     if maps.dim() != 3 or maps.shape[0] != images.shape[0] or maps.shape[-2:] != images.shape[-2:]:
         raise ValueError(
-            f"`maps` must be (N, H, W) matching images {tuple(images.shape)}, got shape {tuple(maps.shape)}"
+            f"`maps` must be (N, H, W) matching images {tuple(images.shape)}, got shape "
+            f"{tuple(maps.shape)}"
         )
     base = to_display_channels(scale_each(images.detach().cpu()))
     if base.shape[1] == 1:

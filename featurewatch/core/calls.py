@@ -1,10 +1,10 @@
 """Truncated forwards: how often a forward calls each layer's module, and reading layers on the way.
 
-A layer reference without ``@k`` means the *last* call of its module (:mod:`featurewatch.core.layers`),
-and a forward can only stop right after the deepest layer a caller needs once it is known which
-call that is. So every method that reads layers of a model (dataset examples, receptive fields,
-projections, the render loop) first counts the calls in one single-image forward, and then runs
-its real forwards truncated after the deepest layer:
+A layer reference without ``@k`` means the *last* call of its module
+(:mod:`featurewatch.core.layers`), and a forward can only stop right after the deepest layer a
+caller needs once it is known which call that is. So every method that reads layers of a model
+(dataset examples, receptive fields, projections, the render loop) first counts the calls in one
+single-image forward, and then runs its real forwards truncated after the deepest layer:
 
 * :func:`counted_forward` - run a probe forward that may fail (a head that wants another input size)
   and count the calls of named modules; the failure is handed back, so the caller decides whether
@@ -136,8 +136,8 @@ def layer_call_counts(
     :func:`~featurewatch.core.receptive_field.receptive_fields`,
     :func:`~featurewatch.core.projection.project`) need it for references without ``@k`` (they
     mean the module's *last* call) and otherwise run one untruncated single-image forward to find
-    it; compute it once per input shape and pass it as ``call_counts`` to skip those forwards. A module that is never
-    called counts 0 (the functions then raise for that layer).
+    it; compute it once per input shape and pass it as ``call_counts`` to skip those forwards. A
+    module that is never called counts 0 (the functions then raise for that layer).
 
     Args:
         model: the network (left exactly as it was).

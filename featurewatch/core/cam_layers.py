@@ -12,10 +12,10 @@ straight into a linear classifier. Both are found here by one forward pass of on
 * :func:`default_gradcam_layer` - the CAM layer when there is one, else the last module, in the
   order the forward pass calls them, whose output is a spatial ``(N, C, H, W)`` map (larger than
   1 x 1 when there is one). Registration order would pick auxiliary heads registered last but not
-  called in eval mode (GoogLeNet), or a residual branch's last conv (ResNet). Nothing applied *after*
-  the global pooling is ever a default layer: ConvNeXt normalizes the pooled ``(N, C, 1, 1)`` vector
-  with a ``LayerNorm2d`` before its ``Linear``, a module whose output is 1 x 1 at every input size
-  (a uniform Grad-CAM map).
+  called in eval mode (GoogLeNet), or a residual branch's last conv (ResNet). Nothing applied
+  *after* the global pooling is ever a default layer: ConvNeXt normalizes the pooled
+  ``(N, C, 1, 1)`` vector with a ``LayerNorm2d`` before its ``Linear``, a module whose output is
+  1 x 1 at every input size (a uniform Grad-CAM map).
 * :func:`last_conv_layer`, :func:`last_linear_layer`, :func:`linear_classifier`,
   :func:`static_channels` - what the model's registered modules tell without running it.
 
@@ -73,12 +73,11 @@ def last_conv_layer(model: nn.Module) -> str:
         ValueError: if the model has no convolution (the message lists its layers).
     """
     convs = [name for name, m in model.named_modules() if name and isinstance(m, CONV_TYPES)]
-    if not convs:
-        raise ValueError(
-            f"{type(model).__name__} has no convolution layer for Grad-CAM; pass `layer=` naming a "
-            f"module with (N, C, H, W) output (layers: {_layer_list(model)})"
-        )
-    return convs[-1]
+    why = (
+        "has no convolution layer for Grad-CAM; pass `layer=` naming a module with (N, C, H, W) "
+        "output"
+    )
+    return _last_or_explain(model, convs, why)
 
 
 def last_linear_layer(model: nn.Module) -> str:
@@ -87,18 +86,20 @@ def last_linear_layer(model: nn.Module) -> str:
     Raises:
         ValueError: if the model has no ``nn.Linear`` (the message lists its layers).
     """
-    linears = list_layers(model, ("linear",))
-    if not linears:
-        raise ValueError(
-            f"{type(model).__name__} has no nn.Linear classifier for CAM; CAM needs global average "
-            f"pooling + a linear layer, use 'gradcam' instead (layers: {_layer_list(model)})"
-        )
-    return linears[-1]
+    why = (
+        "has no nn.Linear classifier for CAM; CAM needs global average pooling + a linear layer, "
+        "use 'gradcam' instead"
+    )
+    return _last_or_explain(model, list_layers(model, ("linear",)), why)
 
 
-def _layer_list(model: nn.Module) -> str:
-    """The first 40 conv/activation/linear/norm layers, for messages that ask to name one."""
-    return ", ".join(list_layers(model, ("conv", "activation", "linear", "norm"))[:40]) or "none"
+def _last_or_explain(model: nn.Module, names: Sequence[str], why: str) -> str:
+    """The last of ``names``; none: a ``ValueError`` saying ``why`` and listing the model's first 40
+    conv/activation/linear/norm layers, to name one instead."""
+    if not names:
+        layers = ", ".join(list_layers(model, ("conv", "activation", "linear", "norm"))[:40])
+        raise ValueError(f"{type(model).__name__} {why} (layers: {layers or 'none'})")
+    return names[-1]
 
 
 def _hooked_forward(
@@ -208,15 +209,15 @@ def default_gradcam_layer(model: nn.Module, x: torch.Tensor, classifier: str | N
         found = _last_spatial_layer(model, model_input(model, x)[:1])
     if found is None:
         raise ValueError(
-            f"no module of {type(model).__name__} outputs a spatial (N, C, H, W) feature map (before "
-            "any global pooling) in the forward pass, so there is no default Grad-CAM layer; pass "
-            "`layer=` naming a module with such an output"
+            f"no module of {type(model).__name__} outputs a spatial (N, C, H, W) feature map "
+            "(before any global pooling) in the forward pass, so there is no default Grad-CAM "
+            "layer; pass `layer=` naming a module with such an output"
         )
     return found
 
 
 def linear_classifier(model: nn.Module, classifier: str | None) -> tuple[str, nn.Linear]:
-    """``(name, module)`` of the CAM classifier: ``classifier``, or the last ``nn.Linear`` registered.
+    """``(name, module)`` of the CAM classifier: ``classifier``, or the last ``nn.Linear``.
 
     Raises:
         ValueError: if there is no ``nn.Linear`` or the name is unknown.
@@ -418,11 +419,12 @@ def _no_cam_layer_message(model: nn.Module, scan: _GapScan) -> str:
 def find_cam_layer(model: nn.Module, x: torch.Tensor, classifier: str | None = None) -> str:
     """The feature map that ``classifier`` reads through global average pooling: the CAM layer.
 
-    The *last conv layer* is the wrong CAM layer whenever BatchNorm or a ReLU follows it (CAM is only
-    defined on the map that is pooled), and module registration order need not be forward order, so
-    the layer is found by running ``x[:1]`` once and checking, for every module, whether the spatial
-    mean of its output equals the classifier's input (to the rounding of the model's dtype: bfloat16
-    and float16 models pool with a relative error of about ``2**-8`` and ``2**-11``). The last such
+    The *last conv layer* is the wrong CAM layer whenever BatchNorm or a ReLU follows it (CAM is
+    only defined on the map that is pooled), and module registration order need not be forward
+    order, so the layer is found by running ``x[:1]`` once and checking, for every module, whether
+    the spatial mean of its output equals the classifier's input (to the rounding of the model's
+    dtype: bfloat16 and float16 models pool with a relative error of about ``2**-8`` and
+    ``2**-11``). The last such
     module to finish is returned (a leaf module rather than the container that returns the same
     tensor; ``"name@k"`` when it is not the module's last call). A pooled map of 1 x 1 (a small
     input) is accepted; CAM (and Grad-CAM) at such a layer is one value per image, a uniform map.
@@ -483,7 +485,8 @@ def check_cam_layer(
 def cam_channel_mismatch(layer: str, channels: int, cls_name: str, in_features: int) -> ValueError:
     """The error for a CAM layer whose channel count is not the classifier's ``in_features``."""
     return ValueError(
-        f"CAM at layer {layer!r} is undefined: it has {channels} channels but classifier {cls_name!r} "
-        f"takes {in_features} features; name the feature map that is globally average-pooled into "
-        "the classifier, or use grad_cam ('gradcam'), which works for any conv layer"
+        f"CAM at layer {layer!r} is undefined: it has {channels} channels but classifier "
+        f"{cls_name!r} takes {in_features} features; name the feature map that is globally "
+        "average-pooled into the classifier, or use grad_cam ('gradcam'), which works for any "
+        "conv layer"
     )

@@ -29,11 +29,13 @@ not require grad, RNG restored), differentiates with ``torch.autograd.grad`` wit
 
 Example:
     >>> top = top_examples(model, pool, "features.6", channels=range(4), k=6)
-    >>> boxes = receptive_fields(model, "features.6", pool.shape[1:], top.positions.flatten(0, 1).tolist())
+    >>> positions = top.positions.flatten(0, 1).tolist()
+    >>> boxes = receptive_fields(model, "features.6", pool.shape[1:], positions)
     >>> proj = project(model, pool[top.indices.flatten()], "features.6",
     ...                channel=[c for c in top.channels for _ in range(top.k)],
     ...                position=top.positions.flatten(0, 1))
-    >>> picture = examples_grid(pool, top, boxes=[boxes[r * top.k : (r + 1) * top.k] for r in range(4)],
+    >>> rows = [boxes[r * top.k : (r + 1) * top.k] for r in range(4)]
+    >>> picture = examples_grid(pool, top, boxes=rows,
     ...                         projections=proj.reshape(4, top.k, *proj.shape[1:]))
 """
 
@@ -195,7 +197,8 @@ def top_examples_multi(
         ValueError: as :func:`top_examples`, for the first layer that fails (no result for any).
 
     Example:
-        >>> tops = top_examples_multi(model, pool, {"features.2": range(8), "features.6": [0, 3]}, k=6)
+        >>> wanted = {"features.2": range(8), "features.6": [0, 3]}
+        >>> tops = top_examples_multi(model, pool, wanted, k=6)
         >>> tops["features.6"].indices.shape
         torch.Size([2, 6])
     """

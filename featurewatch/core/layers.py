@@ -1,10 +1,10 @@
 """Addressing layers by name and capturing their outputs with hooks that never outlive a call.
 
-A *layer reference* is a name from ``model.named_modules()`` (``"features.3"``, ``"layer1.0.relu"``),
-optionally followed by ``@k`` to pick the k-th call of a module that ``forward`` calls several times
-(torchvision's ResNet blocks call one ``relu`` module twice: ``"layer1.0.relu@0"`` is the ReLU after
-``bn1``, ``"layer1.0.relu@1"`` the one after the residual sum). Without ``@k`` the *last* call is
-meant, i.e. the module's final output in the forward pass.
+A *layer reference* is a name from ``model.named_modules()`` (``"features.3"``,
+``"layer1.0.relu"``), optionally followed by ``@k`` to pick the k-th call of a module that
+``forward`` calls several times (torchvision's ResNet blocks call one ``relu`` module twice:
+``"layer1.0.relu@0"`` is the ReLU after ``bn1``, ``"layer1.0.relu@1"`` the one after the residual
+sum). Without ``@k`` the *last* call is meant, i.e. the module's final output in the forward pass.
 
 Every hook is registered inside a context manager whose ``finally`` removes it, so an exception in
 the user's model or in our own code cannot leave a hook behind.
@@ -190,7 +190,8 @@ def module_calls(model: nn.Module, run: Callable[[], Any], names: Sequence[str])
 
 
 class LayerNotReachedError(KeyError, ValueError):
-    """A layer reference that the forward pass did not produce (a ``KeyError`` and a ``ValueError``)."""
+    """A layer reference that the forward pass did not produce (a ``KeyError`` and a
+    ``ValueError``)."""
 
     def __str__(self) -> str:  # KeyError would quote the message
         return str(self.args[0]) if self.args else ""
@@ -205,13 +206,13 @@ def not_reached_message(ref: str | LayerRef, calls: int) -> str:
     ref = parse_layer(ref)
     if calls == 0:
         return (
-            f"layer {ref.name!r} is not run by the forward pass; is it called by `forward`? (or does "
-            "compiled or scripted code bypass its module hooks?)"
+            f"layer {ref.name!r} is not run by the forward pass; is it called by `forward`? (or "
+            "does compiled or scripted code bypass its module hooks?)"
         )
     valid = f"'{ref.name}@0'" if calls == 1 else f"'{ref.name}@0' .. '{ref.name}@{calls - 1}'"
     return (
-        f"layer {ref.name!r} runs {calls} time{'s' if calls > 1 else ''} per forward, so {str(ref)!r} "
-        f"does not exist; valid: {valid}, or {ref.name!r}"
+        f"layer {ref.name!r} runs {calls} time{'s' if calls > 1 else ''} per forward, so "
+        f"{str(ref)!r} does not exist; valid: {valid}, or {ref.name!r}"
     )
 
 
@@ -265,8 +266,8 @@ def capture(
         resolve_layer(model, ref)  # validate before any hook is placed
     if stop and call_counts is None and any(r.call is None for r in refs):
         raise ValueError(
-            "capture(stop=True) needs `call_counts` (from module_calls) to know which call of a module "
-            "is its last one; pass call_counts or name the call explicitly ('name@k')"
+            "capture(stop=True) needs `call_counts` (from module_calls) to know which call of a "
+            "module is its last one; pass call_counts or name the call explicitly ('name@k')"
         )
     wanted: dict[str, dict[int | None, str]] = {}
     for ref in refs:

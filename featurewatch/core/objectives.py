@@ -121,8 +121,8 @@ class Objective:
         out = self.fn(activations, index)
         if out.dim() != 1 or out.shape[0] != index.shape[0]:
             raise ValueError(
-                f"objective {self.name!r} must give one value per batch element ({index.shape[0]}), "
-                f"got shape {tuple(out.shape)}"
+                f"objective {self.name!r} must give one value per batch element "
+                f"({index.shape[0]}), got shape {tuple(out.shape)}"
             )
         return out
 
@@ -235,7 +235,8 @@ def as_objective(obj: Objective | Callable[[Activations, torch.Tensor], torch.Te
     if isinstance(obj, Objective):
         return obj
     raise TypeError(
-        f"expected an Objective (e.g. featurewatch.core.objectives.channel('layer', 0)), got {type(obj).__name__}"
+        "expected an Objective (e.g. featurewatch.core.objectives.channel('layer', 0)), got "
+        f"{type(obj).__name__}"
     )
 
 
@@ -274,7 +275,8 @@ def _check_units(layer: str, units: torch.Tensor, kind: str) -> Check:
         shape = shapes[layer]
         if len(shape) < 2:
             raise ValueError(
-                f"{_where(layer)} has output shape {tuple(shape)}; expected (N, C, ...) to pick {kind}s"
+                f"{_where(layer)} has output shape {tuple(shape)}; expected (N, C, ...) to pick "
+                f"{kind}s"
             )
         bad = [int(u) for u in units if int(u) >= shape[1]]
         if bad:
@@ -356,7 +358,8 @@ def neuron(layer: str, units: Units, y: int | None = None, x: int | None = None)
         for name, v, n in (("y", y, shape[2]), ("x", x, shape[3])):
             if v is not None and not 0 <= v < n:
                 raise ValueError(
-                    f"neuron({ref!r}): {name}={v} out of range for a {shape[2]}x{shape[3]} map (valid: 0..{n - 1})"
+                    f"neuron({ref!r}): {name}={v} out of range for a {shape[2]}x{shape[3]} map "
+                    f"(valid: 0..{n - 1})"
                 )
 
     pos = "centre" if y is None and x is None else f"y={y}, x={x}"
@@ -370,7 +373,8 @@ def neuron(layer: str, units: Units, y: int | None = None, x: int | None = None)
 
 
 def layer_l2(layer: str) -> Objective:
-    """Mean squared activation of a whole layer: the DeepDream objective (Mordvintsev et al., 2015)."""
+    """Mean squared activation of a whole layer: the DeepDream objective (Mordvintsev et al.,
+    2015)."""
     ref = _ref(layer)
 
     def fn(acts: Activations, index: torch.Tensor) -> torch.Tensor:
@@ -438,7 +442,8 @@ def direction(layer: str, vectors: torch.Tensor | Sequence[float]) -> Objective:
         shape = shapes[ref]
         if len(shape) < 2 or shape[1] != vec.shape[-1]:
             raise ValueError(
-                f"direction has {vec.shape[-1]} components but {_where(ref)} outputs shape {tuple(shape)} "
+                f"direction has {vec.shape[-1]} components but {_where(ref)} outputs shape "
+                f"{tuple(shape)} "
                 f"({shape[1] if len(shape) > 1 else '?'} channels)"
             )
 
@@ -532,15 +537,15 @@ def diverse(objective: Objective, layer: str, group: int, weight: float = 1.0) -
 
     A fixed weight on :func:`diversity` (a number in ``[-1, 1]``) means something different at every
     layer and every epoch, because a unit's activation grows by orders of magnitude as the network
-    trains. Here element ``i`` maximizes ``v_i + weight * |v_i| * d_i``, with ``|v_i|`` held constant
-    (no gradient) within a step: the diversity reward is always ``weight`` times the current
-    activation, so ``weight=1`` trades about as much activation for diversity at epoch 0 as at
-    epoch 50. :func:`~featurewatch.core.render.render` reports the values of ``objective`` alone
+    trains. Here element ``i`` maximizes ``v_i + weight * |v_i| * d_i``, with ``|v_i|`` held
+    constant (no gradient) within a step: the diversity reward is always ``weight`` times the
+    current activation, so ``weight=1`` trades about as much activation for diversity at epoch 0 as
+    at epoch 50. :func:`~featurewatch.core.render.render` reports the values of ``objective`` alone
     (``reported``), so "could not be excited" still means the unit.
 
     Args:
-        objective: usually a batched unit objective with each unit repeated ``group`` times in a row,
-            e.g. ``channel(layer, [3, 3, 3, 7, 7, 7])`` with ``group=3``.
+        objective: usually a batched unit objective with each unit repeated ``group`` times in a
+            row, e.g. ``channel(layer, [3, 3, 3, 7, 7, 7])`` with ``group=3``.
         layer: where the style is measured (see :func:`diversity`).
         group: images per unit.
         weight: strength of the diversity reward, ``>= 0`` (0 returns ``objective`` itself).

@@ -84,7 +84,8 @@ def _randn(seeds: Sequence[int], shape: Sequence[int], sd: float) -> torch.Tenso
 
 
 class ImageParam(nn.Module, ABC):
-    """Base class: ``forward() -> (N, C, H, W)`` in ``[0, 1]``; ``blur_(sigma)`` smooths in place."""
+    """Base class: ``forward() -> (N, C, H, W)`` in ``[0, 1]``; ``blur_(sigma)`` smooths in
+    place."""
 
     def __init__(self, color: torch.Tensor | None) -> None:
         super().__init__()
@@ -186,7 +187,8 @@ class FourierImage(ImageParam):
 
     @torch.no_grad()
     def blur_(self, sigma: float) -> None:
-        """Periodic Gaussian blur, exactly: multiply coefficients by ``exp(-2 pi^2 sigma^2 f^2)``."""
+        """Periodic Gaussian blur, exactly: multiply the coefficients by
+        ``exp(-2 pi^2 sigma^2 f^2)``."""
         gain = torch.exp(-2 * math.pi**2 * sigma**2 * self.freqs**2)
         self.spectrum.mul_(gain[..., None])
 

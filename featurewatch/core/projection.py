@@ -253,9 +253,9 @@ def project(
     )
     if result.plain and rule != "gradient":
         warnings.warn(
-            f"project(rule={rule!r}): no nn.ReLU/ReLU6/LeakyReLU module runs before layer {layer!r} "
-            f"in {type(model).__name__} (F.relu calls cannot be rewritten), so the result is the "
-            "plain gradient",
+            f"project(rule={rule!r}): no nn.ReLU/ReLU6/LeakyReLU module runs before layer "
+            f"{layer!r} in {type(model).__name__} (F.relu calls cannot be rewritten), so the "
+            "result is the plain gradient",
             UserWarning,
             stacklevel=2,
         )

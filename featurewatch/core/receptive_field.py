@@ -277,8 +277,9 @@ def receptive_fields(
                         units = unit_values(str(ref), out, None, chunk)
                         if not units.requires_grad:
                             raise ValueError(
-                                f"the units of layer {str(ref)!r} do not depend on the input through "
-                                "autograd (is its output detached or computed without grad?)"
+                                f"the units of layer {str(ref)!r} do not depend on the "
+                                "input through autograd (is its output detached or computed "
+                                "without grad?)"
                             )
                         (g,) = torch.autograd.grad(units.sum(), x)
                         support |= (g.detach().abs().sum(1) > 0).cpu()

@@ -21,7 +21,8 @@ Olah et al., 2017) built for use *during training*:
 Example:
     >>> from featurewatch.core.objectives import channel
     >>> from featurewatch.core.param import ImageSpec
-    >>> result = render(model, channel("features.3", range(8)), ImageSpec(channels=1, size=32), steps=64)
+    >>> spec = ImageSpec(channels=1, size=32)
+    >>> result = render(model, channel("features.3", range(8)), spec, steps=64)
     >>> result.images.shape, result.values.shape
     (torch.Size([8, 1, 32, 32]), torch.Size([8]))
 """
@@ -196,7 +197,8 @@ def _transforms(transforms: Transforms, size: tuple[int, int]) -> Transform:
         if transforms == "none":
             return compose([])
         raise ValueError(
-            f"`transforms` must be 'standard', 'none', None or a list of transforms, got {transforms!r}"
+            "`transforms` must be 'standard', 'none', None or a list of transforms, got "
+            f"{transforms!r}"
         )
     if callable(transforms):
         return transforms  # type: ignore[return-value]
@@ -335,8 +337,8 @@ def render(
         normalize: ``(mean, std)`` of the model's input normalization, applied to the ``[0, 1]``
             image before the model sees it.
         batch_size: render at most this many images at once (memory bound); results do not
-            depend on it. Rounded down to whole groups for a grouped objective (:func:`~featurewatch.core.objectives.diversity`),
-            and at least one group.
+            depend on it. Rounded down to whole groups for a grouped objective
+            (:func:`~featurewatch.core.objectives.diversity`), and at least one group.
         time_budget: seconds for the whole call; steps are cut short when it runs out (reported
             in ``steps`` and ``budget_exceeded``). Shared evenly among chunks; every chunk gets
             at least one step.
@@ -417,7 +419,8 @@ def render(
             del x0
 
             def report(value: torch.Tensor, index: torch.Tensor) -> torch.Tensor:
-                """What is reported for the forward just run: the objective's unit part, if it has one."""
+                """What is reported for the forward just run: the objective's unit part, if it
+                has one."""
                 if objective.reported is None:
                     return value
                 return objective.reported(evaluate.outputs, index)  # type: ignore[attr-defined]
@@ -520,7 +523,8 @@ def visualize_channels(
             ``variants=1`` (images per channel, pushed apart by a diversity reward of weight
             ``diversity=1.0``; see :func:`unit_objective`),
             parametrization options of :class:`~featurewatch.core.param.ImageSpec` (``fft``,
-            ``decorrelate``, ``stats``, ``fitted_spectrum``, ``sd``, ``decay_power``) and :func:`render` options
+            ``decorrelate``, ``stats``, ``fitted_spectrum``, ``sd``, ``decay_power``) and
+            :func:`render` options
             (``lr``, ``transforms``, ``batch_size``, ``time_budget``, ``redirect_steps``, ``l2``,
             ``tv``, ``blur_every``, ...).
 

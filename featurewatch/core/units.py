@@ -1,4 +1,4 @@
-"""One unit of a layer - a channel, at a position of its feature map - read out of the layer's output.
+"""One unit of a layer - a channel at a position of its feature map - read out of its output.
 
 Dataset examples rank images by a unit's maximum, receptive fields and projections differentiate a
 unit's value; the three agree on what a unit is here:
@@ -39,8 +39,8 @@ def check_unit_channels(layer: str, out: torch.Tensor, channels: Sequence[int]) 
     """
     if out.dim() not in (2, 4):
         raise ValueError(
-            f"layer {layer!r} outputs shape {tuple(out.shape)}; dataset examples need a conv-like (N, C, H, W) "
-            "or fully-connected (N, C) output: name a conv, activation or linear layer"
+            f"layer {layer!r} outputs shape {tuple(out.shape)}; dataset examples need a conv-like "
+            "(N, C, H, W) or fully-connected (N, C) output: name a conv, activation or linear layer"
         )
     if max(channels) >= out.shape[1]:
         raise ValueError(out_of_range_message(max(channels), out.shape[1], layer=layer))
@@ -63,7 +63,8 @@ def unit_values(
     if out.dim() == 2:
         if positions is not None and any(p is not None for p in positions):
             raise ValueError(
-                f"layer {layer!r} is fully connected (output {tuple(out.shape)}); its units have no position"
+                f"layer {layer!r} is fully connected (output {tuple(out.shape)}); its units have "
+                "no position"
             )
         return (
             out.sum(1)
@@ -88,7 +89,8 @@ def unit_values(
         y, x = (int(v) for v in p)
         if not (0 <= y < h and 0 <= x < w):
             raise ValueError(
-                f"position {(y, x)} outside the {h}x{w} feature map of layer {layer!r} (valid: y 0..{h - 1}, x 0..{w - 1})"
+                f"position {(y, x)} outside the {h}x{w} feature map of layer {layer!r} (valid: "
+                f"y 0..{h - 1}, x 0..{w - 1})"
             )
         flat_given.append(y * w + x)
     if channels is None:

@@ -49,7 +49,7 @@ class Boxes(nn.Module):
 
 
 class BoxNet(nn.Module):
-    """score_c = mean over the image of (w . x) * box_c: a GAP + linear net that looks only in box c.
+    """score_c = mean over the image of (w . x) * box_c: a GAP + linear net looking only in box c.
 
     The 1x1 conv mixes the 3 input channels with fixed positive weights, ``mask`` keeps box c in
     channel c, and the classifier is the identity on the pooled channels.
@@ -296,7 +296,8 @@ def test_a_1x1_pooled_map_is_a_valid_cam_layer() -> None:
 
 def test_a_max_pool_that_outputs_1x1_is_a_feature_map_not_the_global_pool() -> None:
     """VGG at 32 px: its last MaxPool2d turns 2 x 2 into 1 x 1, then AdaptiveAvgPool2d(1) pools
-    that. The MaxPool2d output (and its Sequential) is the CAM layer; only the adaptive pool is not."""
+    that. The MaxPool2d output (and its Sequential) is the CAM layer; only the adaptive pool is
+    not."""
     torch.manual_seed(0)
     features = nn.Sequential(nn.Conv2d(1, 6, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2))
     model = nn.Sequential(features, nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(6, 3)).eval()
@@ -496,8 +497,15 @@ def test_default_layers_with_helpful_errors() -> None:
 
 
 # ---------------------------------------------------------------------- batched == naive
-def naive_occlusion(model: nn.Module, x: torch.Tensor, target: torch.Tensor, window: tuple[int, int],
-                    stride: tuple[int, int], baseline: torch.Tensor, output: str) -> torch.Tensor:  # fmt: skip
+def naive_occlusion(
+    model: nn.Module,
+    x: torch.Tensor,
+    target: torch.Tensor,
+    window: tuple[int, int],
+    stride: tuple[int, int],
+    baseline: torch.Tensor,
+    output: str,
+) -> torch.Tensor:
     """One forward per image and window: the reference implementation."""
 
     def score(images: torch.Tensor, t: int) -> float:
@@ -698,7 +706,8 @@ def test_in_place_relu_after_or_at_the_layer_gives_the_same_map() -> None:
         maps = grad_cam(model, x, [0, 1, 2], layer)
         assert maps.max() > 0
         torch.testing.assert_close(maps, grad_cam(twin, x, [0, 1, 2], layer), rtol=1e-5, atol=1e-8)
-    # the conv output holds negatives the in-place ReLU would erase: the maps must differ from the ReLU's
+    # the conv output holds negatives the in-place ReLU would erase: the maps must differ from the
+    # ReLU's
     assert not torch.allclose(grad_cam(model, x, 0, "2"), grad_cam(model, x, 0, "3"))
     # a module called twice (torchvision-style block): each call, in place, vs not in place
     res = TinyResNet().eval()
@@ -809,7 +818,8 @@ def test_output_key_selects_the_logits_of_tuple_and_dict_outputs() -> None:
         torch.testing.assert_close(cam(model, x, target), cam(base, x, target))
     with pytest.raises(
         ValueError,
-        match=r"got a tuple of 2 values \(shape \(2, 10\), shape \(2, 16, 8, 8\)\); pass `output_key=`",
+        match=r"got a tuple of 2 values \(shape \(2, 10\), shape \(2, 16, 8, 8\)\); "
+        r"pass `output_key=`",
     ):
         saliency(TupleOut(base), x, 1)
     with pytest.raises(
@@ -818,7 +828,8 @@ def test_output_key_selects_the_logits_of_tuple_and_dict_outputs() -> None:
         grad_cam(DictOut(base), x, 1, "net.features.6")
     with pytest.raises(
         ValueError,
-        match=r"`output_key='logit'`: the model's output has no such key \(keys: 'features', 'logits'\)",
+        match=r"`output_key='logit'`: the model's output has no such key "
+        r"\(keys: 'features', 'logits'\)",
     ):
         occlusion(DictOut(base), x, 1, output_key="logit")
     with pytest.raises(

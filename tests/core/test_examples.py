@@ -101,7 +101,8 @@ def test_planted_spots_are_found_in_order_of_value_at_their_positions() -> None:
         and top.map_size == (12, 12)
         and top.pool_size == 20
     )
-    # planted images first by value, then ties at zero by lowest pool index (position: first in row-major order)
+    # planted images first by value, then ties at zero by lowest pool index (position: first in
+    # row-major order)
     assert top.indices.tolist() == [[11, 3, 5, 0], [17, 0, 1, 2], [8, 0, 1, 2]]
     assert torch.allclose(
         top.values, torch.tensor([[3.0, 2.0, 1.0, 0.0], [2.5, 1.5, 0.0, 0.0], [4.0, 0.0, 0.0, 0.0]])
@@ -112,7 +113,8 @@ def test_planted_spots_are_found_in_order_of_value_at_their_positions() -> None:
         [[11, 6], [0, 0], [0, 0], [0, 0]],
         [[6, 6], [0, 0], [0, 0], [0, 0]],
     ]
-    # without '@k' one single-image forward counts the calls; the pool's batches still stop at the layer
+    # without '@k' one single-image forward counts the calls; the pool's batches still stop at the
+    # layer
     top2 = top_examples(model, planted_pool(), "1", [0, 1, 2], k=4, batch_size=6)
     assert recorder.batches == [1]
     assert torch.equal(top2.indices, top.indices) and torch.equal(top2.positions, top.positions)  # type: ignore[arg-type]
@@ -174,7 +176,8 @@ def test_top_examples_errors_list_what_is_valid() -> None:
 
 
 def counting_model() -> tuple[nn.Sequential, list[Recorder]]:
-    """conv | rec0 | in-place ReLU | conv (watched) | rec1 | in-place ReLU (watched, deepest) | rec2 | head."""
+    """conv | rec0 | in-place ReLU | conv (watched) | rec1 | in-place ReLU (watched, deepest) |
+    rec2 | head."""
     torch.manual_seed(1)
     rec = [Recorder() for _ in range(3)]
     model = nn.Sequential(
@@ -291,8 +294,8 @@ def test_receptive_fields_equal_the_analytic_ones_including_border_clipping(
 
 
 class SaturatingResidual(nn.Module):
-    """A MobileNet-like net: conv-BN-ReLU6 stem, three residual blocks ``act(x + conv(x))`` sharing one
-    in-place ReLU6, a 2x2 max-pool, a strided conv + Hardswish, a dilated conv + Hardtanh(0, 1).
+    """A MobileNet-like net: conv-BN-ReLU6 stem, three residual blocks ``act(x + conv(x))`` sharing
+    one in-place ReLU6, a 2x2 max-pool, a strided conv + Hardswish, a dilated conv + Hardtanh(0, 1).
 
     Under any positive stand-in the residual sums double block after block, so a clamping ReLU6 or
     Hardtanh saturates (zero gradient) unless activations are bypassed. The spatial layers on the
@@ -424,7 +427,8 @@ class OneActivation(nn.Module):
         return self.scale(self.act(x))
 
 
-# inputs -1 (off), 3 (on), 7 (above ReLU6's cap); per activation and rule: the projection at each input
+# inputs -1 (off), 3 (on), 7 (above ReLU6's cap); per activation and rule: the projection at each
+# input
 # for w = 2 and w = -2. Guided: relu(grad) * f'(x); deconvnet: relu(grad); gradient: grad * f'(x).
 CAPPED_AND_LEAKY = {
     "relu6": (
@@ -517,7 +521,8 @@ def test_a_rule_with_no_rectifier_module_to_rewrite_says_it_is_the_plain_gradien
 
 
 class EditsReLUInputInPlace(nn.Module):
-    """Scales the ReLU's input in place after the ReLU ran: legal, since PyTorch's ReLU saves its output."""
+    """Scales the ReLU's input in place after the ReLU ran: legal, since PyTorch's ReLU saves its
+    output."""
 
     def __init__(self) -> None:
         super().__init__()
@@ -538,7 +543,8 @@ def test_rules_work_when_the_model_edits_the_relu_input_in_place(rule: str) -> N
     model = EditsReLUInputInPlace().eval()
     x = torch.randn(2, 1, 8, 8, generator=gen(14))
     got = project(model, x, "c2", [0, 3], (3, 3), rule=rule)  # type: ignore[arg-type]
-    # by hand: unit = c2(relu(h) + h / 2); the rule at the ReLU, the plain gradient on the h / 2 path
+    # by hand: unit = c2(relu(h) + h / 2); the rule at the ReLU, the plain gradient on the h / 2
+    # path
     xr = x.clone().requires_grad_(True)
     h = model.c1(xr)
     s = (h.detach().clamp_min(0) + h.detach() / 2).requires_grad_(True)
@@ -622,7 +628,8 @@ def test_gradient_rule_is_torch_autograd_and_deconvnet_ignores_the_mask() -> Non
 
     guided = project(model, x, "relu2", [0, 2, 1], rule="guided")
     deconv = project(model, x, "relu2", [0, 2, 1], rule="deconvnet")
-    # the difference comes from ReLU inputs that were <= 0 in the forward pass but get positive gradient
+    # the difference comes from ReLU inputs that were <= 0 in the forward pass but get positive
+    # gradient
     _, a1 = reference(model, x, [0, 2, 1], "deconvnet")
     assert (a1 <= 0).any()
     assert not torch.allclose(guided, deconv)

@@ -86,9 +86,11 @@ def test_capture_stops_after_deepest_layer_and_removes_hooks():
     h = model.fc.register_forward_hook(lambda *a: calls.append("fc"))
     try:
         x = torch.randn(1, 1, 8, 8)
-        with pytest.raises(ValueError, match="call_counts"):
-            with capture(model, ["features.2"], stop=True):
-                pass
+        with (
+            pytest.raises(ValueError, match="call_counts"),
+            capture(model, ["features.2"], stop=True),
+        ):
+            pass
         counts = module_calls(model, lambda: model(x), ["features.2"])
         calls.clear()
         with (
@@ -104,9 +106,8 @@ def test_capture_stops_after_deepest_layer_and_removes_hooks():
 
 def test_hooks_removed_when_forward_raises():
     model = SmallCNN()
-    with pytest.raises(RuntimeError):
-        with capture(model, ["features.2"]):
-            model(torch.randn(1, 3, 8, 8))  # wrong channel count
+    with pytest.raises(RuntimeError), capture(model, ["features.2"]):
+        model(torch.randn(1, 3, 8, 8))  # wrong channel count
     assert all_hooks_empty(model)
 
 

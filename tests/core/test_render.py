@@ -175,7 +175,8 @@ def test_forward_stops_after_the_deepest_needed_layer_and_size_is_kept() -> None
     first.calls, first.shapes = 0, []
     obj = channel("2", 1) + 0.5 * channel("4", 2)
     render(model, obj, ImageSpec(1, (20, 24)), steps=3)
-    # the probe forward that counts calls runs the whole model once; the 3 steps + final evaluation do not
+    # the probe forward that counts calls runs the whole model once; the 3 steps + final
+    # evaluation do not
     assert after.calls == 1
     assert first.calls == 1 + 3 + 1
     assert set(first.shapes) == {(1, 1, 20, 24)}  # never upsampled, the size asked for
@@ -233,7 +234,8 @@ def test_errors_list_what_is_valid() -> None:
     tiny = TinyResNet()
     with pytest.raises(
         ValueError,
-        match=r"runs 2 times per forward, so 'layer1.relu@5' does not exist; valid: 'layer1.relu@0' .. 'layer1.relu@1'",
+        match=r"runs 2 times per forward, so 'layer1.relu@5' does not exist; valid: "
+        r"'layer1.relu@0' .. 'layer1.relu@1'",
     ):
         render(tiny, neuron("layer1.relu@5", 0), ImageSpec(3, 16), steps=1)
 

@@ -1,4 +1,4 @@
-"""The shared argument checks: what they accept, and messages that name the argument and the value."""
+"""The shared argument checks: what they accept; messages that name the argument and the value."""
 
 from __future__ import annotations
 
