@@ -468,6 +468,9 @@ def build_page(data: Run, *, title: str, max_frames: int = 200) -> str:
         keys = [*group.top, *(k for ks in group.layers.values() for k in ks)]
         n_images = sum(k in data.images for k in keys)
         extra = f" <small>{n_images} image key{'s' * (n_images != 1)}</small>" if n_images else ""
+        errors = sum(len(data.texts[k]) for k in keys if k in data.texts and k.endswith("/error"))
+        if errors:  # a failing callback should not go unnoticed below the fold
+            extra += f' <small class="bad">{errors} error{"s" * (errors != 1)}</small>'
         toc.append(f'<a href="#g-{_esc(group.name)}">{_esc(name)}{extra}</a>')
     steps = data.steps
     epochs = data.epochs()
@@ -694,6 +697,7 @@ h1 { font-size: 20px; margin: 0 0 4px; }
 .toc a { text-decoration: none; color: var(--fg); background: var(--card); border: 1px solid var(--line);
          border-radius: 999px; padding: 2px 12px; font-size: 13px; }
 .toc a small { color: var(--muted); }
+.toc a small.bad { color: var(--bad); font-weight: 600; }
 .bar { position: sticky; top: 0; z-index: 3; display: flex; flex-wrap: wrap; gap: 10px; align-items: center;
        padding: 8px 24px; background: var(--bg); border-bottom: 1px solid var(--line); }
 .bar input[type=range] { flex: 1 1 260px; accent-color: var(--accent); }

@@ -97,6 +97,7 @@ def test_the_page_holds_every_image_key_and_step(pages, fit_run, source):
     assert "open" not in errors.attrs  # collapsed
     assert errors.attrs["data-key"] == "featurewatch/complaining/error"
     assert "no picture at step 12" in errors.text
+    assert '<small class="bad">4 errors</small>' in html  # flagged in the table of contents
     # self-contained: nothing to fetch
     assert not re.search(r"""(src|href)\s*=\s*["']?(https?:|//)""", html)
     assert "<link" not in html and "<script src" not in html and "url(" not in html
