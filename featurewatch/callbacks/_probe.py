@@ -1,4 +1,5 @@
-"""Fixed probe images: the same inputs at every call, so changes in the pictures are the network's."""
+"""Fixed probe images: the same inputs at every call, so what changes in the pictures is the
+network."""
 
 from __future__ import annotations
 
@@ -20,9 +21,9 @@ class ProbeImages:
     Sources, in order: an explicit tensor; a path (image file, folder of images or ``.pt`` tensor),
     resized to the training input size and normalized with ``normalize``; or, when neither is given,
     the first ``num_images`` inputs of the validation dataloader (the training one if there is no
-    validation), captured once and kept for the whole run (and in checkpoints). The probe is fixed at
-    the first call: the sanity check (on by default) shows validation batches before it, but with
-    ``num_sanity_val_steps=0`` and ``at_start=True`` only training batches have been seen, and
+    validation), captured once and kept for the whole run (and in checkpoints). The probe is fixed
+    at the first call: the sanity check (on by default) shows validation batches before it, but
+    with ``num_sanity_val_steps=0`` and ``at_start=True`` only training batches have been seen, and
     those are kept.
     """
 
@@ -39,7 +40,8 @@ class ProbeImages:
                 probe = probe[None]
             if probe.dim() != 4:
                 raise ValueError(
-                    f"`probe` tensor must be (N, C, H, W) or (C, H, W), got shape {tuple(probe.shape)}"
+                    "`probe` tensor must be (N, C, H, W) or (C, H, W), got shape "
+                    f"{tuple(probe.shape)}"
                 )
         self.source = probe
         self.num_images = num_images
@@ -89,7 +91,9 @@ class ProbeImages:
         """Load a path probe at the size and channel count of a real input batch ``like``."""
         if self.fixed is not None or not isinstance(self.source, (str, Path)):
             return
-        images = load_images(self.source, channels=like.shape[1], size=tuple(like.shape[-2:]))
+        images = load_images(
+            self.source, channels=like.shape[1], size=(int(like.shape[-2]), int(like.shape[-1]))
+        )
         if self.normalize is not None:
             mean, std = (
                 torch.as_tensor(v, dtype=images.dtype).reshape(1, -1, 1, 1) for v in self.normalize

@@ -28,10 +28,11 @@ class ActivationGrid(FeatureWatchCallback):
 
     Args:
         layers: layer names as in ``model.named_modules()`` (``"name@k"`` picks the k-th call of a
-            module used several times in ``forward``). Default: the conv layers whose maps are larger
-            than 1x1 at the input size (not the 1x1 maps of squeeze-excitation convs), all of them if
-            there are at most ``max_layers``, else ``max_layers`` of them evenly spaced from the
-            first to the last (a DenseNet-121 has 120 convs: one grid each would swamp a dashboard).
+            module used several times in ``forward``). Default: the conv layers whose maps are
+            larger than 1x1 at the input size (not the 1x1 maps of squeeze-excitation convs), all
+            of them if there are at most ``max_layers``, else ``max_layers`` of them evenly spaced
+            from the first to the last (a DenseNet-121 has 120 convs: one grid each would swamp a
+            dashboard).
         probe: the probe images: a ``(N, C, H, W)`` tensor (already normalized like training
             inputs), a path (image file, folder of images, or ``.pt`` tensor; resized to the
             training input size and normalized with ``normalize``), or ``None`` to take the first
@@ -116,7 +117,8 @@ class ActivationGrid(FeatureWatchCallback):
             if m.dim() != 4:
                 raise ValueError(
                     f"ActivationGrid shows spatial feature maps, but layer {layer!r} outputs shape "
-                    f"{tuple(m.shape)}; name conv or activation layers (e.g. {', '.join(list_layers(pl_module)[:5])})"
+                    f"{tuple(m.shape)}; name conv or activation layers "
+                    f"(e.g. {', '.join(list_layers(pl_module)[:5])})"
                 )
             if self.channels is not None and max(self.channels) >= m.shape[1]:
                 raise ValueError(

@@ -1,4 +1,5 @@
-"""AttributionMaps: where the network looks in fixed probe images, by several methods, as it trains."""
+"""AttributionMaps: where the network looks in fixed probe images, by several methods, as it
+trains."""
 
 from __future__ import annotations
 
@@ -90,7 +91,8 @@ class AttributionMaps(FeatureWatchCallback):
 
     Watching the same images over training shows whether the network comes to rely on the object
     (a digit's strokes) or on something else (a corner, the background, a watermark) long before
-    accuracy tells. Each method answers "where" differently; see :mod:`featurewatch.core.attribution`:
+    accuracy tells. Each method answers "where" differently (see
+    :mod:`featurewatch.core.attribution`):
 
     * ``"saliency"``: ``|d logit / d pixel|`` (Simonyan et al., 2013): sharp, noisy, local.
     * ``"smoothgrad"``: saliency averaged over noisy copies (Smilkov et al., 2017).
@@ -142,9 +144,9 @@ class AttributionMaps(FeatureWatchCallback):
             (``"logits"``) or a function ``output -> logits``. Checked with one forward pass before
             the first training step.
         **schedule: ``every_n_epochs``, ``every_n_train_steps``, ``at_start``, ``at_end``,
-            ``strict``: see :class:`~featurewatch.callbacks.base.FeatureWatchCallback`. A method that fails is
-            reported (warning + ``.../<method>/error``) and the other methods are still logged;
-            ``strict=True`` re-raises.
+            ``strict``: see :class:`~featurewatch.callbacks.base.FeatureWatchCallback`. A method
+            that fails is reported (warning + ``.../<method>/error``) and the other methods are
+            still logged; ``strict=True`` re-raises.
 
     Logged keys:
         - ``featurewatch/attribution/<method>``: image, the probe images (top row) with the
@@ -203,12 +205,12 @@ class AttributionMaps(FeatureWatchCallback):
                 f"`occlusion_output` must be 'probability' or 'logit', got {occlusion_output!r}"
             )
         _check_output_key(output_key)
-        for name, value in (
+        for name, count in (
             ("smooth_samples", smooth_samples),
             ("batch_size", batch_size),
             ("min_size", min_size),
         ):
-            check_int(name, value)
+            check_int(name, count)
         if not is_int(seed):
             raise TypeError(f"`seed` must be an int, got {seed!r}")
         _check_cmap(cmap)
@@ -276,7 +278,8 @@ class AttributionMaps(FeatureWatchCallback):
             raise ValueError(f"`target` must hold non-negative int class indices, got {raw!r}")
         if images is not None and len(values) != images:
             raise ValueError(
-                f"`target` gives {len(values)} classes for {images} probe images; give one per image"
+                f"`target` gives {len(values)} classes for {images} probe images; give one per "
+                "image"
             )
         return values
 
@@ -300,7 +303,8 @@ class AttributionMaps(FeatureWatchCallback):
             linear = resolve_layer(pl_module, name)
             if not isinstance(linear, torch.nn.Linear):
                 raise TypeError(
-                    f"AttributionMaps: `classifier` {name!r} must name an nn.Linear, got {type(linear).__name__}"
+                    f"AttributionMaps: `classifier` {name!r} must name an nn.Linear, got "
+                    f"{type(linear).__name__}"
                 )
         if "cam" in self.methods and self.layer is not None:
             module = resolve_layer(pl_module, self.layer)
@@ -349,15 +353,16 @@ class AttributionMaps(FeatureWatchCallback):
                 fmap = activation_maps(pl_module, sample, [layer])[str(parse_layer(layer))]
             except KeyError:
                 raise ValueError(
-                    f"AttributionMaps: Grad-CAM layer {layer!r} is not called in the eval-mode forward "
-                    f"pass of {type(pl_module).__name__} (an auxiliary head?); pass `layer=` naming "
-                    "a module the forward pass calls, or leave it unset for the feature map pooled "
-                    "into the classifier"
+                    f"AttributionMaps: Grad-CAM layer {layer!r} is not called in the eval-mode "
+                    f"forward pass of {type(pl_module).__name__} (an auxiliary head?); pass "
+                    "`layer=` naming a module the forward pass calls, or leave it unset for the "
+                    "feature map pooled into the classifier"
                 ) from None
             if fmap.dim() != 4:
                 raise ValueError(
-                    f"AttributionMaps: Grad-CAM needs a spatial (N, C, H, W) layer, but {layer!r} outputs "
-                    f"shape {tuple(fmap.shape)}; pass `layer=` naming a conv layer"
+                    "AttributionMaps: Grad-CAM needs a spatial (N, C, H, W) layer, but "
+                    f"{layer!r} outputs shape {tuple(fmap.shape)}; pass `layer=` naming a conv "
+                    "layer"
                 )
         if "occlusion" in self.methods:  # window vs image size: the check occlusion() makes later
             _occlusion_windows(sample.shape, self.window, self.stride)
@@ -445,7 +450,8 @@ class AttributionMaps(FeatureWatchCallback):
         if self.target == "predicted":
             t = predicted.clone()
         else:
-            values = [self.target] * n if isinstance(self.target, int) else list(self.target)  # type: ignore[arg-type]
+            target: int | list[int] = self.target  # type: ignore[assignment] # not "predicted"
+            values = [target] * n if isinstance(target, int) else list(target)
             if len(values) != n:
                 raise ValueError(
                     f"`target` gives {len(values)} classes for {n} probe images; give one per image"
@@ -478,9 +484,10 @@ class AttributionMaps(FeatureWatchCallback):
                 f"featurewatch/attribution/{method}",
                 grid(tiles, nrow=n, padding=2, pad_value=1.0),
                 caption=(
-                    f"epoch {event.epoch}, step {event.step}: {ATTRIBUTION_METHODS[method]} ({how}); "
-                    f"{n} probe images (top) and the map over each (bottom, {self.cmap}, scaled per "
-                    f"image, positive evidence only); {per_image}; {_scale_note(maps, unit)}"
+                    f"epoch {event.epoch}, step {event.step}: {ATTRIBUTION_METHODS[method]} "
+                    f"({how}); {n} probe images (top) and the map over each (bottom, "
+                    f"{self.cmap}, scaled per image, positive evidence only); {per_image}; "
+                    f"{_scale_note(maps, unit)}"
                     + _empty_note(maps)
                     + self._uniform_caption(method, pl_module, x, maps)
                 ),

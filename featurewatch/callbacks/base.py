@@ -5,11 +5,11 @@ before training starts, and how to fill an :class:`~featurewatch.loggers.Event` 
 base class owns everything else, once, for all of them:
 
 * **schedule** - ``every_n_epochs`` or ``every_n_train_steps`` (exclusive), an optional run at the
-  start, and a final run at the end of training; nothing during the sanity check or ``fast_dev_run``;
-  never twice at one global step;
+  start, and a final run at the end of training; nothing during the sanity check or
+  ``fast_dev_run``; never twice at one global step;
 * **isolation** - the work runs inside :func:`featurewatch.core.hygiene.isolated`, so parameters,
-  ``.grad``, ``requires_grad``, train/eval flags, BatchNorm statistics and the global RNG streams are
-  exactly as they would be without featurewatch;
+  ``.grad``, ``requires_grad``, train/eval flags, BatchNorm statistics and the global RNG streams
+  are exactly as they would be without featurewatch;
 * **failure isolation** - an exception inside the work becomes one warning and a logged text entry,
   and training goes on; ``strict=True`` re-raises;
 * **cost visibility** - every call logs its wall time as ``featurewatch/<name>/seconds``;
@@ -53,7 +53,7 @@ import warnings
 from abc import ABC, abstractmethod
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any, ClassVar
+from typing import Any, ClassVar, overload
 
 import pytorch_lightning as pl
 import torch
@@ -143,6 +143,10 @@ def check_layer(name: str, value: Any, *, allow_none: bool = False) -> None:
     parse_layer(value)
 
 
+@overload
+def check_layers(layers: Any) -> list[str]: ...
+@overload
+def check_layers(layers: Any, *, allow_none: bool) -> list[str] | None: ...
 def check_layers(layers: Any, *, allow_none: bool = False) -> list[str] | None:
     """Validate a callback's ``layers`` argument: a layer name or a non-empty list of names.
 
@@ -190,7 +194,8 @@ def batch_input(batch: Any, input_key: int | str = 0) -> torch.Tensor:
         if isinstance(input_key, str):
             if input_key not in batch:
                 raise TypeError(
-                    f"batch has no key {input_key!r} (keys: {sorted(map(str, batch))}); set `input_key`"
+                    f"batch has no key {input_key!r} (keys: {sorted(map(str, batch))}); set "
+                    "`input_key`"
                 )
             found = batch[input_key]
         else:
@@ -203,7 +208,8 @@ def batch_input(batch: Any, input_key: int | str = 0) -> torch.Tensor:
     elif isinstance(batch, (tuple, list)):
         if not isinstance(input_key, int):
             raise TypeError(
-                f"batch is a {type(batch).__name__}; `input_key` must be an int index, got {input_key!r}"
+                f"batch is a {type(batch).__name__}; `input_key` must be an int index, got "
+                f"{input_key!r}"
             )
         found = batch[input_key]
     else:
@@ -220,10 +226,12 @@ def _last_epoch(trainer: pl.Trainer) -> int:
     """The epoch the last training step belongs to, at ``on_train_end``.
 
     ``trainer.current_epoch`` has moved on to the next one there (a 1-epoch run ends "at epoch
-    1"; ``max_steps`` ending an epoch half way moves it on too); the count of started epochs has not.
+    1"; ``max_steps`` ending an epoch half way moves it on too); the count of started epochs has
+    not.
     """
     try:
-        return max(int(trainer.fit_loop.epoch_progress.current.started) - 1, 0)
+        started = trainer.fit_loop.epoch_progress.current.started  # type: ignore[attr-defined]
+        return max(int(started) - 1, 0)
     except AttributeError:  # a Lightning whose loops look different: the usual counter
         return int(trainer.current_epoch)
 
@@ -284,8 +292,8 @@ class Schedule:
 class FeatureWatchCallback(pl.Callback, ABC):
     """Base class of every featurewatch callback (see the module docstring for the contract).
 
-    Subclasses set :attr:`name`, and implement :meth:`visualize` (fill the event; runs isolated) and,
-    when they have configuration to check against the model, :meth:`check_model` (called in
+    Subclasses set :attr:`name`, and implement :meth:`visualize` (fill the event; runs isolated)
+    and, when they have configuration to check against the model, :meth:`check_model` (called in
     ``setup``) and :meth:`check_input` (called once with the first real input batch, before the
     first training step). Their ``__init__`` declares their own arguments and forwards the schedule
     keywords with ``**schedule`` (see the module docstring).
@@ -519,9 +527,9 @@ class FeatureWatchCallback(pl.Callback, ABC):
             raise err
         self._part_failed = True
         message = (
-            f"featurewatch {type(self).__name__}: {what} failed at step {event.step}: {type(err).__name__}: "
-            f"{err}. The rest of this call is still logged and training continues; pass strict=True "
-            "to stop on such errors."
+            f"featurewatch {type(self).__name__}: {what} failed at step {event.step}: "
+            f"{type(err).__name__}: {err}. The rest of this call is still logged and training "
+            "continues; pass strict=True to stop on such errors."
         )
         rank_zero_warn(message, category=FeatureWatchWarning)
         event.add_text(
@@ -529,7 +537,8 @@ class FeatureWatchCallback(pl.Callback, ABC):
         )
 
     def _skip(self, trainer: pl.Trainer) -> bool:
-        return bool(trainer.sanity_checking or trainer.fast_dev_run)
+        # `fast_dev_run` is set on the Trainer at run time, not declared on the class
+        return bool(trainer.sanity_checking or trainer.fast_dev_run)  # type: ignore[attr-defined]
 
     def _run(
         self, trainer: pl.Trainer, pl_module: pl.LightningModule, *, ending: bool = False
@@ -559,8 +568,9 @@ class FeatureWatchCallback(pl.Callback, ABC):
                 raise
             self._failures += 1
             message = (
-                f"featurewatch {type(self).__name__} failed at step {step}: {type(err).__name__}: {err}. "
-                "Training continues; pass strict=True to stop on such errors."
+                f"featurewatch {type(self).__name__} failed at step {step}: "
+                f"{type(err).__name__}: {err}. Training continues; pass strict=True to stop on "
+                "such errors."
             )
             rank_zero_warn(message, category=FeatureWatchWarning)
             event.add_text(

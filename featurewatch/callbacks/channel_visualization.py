@@ -47,8 +47,9 @@ class ChannelVisualization(RenderCallback):
         unit: ``"channel"`` (mean over the map) or ``"neuron"`` (the centre position).
         negative: also render images that *minimize* each unit (logged under ``.../negative``).
         variants: images per channel. With more than one, the images of a channel are rewarded for
-            differing in style (Lucid's diversity objective, Gram matrices at the layer), which shows
-            several things a channel responds to instead of one; they are logged side by side.
+            differing in style (Lucid's diversity objective, Gram matrices at the layer), which
+            shows several things a channel responds to instead of one; they are logged side by
+            side.
         diversity: weight of that reward, relative to the channel's activation (1.0 keeps about
             80% of the activation of a single image on the example CNN; 0 turns it off).
         **settings: the render settings ``size`` (default: the training input size), ``steps``
@@ -90,14 +91,14 @@ class ChannelVisualization(RenderCallback):
         **settings: Any,
     ) -> None:
         super().__init__(**settings)
-        layers = check_layers(layers)
+        names = check_layers(layers)
         check_int("max_channels", max_channels, 1)
         check_int("variants", variants, 1)
         check_positive_float("diversity", diversity, allow_zero=True)
         check_bool("negative", negative)
         if unit not in ("channel", "neuron"):
             raise ValueError(f"`unit` must be 'channel' or 'neuron', got {unit!r}")
-        self.layers = list(layers)
+        self.layers = names
         self.channels = (
             None if channels is None else check_channel_list("channels", channels, allow_int=False)
         )
@@ -121,8 +122,9 @@ class ChannelVisualization(RenderCallback):
         for layer, m in maps.items():
             if m.dim() != 4:
                 raise ValueError(
-                    f"ChannelVisualization renders channels of spatial feature maps, but layer {layer!r} outputs "
-                    f"shape {tuple(m.shape)}; name conv or activation layers (e.g. {', '.join(list_layers(pl_module)[:6])})"
+                    "ChannelVisualization renders channels of spatial feature maps, but layer "
+                    f"{layer!r} outputs shape {tuple(m.shape)}; name conv or activation layers "
+                    f"(e.g. {', '.join(list_layers(pl_module)[:6])})"
                 )
             self._num_channels[layer] = int(m.shape[1])
             if self.channels is not None and max(self.channels) >= m.shape[1]:
@@ -139,7 +141,8 @@ class ChannelVisualization(RenderCallback):
     def visualize(self, trainer: pl.Trainer, pl_module: pl.LightningModule, event: Event) -> None:
         self._ensure_input(trainer, pl_module)
         if any(str(parse_layer(la)) not in self._num_channels for la in self.layers):
-            maps = activation_maps(pl_module, torch.zeros(1, *self._input_shape), self.layers)  # type: ignore[misc]
+            zeros = torch.zeros(1, *self._input_shape)  # type: ignore[misc]
+            maps = activation_maps(pl_module, zeros, self.layers)
             self._num_channels.update({k: int(v.shape[1]) for k, v in maps.items()})
         jobs = len(self.layers) * (2 if self.negative else 1)
         budget = None if self.time_budget is None else self.time_budget / jobs
@@ -184,5 +187,8 @@ class ChannelVisualization(RenderCallback):
                 event.add_image(
                     f"{key}/negative",
                     self._display(neg.images, v),
-                    caption=f"epoch {event.epoch}, step {event.step}: {layer}, {what} minimized, {layout}",
+                    caption=(
+                        f"epoch {event.epoch}, step {event.step}: {layer}, {what} minimized, "
+                        f"{layout}"
+                    ),
                 )

@@ -1,4 +1,5 @@
-"""DatasetExamples: the real inputs that excite each channel most, where, and through which pixels."""
+"""DatasetExamples: the real inputs that excite each channel most, where, and through which
+pixels."""
 
 from __future__ import annotations
 
@@ -35,10 +36,12 @@ __all__ = ["DatasetExamples"]
 
 _RULE_NAMES = {"guided": "guided-backprop", "deconvnet": "deconvnet", "gradient": "gradient"}
 _PLAIN_NOTE = "(no nn.ReLU/ReLU6/LeakyReLU module before this layer: plain gradient)"
+_READABLE = ("conv", "activation", "linear")  # the layer kinds whose outputs this callback reads
 
 
 def _pool_names(message: str) -> str:
-    """A :class:`ProbeImages` message in this callback's argument names (``pool``, ``pool_size``)."""
+    """A :class:`ProbeImages` message in this callback's argument names (``pool``,
+    ``pool_size``)."""
     for old, new in (
         ("`probe`", "`pool`"),
         ("probe=", "pool="),
@@ -102,8 +105,8 @@ class DatasetExamples(FeatureWatchCallback):
             resume the pool is collected again from the batches Lightning feeds (the same images
             if the validation loader does not shuffle).
         **schedule: ``every_n_epochs``, ``every_n_train_steps``, ``at_start``, ``at_end``,
-            ``strict``: see :class:`~featurewatch.callbacks.base.FeatureWatchCallback`; with ``strict=True`` a
-            failing layer raises instead of being reported.
+            ``strict``: see :class:`~featurewatch.callbacks.base.FeatureWatchCallback`; with
+            ``strict=True`` a failing layer raises instead of being reported.
 
     Logged keys:
         - ``featurewatch/examples/<layer>``: image, one row per channel: the ``k`` top images
@@ -115,8 +118,8 @@ class DatasetExamples(FeatureWatchCallback):
         - ``featurewatch/examples/seconds``: wall time of the call.
 
     Example:
-        >>> DatasetExamples(["net.features.2", "net.features.6"], max_channels=8, k=6, projection="guided")
-        >>> DatasetExamples(["layer1", "layer3"], channels={"layer3": [5, 17, 40]}, checkpoint_pool=False)
+        >>> DatasetExamples(["net.features.2", "net.features.6"], max_channels=8, k=6)
+        >>> DatasetExamples(["layer1", "layer3"], channels={"layer3": [5, 17, 40]}, crops=False)
     """
 
     name = "examples"
@@ -152,24 +155,26 @@ class DatasetExamples(FeatureWatchCallback):
                 layer = str(parse_layer(key))
                 if layer not in names:
                     raise ValueError(
-                        f"`channels` names layer {key!r}, which is not in `layers` ({', '.join(names)})"
+                        f"`channels` names layer {key!r}, which is not in `layers` "
+                        f"({', '.join(names)})"
                     )
                 chosen[layer] = check_channel_list(f"channels[{key!r}]", value, allow_int=False)
         elif channels is not None:
             chosen = check_channel_list("channels", channels, allow_int=False)
-        for name, value in (
+        for name, count in (
             ("max_channels", max_channels),
             ("k", k),
             ("pool_size", pool_size),
             ("batch_size", batch_size),
             ("min_size", min_size),
         ):
-            check_int(name, value)
+            check_int(name, count)
         check_bool("crops", crops)
         check_bool("checkpoint_pool", checkpoint_pool)
         if projection is not None and projection not in PROJECTION_RULES:
             raise ValueError(
-                f"`projection` must be one of {', '.join(map(repr, PROJECTION_RULES))} or None, got {projection!r}"
+                f"`projection` must be one of {', '.join(map(repr, PROJECTION_RULES))} or None, "
+                f"got {projection!r}"
             )
         self.layers = names
         self.channels = chosen
@@ -216,9 +221,9 @@ class DatasetExamples(FeatureWatchCallback):
         for layer, m in maps.items():
             if m.dim() not in (2, 4):
                 raise ValueError(
-                    f"DatasetExamples needs (N, C, H, W) or (N, C) layer outputs, but layer {layer!r} outputs "
-                    f"shape {tuple(m.shape)}; name conv, activation or linear layers "
-                    f"(e.g. {', '.join(list_layers(pl_module, kinds=('conv', 'activation', 'linear'))[:6])})"
+                    "DatasetExamples needs (N, C, H, W) or (N, C) layer outputs, but layer "
+                    f"{layer!r} outputs shape {tuple(m.shape)}; name conv, activation or linear "
+                    f"layers (e.g. {', '.join(list_layers(pl_module, kinds=_READABLE)[:6])})"
                 )
             self._num_channels[layer] = int(m.shape[1])
             given = self._given_channels(layer)
@@ -243,7 +248,7 @@ class DatasetExamples(FeatureWatchCallback):
 
     def on_train_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         if self._pool.source is None and self._pool.fixed is None and self._pool.seen("train"):
-            self._pool.get()  # no validation so far: the first training inputs, fixed after one epoch
+            self._pool.get()  # no validation so far: the first training inputs, fixed now
         super().on_train_epoch_end(trainer, pl_module)
 
     # ------------------------------------------------------------------ work
@@ -308,7 +313,8 @@ class DatasetExamples(FeatureWatchCallback):
         return [cache[p] for p in positions]
 
     def _layer_failed(self, event: Event, layer: str, err: Exception) -> None:
-        """Report one layer's failure (call from inside the ``except`` block); re-raise if strict."""
+        """Report one layer's failure (call from inside the ``except`` block); re-raise if
+        strict."""
         self.report_failure(event, layer, f"layer {layer!r}", err)
 
     def visualize(self, trainer: pl.Trainer, pl_module: pl.LightningModule, event: Event) -> None:
@@ -411,7 +417,8 @@ class DatasetExamples(FeatureWatchCallback):
             columns.append(f"{name} {_PLAIN_NOTE}" if plain else name)
         head = (
             f"epoch {event.epoch}, step {event.step}: {layer}, top {top.k} of {top.pool_size} pool "
-            f"images per channel; rows: {describe_channels(top.channels)}; columns: {' | '.join(columns)}"
+            f"images per channel; rows: {describe_channels(top.channels)}; columns: "
+            f"{' | '.join(columns)}"
         )
         lines = [head]
         for c, idx, val in zip(top.channels, top.indices.tolist(), top.values.tolist()):

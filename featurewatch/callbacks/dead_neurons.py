@@ -82,9 +82,10 @@ class DeadNeuronMonitor(FeatureWatchCallback):
       last ``patience`` training steps (so a filter killed half way through an epoch is reported at
       that epoch's evaluation, not one window later). The ``at_end`` evaluation's window is what is
       left after the last scheduled one; when it is shorter than that one, only channels that were
-      already dead and stayed silent, or went silent for ``patience`` forwards, are reported dead. *Dying* if it fired on fewer than
-      ``dying_rate`` of its values (dead ones excluded); *dormant* if its dormancy score is
-      ``<= dormancy_threshold``.
+      already dead and stayed silent, or went silent for ``patience`` forwards, are reported dead.
+      *Dying* if it fired on fewer than ``dying_rate`` of its values (dead ones excluded);
+      *dormant* if its dormancy score is ``<= dormancy_threshold``. The rule is
+      :func:`featurewatch.core.stats.judge_channels`.
 
     Args:
         layers: layer names as in ``model.named_modules()``, optionally ``"name@k"``; default every
@@ -103,7 +104,8 @@ class DeadNeuronMonitor(FeatureWatchCallback):
         dormancy_threshold: ReDo's tau.
         include_validation: also count validation forwards (inside ``fit``) in the window.
         rates_every_n_steps: measure the on-rates and mean magnitudes (and so ``dying`` and
-            ``dormant``) on the window's training forwards 0, n, 2n, ... only, over all their values.
+            ``dormant``) on the window's training forwards 0, n, 2n, ... only, over all their
+            values.
             Whether a channel fired, when it last fired (so ``dead`` and ``patience``) and its
             maximum are measured on *every* forward whatever n is: one pass over each activation
             instead of four. Default 4, which keeps the per-step cost near 1-3% even on small CPU
@@ -232,8 +234,9 @@ class DeadNeuronMonitor(FeatureWatchCallback):
 
     @property
     def _legacy_state_key(self) -> Any:
-        """The key earlier featurewatch versions saved the state under (layers and threshold only);
-        Lightning looks a callback's state up under it when ``state_key`` is not in the checkpoint."""
+        """The key earlier featurewatch versions saved the state under (layers and threshold
+        only); Lightning looks a callback's state up under it when ``state_key`` is not in the
+        checkpoint."""
         return self._generate_state_key(layers=self.layers, threshold=self.threshold)
 
     def check_model(self, pl_module: pl.LightningModule) -> None:
@@ -252,7 +255,7 @@ class DeadNeuronMonitor(FeatureWatchCallback):
         super().on_train_start(trainer, pl_module)
         if self._recorder is None or self._recorder.model is not pl_module:
             self.check_model(pl_module)
-        if self._recorder is not None and not trainer.fast_dev_run:
+        if self._recorder is not None and not trainer.fast_dev_run:  # type: ignore[attr-defined]
             self._recorder.enabled = False
             self._recorder.attach()
 
@@ -374,7 +377,7 @@ class DeadNeuronMonitor(FeatureWatchCallback):
         self, trainer: pl.Trainer, recorder: ChannelStatsRecorder, event: Event
     ) -> None:
         """Say once per layer which layers cannot be monitored; with ``strict``, raise on every
-        rank together (a collective decides, since a hook problem may be seen on some ranks only)."""
+        rank together (a collective decides: a hook problem may be seen on some ranks only)."""
         # A layer that no training forward went through, on any rank (``summaries`` agreed on the
         # union of the sites): not called by ``forward``, or run by code that bypasses module hooks
         # (TorchScript). Without this, it would silently be absent from every report.

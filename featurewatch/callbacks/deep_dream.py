@@ -157,8 +157,9 @@ class DeepDream(FeatureWatchCallback):
             key,
             grid(both, nrow=pixels.shape[0], padding=2, pad_value=1.0),
             caption=(
-                f"epoch {event.epoch}, step {event.step}: {self.layer}, {pixels.shape[0]} probe images (top) "
-                f"and their dreams (bottom), {self.octaves} octaves x {self.steps} steps"
+                f"epoch {event.epoch}, step {event.step}: {self.layer}, {pixels.shape[0]} probe "
+                f"images (top) and their dreams (bottom), {self.octaves} octaves x {self.steps} "
+                "steps"
             ),
         )
         event.add_scalar(f"{key}/gain", gain)

@@ -32,7 +32,8 @@ class FilterWeights(FeatureWatchCallback):
             ``strict``: see :class:`~featurewatch.callbacks.base.FeatureWatchCallback`.
 
     Logged keys:
-        - ``featurewatch/filters/<layer>``: image, the grid of filters (each scaled so zero is grey).
+        - ``featurewatch/filters/<layer>``: image, the grid of filters (each scaled so zero is
+          grey).
         - ``featurewatch/filters/<layer>/weights``: histogram of the weights.
         - ``featurewatch/filter_weights/seconds``: wall time of the call.
 
@@ -58,14 +59,15 @@ class FilterWeights(FeatureWatchCallback):
     def state_key_fields(self) -> dict[str, Any]:
         return {"layer": self.layer}
 
-    def _conv(self, pl_module: nn.Module) -> tuple[str, nn.Module]:
+    def _conv(self, pl_module: nn.Module) -> tuple[str, nn.Conv2d]:
         name = self.layer if self.layer is not None else find_first_conv(pl_module)
         module = resolve_layer(pl_module, name)
         weight = getattr(module, "weight", None)
         if not isinstance(module, nn.Conv2d) or not isinstance(weight, torch.Tensor):
             raise ValueError(  # noqa: TRY004 - a bad `layer` value, not a bad argument type
-                f"FilterWeights(layer={name!r}): expected an nn.Conv2d, got {type(module).__name__}; "
-                f"the first convolution here is {find_first_conv(pl_module)!r}"
+                f"FilterWeights(layer={name!r}): expected an nn.Conv2d, got "
+                f"{type(module).__name__}; the first convolution here is "
+                f"{find_first_conv(pl_module)!r}"
             )
         return name, module
 
@@ -76,8 +78,8 @@ class FilterWeights(FeatureWatchCallback):
         name, conv = self._conv(pl_module)
         if self.layer is not None and conv.in_channels != x.shape[1]:
             raise ValueError(
-                f"FilterWeights(layer={name!r}) shows filters that look at pixels, but {name!r} has "
-                f"{conv.in_channels} input channels and the images have {x.shape[1]}; "
+                f"FilterWeights(layer={name!r}) shows filters that look at pixels, but {name!r} "
+                f"has {conv.in_channels} input channels and the images have {x.shape[1]}; "
                 f"use the first convolution ({find_first_conv(pl_module)!r}) or leave layer=None"
             )
 
@@ -86,6 +88,8 @@ class FilterWeights(FeatureWatchCallback):
         event.add_image(
             f"featurewatch/filters/{name}",
             filter_grid(conv, min_size=self.min_size),
-            caption=f"epoch {event.epoch}, step {event.step}: {conv.out_channels} filters of {name}",
+            caption=(
+                f"epoch {event.epoch}, step {event.step}: {conv.out_channels} filters of {name}"
+            ),
         )
         event.add_histogram(f"featurewatch/filters/{name}/weights", conv.weight)

@@ -49,13 +49,15 @@ def input_normalization(
     ``(mean, std)`` is checked against the channels of ``x``; ``None`` stays ``None``.
 
     Raises:
-        ValueError: if a given mean or std has neither 1 value nor one per input channel.
+        ValueError: if ``normalize`` is none of these, or a given mean or std has neither 1 value
+            nor one per input channel.
     """
+    check_normalize(normalize)
     if normalize is None:
         return None
-    if normalize == "data":
+    if isinstance(normalize, str):  # "data", the only string check_normalize lets through
         return fit_image_stats(x.detach().float().cpu()).normalize
-    mean, std = normalize  # type: ignore[misc]
+    mean, std = normalize
     norm = ([float(v) for v in mean], [float(v) for v in std])
     for name, values in (("mean", norm[0]), ("std", norm[1])):
         if len(values) not in (1, x.shape[1]):

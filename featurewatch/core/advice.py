@@ -128,8 +128,8 @@ def layer_advice(
     if grown != (1, 1):
         return (
             f"layer {layer!r}'s feature map is 1x1 at this {h}x{w} input ({grown[0]}x{grown[1]} at "
-            f"{big_h}x{big_w}); use a larger input, or pass `layer=` naming an earlier layer with a "
-            "larger map"
+            f"{big_h}x{big_w}); use a larger input, or pass `layer=` naming an earlier layer with "
+            "a larger map"
         )
     try:
         default: str | None = default_gradcam_layer(model, x, classifier)

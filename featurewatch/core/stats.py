@@ -99,18 +99,21 @@ def _no_rectifier_message(model: nn.Module) -> str:
             kinds.setdefault(type(m).__name__, []).append(name)
         elif isinstance(m, (nn.modules.batchnorm._BatchNorm, nn.GroupNorm)):
             norms.append(name)
-    msg = f"{type(model).__name__} has no nn.ReLU or nn.ReLU6 module, the units that can die, to monitor by default."
+    msg = (
+        f"{type(model).__name__} has no nn.ReLU or nn.ReLU6 module, the units that can die, to "
+        "monitor by default."
+    )
     if kinds:
         found = ", ".join(f"{len(v)} {k}" for k, v in kinds.items())
         example = next(iter(kinds.values()))[:3]
         msg += (
-            f" It has {found}: those units keep a gradient below zero, so they cannot die; to track how often "
-            f"they are positive anyway, name them, e.g. layers={example!r}."
+            f" It has {found}: those units keep a gradient below zero, so they cannot die; to "
+            f"track how often they are positive anyway, name them, e.g. layers={example!r}."
         )
     if norms:
         msg += (
-            f" If its forward calls F.relu, name the layers whose outputs feed it (the pre-activations), "
-            f"e.g. layers={norms[:3]!r}."
+            " If its forward calls F.relu, name the layers whose outputs feed it (the "
+            f"pre-activations), e.g. layers={norms[:3]!r}."
         )
     elif not kinds:
         msg += " If its forward calls F.relu, name the conv/linear layers whose outputs feed it."
@@ -255,8 +258,8 @@ class ChannelStats:
             above = torch.gt(a, self.threshold, out=tmp)  # 1.0 where a > threshold; NaN is off
             self.count_on += total(above, acc)
             self.positions += per_channel
-        # A NaN is not silence: a channel with NaNs counts as having fired (the same on every forward,
-        # whatever ``rates_every`` is; a NaN maximum would otherwise read as "off").
+        # A NaN is not silence: a channel with NaNs counts as having fired (the same on every
+        # forward, whatever ``rates_every`` is; a NaN maximum would otherwise read as "off").
         self.last_on.masked_fill_((peak > self.threshold) | torch.isnan(peak), self.updates)
         self.updates += 1
 
@@ -327,7 +330,7 @@ class ChannelSummary:
         return [int(c) for c in torch.nonzero(~self.fired).flatten()]
 
     def silent(self, patience: int | None) -> list[int]:
-        """Dead channels plus those that did not fire in the last ``patience`` updates of the window.
+        """Dead channels plus those that did not fire in the window's last ``patience`` updates.
 
         A filter killed half way through a window fired before, so it is not in :attr:`dead`; it is
         here once it has been silent for ``patience`` forwards. ``None``: same as :attr:`dead`.
@@ -343,7 +346,8 @@ class ChannelSummary:
 
     @property
     def dormancy(self) -> torch.Tensor:
-        """``(C,)`` ReDo score: mean magnitude / its mean over the layer's channels (0 if all are 0)."""
+        """``(C,)`` ReDo score: mean magnitude / its mean over the layer's channels (0 if all are
+        0)."""
         layer_mean = self.mean_abs.mean()
         if float(layer_mean) <= 0.0:
             return torch.zeros_like(self.mean_abs)
@@ -460,11 +464,12 @@ def judge_channels(
     dead = summary.silent(patience)
     if final and previous_updates is not None and summary.updates < previous_updates:
         was_dead = set(previously_dead)
-        long_silent = patience is not None and summary.updates >= patience
+        # silent for `patience` forwards counts only if the window is at least that long
+        enough = patience if patience is not None and summary.updates >= patience else None
         dead = [
             c
             for c in dead
-            if c in was_dead or (long_silent and int(summary.silent_steps[c]) >= patience)  # type: ignore[operator]
+            if c in was_dead or (enough is not None and int(summary.silent_steps[c]) >= enough)
         ]
     dead_set = set(dead)
     return ChannelVerdict(
@@ -500,7 +505,8 @@ class ChannelStatsRecorder:
             pre-activation of a ReLU.
         threshold: a value is "on" when it is ``> threshold``.
         rates_every: on-rate and magnitude sums on every n-th forward of a window only (see
-            :class:`ChannelStats`); firing and maxima on every forward. 1: everything, every forward.
+            :class:`ChannelStats`); firing and maxima on every forward. 1: everything, every
+            forward.
         channel_dim: where the channels are in every monitored output: ``1`` (``(N, C, ...)``) or
             ``-1`` (``(..., C)``: channels-last blocks such as ConvNeXt's, transformer MLPs on
             ``(N, L, C)``). ``None``: the last dim for ``nn.Linear`` layers (their features), dim 1
@@ -659,8 +665,8 @@ class ChannelStatsRecorder:
                     or not tensor.is_floating_point()
                 ):
                     self.problems[name] = (
-                        f"layer {name!r} outputs {_describe(tensor)}; expected a floating (N, C, ...) "
-                        "or channels-last (..., C) tensor"
+                        f"layer {name!r} outputs {_describe(tensor)}; expected a floating "
+                        "(N, C, ...) or channels-last (..., C) tensor"
                     )
                     return
                 if (
@@ -670,8 +676,9 @@ class ChannelStatsRecorder:
                     and name not in self.notes
                 ):
                     self.notes[name] = (
-                        f"layer {name!r} outputs shape {tuple(tensor.shape)}, which looks channels-last "
-                        f"({tensor.shape[-1]} channels, not {tensor.shape[1]}); if so, pass channel_dim=-1"
+                        f"layer {name!r} outputs shape {tuple(tensor.shape)}, which looks "
+                        f"channels-last ({tensor.shape[-1]} channels, not {tensor.shape[1]}); if "
+                        "so, pass channel_dim=-1"
                     )
                     warnings.warn(self.notes[name], UserWarning, stacklevel=2)
                 stats = sites[k] = ChannelStats(
@@ -684,8 +691,8 @@ class ChannelStatsRecorder:
                 )
             elif tensor.dim() < 2 or tensor.shape[cdim] != stats.channels:
                 self.problems[name] = (
-                    f"layer {name!r} call {k} changed from {stats.channels} channels to {_describe(tensor)}; "
-                    "its statistics are no longer updated"
+                    f"layer {name!r} call {k} changed from {stats.channels} channels to "
+                    f"{_describe(tensor)}; its statistics are no longer updated"
                 )
                 return
             try:
@@ -722,7 +729,8 @@ class ChannelStatsRecorder:
         return out
 
     def key(self, name: str, call: int) -> str:
-        """Reported name of a call site: ``name`` for a module run once per forward, else ``name@k``."""
+        """Reported name of a call site: ``name`` for a module run once per forward, else
+        ``name@k``."""
         if self.wanted.get(name) is not None or name in self.reused:
             return f"{name}@{call}"
         return name
@@ -762,7 +770,8 @@ class ChannelStatsRecorder:
         if gather is not None:
             names = set(self.wanted)
             ranks = gather((layout, dict(self.calls_per_forward)))
-            layout = sorted({tuple(site) for rank, _ in ranks for site in rank if site[0] in names})  # type: ignore[misc]
+            seen = {tuple(site) for rank, _ in ranks for site in rank if site[0] in names}
+            layout = sorted(seen)  # type: ignore[arg-type]
             # every rank must judge unreached layers and call sites (``unreached``) alike: a branch
             # may run on one rank's data only
             for _, calls in ranks:

@@ -11,8 +11,8 @@ from featurewatch import (
     ActivationGrid,
     AttributionMaps,
     ChannelVisualization,
-    DatasetExamples,
     ClassModelVisualization,
+    DatasetExamples,
     DeadNeuronMonitor,
     DeepDream,
     FeatureWatchCallback,
@@ -22,17 +22,17 @@ from featurewatch import (
 
 def make_trainer(root, callbacks, **kwargs: Any) -> pl.Trainer:
     """A small CPU Trainer with no progress bar; files go under ``root``."""
-    options: dict[str, Any] = dict(
-        default_root_dir=root,
-        accelerator="cpu",
-        devices=1,
-        logger=False,
-        enable_checkpointing=False,
-        enable_progress_bar=False,
-        enable_model_summary=False,
-        max_epochs=1,
-        deterministic=True,
-    )
+    options: dict[str, Any] = {
+        "default_root_dir": root,
+        "accelerator": "cpu",
+        "devices": 1,
+        "logger": False,
+        "enable_checkpointing": False,
+        "enable_progress_bar": False,
+        "enable_model_summary": False,
+        "max_epochs": 1,
+        "deterministic": True,
+    }
     options.update(kwargs)
     return pl.Trainer(callbacks=list(callbacks), **options)  # Lightning appends to the list it gets
 

@@ -211,8 +211,8 @@ def test_uniform_map_advice_is_checked_on_the_model_not_guessed() -> None:
     assert "use a larger input" not in after_pool + pool
     assert after_pool == (
         "layer 'classifier.0' outputs a 1x1 map at this 16x16 input and still at 256x256 (it works "
-        "on the pooled vector), so a larger input will not help; pass `layer=` naming a feature map "
-        "computed before the global pool, e.g. 'features' (the default Grad-CAM layer)"
+        "on the pooled vector), so a larger input will not help; pass `layer=` naming a feature "
+        "map computed before the global pool, e.g. 'features' (the default Grad-CAM layer)"
     )
     assert small == (
         "layer 'features''s feature map is 1x1 at this 4x4 input (32x32 at 256x256); use a larger "
@@ -251,7 +251,8 @@ def test_convnext_like_model_gradcam_shows_a_location_and_cam_is_refused_at_setu
 def test_bad_arguments_fail_in_init_listing_what_is_valid() -> None:
     with pytest.raises(
         ValueError,
-        match=r"unknown attribution method 'gradient'.*'saliency', 'smoothgrad', 'occlusion', 'gradcam', 'cam'",
+        match=r"unknown attribution method 'gradient'.*"
+        r"'saliency', 'smoothgrad', 'occlusion', 'gradcam', 'cam'",
     ):
         AttributionMaps(["saliency", "gradient"])
     with pytest.raises(ValueError, match="at least one"):
@@ -402,7 +403,8 @@ def test_a_failing_method_is_reported_and_the_others_are_still_logged(tmp_path: 
     cb = AttributionMaps(("saliency", "occlusion", "gradcam"), num_images=2)
     with pytest.warns(
         FeatureWatchWarning,
-        match=r"AttributionMaps: method 'occlusion' failed at step 2: RuntimeError: CUDA out of memory",
+        match=r"AttributionMaps: method 'occlusion' failed at step 2: "
+        r"RuntimeError: CUDA out of memory",
     ):
         recs = fit(tmp_path, cb, LitClassifier(ExplodesOnBigBatches()), max_epochs=1)
     assert sorted(r["key"] for r in recs if r["kind"] == "image") == [

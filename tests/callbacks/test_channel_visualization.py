@@ -100,7 +100,7 @@ def test_variants_of_a_channel_are_side_by_side_on_one_row(tmp_path: Path) -> No
     png = np.asarray(Image.open(tmp_path / "featurewatch_logs" / rec["path"]))
     # 6 tiles of 16 px shown at 32 px: 2 channels (4 tiles) per row, 2 rows, 2 px padding
     assert png.shape[:2] == (2 * 34 + 2, 4 * 34 + 2)
-    tile = lambda r, c: png[2 + 34 * r : 34 * (r + 1), 2 + 34 * c : 34 * (c + 1)].astype(int)  # noqa: E731
+    tile = lambda r, c: png[2 + 34 * r : 34 * (r + 1), 2 + 34 * c : 34 * (c + 1)].astype(int)
     assert np.abs(tile(0, 0) - tile(0, 1)).mean() > 5, "the two variants of channel 1 look alike"
     with pytest.raises(ValueError, match="`variants`"):
         ChannelVisualization("a", variants=0)
@@ -112,7 +112,8 @@ def test_bad_channel_fails_at_the_first_batch_listing_valid_ones(tmp_path: Path)
     cb = ChannelVisualization("net.features.2", channels=[0, 8], steps=2)
     with pytest.raises(
         ValueError,
-        match=r"channel 8 out of range for layer 'net.features.2' with 8 channels \(valid: 0\.\.7\)",
+        match=r"channel 8 out of range for layer 'net.features.2' with 8 channels "
+        r"\(valid: 0\.\.7\)",
     ):
         fit(tmp_path, [cb], epochs=1)
 

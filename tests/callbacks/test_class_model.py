@@ -147,7 +147,8 @@ def test_a_dict_or_tuple_output_without_output_key_says_what_to_pass(
     before = [p.detach().clone() for p in model.parameters()]
     with pytest.raises(
         ValueError,
-        match=rf"ClassModelVisualization: .*\(N, classes\) scores, got {described}.*pass `output_key=`",
+        match=rf"ClassModelVisualization: .*\(N, classes\) scores, got {described}"
+        r".*pass `output_key=`",
     ):
         fit(tmp_path, ClassModelVisualization(classes=[1], steps=2), model)
     assert all(torch.equal(a, b) for a, b in zip(before, model.parameters())), "training started"

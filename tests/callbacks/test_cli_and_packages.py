@@ -1,4 +1,5 @@
-"""LightningCLI configuration from YAML, and use from `lightning.pytorch` as well as `pytorch_lightning`."""
+"""LightningCLI configuration from YAML (every forwarded argument typed, with its default), and use
+from `lightning.pytorch` as well as `pytorch_lightning`."""
 
 import textwrap
 

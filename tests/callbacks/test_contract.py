@@ -49,7 +49,7 @@ def test_run_with_all_callbacks_is_bit_identical_to_run_without(tmp_path):
     base_model, _ = _train(tmp_path / "a", [])
     rng_without = torch.get_rng_state()
     cbs = all_callbacks(every_n_train_steps=2)
-    model, trainer = _train(tmp_path / "b", cbs)
+    model, _trainer = _train(tmp_path / "b", cbs)
     rng_with = torch.get_rng_state()
     assert all(cb.calls >= 2 and cb.failures == 0 for cb in cbs), [
         (type(c).__name__, c.calls, c.failures) for c in cbs
@@ -102,7 +102,7 @@ class Exploding(FeatureWatchCallback):
 def test_failing_visualization_warns_and_training_continues(tmp_path):
     cb = Exploding()
     with pytest.warns(FeatureWatchWarning, match="kaboom in a visualization"):
-        model, trainer = _train(tmp_path, [cb])
+        _model, trainer = _train(tmp_path, [cb])
     assert trainer.current_epoch == 2 and trainer.global_step == 8
     assert cb.calls == 2 and cb.failures == 2
 
@@ -131,7 +131,10 @@ def test_bad_schedule_fails_in_init(kwargs, match):
         FilterWeights(**kwargs)
 
 
-AT_K = r"layer 'net.features.2' runs 1 time per forward, so 'net.features.2@1' does not exist; valid: 'net.features.2@0', or 'net.features.2'"
+AT_K = (
+    r"layer 'net.features.2' runs 1 time per forward, so 'net.features.2@1' does not exist; "
+    r"valid: 'net.features.2@0', or 'net.features.2'"
+)
 
 
 class CountingModel(LitClassifier):

@@ -186,7 +186,8 @@ def test_arguments_are_validated_with_named_messages() -> None:
         DatasetExamples("a", pool_size=0)
     with pytest.raises(ValueError, match="every_n_train_steps"):
         DatasetExamples("a", every_n_train_steps=2)
-    # the pool's messages name this callback's arguments (`pool`, `pool_size`), not the probe helper's
+    # the pool's messages name this callback's arguments (`pool`, `pool_size`), not the probe
+    # helper's
     with pytest.raises(TypeError, match="`pool` must be a tensor, a path or None, got int"):
         DatasetExamples("a", pool=5)  # type: ignore[arg-type]
     with pytest.raises(FileNotFoundError, match="`pool` path '/no/such/pool.pt' does not exist"):
@@ -414,7 +415,7 @@ class FunctionalReLUNet(nn.Module):
         return self.fc(F.relu(self.c2(F.relu(self.c1(x)))).mean((2, 3)))
 
 
-def test_relu6_networks_get_crops_and_guided_projections_functional_relu_ones_say_plain_gradient() -> (
+def test_relu6_networks_get_crops_and_guided_projections_functional_relu_say_plain_gradient() -> (
     None
 ):
     torch.manual_seed(0)
@@ -438,8 +439,8 @@ def test_relu6_networks_get_crops_and_guided_projections_functional_relu_ones_sa
         )
     assert "guided-backprop projections\n" in captions[("relu6", "net.fc")]
     assert (
-        "guided-backprop projections (no nn.ReLU/ReLU6/LeakyReLU module before this layer: plain gradient)"
-        in captions[("functional", "net.c2")]
+        "guided-backprop projections (no nn.ReLU/ReLU6/LeakyReLU module before this layer: "
+        "plain gradient)" in captions[("functional", "net.c2")]
     )
 
 

@@ -17,6 +17,7 @@ def test_ddp_two_processes_logs_each_image_once(tmp_path):
         [sys.executable, str(SCRIPT), str(tmp_path)],
         capture_output=True,
         text=True,
+        check=False,  # the return code is asserted below, with the output
         timeout=300,
         env=env,
     )

@@ -109,7 +109,8 @@ class FunctionalCNN(nn.Module):
 
 
 def _planted(kind: str) -> tuple[nn.Module, list[str] | None, dict[str, list[int]]]:
-    """A network with chosen channels that can never fire, the layers to name, the expected report."""
+    """A network with chosen channels that can never fire, the layers to name, the expected
+    report."""
     seed_everything_quietly(0)
     if kind == "relu_module":
         net: nn.Module = PlainCNN()
@@ -430,7 +431,8 @@ def test_argument_validation() -> None:
         DeadNeuronMonitor(dying_rate=0)
     with pytest.raises(
         TypeError,
-        match="`layers` must be a layer name or a non-empty list of layer names or None, got \\[\\]",
+        match="`layers` must be a layer name or a non-empty list of layer names or None, "
+        "got \\[\\]",
     ):
         DeadNeuronMonitor(layers=[])
     with pytest.raises(ValueError, match="`sample_every_n_steps` must be a positive int, got 0"):
@@ -524,7 +526,8 @@ def test_resume_with_other_decisions_or_from_an_old_checkpoint_keeps_the_history
     tmp_path: Path,
 ) -> None:
     """`on_dead` and `patience` decide, they do not measure: changing them on resume keeps the
-    history. A checkpoint that stored the state under the earlier key (layers and threshold) loads."""
+    history. A checkpoint that stored the state under the earlier key (layers and threshold)
+    loads."""
     train, _ = digits_loaders(128)
     net, _, _ = _planted("reused_relu")
     first = DeadNeuronMonitor(on_dead="stop", dead_alert_fraction=0.9, heatmap=False)
@@ -546,7 +549,8 @@ def test_resume_with_other_decisions_or_from_an_old_checkpoint_keeps_the_history
 
 
 def test_auto_heatmaps_on_a_deep_network_only_for_layers_with_dead_or_dying_channels() -> None:
-    """20 ReLU sites (> AUTO_HEATMAP_LAYERS): heatmaps only for the two layers with planted dead channels."""
+    """20 ReLU sites (> AUTO_HEATMAP_LAYERS): heatmaps only for the two layers with planted dead
+    channels."""
 
     class Deep(nn.Module):
         def __init__(self) -> None:

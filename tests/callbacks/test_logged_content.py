@@ -83,7 +83,7 @@ def run(tmp_path_factory):
 
 
 def test_tensorboard_event_reader(run):
-    root, loggers, _ = run
+    _root, loggers, _ = run
     acc = EventAccumulator(
         loggers[0].log_dir, size_guidance={"images": 0, "scalars": 0, "tensors": 0}
     )
@@ -93,7 +93,8 @@ def test_tensorboard_event_reader(run):
     acts = acc.Images(ACTS)
     assert [e.step for e in acts] == STEPS
     png = Image.open(io.BytesIO(acts[-1].encoded_image_string))
-    # 16 maps of 8x8 enlarged to 32 px in a 4x4 grid (1 px padding) = 133 px; 3 probes side by side (4 px)
+    # 16 maps of 8x8 enlarged to 32 px in a 4x4 grid (1 px padding) = 133 px; 3 probes side by
+    # side (4 px)
     assert png.size == (acts[-1].width, acts[-1].height) == (3 * (133 + 4) + 4, 133 + 8)
     assert [e.step for e in acc.Scalars("featurewatch/filter_weights/seconds")] == STEPS
     assert "featurewatch/filters/net.features.0/weights" in acc.Tags()["histograms"]
@@ -133,7 +134,7 @@ def test_mlflow_local_store(run, tmp_path):
 
 
 def test_files_sink_next_to_csv_logs(run):
-    root, loggers, _ = run
+    _root, loggers, _ = run
     files = Path(loggers[3].log_dir) / "featurewatch"
     records = [json.loads(line) for line in (files / "events.jsonl").read_text().splitlines()]
     filter_records = [r for r in records if r.get("key") == FILTERS]

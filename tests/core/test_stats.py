@@ -509,8 +509,8 @@ def test_a_missing_call_site_is_told_apart_from_a_module_that_never_runs() -> No
     missing = rec.unreached()
     assert list(missing) == ["features.2@3"]
     assert (
-        "runs 1 time per forward, so 'features.2@3' does not exist; valid: 'features.2@0', or 'features.2'"
-        in missing["features.2@3"]
+        "runs 1 time per forward, so 'features.2@3' does not exist; valid: 'features.2@0', or "
+        "'features.2'" in missing["features.2@3"]
     )
     spare = nn.Sequential(nn.ReLU(), nn.ReLU())
     with torch.no_grad(), ChannelStatsRecorder(spare) as rec:
