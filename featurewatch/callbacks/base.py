@@ -526,15 +526,19 @@ class FeatureWatchCallback(pl.Callback, ABC):
         if self.strict:
             raise err
         self._part_failed = True
-        message = (
+        self._warn_and_log(
+            event,
+            f"featurewatch/{self.name}/{part}/error",
             f"featurewatch {type(self).__name__}: {what} failed at step {event.step}: "
             f"{type(err).__name__}: {err}. The rest of this call is still logged and training "
-            "continues; pass strict=True to stop on such errors."
+            "continues; pass strict=True to stop on such errors.",
         )
+
+    def _warn_and_log(self, event: Event, key: str, message: str) -> None:
+        """Warn (rank zero) and log ``message`` with the current traceback as text ``key``; call it
+        from inside an ``except`` block."""
         rank_zero_warn(message, category=FeatureWatchWarning)
-        event.add_text(
-            f"featurewatch/{self.name}/{part}/error", message + "\n\n" + traceback.format_exc()
-        )
+        event.add_text(key, message + "\n\n" + traceback.format_exc())
 
     def _skip(self, trainer: pl.Trainer) -> bool:
         # `fast_dev_run` is set on the Trainer at run time, not declared on the class
@@ -567,14 +571,12 @@ class FeatureWatchCallback(pl.Callback, ABC):
             if self.strict:
                 raise
             self._failures += 1
-            message = (
+            self._warn_and_log(
+                event,
+                f"featurewatch/{self.name}/error",
                 f"featurewatch {type(self).__name__} failed at step {step}: "
                 f"{type(err).__name__}: {err}. Training continues; pass strict=True to stop on "
-                "such errors."
-            )
-            rank_zero_warn(message, category=FeatureWatchWarning)
-            event.add_text(
-                f"featurewatch/{self.name}/error", message + "\n\n" + traceback.format_exc()
+                "such errors.",
             )
         event.add_scalar(f"featurewatch/{self.name}/seconds", time.perf_counter() - start)
         self._emit(event)
