@@ -14,24 +14,24 @@ from featurewatch.callbacks._probe import Normalize, ProbeImages
 from featurewatch.callbacks.base import FeatureWatchCallback, check_layer, check_number
 from featurewatch.core.advice import layer_advice, uniform_maps
 from featurewatch.core.attribution import (
-    _check_output_key,
-    _class_index,
-    _occlusion_windows,
-    _scores,
     cam,
+    grad_cam,
+    occlusion,
+    occlusion_windows,
+    overlay,
+    saliency,
+)
+from featurewatch.core.cam_layers import (
     check_cam_layer,
     default_gradcam_layer,
     find_cam_layer,
-    grad_cam,
     last_linear_layer,
-    occlusion,
-    overlay,
-    saliency,
 )
 from featurewatch.core.hygiene import model_device_dtype
 from featurewatch.core.images import grid, scale_each, to_display_channels
 from featurewatch.core.inspect import activation_maps
 from featurewatch.core.layers import parse_layer, resolve_layer
+from featurewatch.core.outputs import check_output_key, class_index, class_scores
 from featurewatch.core.validation import check_int, is_int, out_of_range_message
 from featurewatch.loggers import Event
 
@@ -204,7 +204,7 @@ class AttributionMaps(FeatureWatchCallback):
             raise ValueError(
                 f"`occlusion_output` must be 'probability' or 'logit', got {occlusion_output!r}"
             )
-        _check_output_key(output_key)
+        check_output_key(output_key)
         for name, count in (
             ("smooth_samples", smooth_samples),
             ("batch_size", batch_size),
@@ -261,7 +261,7 @@ class AttributionMaps(FeatureWatchCallback):
                     f"`target` tensor must be 0-d or (N,), got shape {tuple(target.shape)}"
                 )
             target = target.tolist()
-        index = _class_index(target)
+        index = class_index(target)
         if index is not None:
             if index < 0:
                 raise ValueError(f"`target` class must be >= 0, got {index}")
@@ -272,7 +272,7 @@ class AttributionMaps(FeatureWatchCallback):
                 f"got {type(target).__name__}"
             )
         raw = list(target)
-        indices = [_class_index(v) for v in raw]
+        indices = [class_index(v) for v in raw]
         values = [v for v in indices if v is not None and v >= 0]
         if len(values) != len(raw):
             raise ValueError(f"`target` must hold non-negative int class indices, got {raw!r}")
@@ -329,7 +329,7 @@ class AttributionMaps(FeatureWatchCallback):
         with torch.no_grad():
             out = pl_module(sample)
         try:
-            classes = int(_scores(out, self.output_key).shape[1])
+            classes = int(class_scores(out, self.output_key).shape[1])
         except ValueError as err:
             raise ValueError(f"AttributionMaps: {err}") from err
         targets = (
@@ -365,7 +365,7 @@ class AttributionMaps(FeatureWatchCallback):
                     "layer"
                 )
         if "occlusion" in self.methods:  # window vs image size: the check occlusion() makes later
-            _occlusion_windows(sample.shape, self.window, self.stride)
+            occlusion_windows(sample.shape, self.window, self.stride)
         if "cam" in self.methods:
             try:
                 if self.layer is None:
@@ -445,7 +445,7 @@ class AttributionMaps(FeatureWatchCallback):
         device, dtype = model_device_dtype(pl_module)
         x = probe.to(device=device, dtype=dtype)
         with torch.no_grad():
-            probs = _scores(pl_module(x), self.output_key).float().softmax(dim=1).cpu()
+            probs = class_scores(pl_module(x), self.output_key).float().softmax(dim=1).cpu()
         top_p, predicted = probs.max(dim=1)
         if self.target == "predicted":
             t = predicted.clone()

@@ -10,10 +10,10 @@ import torch
 from torch import nn
 
 from featurewatch.callbacks.rendering import RenderCallback
-from featurewatch.core.attribution import OutputKey, _check_output_key, _scores
 from featurewatch.core.hygiene import model_device_dtype
 from featurewatch.core.images import normalizer
 from featurewatch.core.objectives import class_logit
+from featurewatch.core.outputs import OutputKey, check_output_key, class_scores
 from featurewatch.core.render import unit_seed
 from featurewatch.core.validation import check_channel_list, check_int, out_of_range_message
 from featurewatch.loggers import Event
@@ -54,7 +54,7 @@ class _Logits(nn.Module):
         self.output_key = output_key
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return _scores(self.model(x), self.output_key, _WHO)
+        return class_scores(self.model(x), self.output_key, _WHO)
 
 
 class ClassModelVisualization(RenderCallback):
@@ -119,7 +119,7 @@ class ClassModelVisualization(RenderCallback):
         ):
             raise TypeError(f"`class_names` must be a list of strings, got {class_names!r}")
         check_int("max_classes", max_classes, 1)
-        _check_output_key(output_key)
+        check_output_key(output_key)
         self.output_key = output_key
         self.classes = classes
         self.class_names = list(class_names) if class_names is not None else None
@@ -131,7 +131,7 @@ class ClassModelVisualization(RenderCallback):
         with torch.no_grad():
             out = pl_module(x[:1])
         try:
-            scores = _scores(out, self.output_key, _WHO)
+            scores = class_scores(out, self.output_key, _WHO)
         except ValueError as err:  # a dict/tuple without `output_key`, or a wrong one: say which
             raise ValueError(f"ClassModelVisualization: {err}") from err
         self._num_outputs = int(scores.shape[1])
@@ -173,7 +173,7 @@ class ClassModelVisualization(RenderCallback):
                     device=pl_module.device,
                     dtype=model_device_dtype(pl_module)[1],
                 )  # type: ignore[misc]
-                self._num_outputs = int(_scores(pl_module(x), self.output_key, _WHO).shape[1])
+                self._num_outputs = int(class_scores(pl_module(x), self.output_key, _WHO).shape[1])
         classes = self._classes()
         model = self._logits_model(pl_module)
         result = self._render(

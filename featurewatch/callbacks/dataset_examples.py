@@ -11,19 +11,13 @@ import torch
 
 from featurewatch.callbacks._probe import Normalize, ProbeImages
 from featurewatch.callbacks.base import FeatureWatchCallback, check_layers, describe_channels
-from featurewatch.core.examples import (
-    PROJECTION_RULES,
-    Box,
-    TopExamples,
-    examples_grid,
-    layer_call_counts,
-    project_detailed,
-    receptive_fields,
-    top_examples,
-    top_examples_multi,
-)
+from featurewatch.core.calls import layer_call_counts
+from featurewatch.core.drawing import examples_grid
+from featurewatch.core.examples import TopExamples, top_examples, top_examples_multi
 from featurewatch.core.inspect import activation_maps
 from featurewatch.core.layers import list_layers, parse_layer, resolve_layer
+from featurewatch.core.projection import PROJECTION_RULES, project_detailed
+from featurewatch.core.receptive_field import Box, receptive_fields
 from featurewatch.core.validation import (
     check_bool,
     check_channel_list,

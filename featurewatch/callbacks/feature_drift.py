@@ -163,8 +163,8 @@ class FeatureDrift(FeatureWatchCallback):
         probe = self._probe.get()
         if probe.shape[0] < 2:
             raise ValueError(
-                f"FeatureDrift needs at least 2 probe images, only {probe.shape[0]} were seen before "
-                "the first call; pass `probe=` or use a validation set with more images"
+                f"FeatureDrift needs at least 2 probe images, only {probe.shape[0]} were seen "
+                "before the first call; pass `probe=` or use a validation set with more images"
             )
         layers = self._layers(pl_module)
         maps = activation_maps(pl_module, probe, layers)

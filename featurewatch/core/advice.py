@@ -24,7 +24,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from featurewatch.core.attribution import default_gradcam_layer
+from featurewatch.core.cam_layers import default_gradcam_layer
 from featurewatch.core.hygiene import isolated
 from featurewatch.core.layers import capture, parse_layer
 

@@ -47,11 +47,8 @@ from torch import nn
 
 from featurewatch.core.cam_layers import (
     cam_channel_mismatch,
-    check_cam_layer,
     default_gradcam_layer,
     find_cam_layer,
-    last_conv_layer,
-    last_linear_layer,
     linear_classifier,
     static_channels,
 )
@@ -63,7 +60,6 @@ from featurewatch.core.outputs import (
     Target,
     check_class_range,
     check_output_key,
-    class_index,
     class_scores,
     model_input,
     target_scores,
@@ -71,19 +67,11 @@ from featurewatch.core.outputs import (
 )
 from featurewatch.core.validation import check_int, check_positive_float
 
-# OutputKey, Target, check_cam_layer, default_gradcam_layer, find_cam_layer, last_conv_layer and
-# last_linear_layer live in featurewatch.core.outputs / featurewatch.core.cam_layers now; they are
-# re-exported here (compat) until every caller imports them from there
+# The methods only: targets and output keys live in featurewatch.core.outputs, the choice of a
+# CAM / Grad-CAM layer in featurewatch.core.cam_layers.
 __all__ = [
-    "OutputKey",
-    "Target",
     "cam",
-    "check_cam_layer",
-    "default_gradcam_layer",
-    "find_cam_layer",
     "grad_cam",
-    "last_conv_layer",
-    "last_linear_layer",
     "occlusion",
     "occlusion_windows",
     "overlay",
@@ -555,11 +543,3 @@ def overlay(
     heat = maps.detach().float().cpu().clamp_min(0)
     heat = heat / heat.flatten(1).amax(1).clamp_min(1e-12).reshape(-1, 1, 1)
     return ((1 - alpha) * base + alpha * colorize(heat, cmap)).clamp(0, 1)
-
-
-# compat: callbacks import this until switched (featurewatch.core.outputs.check_output_key,
-# .class_index, .class_scores; occlusion_windows above)
-_check_output_key = check_output_key
-_class_index = class_index
-_scores = class_scores
-_occlusion_windows = occlusion_windows

@@ -47,39 +47,14 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from featurewatch.core.calls import layer_call_counts, layers_reader, resolve_call_counts
-from featurewatch.core.drawing import examples_grid
+from featurewatch.core.calls import layers_reader, resolve_call_counts
 from featurewatch.core.hygiene import isolated, model_device_dtype
 from featurewatch.core.layers import LayerRef, parse_layer, resolve_layer
-from featurewatch.core.projection import (
-    PROJECTION_RULES,
-    RULE_MODULE_TYPES,
-    Projection,
-    ProjectionRule,
-    project,
-    project_detailed,
-)
-from featurewatch.core.receptive_field import Box, receptive_field, receptive_fields
 from featurewatch.core.units import check_unit_channels, first_argmax
 from featurewatch.core.validation import check_channel_list, check_images, check_int
 
-# Box, PROJECTION_RULES, RULE_MODULE_TYPES, Projection, ProjectionRule, examples_grid,
-# layer_call_counts, project, project_detailed, receptive_field and receptive_fields live in
-# featurewatch.core.receptive_field / .projection / .drawing / .calls now; they are re-exported
-# here (compat) until every caller imports them from there
 __all__ = [
-    "PROJECTION_RULES",
-    "RULE_MODULE_TYPES",
-    "Box",
-    "Projection",
-    "ProjectionRule",
     "TopExamples",
-    "examples_grid",
-    "layer_call_counts",
-    "project",
-    "project_detailed",
-    "receptive_field",
-    "receptive_fields",
     "top_examples",
     "top_examples_multi",
 ]
