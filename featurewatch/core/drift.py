@@ -52,7 +52,8 @@ def _features(x: Any, name: str) -> torch.Tensor:
             ) from None
     if x.dim() < 2:
         raise ValueError(
-            f"`{name}` must have shape (N, ...) with the N examples first and their features after, "
+            f"`{name}` must have shape (N, ...) with the N examples first "
+            "and their features after, "
             f"got shape {tuple(x.shape)}; for one scalar per example use x[:, None]"
         )
     if x.is_complex() or x.dtype == torch.bool:

@@ -31,7 +31,8 @@ __all__ = ["ImageStats", "fit_image_stats", "radial_frequencies"]
 
 
 def radial_frequencies(h: int, w: int, device: torch.device | str = "cpu") -> torch.Tensor:
-    """``(h, w // 2 + 1)`` radial frequency (cycles/pixel) of each ``torch.fft.rfft2`` coefficient."""
+    """``(h, w // 2 + 1)`` radial frequency (cycles/pixel) of each ``torch.fft.rfft2``
+    coefficient."""
     fy = torch.fft.fftfreq(h, device=device)[:, None]
     fx = torch.fft.rfftfreq(w, device=device)[None, :]
     return torch.sqrt(fx * fx + fy * fy)
@@ -67,7 +68,8 @@ class ImageStats:
         return (-self.low / span).tolist(), (1.0 / span).tolist()
 
     def spectrum_scale(self, h: int, w: int) -> torch.Tensor:
-        """``(h, w // 2 + 1)`` amplitude profile for an ``h x w`` image, interpolated from the fit."""
+        """``(h, w // 2 + 1)`` amplitude profile for an ``h x w`` image, interpolated from the
+        fit."""
         f = radial_frequencies(h, w).clamp_min(1.0 / max(h, w))
         # piecewise-linear interpolation in log-log space
         lf, lfx = f.log(), self.freqs.clamp_min(1e-6).log()
@@ -95,7 +97,8 @@ def _batches(data: torch.Tensor | Iterable[object], max_images: int) -> torch.Te
             )
             if not isinstance(t, torch.Tensor):
                 raise TypeError(
-                    f"expected batches of image tensors or (images, ...) tuples, got {type(batch).__name__}"
+                    "expected batches of image tensors or (images, ...) tuples, "
+                    f"got {type(batch).__name__}"
                 )
             parts.append(t.detach())
             n += t.shape[0]

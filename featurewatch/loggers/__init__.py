@@ -11,8 +11,8 @@ trainer's loggers; they never touch ``logger.experiment`` themselves. Adapters:
 
 :func:`register_sink` adds or replaces an adapter. A sink writes each item of an event on its own
 and names the items it lost in one :class:`SinkWriteError`; a sink that can write nothing is marked
-broken and gets no more events (:func:`any_healthy` says whether any sink can still receive). Importing this package imports no back-end
-(TensorBoard, W&B, MLflow are optional dependencies).
+broken and gets no more events (:func:`any_healthy` says whether any sink can still receive).
+Importing this package imports no back-end (TensorBoard, W&B, MLflow are optional dependencies).
 """
 
 from featurewatch.loggers.base import (

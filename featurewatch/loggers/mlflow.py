@@ -53,12 +53,14 @@ class MLflowSink(Sink):
         for method in ("log_batch", "log_image", "log_text"):
             if not callable(getattr(client, method, None)):
                 raise TypeError(
-                    f"MLflowSink needs an MlflowClient (with `{method}`), got {type(client).__name__}; "
+                    f"MLflowSink needs an MlflowClient (with `{method}`), "
+                    f"got {type(client).__name__}; "
                     "pass MLFlowLogger.experiment"
                 )
         if not isinstance(run_id, str) or not run_id:
             raise ValueError(
-                f"MLflowSink needs the id of an MLflow run, got {run_id!r}; pass MLFlowLogger.run_id"
+                f"MLflowSink needs the id of an MLflow run, got {run_id!r}; "
+                "pass MLFlowLogger.run_id"
             )
         self.client = client
         self.run_id = run_id

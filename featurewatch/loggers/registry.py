@@ -18,7 +18,8 @@ from featurewatch.loggers.files import FilesSink
 
 __all__ = ["SinkFactory", "files_next_to", "register_sink", "sinks_for"]
 
-#: Builds the sink for one logger: ``factory(logger, trainer)``. Return ``None`` to log nothing there.
+#: Builds the sink for one logger: ``factory(logger, trainer)``. Return ``None`` to log nothing
+#: there.
 SinkFactory = Callable[[Any, Any], Sink | None]
 
 #: Folder name of the files sink inside a logger's directory.
@@ -65,13 +66,16 @@ def _mlflow(logger: Any, trainer: Any) -> Sink:
 
 
 def files_next_to(logger: Any, trainer: Any) -> Sink:
-    """A :class:`~featurewatch.loggers.files.FilesSink` in ``<dir>/featurewatch``, where ``<dir>`` is
-    the logger's ``log_dir``, else its ``save_dir``; else in ``<trainer.default_root_dir>/featurewatch_logs``.
+    """A :class:`~featurewatch.loggers.files.FilesSink` in ``<dir>/featurewatch``.
 
-    The default for loggers without an adapter (``CSVLogger``, Neptune, Comet, ...): the images land
-    next to what that logger writes. Also usable with :func:`register_sink` to give a logger that has
-    an adapter plain files instead, e.g. ``register_sink("MLFlowLogger", files_next_to)``. ``trainer.log_dir`` is never read: it is a DDP collective, and
-    sinks are built on rank zero only.
+    ``<dir>`` is the logger's ``log_dir``, else its ``save_dir``; else the sink is in
+    ``<trainer.default_root_dir>/featurewatch_logs``.
+
+    The default for loggers without an adapter (``CSVLogger``, Neptune, Comet, ...): the images
+    land next to what that logger writes. Also usable with :func:`register_sink` to give a logger
+    that has an adapter plain files instead, e.g. ``register_sink("MLFlowLogger", files_next_to)``.
+    ``trainer.log_dir`` is never read: it is a DDP collective, and sinks are built on rank zero
+    only.
     """
     folder = _logger_dir(logger)
     if folder is None:
@@ -118,7 +122,8 @@ def register_sink(logger_class_name: str, factory: SinkFactory) -> None:
         register_sink("CometLogger", lambda logger, trainer: None)  # no featurewatch output there
 
     Args:
-        logger_class_name: the logger's class name as ``type(logger).__name__`` spells it (no module).
+        logger_class_name: the logger's class name as ``type(logger).__name__`` spells it (no
+            module).
         factory: callable taking ``(logger, trainer)`` and returning a :class:`Sink` or ``None``.
     """
     if not isinstance(logger_class_name, str) or not logger_class_name.isidentifier():
@@ -128,7 +133,8 @@ def register_sink(logger_class_name: str, factory: SinkFactory) -> None:
         )
     if not callable(factory):
         raise TypeError(
-            f"register_sink: `factory` must be callable as factory(logger, trainer) -> Sink | None, "
+            "register_sink: `factory` must be callable as "
+            "factory(logger, trainer) -> Sink | None, "
             f"got {type(factory).__name__}"
         )
     _FACTORIES[logger_class_name] = factory
@@ -149,10 +155,12 @@ def sinks_for(trainer: Any) -> list[Sink]:
     :class:`~featurewatch.loggers.mlflow.MLflowSink`; ``CSVLogger`` and loggers without an adapter →
     :class:`~featurewatch.loggers.files.FilesSink` in ``<logger dir>/featurewatch``; ``DummyLogger``
     (``fast_dev_run``) → nothing. A trainer without any logger (``logger=False``) still gets a
-    :class:`FilesSink` in ``<default_root_dir>/featurewatch_logs``, so the work is never thrown away.
+    :class:`FilesSink` in ``<default_root_dir>/featurewatch_logs``, so the work is never thrown
+    away.
     Two loggers that would get a files sink in the same folder share one.
 
-    Call on global rank zero only: adapters use ``logger.experiment``, which other ranks do not have.
+    Call on global rank zero only: adapters use ``logger.experiment``, which other ranks do not
+    have.
     """
     loggers = list(getattr(trainer, "loggers", None) or [])
     if not loggers:

@@ -15,7 +15,8 @@ __all__ = ["WandbSink", "wandb_row"]
 #: W&B shows at most this many images under one key of one ``log`` call.
 MAX_IMAGES_PER_KEY = 108
 
-#: The step field ``WandbLogger.log_metrics`` adds to every row (and defines as the x-axis of ``*``).
+#: The step field ``WandbLogger.log_metrics`` adds to every row (and defines as the x-axis of
+#: ``*``).
 STEP_KEY = "trainer/global_step"
 
 
@@ -24,15 +25,16 @@ class WandbSink(Sink):
 
     Like ``WandbLogger.log_metrics``, the row carries ``"trainer/global_step": step`` and no
     ``step=`` argument: Lightning lets W&B count its own ``_step`` and makes ``trainer/global_step``
-    the x-axis of every metric, so passing ``step=`` here would clash with (and drop) Lightning's own
-    rows. One call per event keeps an event's media on one ``_step``, so image panels line up.
+    the x-axis of every metric, so passing ``step=`` here would clash with (and drop) Lightning's
+    own rows. One call per event keeps an event's media on one ``_step``, so image panels line up.
 
-    Row contents: images as ``wandb.Image`` (``uint8``, caption prefixed with epoch and step; several
-    images under one key become a list, at most 108 of them, W&B's limit), scalars as numbers,
-    histograms as ``wandb.Histogram`` (30 bins over the finite values), texts as ``wandb.Html``
-    (preformatted). If two items of different kinds share a key, the later kind's key gets a
-    ``/<kind>`` suffix instead of overwriting the first (and a key ``trainer/global_step`` is moved
-    aside the same way, so that field always holds the step). An item that cannot be converted
+    Row contents: images as ``wandb.Image`` (``uint8``, caption prefixed with epoch and step;
+    several images under one key become a list, at most 108 of them, W&B's limit), scalars as
+    numbers, histograms as ``wandb.Histogram`` (30 bins over the finite values), texts as
+    ``wandb.Html`` (preformatted). If two items of different kinds share a key, the later kind's
+    key gets a ``/<kind>`` suffix instead of overwriting the first (and a key
+    ``trainer/global_step`` is moved aside the same way, so that field always holds the step). An
+    item that cannot be converted
     (``wandb.Image`` refusing an image) is left out of the row and named in the
     :class:`~featurewatch.loggers.SinkWriteError` raised after the rest was logged.
 
