@@ -33,15 +33,17 @@ class FilesSink(Sink):
         root/events.jsonl                            one JSON object per logged item
         root/index.html                              self-contained page; open it in a browser
 
-    Each line of ``events.jsonl`` has ``kind`` (``image``/``scalar``/``histogram``/``text``), ``key``,
-    ``step``, ``epoch`` and ``time`` (Unix seconds), plus: images ``path`` (relative to ``root``),
+    Each line of ``events.jsonl`` has ``kind`` (``image``/``scalar``/``histogram``/``text``),
+    ``key``, ``step``, ``epoch`` and ``time`` (Unix seconds), plus: images ``path`` (relative to
+    ``root``),
     ``caption``, ``width``, ``height``; scalars ``value`` (``null`` if not finite, with
     ``nonfinite`` giving ``"nan"``/``"inf"``/``"-inf"``); histograms ``counts``, ``edges`` (30 bins
     over the finite values), ``count`` and ``nonfinite``; texts ``value``. The file is strict JSON
     (no ``NaN``), so any JSON reader, including a browser's, can read it.
 
-    ``index.html`` is re-written atomically (at most every ``page_every`` seconds), with the records embedded (a
-    ``file://`` page cannot fetch files); see :mod:`featurewatch.loggers._page` for what it shows.
+    ``index.html`` is re-written atomically (at most every ``page_every`` seconds), with the
+    records embedded (a ``file://`` page cannot fetch files); see
+    :mod:`featurewatch.loggers._page` for what it shows.
     Key segments are made safe as file names (other characters become ``_``); two keys that end up
     in the same folder are told apart by a short hash. Nothing is created before the first write.
     Several writers may share a ``root`` (every featurewatch callback builds its own sinks; a
@@ -62,7 +64,8 @@ class FilesSink(Sink):
     ) -> None:
         if not isinstance(root, (str, os.PathLike)):
             raise TypeError(
-                f"FilesSink root must be a path (str or os.PathLike), got {type(root).__name__} {root!r}"
+                "FilesSink root must be a path (str or os.PathLike), "
+                f"got {type(root).__name__} {root!r}"
             )
         if title is not None and not isinstance(title, str):
             raise TypeError(f"FilesSink title must be a str or None, got {type(title).__name__}")
@@ -80,8 +83,9 @@ class FilesSink(Sink):
         self.root = Path(root)
         run = "/".join(self.root.resolve().parent.parts[1:][-2:])  # e.g. lightning_logs/version_3
         self.title = title or (f"featurewatch · {run}" if run else "featurewatch")
-        self._records: list[dict[str, Any]] = []  # everything in events.jsonl, in file order
-        self._read_up_to = 0  # bytes of events.jsonl already in self._records
+        # Records are not kept in memory (a long run, with one sink per callback, would grow the
+        # process by every record times every sink): the page reads them back from the log.
+        self._read_up_to = 0  # bytes of events.jsonl this sink has looked at
         self._folders: dict[str, str] = {}  # image folder (relative to root) -> its key
 
     @property
@@ -160,7 +164,6 @@ class FilesSink(Sink):
         except Exception as err:  # noqa: BLE001 - no record reached the log: every item is lost
             report.lost(err)
             report.raise_failures()
-        self._records.extend(records)
         # The page embeds every record, so rewriting it costs O(run length): do it at most every
         # `page_every` seconds (the first event at once), and always in close().
         self._page_stale = True
@@ -179,16 +182,17 @@ class FilesSink(Sink):
             self._flush_page()
 
     def _flush_page(self) -> None:
-        self._write_page(self._records)
+        self._write_page(self._read_log())
         self._page_written = time.monotonic()
         self._page_stale = False
 
     # ------------------------------------------------------------------ internals
     def _catch_up(self) -> None:
-        """Add the records other writers appended to ``events.jsonl`` since this sink last looked.
+        """Look at the records other writers appended to ``events.jsonl`` since this sink last
+        looked (the image folders they use are theirs).
 
-        A last line without a newline is the remnant of a run killed mid-write: it is skipped (with a
-        warning) and terminated, so that the next record starts on a line of its own.
+        A last line without a newline is the remnant of a run killed mid-write: it is skipped (with
+        a warning) and terminated, so that the next record starts on a line of its own.
         """
         self.root.mkdir(parents=True, exist_ok=True)
         with open(self.events_jsonl, "a+b") as f:
@@ -207,7 +211,6 @@ class FilesSink(Sink):
             if not (isinstance(record, dict) and {"kind", "key", "step"} <= record.keys()):
                 bad += 1
                 continue
-            self._records.append(record)
             if record["kind"] == "image" and isinstance(record.get("path"), str):
                 self._folders.setdefault(posixpath.dirname(record["path"]), record["key"])
         if bad:
@@ -228,6 +231,20 @@ class FilesSink(Sink):
         while path in taken:
             path, n = f"{folder}/step_{step:08d}_{n}.png", n + 1
         return path
+
+    def _read_log(self) -> list[dict[str, Any]]:
+        """Every readable record of ``events.jsonl``, in file order (:meth:`_catch_up` warns about
+        the unreadable lines)."""
+        records = []
+        with open(self.events_jsonl, "rb") as f:
+            for line in f:
+                try:
+                    record = json.loads(line)
+                except (json.JSONDecodeError, UnicodeDecodeError):
+                    continue
+                if isinstance(record, dict) and {"kind", "key", "step"} <= record.keys():
+                    records.append(record)
+        return records
 
     def _write_page(self, records: list[dict[str, Any]]) -> None:
         texts_seen: dict[str, int] = {}
