@@ -4,8 +4,8 @@ Two models, batch 32, CPU:
 
 * ``digits``: the example's network (``DigitsNet`` of ``examples/train_digits.py``: four
   conv-BN-ReLU blocks, in-place ReLUs, 16-64 channels) on 32x32 digits (4 monitored ReLUs);
-* ``resnet18``: torchvision ResNet-18, random init, 10 classes, ``--size`` pixels (default 64), where
-  one ReLU module per block runs twice per forward (17 monitored call sites).
+* ``resnet18``: torchvision ResNet-18, random init, 10 classes, ``--size`` pixels (default 64),
+  where one ReLU module per block runs twice per forward (17 monitored call sites).
 
 Two measurements per model, in one process:
 
@@ -262,7 +262,8 @@ def main() -> None:
     args = parser.parse_args()
     load = os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")
     print(
-        f"torch {torch.__version__}, {os.cpu_count()} CPUs, load average {load:.1f}, batch {args.batch}"
+        f"torch {torch.__version__}, {os.cpu_count()} CPUs, load average {load:.1f}, batch "
+        f"{args.batch}"
     )
     for threads in [int(t) for t in args.threads.split(",")]:
         torch.set_num_threads(threads)
@@ -272,20 +273,28 @@ def main() -> None:
             for rates_every in (4, 1):  # the monitor's default, then every statistic on every step
                 r = hot_path(kind, size, args.batch, pairs, warmup=3, rates_every=rates_every)
                 print(
-                    f"[{kind} {size}px, {threads} thread(s)] hot path, rates_every_n_steps={rates_every}: {pairs} "
-                    f"ABBA step pairs, {r['sites']} monitored call sites: step {r['without_ms']:.1f} ms without, "
-                    f"{r['with_ms']:.1f} ms with -> overhead {r['pair_ratio_pct']:+.2f}% (10%-trimmed mean of pair ratios; "
-                    f"95% CI {r['ci_low']:+.2f}..{r['ci_high']:+.2f}%; ratio of medians {r['overhead_pct']:+.2f}%); "
+                    f"[{kind} {size}px, {threads} thread(s)] hot path, "
+                    f"rates_every_n_steps={rates_every}: {pairs} "
+                    f"ABBA step pairs, {r['sites']} monitored call sites: step "
+                    f"{r['without_ms']:.1f} ms without, "
+                    f"{r['with_ms']:.1f} ms with -> overhead {r['pair_ratio_pct']:+.2f}% "
+                    "(10%-trimmed mean of pair ratios; "
+                    f"95% CI {r['ci_low']:+.2f}..{r['ci_high']:+.2f}%; ratio of medians "
+                    f"{r['overhead_pct']:+.2f}%); "
                     f"end-of-window summary {r['summary_ms']:.2f} ms",
                     flush=True,
                 )
             if args.lightning:
                 lr = lightning(kind, size, args.batch, pairs, warmup=6)
                 print(
-                    f"[{kind} {size}px, {threads} thread(s)] Lightning fit, {pairs} ABBA step pairs with the real "
-                    f"DeadNeuronMonitor: step {lr['without_ms']:.1f} ms without, {lr['with_ms']:.1f} ms with -> "
-                    f"overhead {lr['pair_ratio_pct']:+.2f}% (95% CI {lr['ci_low']:+.2f}..{lr['ci_high']:+.2f}%); "
-                    f"evaluation at the end of the window (reduction, scalars, heatmaps): {lr['evaluation_ms']:.0f} ms",
+                    f"[{kind} {size}px, {threads} thread(s)] Lightning fit, {pairs} ABBA step "
+                    "pairs with the real "
+                    f"DeadNeuronMonitor: step {lr['without_ms']:.1f} ms without, "
+                    f"{lr['with_ms']:.1f} ms with -> "
+                    f"overhead {lr['pair_ratio_pct']:+.2f}% (95% CI "
+                    f"{lr['ci_low']:+.2f}..{lr['ci_high']:+.2f}%); "
+                    "evaluation at the end of the window (reduction, scalars, heatmaps): "
+                    f"{lr['evaluation_ms']:.0f} ms",
                     flush=True,
                 )
 

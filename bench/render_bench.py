@@ -180,7 +180,8 @@ def main() -> None:
         f"{args.threads} threads, {device}"
     )
     print(
-        f"{'layer':8} {'naive s':>8} {'ours s':>7} {'floor s':>8} {'naive/ours':>11} {'ours/floor':>11} {'act naive':>10} {'act ours':>9}"
+        f"{'layer':8} {'naive s':>8} {'ours s':>7} {'floor s':>8} {'naive/ours':>11} "
+        f"{'ours/floor':>11} {'act naive':>10} {'act ours':>9}"
     )
     polished: list[tuple[str, float, float]] = []
     for layer in args.layers:
@@ -192,12 +193,14 @@ def main() -> None:
             t_floor = min(t_floor, floor(model, layer, chans, args.size, args.steps, device))
         t_pol, v_pol = ours(model, layer, chans, spec, args.steps, args.lr, polish=args.steps // 4)
         print(
-            f"{layer:8} {t_naive:8.2f} {t_ours:7.2f} {t_floor:8.2f} {t_naive / t_ours:10.2f}x {t_ours / t_floor:10.2f}x "
+            f"{layer:8} {t_naive:8.2f} {t_ours:7.2f} {t_floor:8.2f} {t_naive / t_ours:10.2f}x "
+            f"{t_ours / t_floor:10.2f}x "
             f"{v_naive.mean().item():10.4f} {v_ours.mean().item():9.4f}"
         )
         polished.append((layer, t_pol, v_pol.mean().item()))
     print(
-        f"\nours with the callbacks' default polish_steps = steps // 4 = {args.steps // 4} (same steps; the last ones untransformed):"
+        f"\nours with the callbacks' default polish_steps = steps // 4 = {args.steps // 4} (same "
+        "steps; the last ones untransformed):"
     )
     for layer, t_pol, v_pol in polished:
         print(f"{layer:8} ours+polish {t_pol:7.2f} s, mean final activation {v_pol:.4f}")

@@ -115,7 +115,8 @@ def load_data(
     path = Path(spec)
     if not path.exists():
         raise SystemExit(
-            f"--data {spec!r}: no such folder (use 'digits', a CIFAR-10 python folder or an ImageFolder)"
+            f"--data {spec!r}: no such folder (use 'digits', a CIFAR-10 python folder or an "
+            "ImageFolder)"
         )
     mean, std = [0.485, 0.456, 0.406], [0.229, 0.224, 0.225]
     tf = T.Compose([T.Resize(size), T.CenterCrop(size), T.ToTensor(), T.Normalize(mean, std)])
@@ -202,7 +203,10 @@ def make_logger(kind: str, out: Path) -> Any:
 def how_to_open(kind: str, out: Path, trainer: pl.Trainer) -> str:
     if kind == "tensorboard":
         # without --samples_per_plugin, TensorBoard keeps 10 steps per image tag
-        return f"tensorboard --logdir {out} --samples_per_plugin images=500    # then http://localhost:6006, IMAGES tab"
+        return (
+            f"tensorboard --logdir {out} --samples_per_plugin images=500"
+            "    # then http://localhost:6006, IMAGES tab"
+        )
     if kind == "wandb":
         return f"wandb sync {out}/wandb/offline-run-*   # or open the run page if you are online"
     if kind == "mlflow":
@@ -265,7 +269,8 @@ def main(argv: list[str] | None = None) -> int:
         if isinstance(cb, fw.FeatureWatchCallback)
     }
     print(
-        f"\ntrained {epochs} epochs in {time.perf_counter() - start:.1f} s; featurewatch time per callback:"
+        f"\ntrained {epochs} epochs in {time.perf_counter() - start:.1f} s; featurewatch time per "
+        "callback:"
     )
     for name, seconds in spent.items():
         print(f"  {name:28s} {seconds:6.2f} s")

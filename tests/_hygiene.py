@@ -11,7 +11,8 @@ _HOOK_DICTS = ("_forward_hooks", "_forward_pre_hooks", "_backward_hooks", "_back
 
 
 def same_tensor(a: torch.Tensor, b: torch.Tensor) -> bool:
-    """Exactly equal: dtype, shape, device and every bit (so NaN equals NaN, -0.0 differs from 0.0)."""
+    """Exactly equal: dtype, shape, device and every bit (so NaN equals NaN, -0.0 differs from
+    0.0)."""
     if a.dtype != b.dtype or a.shape != b.shape or a.device != b.device:
         return False
     return torch.equal(_bits(a), _bits(b))

@@ -93,7 +93,8 @@ class TinyResNet(nn.Module):
 
 
 class LitClassifier(pl.LightningModule):
-    """Wraps any classifier ``net``; the wrapped net is reachable as ``net.<name>`` in layer names."""
+    """Wraps any classifier ``net``; the wrapped net is reachable as ``net.<name>`` in layer
+    names."""
 
     def __init__(self, net: nn.Module | None = None, lr: float = 0.05) -> None:
         super().__init__()

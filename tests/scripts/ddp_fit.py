@@ -10,11 +10,11 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
-import pytorch_lightning as pl  # noqa: E402
-from pytorch_lightning.loggers import TensorBoardLogger  # noqa: E402
+import pytorch_lightning as pl
+from pytorch_lightning.loggers import TensorBoardLogger
 
-from featurewatch import ActivationGrid, AttributionMaps, DatasetExamples, FilterWeights  # noqa: E402
-from tests._models import LitClassifier, digits_loaders  # noqa: E402
+from featurewatch import ActivationGrid, AttributionMaps, DatasetExamples, FilterWeights
+from tests._models import LitClassifier, digits_loaders
 
 
 def main(out: Path) -> None:
