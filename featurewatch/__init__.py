@@ -30,12 +30,14 @@ _EXPORTS: dict[str, str] = {
     "DeadNeuronError": "featurewatch.callbacks.dead_neurons",
     "AttributionMaps": "featurewatch.callbacks.attribution",
     "DatasetExamples": "featurewatch.callbacks.dataset_examples",
+    "FeatureDrift": "featurewatch.callbacks.feature_drift",
     # core
     "saliency": "featurewatch.core.attribution",
     "occlusion": "featurewatch.core.attribution",
     "grad_cam": "featurewatch.core.attribution",
     "cam": "featurewatch.core.attribution",
     "overlay": "featurewatch.core.attribution",
+    "cka": "featurewatch.core.drift",
     "top_examples": "featurewatch.core.examples",
     "top_examples_multi": "featurewatch.core.examples",
     "project_detailed": "featurewatch.core.projection",
@@ -107,10 +109,12 @@ if TYPE_CHECKING:  # pragma: no cover - for type checkers and IDEs
         DeadNeuronWarning,
     )
     from featurewatch.callbacks.deep_dream import DeepDream
+    from featurewatch.callbacks.feature_drift import FeatureDrift
     from featurewatch.callbacks.filter_weights import FilterWeights
     from featurewatch.core.attribution import cam, grad_cam, occlusion, overlay, saliency
     from featurewatch.core.deepdream import deep_dream
     from featurewatch.core.drawing import examples_grid
+    from featurewatch.core.drift import cka
     from featurewatch.core.examples import TopExamples, top_examples, top_examples_multi
     from featurewatch.core.fit_stats import ImageStats, fit_image_stats
     from featurewatch.core.hygiene import isolated

@@ -17,6 +17,7 @@ from featurewatch.callbacks.dead_neurons import (
     DeadNeuronWarning,
 )
 from featurewatch.callbacks.deep_dream import DeepDream
+from featurewatch.callbacks.feature_drift import FeatureDrift
 from featurewatch.callbacks.filter_weights import FilterWeights
 
 __all__ = [
@@ -29,6 +30,7 @@ __all__ = [
     "DeadNeuronMonitor",
     "DeadNeuronWarning",
     "DeepDream",
+    "FeatureDrift",
     "FeatureWatchCallback",
     "FeatureWatchWarning",
     "FilterWeights",
