@@ -71,7 +71,7 @@ _EXPORTS: dict[str, str] = {
     "diversity": "featurewatch.core.objectives",
     "interpolate": "featurewatch.core.objectives",
     "ChannelStatsRecorder": "featurewatch.core.stats",
-    "ChannelSummary": "featurewatch.core.stats",
+    "ChannelSummary": "featurewatch.core.dead_rule",
     # loggers
     "Event": "featurewatch.loggers.base",
     "Sink": "featurewatch.loggers.base",
@@ -112,6 +112,7 @@ if TYPE_CHECKING:  # pragma: no cover - for type checkers and IDEs
     from featurewatch.callbacks.feature_drift import FeatureDrift
     from featurewatch.callbacks.filter_weights import FilterWeights
     from featurewatch.core.attribution import cam, grad_cam, occlusion, overlay, saliency
+    from featurewatch.core.dead_rule import ChannelSummary
     from featurewatch.core.deepdream import deep_dream
     from featurewatch.core.drawing import examples_grid
     from featurewatch.core.drift import cka
@@ -140,7 +141,7 @@ if TYPE_CHECKING:  # pragma: no cover - for type checkers and IDEs
         render,
         visualize_channels,
     )
-    from featurewatch.core.stats import ChannelStatsRecorder, ChannelSummary
+    from featurewatch.core.stats import ChannelStatsRecorder
     from featurewatch.loggers.base import Event, Sink
     from featurewatch.loggers.files import FilesSink
     from featurewatch.loggers.registry import register_sink, sinks_for

@@ -10,12 +10,8 @@ import torch
 from pytorch_lightning.utilities import rank_zero_warn
 
 from featurewatch.callbacks.base import FeatureWatchCallback, check_layers, check_number
-from featurewatch.core.stats import (
-    ChannelStatsRecorder,
-    ChannelSummary,
-    ChannelVerdict,
-    judge_channels,
-)
+from featurewatch.core.dead_rule import ChannelSummary, ChannelVerdict, judge_channels
+from featurewatch.core.stats import ChannelStatsRecorder
 from featurewatch.core.validation import check_bool, check_int
 from featurewatch.loggers import Event
 

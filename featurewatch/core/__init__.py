@@ -2,6 +2,7 @@
 
 from featurewatch.core.attribution import cam, grad_cam, occlusion, overlay, saliency
 from featurewatch.core.calls import layer_call_counts
+from featurewatch.core.dead_rule import ChannelSummary, ChannelVerdict, judge_channels
 from featurewatch.core.deepdream import deep_dream
 from featurewatch.core.drawing import examples_grid
 from featurewatch.core.examples import TopExamples, top_examples, top_examples_multi
@@ -47,7 +48,6 @@ from featurewatch.core.stats import (
     RECTIFIER_TYPES,
     ChannelStats,
     ChannelStatsRecorder,
-    ChannelSummary,
     default_dead_layers,
 )
 from featurewatch.core.transforms import (
@@ -67,6 +67,7 @@ __all__ = [
     "ChannelStats",
     "ChannelStatsRecorder",
     "ChannelSummary",
+    "ChannelVerdict",
     "FourierImage",
     "ImageParam",
     "ImageSpec",
@@ -104,6 +105,7 @@ __all__ = [
     "interpolate",
     "isolated",
     "jitter",
+    "judge_channels",
     "layer_call_counts",
     "layer_l2",
     "list_layers",

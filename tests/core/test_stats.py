@@ -10,15 +10,10 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from featurewatch.core.dead_rule import ChannelSummary, judge_channels
 from featurewatch.core.hygiene import isolated
 from featurewatch.core.layers import capture
-from featurewatch.core.stats import (
-    ChannelStats,
-    ChannelStatsRecorder,
-    ChannelSummary,
-    default_dead_layers,
-    judge_channels,
-)
+from featurewatch.core.stats import ChannelStats, ChannelStatsRecorder, default_dead_layers
 from tests._models import SmallCNN, TinyResNet
 
 
