@@ -168,6 +168,11 @@ def make_callbacks(normalize: tuple[list[float], list[float]], fast: bool) -> li
         fw.DatasetExamples(["features.5", "features.13"], max_channels=8, k=6, at_start=True),
         # dead/dying filters of every ReLU (features.2, .5, .9, .13); warns once per layer
         fw.DeadNeuronMonitor(dead_alert_fraction=0.1, on_dead="warn"),
+        # how much each ReLU's representation of 64 fixed validation digits changed (linear CKA
+        # with the previous epoch and with initialization): do the layers settle bottom-up?
+        fw.FeatureDrift(
+            ["features.2", "features.5", "features.9", "features.13"], num_images=64, at_start=True
+        ),
     ]
 
 

@@ -74,6 +74,7 @@ def test_example_trains_on_an_image_folder_with_every_callback(tmp_path: Path) -
         "featurewatch/attribution/",
         "featurewatch/examples/",
         "featurewatch/dead/",
+        "featurewatch/drift/",
     ):
         assert any(k.startswith(prefix) for k in images), (prefix, sorted(images))
     assert not [r for r in records if r["key"].endswith("/error")], [
