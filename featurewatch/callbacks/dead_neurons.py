@@ -9,7 +9,12 @@ import pytorch_lightning as pl
 import torch
 from pytorch_lightning.utilities import rank_zero_warn
 
-from featurewatch.callbacks.base import FeatureWatchCallback, check_layers, check_number
+from featurewatch.callbacks.base import (
+    FeatureWatchCallback,
+    FeatureWatchWarning,
+    check_layers,
+    check_number,
+)
 from featurewatch.core.dead_rule import ChannelSummary, ChannelVerdict, judge_channels
 from featurewatch.core.stats import ChannelStatsRecorder
 from featurewatch.core.validation import check_bool, check_int
@@ -245,6 +250,16 @@ class DeadNeuronMonitor(FeatureWatchCallback):
             channel_dim=self.channel_dim,
         )
         self._recorder.enabled = False
+        if _compiled(pl_module):
+            rank_zero_warn(
+                "DeadNeuronMonitor on a torch.compile-d model: the model is compiled once with "
+                "the monitor's hooks (they run as an opaque operator, so nothing recompiles), but "
+                "with the inductor backend the run is not bit-identical to one without the "
+                "monitor: an activation the monitor also reads is fused differently, which moves "
+                "float32 results by rounding (measured: max |dw| 6e-8 after 8 steps of a small "
+                "CNN). The eager and aot_eager backends are bit-identical.",
+                category=FeatureWatchWarning,
+            )
 
     # ------------------------------------------------------------------ hooks on the hot path
     def on_train_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
@@ -561,3 +576,10 @@ class DeadNeuronMonitor(FeatureWatchCallback):
             last = self.history[-1]["layers"]
             self.latest = {k: ChannelSummary.from_state(v) for k, v in last.items()}
             self.dead_channels = {k: s.silent(self.patience) for k, s in self.latest.items()}
+
+
+def _compiled(module: torch.nn.Module) -> bool:
+    """Whether Lightning unwrapped a ``torch.compile``-d module or one of its submodules is one."""
+    if getattr(module, "_compiler_ctx", None):
+        return True
+    return any(isinstance(m, torch._dynamo.OptimizedModule) for m in module.modules())

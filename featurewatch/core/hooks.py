@@ -1,6 +1,6 @@
 """Temporary module hooks: every hook of the core is placed here and removed in a ``finally``.
 
-Two mechanisms, each written once:
+Three mechanisms, each written once:
 
 * :func:`forward_hooks` - observe modules during the forward passes run inside a ``with`` block
   (layer capture, call counting, the layer scans of CAM);
@@ -9,7 +9,19 @@ Two mechanisms, each written once:
   :func:`~featurewatch.core.render.render`, the guided-backprop and deconvnet rules of
   :func:`~featurewatch.core.projection.project` and the pass-through activations of
   :func:`~featurewatch.core.receptive_field.receptive_fields` (Captum's
-  ``ModifiedReluGradientAttribution`` and Lucid's ``overrides`` do the same, one place each).
+  ``ModifiedReluGradientAttribution`` and Lucid's ``overrides`` do the same, one place each);
+* :class:`Observer` - a Python function that long-lived hooks (the per-step statistics of
+  :class:`~featurewatch.core.stats.ChannelStatsRecorder`) call on a tensor, which a
+  ``torch.compile``-d forward runs *as is*, at run time, instead of tracing it.
+
+Why :class:`Observer` exists: a hook registered on a submodule of a compiled model is traced into
+the user's graph with guards on every piece of Python state it reads (counters, dictionaries,
+flags). A hook that updates running statistics changes that state at every step, so each step
+failed a guard and recompiled ``training_step`` (6 recompilations in 6 steps of a small CNN),
+until Dynamo's recompile limit made it give up and run the step eagerly: the user's compiled
+training silently stopped being compiled. A custom operator is opaque to Dynamo: the hook's body
+becomes one node of the graph, whose Python implementation runs with the real tensor at that point
+of the forward. The graph is then traced once with the hooks and never again.
 
 In-place modules (``nn.ReLU(inplace=True)``) are the trap of output replacement (pytorch 61519,
 captum 973): the module would overwrite its input, which the replacement needs. The substitution
@@ -19,6 +31,7 @@ the pre-activation, and the graph of the layer before stays valid.
 
 from __future__ import annotations
 
+import itertools
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from typing import Any
@@ -26,7 +39,7 @@ from typing import Any
 import torch
 from torch import nn
 
-__all__ = ["forward_hooks", "substitute_outputs"]
+__all__ = ["Observer", "forward_hooks", "substitute_outputs"]
 
 #: ``replace(module, input) -> output``: what a substituted module returns for its first argument.
 Replacement = Callable[[nn.Module, torch.Tensor], Any]
@@ -101,3 +114,62 @@ def substitute_outputs(modules: Sequence[nn.Module], replace: Replacement) -> It
         for h in handles:
             h.remove()
         kept.clear()
+
+
+#: What each live :class:`Observer` runs, by key (the operator below only carries an int).
+_OBSERVERS: dict[int, Callable[[Any], None]] = {}
+_KEYS = itertools.count()
+#: Mutated (nominally) by every observer call: the compiler keeps the calls and their order.
+_ORDER = torch.zeros(1)
+
+
+@torch.library.custom_op(
+    "featurewatch::observe",
+    mutates_args=("order",),
+    schema="(int key, Tensor(a!) order, Tensor? value) -> ()",
+)
+def _observe(key: int, order: torch.Tensor, value: torch.Tensor | None) -> None:
+    fn = _OBSERVERS.get(key)
+    if fn is not None:  # released while a compiled graph still holds the call: nothing to do
+        fn(value)
+
+
+@_observe.register_fake
+def _observe_fake(key: int, order: torch.Tensor, value: torch.Tensor | None) -> None:
+    return None
+
+
+class Observer:
+    """Calls ``fn(tensor)`` from a hook, in eager forwards and, opaquely, in compiled ones.
+
+    In an eager forward, calling the observer calls ``fn`` directly. While ``torch.compile``
+    traces a forward, it records one call of the ``featurewatch::observe`` operator instead, which
+    runs ``fn`` with the detached tensor when the compiled graph runs: ``fn`` may read and update
+    any Python state without a guard or a graph break. The value must not be needed by the graph
+    (``fn`` returns nothing) and ``fn`` must not change the tensor.
+
+    Call :meth:`release` when the hook is removed (a compiled graph that still holds the call then
+    does nothing).
+
+    Example:
+        >>> seen = Observer(lambda t: counts.append(int((t > 0).sum())))
+        >>> handle = relu.register_forward_hook(lambda m, i, out: seen(out))
+        >>> ...; handle.remove(); seen.release()
+    """
+
+    def __init__(self, fn: Callable[[Any], None]) -> None:
+        self.key = next(_KEYS)
+        self.fn = fn
+        _OBSERVERS[self.key] = fn
+
+    def __call__(self, value: Any = None) -> None:
+        if torch.compiler.is_compiling():
+            # the operator carries tensors only; anything else reaches ``fn`` as None
+            tensor = value.detach() if isinstance(value, torch.Tensor) else None
+            torch.ops.featurewatch.observe(self.key, _ORDER, tensor)
+        else:
+            self.fn(value)
+
+    def release(self) -> None:
+        """Forget ``fn`` (idempotent)."""
+        _OBSERVERS.pop(self.key, None)

@@ -53,6 +53,7 @@ import torch
 from torch import nn
 
 from featurewatch.core.dead_rule import ChannelSummary
+from featurewatch.core.hooks import Observer
 from featurewatch.core.hygiene import in_isolation
 from featurewatch.core.layers import (
     ACTIVATION_TYPES,
@@ -362,6 +363,7 @@ class ChannelStatsRecorder:
         ] = {}  # most calls of each monitored module in one forward
         self._depth = 0
         self._handles: list[torch.utils.hooks.RemovableHandle] = []
+        self._observers: list[Observer] = []
 
     # ------------------------------------------------------------------ hooks
     @property
@@ -380,13 +382,23 @@ class ChannelStatsRecorder:
                     parent = ".".join(parts[:i])
                     if parent not in ancestors:
                         ancestors.append(parent)
+            # Observers: under torch.compile the hooks' bodies run as they are, at run time, and
+            # the user's graph is traced once (see featurewatch.core.hooks.Observer)
+            enter, leave = Observer(self._enter), Observer(self._leave)
+            self._observers += [enter, leave]
             for parent in ancestors:
                 module = self.model.get_submodule(parent) if parent else self.model
-                self._handles.append(module.register_forward_pre_hook(self._enter))
-                self._handles.append(module.register_forward_hook(self._leave, always_call=True))
-            for name in self.wanted:
+                self._handles.append(module.register_forward_pre_hook(lambda m, i: enter()))
                 self._handles.append(
-                    self.model.get_submodule(name).register_forward_hook(self._make_hook(name))
+                    module.register_forward_hook(lambda m, i, o: leave(), always_call=True)
+                )
+            for name in self.wanted:
+                observe = Observer(self._make_hook(name))
+                self._observers.append(observe)
+                self._handles.append(
+                    self.model.get_submodule(name).register_forward_hook(
+                        lambda m, i, out, observe=observe: observe(_first_tensor(out))
+                    )
                 )
         except BaseException:
             self.detach()
@@ -397,6 +409,9 @@ class ChannelStatsRecorder:
         handles, self._handles = self._handles, []
         for handle in handles:
             handle.remove()
+        observers, self._observers = self._observers, []
+        for observer in observers:
+            observer.release()
         self.new_forward()
 
     def __enter__(self) -> ChannelStatsRecorder:  # noqa: PYI034 - Python 3.10 has no typing.Self
@@ -420,22 +435,22 @@ class ChannelStatsRecorder:
         self._depth = 0
         self._calls.clear()
 
-    def _enter(self, _module: nn.Module, _inputs: Any) -> None:
+    def _enter(self, _: Any = None) -> None:
         if self._depth == 0:
             self._calls.clear()
         self._depth += 1
 
-    def _leave(self, _module: nn.Module, _inputs: Any, _output: Any) -> None:
+    def _leave(self, _: Any = None) -> None:
         self._depth = max(self._depth - 1, 0)
 
-    def _make_hook(self, name: str) -> Callable[[nn.Module, Any, Any], None]:
+    def _make_hook(self, name: str) -> Callable[[Any], None]:
         wanted = self.wanted[name]
         sites = self.sites[name]
         mode = self.modes[name]
         cdim = self.channel_dims[name]
         calls = self._calls
 
-        def hook(_module: nn.Module, _inputs: Any, output: Any) -> None:
+        def hook(tensor: Any) -> None:
             if not self.enabled or in_isolation():
                 return
             k = calls.get(name, 0)
@@ -448,7 +463,6 @@ class ChannelStatsRecorder:
                 return
             if name in self.problems:
                 return
-            tensor = output[0] if isinstance(output, (tuple, list)) else output
             stats = sites.get(k)
             if stats is None:
                 if (
@@ -636,6 +650,11 @@ class ChannelStatsRecorder:
                     count, total, maximum, last_on, int(positions[i]), int(updates[i])
                 )
         return out
+
+
+def _first_tensor(output: Any) -> Any:
+    """What the statistics read of a module's output: the output, or the first of a tuple."""
+    return output[0] if isinstance(output, (tuple, list)) and output else output
 
 
 def _looks_channels_last(shape: torch.Size) -> bool:
