@@ -33,8 +33,9 @@ __all__ = [
 
 
 def is_int(value: Any) -> bool:
-    """Whether ``value`` is a Python ``int`` that is not a ``bool``."""
-    return isinstance(value, int) and not isinstance(value, bool)
+    """Whether ``value`` is an integer that is not a ``bool``: a Python ``int`` or a NumPy integer
+    (what ``np.argsort`` or a pandas column hands over), not a float with an integral value."""
+    return isinstance(value, numbers.Integral) and not isinstance(value, bool)
 
 
 def check_int(name: str, value: Any, minimum: int = 1, *, allow_none: bool = False) -> None:
@@ -128,7 +129,7 @@ def check_channel_list(name: str, value: Any, *, allow_int: bool = True) -> list
         raise TypeError(f"`{name}` must be {expected}, got {type(value).__name__}")
     if not values or any(not is_int(c) or c < 0 for c in values):
         raise ValueError(f"`{name}` must be a non-empty list of non-negative ints, got {values!r}")
-    return values
+    return [int(c) for c in values]
 
 
 def check_images(name: str, value: Any) -> torch.Tensor:

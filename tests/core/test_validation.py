@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 
+import numpy as np
 import pytest
 import torch
 
@@ -13,6 +14,7 @@ from featurewatch.core.validation import (
     check_images,
     check_int,
     check_positive_float,
+    is_int,
     out_of_range_message,
 )
 
@@ -95,3 +97,14 @@ def test_check_images_wants_a_non_empty_4d_tensor() -> None:
     for bad in (torch.zeros(1, 4, 4), torch.zeros(0, 1, 4, 4)):
         with pytest.raises(ValueError, match=r"`x` must be a non-empty \(N, C, H, W\) batch"):
             check_images("x", bad)
+
+
+def test_numpy_integers_are_ints_and_come_back_as_python_ints() -> None:
+    """``np.argsort(...)[:8]`` or a pandas column is a natural way to pick channels (issue 11)."""
+    picked = check_channel_list("channels", np.argsort(np.array([3.0, 1.0, 2.0])))
+    assert picked == [1, 2, 0]
+    assert all(type(c) is int for c in picked)
+    check_int("steps", np.int32(4))
+    assert is_int(np.int64(0)) and not is_int(np.bool_(True)) and not is_int(2.0)
+    with pytest.raises(ValueError, match="non-negative ints"):
+        check_channel_list("channels", np.array([0.0, 1.0]))  # floats are not indices
