@@ -10,7 +10,7 @@ import torch
 
 from featurewatch.callbacks._probe import Normalize, ProbeImages
 from featurewatch.callbacks.base import FeatureWatchCallback, check_layers
-from featurewatch.core.images import grid, scale_each
+from featurewatch.core.images import grid, nonfinite_counts, nonfinite_note, scale_each
 from featurewatch.core.inspect import activation_grid, activation_maps
 from featurewatch.core.layers import list_layers, resolve_layer
 from featurewatch.core.validation import check_channel_list, check_int, out_of_range_message
@@ -50,7 +50,10 @@ class ActivationGrid(FeatureWatchCallback):
 
     Logged keys:
         - ``featurewatch/activations/<layer>``: image; per probe image, a grid of its channel maps
-          (viridis, one colour scale per probe image, zero darkest).
+          (viridis, one colour scale per probe image, zero darkest). Non-finite values (NaN,
+          Inf) are magenta and the caption counts them per probe image; a layer that cannot be
+          drawn is reported (``featurewatch/activation_grid/<layer>/error``) and the other layers
+          are still logged.
         - ``featurewatch/activations/probe``: image, the probe images (first call only).
         - ``featurewatch/activation_grid/seconds``: wall time of the call.
     """
@@ -134,17 +137,25 @@ class ActivationGrid(FeatureWatchCallback):
         probe = self._probe.get()
         maps = activation_maps(pl_module, probe, self._layers(pl_module))
         for layer, m in maps.items():
-            shown = (
+            shown = list(
                 self.channels
                 if self.channels is not None
                 else range(min(self.max_channels, m.shape[1]))
             )
+            try:  # one layer that cannot be drawn must not cost the others
+                image = activation_grid(m, channels=shown, max_channels=self.max_channels)
+            except Exception as err:  # noqa: BLE001 - reported; re-raised if strict
+                self.report_failure(event, layer, f"layer {layer!r}", err)
+                continue
             event.add_image(
                 f"featurewatch/activations/{layer}",
-                activation_grid(m, channels=list(shown), max_channels=self.max_channels),
+                image,
                 caption=(
                     f"epoch {event.epoch}, step {event.step}: {layer}, {m.shape[1]} channels "
                     f"({len(shown)} shown) for {m.shape[0]} probe images in reading order"
+                    + nonfinite_note(
+                        nonfinite_counts(m[:, shown]), m[0, shown].numel(), "probe image"
+                    )
                 ),
             )
         if not self._probe_logged:

@@ -28,7 +28,13 @@ from featurewatch.core.cam_layers import (
     last_linear_layer,
 )
 from featurewatch.core.hygiene import model_device_dtype
-from featurewatch.core.images import grid, scale_each, to_display_channels
+from featurewatch.core.images import (
+    grid,
+    nonfinite_counts,
+    nonfinite_note,
+    scale_each,
+    to_display_channels,
+)
 from featurewatch.core.inspect import activation_maps
 from featurewatch.core.layers import parse_layer, resolve_layer
 from featurewatch.core.outputs import check_output_key, class_index, class_scores
@@ -154,7 +160,8 @@ class AttributionMaps(FeatureWatchCallback):
           (only positive evidence is coloured), so colours do not compare across images. The
           caption gives, per image, the target class, the predicted class and its probability,
           and the map's maximum absolute value with its unit (e.g. "probability drop"), which
-          does compare across images and steps. A map that is uniform (no location) is flagged
+          does compare across images and steps. Non-finite map values (NaN, Inf) are magenta
+          and counted per image in the caption. A map that is uniform (no location) is flagged
           with what to do, checked on the model: a larger input only when the layer's map is
           1 x 1 because the input is small, else another ``layer=``.
         - ``featurewatch/attribution/<method>/error``: text, only when that method failed at this
@@ -466,16 +473,12 @@ class AttributionMaps(FeatureWatchCallback):
         for method in self.methods:
             try:
                 maps, how, unit = self._maps(method, pl_module, x, t.to(device))
+                heat = overlay(probe.float(), maps.float().cpu(), cmap=self.cmap, alpha=self.alpha)
             except Exception as err:  # noqa: BLE001 - reported; re-raised if strict
                 # one failing method (say occlusion running out of memory) must not cost the others
                 self.report_failure(event, method, f"method {method!r}", err)
                 continue
-            tiles = torch.cat(
-                [
-                    shown,
-                    overlay(probe.float(), maps.float().cpu(), cmap=self.cmap, alpha=self.alpha),
-                ]
-            )
+            tiles = torch.cat([shown, heat])
             h, w = tiles.shape[-2:]
             factor = max(1, -(-self.min_size // max(h, w)))
             if factor > 1:
@@ -488,6 +491,7 @@ class AttributionMaps(FeatureWatchCallback):
                     f"({how}); {n} probe images (top) and the map over each (bottom, "
                     f"{self.cmap}, scaled per image, positive evidence only); {per_image}; "
                     f"{_scale_note(maps, unit)}"
+                    + nonfinite_note(nonfinite_counts(maps), maps[0].numel(), "map")
                     + _empty_note(maps)
                     + self._uniform_caption(method, pl_module, x, maps)
                 ),
@@ -530,7 +534,11 @@ def _scale_note(maps: torch.Tensor, unit: str) -> str:
 
 def _empty_note(maps: torch.Tensor) -> str:
     """Caption note for maps with no positive value (their tile shows only the coldest colour)."""
-    empty = [str(i) for i, m in enumerate(maps) if not bool((m > 0).any())]
+    empty = [
+        str(i)
+        for i, m in enumerate(maps)
+        if not bool((m > 0).any()) and bool(torch.isfinite(m).all())  # NaNs have their own note
+    ]
     if not empty:
         return ""
     return f"; no positive evidence for the target in image(s) #{', #'.join(empty)} (uniform tile)"

@@ -53,7 +53,12 @@ from featurewatch.core.cam_layers import (
     static_channels,
 )
 from featurewatch.core.hygiene import isolated
-from featurewatch.core.images import colorize, scale_each, to_display_channels
+from featurewatch.core.images import (
+    NONFINITE_RGB,
+    colorize,
+    scale_each,
+    to_display_channels,
+)
 from featurewatch.core.layers import capture, list_layers, parse_layer, resolve_layer
 from featurewatch.core.outputs import (
     OutputKey,
@@ -509,7 +514,9 @@ def overlay(
     Each image is min-max scaled (:func:`~featurewatch.core.images.scale_each`; grayscale is shown
     as grey), each map is clipped at zero (only evidence *for* the class is coloured; occlusion and
     CAM maps are signed) and divided by its own maximum, so colours compare regions within an image,
-    not across images.
+    not across images. A non-finite map value (NaN, +-Inf; say a layer diverged) is painted
+    :data:`~featurewatch.core.images.NONFINITE_RGB` (magenta, unblended) and left out of the
+    maximum, so the map's finite part is still shown as it is.
 
     Args:
         images: ``(N, C, H, W)`` images (any range, any channel count).
@@ -540,6 +547,11 @@ def overlay(
     base = to_display_channels(scale_each(images.detach().cpu()))
     if base.shape[1] == 1:
         base = base.expand(-1, 3, -1, -1)
-    heat = maps.detach().float().cpu().clamp_min(0)
-    heat = heat / heat.flatten(1).amax(1).clamp_min(1e-12).reshape(-1, 1, 1)
-    return ((1 - alpha) * base + alpha * colorize(heat, cmap)).clamp(0, 1)
+    raw = maps.detach().float().cpu()
+    bad = ~torch.isfinite(raw)  # before clamping, which would turn -Inf into a plain zero
+    heat = raw.clamp_min(0)
+    peak = torch.where(bad, 0.0, heat).flatten(1).amax(1)  # over the finite values only
+    heat = heat / peak.clamp_min(1e-12).reshape(-1, 1, 1)
+    out = ((1 - alpha) * base + alpha * colorize(heat, cmap)).clamp(0, 1)
+    # a NaN/Inf pixel is pure NONFINITE_RGB, not blended: it must not pass for a heatmap colour
+    return torch.where(bad[:, None], torch.tensor(NONFINITE_RGB).reshape(1, 3, 1, 1), out)

@@ -19,13 +19,19 @@ from torchvision.utils import make_grid
 #: in ``torchvision.transforms.Normalize``; the model sees ``(image - mean) / std``.
 Normalize = tuple[Sequence[float], Sequence[float]]
 
+#: RGB in ``[0, 1]`` of non-finite values (NaN, +-Inf) in colour-mapped images: magenta.
+NONFINITE_RGB = (1.0, 0.0, 1.0)
+
 __all__ = [
+    "NONFINITE_RGB",
     "Normalize",
     "colorize",
     "columns_for",
     "figure_to_array",
     "grid",
     "load_images",
+    "nonfinite_counts",
+    "nonfinite_note",
     "normalizer",
     "scale_each",
     "to_display_channels",
@@ -57,14 +63,50 @@ def scale_each(images: torch.Tensor, *, symmetric: bool = False, eps: float = 1e
 
 
 def colorize(values: torch.Tensor, cmap: str = "viridis") -> torch.Tensor:
-    """Map ``(N, H, W)`` values in ``[0, 1]`` to ``(N, 3, H, W)`` RGB with a matplotlib colormap."""
+    """Map ``(N, H, W)`` values in ``[0, 1]`` to ``(N, 3, H, W)`` RGB with a matplotlib colormap.
+
+    Non-finite values (NaN, +-Inf) are painted :data:`NONFINITE_RGB` (magenta, which none of the
+    usual heatmap colormaps contains), so a diverging layer is seen as such instead of costing the
+    whole image: cast to an index, a NaN would be -9223372036854775808.
+
+    Example:
+        >>> colorize(torch.tensor([[[0.0, float("nan")]]]))[0, :, 0, 1].tolist()
+        [1.0, 0.0, 1.0]
+    """
     import matplotlib
 
     lut = torch.as_tensor(
         matplotlib.colormaps[cmap](np.linspace(0, 1, 256))[:, :3], dtype=torch.float32
     )
-    idx = (values.detach().float().clamp(0, 1) * 255).round().long().cpu()
-    return lut[idx].permute(0, 3, 1, 2).contiguous()
+    v = values.detach().float().cpu()
+    bad = ~torch.isfinite(v)
+    idx = (torch.where(bad, 0.0, v).clamp(0, 1) * 255).round().long()
+    out = lut[idx]
+    out[bad] = torch.tensor(NONFINITE_RGB)
+    return out.permute(0, 3, 1, 2).contiguous()
+
+
+def nonfinite_counts(values: torch.Tensor) -> list[int]:
+    """How many non-finite (NaN or +-Inf) values each element of a batch ``(N, ...)`` holds."""
+    return [int(c) for c in (~torch.isfinite(values.detach())).flatten(1).sum(1).cpu()]
+
+
+def nonfinite_note(counts: Sequence[int], total: int, what: str = "image") -> str:
+    """Caption note naming the batch elements with non-finite values (empty if there are none).
+
+    Args:
+        counts: per element, its number of non-finite values (:func:`nonfinite_counts`).
+        total: values per element, for "12 of 256".
+        what: what an element is called in the caption ("probe image", "map").
+
+    Example:
+        >>> nonfinite_note([0, 4], 64, "probe image")
+        '; non-finite values (NaN/Inf, shown magenta): probe image #1 4 of 64'
+    """
+    bad = [f"{what} #{i} {c} of {total}" for i, c in enumerate(counts) if c]
+    if not bad:
+        return ""
+    return "; non-finite values (NaN/Inf, shown magenta): " + ", ".join(bad)
 
 
 def to_display_channels(images: torch.Tensor) -> torch.Tensor:

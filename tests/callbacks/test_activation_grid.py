@@ -5,11 +5,13 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import numpy as np
 import torch
+from PIL import Image
 from torch import nn
 
 from featurewatch import ActivationGrid
-from tests._models import LitClassifier, digits_loaders
+from tests._models import LitClassifier, SmallCNN, digits_loaders, digits_tensors
 from tests.callbacks.conftest import make_trainer
 
 
@@ -45,3 +47,67 @@ def test_default_layers_are_evenly_spaced_spatial_convs(tmp_path: Path) -> None:
     # 8 of the 12 spatial convs, first and last included; no 1x1 gate conv
     expected = [f"featurewatch/activations/net.convs.{i}" for i in (0, 2, 3, 5, 6, 8, 9, 11)]
     assert keys == sorted(expected)
+
+
+#: A probe pixel value no digit has: the probe image that carries it makes NaNNet diverge.
+MARK = 99.0
+
+
+class NaNNet(SmallCNN):
+    """SmallCNN whose second conv outputs NaN in a 2 x 2 patch of channel 0, for the images whose
+    top-left pixel is :data:`MARK` only: training and the other probe images stay healthy, and
+    everything downstream of ``net.features.4`` (BN, ReLU, pool, logits) is NaN for that image."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        marked = (x[:, 0, 0, 0] == MARK)[:, None, None, None]
+        h = self.features[:5](x)
+        patch = torch.zeros_like(h, dtype=torch.bool)
+        patch[:, 0, 1:3, 1:3] = True
+        h = self.features[5:](torch.where(marked & patch, float("nan"), h))
+        return self.fc(self.pool(h).flatten(1))
+
+
+def nan_probe() -> torch.Tensor:
+    """Two 16 x 16 digits; the second is marked, so NaNNet gives NaN for it."""
+    probe = digits_tensors(2, size=16)[0].clone()
+    probe[1, 0, 0, 0] = MARK
+    return probe
+
+
+def magenta(pixels: np.ndarray) -> np.ndarray:
+    """Mask of the pixels painted NONFINITE_RGB."""
+    return (pixels == np.array([255, 0, 255])).all(-1)
+
+
+def test_nan_in_one_layer_is_magenta_there_and_the_healthy_layers_are_logged(
+    tmp_path: Path,
+) -> None:
+    train, val = digits_loaders(n=32)
+    layers = ["net.features.2", "net.features.6"]  # before and after the NaN
+    cb = ActivationGrid(layers=layers, probe=nan_probe())
+    trainer = make_trainer(tmp_path, callbacks=[cb], max_epochs=1)
+    trainer.fit(LitClassifier(NaNNet()), train, val)
+    root = tmp_path / "featurewatch_logs"
+    recs = [json.loads(line) for line in (root / "events.jsonl").read_text().splitlines()]
+    assert not [r for r in recs if r["kind"] == "text"], "no part of the call failed"
+    assert cb.failures == 0
+    images = {r["key"]: r for r in recs if r["kind"] == "image"}
+    assert sorted(images) == sorted(
+        [*(f"featurewatch/activations/{la}" for la in layers), "featurewatch/activations/probe"]
+    )
+
+    def pixels(layer: str) -> np.ndarray:
+        with Image.open(root / images[f"featurewatch/activations/{layer}"]["path"]) as im:
+            return np.asarray(im.convert("RGB"))
+
+    healthy, sick = pixels("net.features.2"), pixels("net.features.6")
+    assert not magenta(healthy).any()
+    assert "non-finite" not in images["featurewatch/activations/net.features.2"]["caption"]
+    # the two probe images' grids side by side: the healthy one has no magenta, the NaN one has
+    half = sick.shape[1] // 2
+    assert not magenta(sick[:, :half]).any()
+    assert magenta(sick[:, half:]).sum() > 100
+    # 4 NaN values in channel 0 of 16 channels of 8 x 8, for probe image #1 only
+    assert images["featurewatch/activations/net.features.6"]["caption"].endswith(
+        "; non-finite values (NaN/Inf, shown magenta): probe image #1 4 of 1024"
+    )

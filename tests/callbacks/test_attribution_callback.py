@@ -23,6 +23,7 @@ from featurewatch.core.hygiene import in_isolation, isolated
 from featurewatch.core.images import grid, scale_each, to_uint8
 from tests._models import LitClassifier, SmallCNN, digits_loaders
 from tests.callbacks.conftest import hooks_left, make_trainer
+from tests.callbacks.test_activation_grid import NaNNet, magenta, nan_probe
 from tests.core.test_attribution import TinyConvNeXt  # the core tests' ConvNeXt in miniature
 
 ALL = ("saliency", "smoothgrad", "occlusion", "gradcam", "cam")
@@ -487,3 +488,40 @@ def test_cam_and_gradcam_work_on_a_bf16_model(tmp_path: Path) -> None:
     captions = {r["key"]: r["caption"] for r in recs if r["kind"] == "image"}
     assert "CAM (layer net.features.6)" in captions["featurewatch/attribution/cam"]
     assert "Grad-CAM (layer net.features.6)" in captions["featurewatch/attribution/gradcam"]
+
+
+def test_nan_maps_are_magenta_where_they_are_nan_and_the_rest_is_logged(tmp_path: Path) -> None:
+    # NaNNet: NaN in a 2 x 2 patch after the second conv for the marked probe image #1 only, so its
+    # logits, its occlusion map and its Grad-CAM / CAM maps (in part) are NaN; image #0 is healthy
+    model = LitClassifier(NaNNet())
+    probe = nan_probe()
+    cb = AttributionMaps(ALL, probe=probe, smooth_samples=4)
+    recs = fit(tmp_path, cb, model, max_epochs=1)
+    assert not [r for r in recs if r["kind"] == "text"], "no method failed"
+    images = {r["key"].rsplit("/", 1)[1]: r for r in recs if r["kind"] == "image"}
+    assert sorted(images) == sorted(ALL)
+    nan_pixels = {}
+    for method in ALL:
+        maps = expected_maps(model, probe, method)
+        bad = ~torch.isfinite(maps)
+        assert not bad[0].any()  # the healthy image's map is finite
+        pixels = png(tmp_path, images[method]).astype(int)
+        assert np.abs(pixels - expected_png(probe, maps)).max() <= 1, method
+        # independently of that oracle: magenta exactly where the map is NaN (4x enlarged tiles)
+        bottom = pixels[68:132]
+        for i in range(2):
+            tile = magenta(bottom[:, 2 + 66 * i : 66 + 66 * i])
+            expected = bad[i].repeat_interleave(4, 0).repeat_interleave(4, 1).numpy()
+            assert (tile == expected).all(), (method, i)
+        assert not magenta(pixels[2:66]).any()  # the probe images themselves
+        nan_pixels[method] = int(bad[1].sum())
+        caption = images[method]["caption"]
+        n = nan_pixels[method]
+        if n:
+            assert f"; non-finite values (NaN/Inf, shown magenta): map #1 {n} of 256" in caption
+        else:
+            assert "non-finite" not in caption
+        assert "p=nan" in caption.split("#1: target ")[1]
+    # occlusion measures the NaN probability: all NaN; Grad-CAM and CAM: the patch, upsampled
+    assert nan_pixels["occlusion"] == 256
+    assert 0 < nan_pixels["gradcam"] < 256 and 0 < nan_pixels["cam"] < 256
