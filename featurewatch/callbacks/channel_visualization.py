@@ -9,7 +9,8 @@ import pytorch_lightning as pl
 import torch
 
 from featurewatch.callbacks.base import check_layers, describe_channels
-from featurewatch.callbacks.rendering import RenderCallback
+from featurewatch.callbacks.rendering import THUMBNAIL_SIZE, RenderCallback
+from featurewatch.core.filmstrip import render_drift, shrink
 from featurewatch.core.inspect import activation_maps
 from featurewatch.core.layers import list_layers, parse_layer, resolve_layer
 from featurewatch.core.render import unit_objective
@@ -57,7 +58,7 @@ class ChannelVisualization(RenderCallback):
             ``normalize`` (default ``"data"``: fitted from the first batch), ``fit_stats``,
             ``transforms``, ``redirect_steps`` (default 8), ``polish_steps``, ``batch_size``
             (channels rendered at once), ``time_budget`` (seconds per call for all layers),
-            ``seed``, ``min_size``, ``input_key``: see
+            ``seed``, ``min_size``, ``input_key``, ``filmstrip_every``: see
             :class:`~featurewatch.callbacks.rendering.RenderCallback`; and the schedule keywords
             ``every_n_epochs``, ``every_n_train_steps``, ``at_start``, ``at_end``, ``strict``: see
             :class:`~featurewatch.callbacks.base.FeatureWatchCallback`.
@@ -70,7 +71,23 @@ class ChannelVisualization(RenderCallback):
         - ``featurewatch/channels/<layer>/weak_units``: scalar, channels that could not be excited.
         - ``featurewatch/channels/<layer>/steps``: scalar, steps run (less than ``steps`` when the
           time budget cut them short).
+        - ``featurewatch/channels/<layer>/drift``: scalar, how much the channels' images changed
+          since the previous call, the mean over channels of ``1 - r``, with ``r`` the Pearson
+          correlation of a channel's image now and at the previous call (same seed, so an
+          unchanged channel gives 0; its variants together; images above 64 px are compared
+          scaled down to 64 px). In ``[0, 2]``; not logged at the first call. The caption lists
+          each channel's value.
+        - ``featurewatch/channels/<layer>/drift_units``: histogram, those per-channel values.
+        - ``featurewatch/channels/<layer>/filmstrip``: image, at the end of training (and every
+          ``filmstrip_every`` calls): one row per channel, one column per call (at most 12,
+          evenly spread, titled with epoch and step), with an animated GIF where the logger shows
+          animations; see :class:`~featurewatch.callbacks.rendering.Filmstrips` for the memory
+          bound.
         - ``featurewatch/channel_visualization/seconds``: wall time of the call.
+
+    Memory between calls: per layer, the last call's images (at most 64 px a side, float32) for
+    the drift, and the filmstrip thumbnails; both are kept in checkpoints, so a resumed run goes
+    on comparing with the last call before it stopped.
 
     Example:
         >>> ChannelVisualization(["net.features.0", "net.features.4"], max_channels=16, steps=64)
@@ -108,6 +125,8 @@ class ChannelVisualization(RenderCallback):
         self.variants = variants
         self.diversity = float(diversity)
         self._num_channels: dict[str, int] = {}
+        # per layer: (channels, step, (channels, ...) float images) of the previous call
+        self._previous: dict[str, tuple[list[int], int, torch.Tensor]] = {}
 
     def state_key_fields(self) -> dict[str, Any]:
         return {"layers": self.layers, "unit": self.unit}
@@ -154,6 +173,7 @@ class ChannelVisualization(RenderCallback):
                 layer, chans, seed=self.seed, unit=self.unit, variants=v, diversity=self.diversity
             )
             result = self._render(pl_module, objective, seeds, budget)
+            drift = self._drift(str(parse_layer(layer)), chans, result.images, event.step)
             # a channel is weak when none of its variants could excite it
             weak = [c for c, w in zip(chans, result.weak.view(len(chans), v).all(1).tolist()) if w]
             what = "neurons (map centre)" if self.unit == "neuron" else "channels"
@@ -169,10 +189,27 @@ class ChannelVisualization(RenderCallback):
                     else ""
                 )
             )
+            if drift is not None:
+                since, values = drift
+                caption += f"; drift since step {since} (1 - Pearson r): " + ", ".join(
+                    f"{c}: {d:.3f}" for c, d in values.items()
+                )
             event.add_image(key, self._display(result.images, v), caption=caption)
             event.add_scalar(f"{key}/mean_activation", float(result.values.mean()))
             event.add_scalar(f"{key}/weak_units", float(len(weak)))
             event.add_scalar(f"{key}/steps", float(result.steps.float().mean()))
+            if drift is not None:
+                event.add_scalar(f"{key}/drift", sum(drift[1].values()) / len(drift[1]))
+                event.add_histogram(f"{key}/drift_units", list(drift[1].values()))
+            first = result.images.reshape(len(chans), v, *result.images.shape[1:])[:, 0]
+            self.keep(
+                event,
+                key,
+                first,
+                [str(c) for c in chans],
+                part=layer,
+                title=f"{layer}: channels (rows) over calls (columns)",
+            )
             if self.negative:
                 objective, seeds = unit_objective(
                     layer,
@@ -192,3 +229,42 @@ class ChannelVisualization(RenderCallback):
                         f"{layout}"
                     ),
                 )
+        self.add_due_filmstrips(event)
+
+    def _drift(
+        self, layer: str, chans: list[int], images: torch.Tensor, step: int
+    ) -> tuple[int, dict[int, float]] | None:
+        """Per channel, ``1 - r`` of its images now and at the previous call (with that call's
+        step), for the channels rendered both times; ``None`` at the first call. Remembers
+        these images for the next call."""
+        pictures = shrink(images, THUMBNAIL_SIZE).reshape(len(chans), -1)  # variants together
+        previous = self._previous.get(layer)
+        self._previous[layer] = (list(chans), int(step), pictures)
+        if previous is None:
+            return None
+        old_chans, old_step, old = previous
+        common = [c for c in chans if c in old_chans]
+        if not common or old.shape[1] != pictures.shape[1]:
+            return None  # other channels or another size (e.g. changed settings on resume)
+        values = render_drift(
+            old[[old_chans.index(c) for c in common]], pictures[[chans.index(c) for c in common]]
+        )
+        return old_step, dict(zip(common, values.tolist()))
+
+    def extra_state(self) -> dict[str, Any]:
+        state = super().extra_state()
+        if state and self._previous:
+            state["drift"] = {
+                layer: {"channels": chans, "step": step, "images": images.clone()}
+                for layer, (chans, step, images) in self._previous.items()
+            }
+        return state
+
+    def load_extra_state(self, state: dict[str, Any]) -> None:
+        super().load_extra_state(state)
+        for layer, saved in (state.get("drift") or {}).items():
+            self._previous[layer] = (
+                [int(c) for c in saved["channels"]],
+                int(saved["step"]),
+                saved["images"].float(),
+            )

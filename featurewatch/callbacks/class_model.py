@@ -81,7 +81,7 @@ class ClassModelVisualization(RenderCallback):
             ``ChannelVisualization``'s is 8).
         **settings: the other render settings (``size``, ``steps``, ``lr``, ``normalize``,
             ``fit_stats``, ``transforms``, ``polish_steps``, ``batch_size``, ``time_budget``,
-            ``seed``, ``min_size``, ``input_key``): see
+            ``seed``, ``min_size``, ``input_key``, ``filmstrip_every``): see
             :class:`~featurewatch.callbacks.rendering.RenderCallback`; and the schedule keywords
             ``every_n_epochs``, ``every_n_train_steps``, ``at_start``, ``at_end``, ``strict``: see
             :class:`~featurewatch.callbacks.base.FeatureWatchCallback`.
@@ -92,6 +92,11 @@ class ClassModelVisualization(RenderCallback):
         - ``featurewatch/class_model/output/mean_logit``: scalar, mean final score.
         - ``featurewatch/class_model/output/self_classified``: scalar, fraction of images the
           model classifies as the class they were rendered for.
+        - ``featurewatch/class_model/output/filmstrip``: image, at the end of training (and every
+          ``filmstrip_every`` calls): one row per class (``index: name``), one column per call (at
+          most 12, evenly spread, titled with epoch and step), with an animated GIF where the
+          logger shows animations; see :class:`~featurewatch.callbacks.rendering.Filmstrips` for
+          the memory bound (thumbnails of at most 64 px, 24 calls, kept in checkpoints).
         - ``featurewatch/class_model/seconds``: wall time of the call.
 
     Example:
@@ -205,6 +210,15 @@ class ClassModelVisualization(RenderCallback):
         event.add_image(key, self._display(result.images), caption=caption)
         event.add_scalar(f"{key}/mean_logit", float(result.values.mean()))
         event.add_scalar(f"{key}/self_classified", float(own.float().mean()))
+        self.keep(
+            event,
+            key,
+            result.images,
+            label,
+            part="output",
+            title="class model images: classes (rows) over calls (columns)",
+        )
+        self.add_due_filmstrips(event)
 
     def extra_state(self) -> dict[str, Any]:
         state = super().extra_state()

@@ -10,10 +10,13 @@ import pytorch_lightning as pl
 import torch
 
 from featurewatch.callbacks._probe import Normalize, ProbeImages
-from featurewatch.callbacks.base import FeatureWatchCallback, check_layers, describe_channels
+from featurewatch.callbacks.base import check_layers, describe_channels
+from featurewatch.callbacks.rendering import Filmstrips
 from featurewatch.core.calls import layer_call_counts
 from featurewatch.core.drawing import examples_grid
 from featurewatch.core.examples import TopExamples, top_examples, top_examples_multi
+from featurewatch.core.filmstrip import topk_drift
+from featurewatch.core.images import scale_each
 from featurewatch.core.inspect import activation_maps
 from featurewatch.core.layers import list_layers, parse_layer, resolve_layer
 from featurewatch.core.projection import PROJECTION_RULES, project_detailed
@@ -46,7 +49,7 @@ def _pool_names(message: str) -> str:
     return message
 
 
-class DatasetExamples(FeatureWatchCallback):
+class DatasetExamples(Filmstrips):
     """Log, per watched channel, the pool images that excite it most (Zeiler & Fergus, 2014).
 
     A rendered feature visualization shows what a channel *could* respond to; dataset examples
@@ -98,6 +101,8 @@ class DatasetExamples(FeatureWatchCallback):
             images of 224 x 224 (the default pool size). ``False``: nothing is saved, and after a
             resume the pool is collected again from the batches Lightning feeds (the same images
             if the validation loader does not shuffle).
+        filmstrip_every: also log the filmstrips every this many calls (``None``: only at the
+            end of training); see :class:`~featurewatch.callbacks.rendering.Filmstrips`.
         **schedule: ``every_n_epochs``, ``every_n_train_steps``, ``at_start``, ``at_end``,
             ``strict``: see :class:`~featurewatch.callbacks.base.FeatureWatchCallback`; with
             ``strict=True`` a failing layer raises instead of being reported.
@@ -107,6 +112,18 @@ class DatasetExamples(FeatureWatchCallback):
           (highest first, receptive field outlined in red) | their receptive-field crops |
           their projections (zero is grey). The caption gives, per channel, the pool indices
           and activation values, with the epoch and step.
+        - ``featurewatch/examples/<layer>/drift``: scalar, how much the channels' top images
+          changed since the previous call: the mean over channels of ``1 - |P ∩ C| / |P ∪ C|``
+          (Jaccard distance) of the channel's top-``k`` pool indices then (``P``) and now
+          (``C``). In ``[0, 1]``: 0 the same images (in any order), 1 none in common. Not logged
+          at the first call, nor when the pool changed (e.g. from the sanity check's images to
+          the fixed pool). The caption gives each channel's value.
+        - ``featurewatch/examples/<layer>/drift_units``: histogram, those per-channel values.
+        - ``featurewatch/examples/<layer>/filmstrip``: image, at the end of training (and every
+          ``filmstrip_every`` calls): one row per channel, its top pool image at each call (at
+          most 12 columns, evenly spread, titled with epoch and step), with an animated GIF where
+          the logger shows animations; see
+          :class:`~featurewatch.callbacks.rendering.Filmstrips` for the memory bound.
         - ``featurewatch/examples/<layer>/error``: text, when that layer failed in a call (the
           other layers are still logged).
         - ``featurewatch/examples/seconds``: wall time of the call.
@@ -134,6 +151,7 @@ class DatasetExamples(FeatureWatchCallback):
         batch_size: int = 64,
         min_size: int = 32,
         checkpoint_pool: bool = True,
+        filmstrip_every: int | None = None,
         **schedule: Any,
     ) -> None:
         super().__init__(**schedule)
@@ -163,6 +181,7 @@ class DatasetExamples(FeatureWatchCallback):
             ("min_size", min_size),
         ):
             check_int(name, count)
+        self.init_filmstrips(filmstrip_every, min_size)
         check_bool("crops", crops)
         check_bool("checkpoint_pool", checkpoint_pool)
         if projection is not None and projection not in PROJECTION_RULES:
@@ -190,6 +209,10 @@ class DatasetExamples(FeatureWatchCallback):
         # receptive fields per (layer, input shape) and feature-map position: fixed by the
         # architecture, so computed once per position for the whole run
         self._boxes: dict[tuple[str, tuple[int, ...]], dict[tuple[int, int], Box]] = {}
+        # per layer: (channels, step, (channels, k) top indices) of the previous call, valid for
+        # the pool marked by _pool_mark (its shape and sum)
+        self._previous: dict[str, tuple[list[int], int, torch.Tensor]] = {}
+        self._pool_mark: list[float] | None = None
 
     @property
     def pool_size(self) -> int:
@@ -314,6 +337,10 @@ class DatasetExamples(FeatureWatchCallback):
     def visualize(self, trainer: pl.Trainer, pl_module: pl.LightningModule, event: Event) -> None:
         pool = self._peek_pool()
         shape = tuple(int(s) for s in pool.shape[1:])
+        mark = [float(s) for s in pool.shape] + [float(pool.detach().double().sum())]
+        if mark != self._pool_mark:  # other images: their indices cannot be compared
+            self._previous.clear()
+            self._pool_mark = mark
         counts = self._counts(pl_module, pool)
         self._layer_channels(pl_module, pool)
         wanted: dict[str, list[int]] = {}
@@ -348,9 +375,44 @@ class DatasetExamples(FeatureWatchCallback):
             if layer not in tops:
                 continue
             try:
-                self._show(pl_module, event, pool, shape, layer, tops[layer], counts)
+                top = tops[layer]
+                drift = self._drift(event, layer, top)
+                self._show(pl_module, event, pool, shape, layer, top, counts, drift)
+                self.keep(
+                    event,
+                    f"featurewatch/examples/{layer}",
+                    scale_each(pool[top.indices[:, 0]].detach().float().cpu()),
+                    [str(c) for c in top.channels],
+                    part=layer,
+                    title=f"{layer}: top pool image of each channel (rows) over calls (columns)",
+                )
             except Exception as err:  # noqa: BLE001 - reported per layer (re-raised if strict)
                 self._layer_failed(event, layer, err)
+        self.add_due_filmstrips(event)
+
+    def _drift(
+        self, event: Event, layer: str, top: TopExamples
+    ) -> tuple[int, dict[int, float]] | None:
+        """Per channel, the Jaccard distance of its top-k pool indices now and at the previous
+        call (with that call's step), logged; ``None`` at the first call. Remembers these
+        indices for the next call."""
+        chans = list(top.channels)
+        indices = top.indices.detach().cpu().long()
+        previous = self._previous.get(layer)
+        self._previous[layer] = (chans, event.step, indices.clone())
+        if previous is None:
+            return None
+        old_chans, old_step, old = previous
+        common = [c for c in chans if c in old_chans]
+        if not common:
+            return None
+        values = topk_drift(
+            old[[old_chans.index(c) for c in common]], indices[[chans.index(c) for c in common]]
+        ).tolist()
+        key = f"featurewatch/examples/{layer}"
+        event.add_scalar(f"{key}/drift", sum(values) / len(values))
+        event.add_histogram(f"{key}/drift_units", values)
+        return old_step, dict(zip(common, values))
 
     def _show(
         self,
@@ -361,6 +423,7 @@ class DatasetExamples(FeatureWatchCallback):
         layer: str,
         top: TopExamples,
         counts: dict[str, int] | None,
+        drift: tuple[int, dict[int, float]] | None = None,
     ) -> None:
         rows, k = top.indices.shape
         flat_positions = None
@@ -391,7 +454,7 @@ class DatasetExamples(FeatureWatchCallback):
         event.add_image(
             f"featurewatch/examples/{layer}",
             image,
-            caption=self._caption(event, layer, top, boxes, projections, plain),
+            caption=self._caption(event, layer, top, boxes, projections, plain, drift),
         )
 
     def _caption(
@@ -402,6 +465,7 @@ class DatasetExamples(FeatureWatchCallback):
         boxes: list[list[Box]] | None,
         projections: torch.Tensor | None,
         plain: bool = False,
+        drift: tuple[int, dict[int, float]] | None = None,
     ) -> str:
         columns = ["top images"]
         if boxes is not None:
@@ -414,15 +478,41 @@ class DatasetExamples(FeatureWatchCallback):
             f"images per channel; rows: {describe_channels(top.channels)}; columns: "
             f"{' | '.join(columns)}"
         )
+        if drift is not None:
+            head += (
+                f"; drift since step {drift[0]}: 1 - Jaccard index of the channel's top "
+                f"{top.k} pool indices then and now"
+            )
         lines = [head]
         for c, idx, val in zip(top.channels, top.indices.tolist(), top.values.tolist()):
             pairs = ", ".join(f"#{i} ({v:.3g})" for i, v in zip(idx, val))
-            lines.append(f"channel {c}: {pairs}")
+            moved = f"; drift {drift[1][c]:.3f}" if drift is not None and c in drift[1] else ""
+            lines.append(f"channel {c}: {pairs}{moved}")
         return "\n".join(lines)
 
     # ------------------------------------------------------------------ resume
     def extra_state(self) -> dict[str, Any]:
-        return self._pool.state() if self.checkpoint_pool else {}
+        state = self._pool.state() if self.checkpoint_pool else {}
+        state.update(self.filmstrip_state())
+        if self._previous:
+            state["drift"] = {
+                "pool_mark": self._pool_mark,
+                "layers": {
+                    layer: {"channels": chans, "step": step, "indices": indices.clone()}
+                    for layer, (chans, step, indices) in self._previous.items()
+                },
+            }
+        return state
 
     def load_extra_state(self, state: dict[str, Any]) -> None:
         self._pool.load_state(state)
+        self.load_filmstrip_state(state)
+        saved = state.get("drift") or {}
+        mark = saved.get("pool_mark")
+        self._pool_mark = [float(v) for v in mark] if mark is not None else None
+        for layer, entry in (saved.get("layers") or {}).items():
+            self._previous[layer] = (
+                [int(c) for c in entry["channels"]],
+                int(entry["step"]),
+                entry["indices"].long(),
+            )

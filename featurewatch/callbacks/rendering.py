@@ -1,4 +1,5 @@
-"""RenderCallback: the shared base of the callbacks that render images by optimization."""
+"""RenderCallback: the shared base of the callbacks that render images by optimization; and
+:class:`Filmstrips`, the filmstrip logging that these and :class:`DatasetExamples` share."""
 
 from __future__ import annotations
 
@@ -11,14 +12,33 @@ import torch.nn.functional as F
 from torch import nn
 
 from featurewatch.callbacks.base import FeatureWatchCallback
+from featurewatch.core.filmstrip import (
+    COLUMNS,
+    ThumbnailStore,
+    animation_frames,
+    draw_filmstrip,
+    encode_gif,
+)
 from featurewatch.core.fit_stats import ImageStats, fit_image_stats
 from featurewatch.core.images import Normalize, grid
 from featurewatch.core.objectives import Objective
 from featurewatch.core.param import ImageSpec
 from featurewatch.core.render import RenderResult, render
 from featurewatch.core.validation import check_int, check_positive_float
+from featurewatch.loggers import Event, add_animation
 
-__all__ = ["NormalizeArg", "RenderCallback", "check_normalize", "input_normalization"]
+__all__ = [
+    "Filmstrips",
+    "NormalizeArg",
+    "RenderCallback",
+    "check_normalize",
+    "input_normalization",
+]
+
+#: Calls whose thumbnails a filmstrip keeps at most (thinned evenly beyond; see ThumbnailStore).
+FILMSTRIP_CALLS = 2 * COLUMNS
+#: Longest side of a stored thumbnail, in pixels.
+THUMBNAIL_SIZE = 64
 
 #: ``(mean, std)``, ``"data"`` (fitted from the first batch) or ``None`` (the model sees [0, 1]).
 NormalizeArg = Normalize | str | None
@@ -68,7 +88,136 @@ def input_normalization(
     return norm
 
 
-class RenderCallback(FeatureWatchCallback):
+class Filmstrips(FeatureWatchCallback):
+    """Filmstrips of a callback's per-unit pictures: how each unit changed over the run.
+
+    A subclass hands, at every call, one picture per unit of each image key to :meth:`keep`
+    (stored as ``uint8`` thumbnails of at most 64 px in a
+    :class:`~featurewatch.core.filmstrip.ThumbnailStore`: at most 24 calls per key, evenly thinned
+    beyond, so at most ``24 * units * 3 * 64 * 64`` bytes per key, 4.7 MB for 16 units, in memory
+    and in checkpoints). At the end of training (``on_train_end``, after the ``at_end`` call if
+    there is one), and every ``filmstrip_every`` calls if set, it logs ``<key>/filmstrip``: rows =
+    units, columns = calls (at most 12, evenly spread, first and last included, titled with epoch
+    and step), with an animated GIF of every stored call for the sinks that show animations (see
+    :mod:`featurewatch.loggers`). A filmstrip that cannot be drawn is reported (warning and
+    ``featurewatch/<name>/<part>/filmstrip/error`` text), never raised unless ``strict``.
+
+    Subclasses call :meth:`init_filmstrips` in ``__init__`` and include :meth:`filmstrip_state`
+    in their ``extra_state`` (and :meth:`load_filmstrip_state` in ``load_extra_state``).
+    """
+
+    filmstrip_every: int | None = None
+
+    def init_filmstrips(self, filmstrip_every: int | None, min_size: int) -> None:
+        """Validate ``filmstrip_every`` (``None``: at the end of training only) and set up."""
+        check_int("filmstrip_every", filmstrip_every, 1, allow_none=True)
+        self.filmstrip_every = filmstrip_every
+        self._film_min_size = max(int(min_size), 32)
+        self._films: dict[str, ThumbnailStore] = {}
+        self._film_titles: dict[str, str] = {}
+        self._film_parts: dict[str, str] = {}
+        self._film_drawn: dict[str, int] = {}  # key -> store.calls when last logged
+
+    def keep(
+        self,
+        event: Event,
+        key: str,
+        images: torch.Tensor,
+        labels: list[str],
+        *,
+        part: str,
+        title: str,
+    ) -> None:
+        """Store this call's ``(units, C, H, W)`` pictures in ``[0, 1]`` of image ``key``.
+
+        Args:
+            event: this call's event (its epoch and step title the column).
+            key: the image key; the filmstrip is logged as ``<key>/filmstrip``.
+            images: one picture per unit, rows in this order.
+            labels: one row label per unit.
+            part: the key segment naming this part in error keys (a layer name).
+            title: the filmstrip's heading.
+        """
+        store = self._films.setdefault(key, ThumbnailStore(FILMSTRIP_CALLS, THUMBNAIL_SIZE))
+        store.add(images, epoch=event.epoch, step=event.step, labels=labels)
+        self._film_titles[key], self._film_parts[key] = title, part
+
+    def add_due_filmstrips(self, event: Event) -> None:
+        """Every ``filmstrip_every`` calls, add every key's filmstrip to this call's event."""
+        if self.filmstrip_every is not None and self.calls % self.filmstrip_every == 0:
+            self._add_filmstrips(event, list(self._films))
+
+    def _add_filmstrips(self, event: Event, keys: list[str]) -> None:
+        for key in keys:
+            store = self._films[key]
+            if not store.frames:
+                continue
+            try:
+                self._add_filmstrip(event, key, store)
+                self._film_drawn[key] = store.calls
+            except Exception as err:  # noqa: BLE001 - reported (re-raised if strict)
+                part = self._film_parts.get(key, "output")
+                self.report_failure(event, f"{part}/filmstrip", f"filmstrip of {key!r}", err)
+
+    def _add_filmstrip(self, event: Event, key: str, store: ThumbnailStore) -> None:
+        title = self._film_titles.get(key, key)
+        still = draw_filmstrip(
+            store.frames, store.labels, title=title, min_size=self._film_min_size
+        )
+        gif = encode_gif(
+            animation_frames(store.frames, store.labels, title=title, min_size=self._film_min_size)
+        )
+        shown = store.columns()
+        first, last = shown[0], shown[-1]
+        caption = (
+            f"{title}: rows {', '.join(store.labels)}; columns: {len(shown)} of {store.calls} "
+            f"calls, evenly spread, from epoch {first.epoch} step {first.step} to epoch "
+            f"{last.epoch} step {last.step}"
+        )
+        add_animation(event, f"{key}/filmstrip", still, gif, caption=caption)
+
+    def on_train_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        super().on_train_end(trainer, pl_module)  # the at_end call, if due
+        keys = [
+            k for k, s in self._films.items() if s.frames and self._film_drawn.get(k) != s.calls
+        ]
+        if not keys or self._skip(trainer):
+            return
+        latest = max((self._films[k].frames[-1] for k in keys), key=lambda f: f.step)
+        event = Event(step=latest.step, epoch=latest.epoch)
+        self._part_failed = False
+        self._add_filmstrips(event, keys)
+        if self._part_failed:
+            self._failures += 1
+        if event:
+            self._emit(event)
+
+    def filmstrip_state(self) -> dict[str, Any]:
+        """The thumbnails, for the checkpoint (bounded, see the class docstring)."""
+        if not self._films:
+            return {}
+        return {
+            "filmstrips": {
+                key: {
+                    **store.state_dict(),
+                    "title": self._film_titles.get(key, key),
+                    "part": self._film_parts.get(key, "output"),
+                }
+                for key, store in self._films.items()
+            }
+        }
+
+    def load_filmstrip_state(self, state: dict[str, Any]) -> None:
+        """Restore :meth:`filmstrip_state`: a resumed run's filmstrips go on from its calls."""
+        for key, saved in (state.get("filmstrips") or {}).items():
+            store = ThumbnailStore(FILMSTRIP_CALLS, THUMBNAIL_SIZE)
+            store.load_state_dict(saved)
+            self._films[key] = store
+            self._film_titles[key] = str(saved.get("title", key))
+            self._film_parts[key] = str(saved.get("part", "output"))
+
+
+class RenderCallback(Filmstrips):
     """Shared machinery of the callbacks that render images by optimization.
 
     Owns the render settings, the input normalization (given, or fitted from the first batch),
@@ -100,6 +249,8 @@ class RenderCallback(FeatureWatchCallback):
         seed: base seed of the initial noise and transforms.
         min_size: tiles are enlarged (nearest neighbour, display only) to at least this size.
         input_key: where the images are in a batch (index for tuples, key for dicts).
+        filmstrip_every: also log the filmstrips every this many calls (``None``: only at the
+            end of training); see :class:`Filmstrips`.
         **schedule: ``every_n_epochs``, ``every_n_train_steps``, ``at_start``, ``at_end``,
             ``strict``: see :class:`~featurewatch.callbacks.base.FeatureWatchCallback`.
     """
@@ -120,9 +271,12 @@ class RenderCallback(FeatureWatchCallback):
         seed: int = 0,
         min_size: int = 64,
         input_key: int | str = 0,
+        filmstrip_every: int | None = None,
         **schedule: Any,
     ) -> None:
         super().__init__(**schedule)
+        check_int("min_size", min_size, 1)
+        self.init_filmstrips(filmstrip_every, min_size)
         check_int("size", size, 8, allow_none=True)
         check_int("steps", steps, 1)
         check_int("redirect_steps", redirect_steps, 0)
@@ -224,7 +378,11 @@ class RenderCallback(FeatureWatchCallback):
     def extra_state(self) -> dict[str, Any]:
         if self._input_shape is None:
             return {}
-        state: dict[str, Any] = {"input_shape": list(self._input_shape), "norm": self._norm}
+        state: dict[str, Any] = {
+            "input_shape": list(self._input_shape),
+            "norm": self._norm,
+            **self.filmstrip_state(),
+        }
         if self._stats is not None:
             s = self._stats
             state["stats"] = {
@@ -237,6 +395,7 @@ class RenderCallback(FeatureWatchCallback):
         return state
 
     def load_extra_state(self, state: dict[str, Any]) -> None:
+        self.load_filmstrip_state(state)
         if "input_shape" in state:
             self._input_shape = tuple(int(v) for v in state["input_shape"])  # type: ignore[assignment]
             self._norm = state.get("norm")

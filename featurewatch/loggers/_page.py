@@ -9,7 +9,8 @@ What the page shows:
 * a sticky step slider over every logged step (arrow keys step through it); each card shows the
   latest item at or before the selected step, greyed out if the key was first logged later;
 * per image key, the image (small images scaled up without smoothing; click opens the PNG), its
-  step, epoch and caption, and its own slider to scrub that key alone;
+  step, epoch and caption, and its own slider to scrub that key alone; an image logged with an
+  animation (its record has ``animation``, a GIF path) shows the animated GIF below the still;
 * per scalar key, an inline SVG line chart with the selected step marked;
 * per histogram key, the bar chart at the selected step; per text key, the latest entries.
 
@@ -76,6 +77,8 @@ h2 { font-size: 12px; font-weight: 600; text-transform: uppercase; letter-spacin
 .key span { color: var(--muted); }
 .frame { display: block; border-radius: 6px; overflow: hidden; background: var(--bg); }
 .frame img { display: block; width: 100%; height: 220px; object-fit: contain; }
+.frame.anim { margin-top: 6px; }
+.frame[hidden] { display: none; }
 img.upscaled { image-rendering: pixelated; }
 img.broken { outline: 2px solid var(--bad); }
 .meta { display: flex; justify-content: space-between; gap: 8px; margin-top: 6px; color: var(--muted);
@@ -216,12 +219,27 @@ function imageCard(key, list) {
   img.addEventListener("load", () => loaded(img));
   img.addEventListener("error", () => loaded(img));
   const frame = el("a", { class: "frame", target: "_blank" }, img);
+  // an animated image (LoggedAnimation): its GIF below the still (only keys that have one)
+  let gif = null, gifFrame = null;
+  if (list.some((r) => r.animation)) {
+    gif = el("img", { alt: `${key} animation`, decoding: "async", class: "animation" });
+    gif.addEventListener("load", () => loaded(gif));
+    gif.addEventListener("error", () => loaded(gif));
+    gifFrame = el("a", { class: "frame anim", target: "_blank", hidden: "" }, gif);
+  }
   const caption = el("div", { class: "caption" });
-  return steppedCard("image", key, list, el("div", {}, frame, caption), (r) => {
+  return steppedCard("image", key, list, el("div", {}, frame, gifFrame, caption), (r) => {
     const src = urlOf(r.path);
     if (img.getAttribute("src") !== src) { loading(img); img.src = src; }
     frame.href = src;
     img.title = `${r.key} \u00b7 ${when(r)} \u00b7 ${r.width}\u00d7${r.height}`;
+    if (gifFrame) gifFrame.hidden = !r.animation;
+    if (gif && r.animation) {
+      const anim = urlOf(r.animation);
+      if (gif.getAttribute("src") !== anim) { loading(gif); gif.src = anim; }
+      gifFrame.href = anim;
+      gif.title = `${r.key} \u00b7 animation \u00b7 ${when(r)}`;
+    }
     caption.textContent = r.caption || "";
   });
 }

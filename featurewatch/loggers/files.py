@@ -30,6 +30,7 @@ class FilesSink(Sink):
     Layout::
 
         root/images/<key path>/step_<step:08d>.png   one PNG per image (exact uint8 pixels)
+        root/images/<key path>/step_<step:08d>.gif   its animation, for an animated image
         root/events.jsonl                            one JSON object per logged item
         root/index.html                              self-contained page; open it in a browser
 
@@ -37,7 +38,9 @@ class FilesSink(Sink):
     ``key``, ``step``, ``epoch`` and ``time`` (Unix seconds), plus: images ``path`` (relative to
     ``root``),
     ``caption``, ``width``, ``height``; scalars ``value`` (``null`` if not finite, with
-    ``nonfinite`` giving ``"nan"``/``"inf"``/``"-inf"``); histograms ``counts``, ``edges`` (30 bins
+    ``nonfinite`` giving ``"nan"``/``"inf"``/``"-inf"``); an image that comes with an animation
+    (:class:`~featurewatch.loggers.LoggedAnimation`) also ``animation``, the path of its ``.gif``
+    (written next to the PNG, same name); histograms ``counts``, ``edges`` (30 bins
     over the finite values), ``count`` and ``nonfinite``; texts ``value``. The file is strict JSON
     (no ``NaN``), so any JSON reader, including a browser's, can read it.
 
@@ -115,6 +118,7 @@ class FilesSink(Sink):
         records: list[dict[str, Any]] = []
         taken: set[str] = set()
         for image in event.images:
+            path = None
             with report.item("image", image.key):
                 pixels = check_pixels(image)
                 path = self._image_path(image.key, event.step, taken)
@@ -132,6 +136,12 @@ class FilesSink(Sink):
                         "height": int(height),
                     }
                 )
+            gif = getattr(image, "gif", b"")  # a LoggedAnimation: its GIF next to the PNG
+            if gif and path is not None and records and records[-1].get("path") == path:
+                with report.item("animation", image.key):
+                    animation = path[: -len(".png")] + ".gif"
+                    _atomic_write(self.root / animation, gif)
+                    records[-1]["animation"] = animation
         for key, value in event.scalars.items():
             with report.item("scalar", key):
                 record: dict[str, Any] = {"kind": "scalar", "key": key, **base, "value": value}

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import tempfile
 import time
+from pathlib import Path
 from typing import Any
 
 from featurewatch.loggers._shared import (
@@ -36,6 +38,8 @@ class MLflowSink(Sink):
       step slider;
     * histograms: MLflow has no histogram type, so each is drawn as a bar chart (30 bins over the
       finite values) and logged like an image under its own key;
+    * animations (the GIF of a :class:`~featurewatch.loggers.LoggedAnimation`, whose still is
+      logged like any image): the artifact ``<key>/step_<step:08d>.gif`` (``log_artifact``);
     * texts: ``log_text`` artifacts ``<key>/step_<step:08d>.txt``;
     * captions (MLflow images have none): one Markdown artifact per key group and event,
       ``featurewatch/<what>/captions/step_<step:08d>.md``.
@@ -83,6 +87,11 @@ class MLflowSink(Sink):
                 self.client.log_image(
                     self.run_id, check_pixels(image), key=mlflow_key(image.key), step=step
                 )
+        for image in event.images:
+            gif = getattr(image, "gif", b"")  # a LoggedAnimation: its GIF as an artifact
+            if gif:
+                with report.item("animation", image.key):
+                    self._log_gif(image.key, gif, step)
         for key, values in event.histograms.items():
             with report.item("histogram", key):
                 chart = histogram_image(bin_values(values), title=f"{key} · step {step}")
@@ -96,3 +105,14 @@ class MLflowSink(Sink):
                     self.run_id, table, f"{mlflow_key(captions_key(group))}/step_{step:08d}.md"
                 )
         report.raise_failures()
+
+    def _log_gif(self, key: str, gif: bytes, step: int) -> None:
+        log_artifact = getattr(self.client, "log_artifact", None)
+        if not callable(log_artifact):
+            raise TypeError(
+                f"{type(self.client).__name__} has no `log_artifact`; pass MLFlowLogger.experiment"
+            )
+        with tempfile.TemporaryDirectory(prefix="featurewatch-") as tmp:
+            path = Path(tmp) / f"step_{step:08d}.gif"
+            path.write_bytes(gif)
+            log_artifact(self.run_id, str(path), mlflow_key(key))

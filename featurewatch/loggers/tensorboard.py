@@ -30,6 +30,8 @@ class TensorBoardSink(Sink):
     step instead of one per image). Texts are shown preformatted (indented), because featurewatch
     texts are messages and tracebacks, which Markdown would reflow. Histograms without any finite
     value are left out (TensorBoard cannot bin them); non-finite values are dropped before binning.
+    An animated image (:class:`~featurewatch.loggers.LoggedAnimation`) is logged as its still:
+    ``add_video`` is broken with moviepy 2 and TensorBoard shows no GIF.
 
     Args:
         writer: a ``torch.utils.tensorboard.SummaryWriter`` (or tensorboardX's), usually

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import html
+import io
 import warnings
 from typing import Any
 
@@ -29,7 +30,9 @@ class WandbSink(Sink):
     own rows. One call per event keeps an event's media on one ``_step``, so image panels line up.
 
     Row contents: images as ``wandb.Image`` (``uint8``, caption prefixed with epoch and step;
-    several images under one key become a list, at most 108 of them, W&B's limit), scalars as
+    several images under one key become a list, at most 108 of them, W&B's limit), an animated
+    image's GIF (:class:`~featurewatch.loggers.LoggedAnimation`) also as ``wandb.Video`` under
+    ``<key>/animation`` (the file as it is: no moviepy needed), scalars as
     numbers, histograms as ``wandb.Histogram`` (30 bins over the finite values), texts as
     ``wandb.Html`` (preformatted). If two items of different kinds share a key, the later kind's
     key gets a ``/<kind>`` suffix instead of overwriting the first (and a key
@@ -100,6 +103,13 @@ def wandb_row(event: Event, report: WriteReport | None = None) -> dict[str, Any]
             )
             items = items[:MAX_IMAGES_PER_KEY]
         put(key, "image", items[0] if len(items) == 1 else items)
+    for image in event.images:
+        gif = getattr(image, "gif", b"")  # a LoggedAnimation: its GIF as a W&B video
+        if gif:
+            with convert("animation", f"{image.key}/animation"):
+                caption = context_caption(image.caption, event.step, event.epoch)
+                video = wandb.Video(io.BytesIO(gif), caption=caption, format="gif")
+                put(f"{image.key}/animation", "video", video)
     for key, value in event.scalars.items():
         with convert("scalar", key):
             put(key, "scalar", value)

@@ -41,11 +41,14 @@ def test_one_grid_per_layer_per_epoch_with_channel_captions(tmp_path: Path) -> N
     )
     trainer, model = fit(tmp_path, [cb])
     recs = records(tmp_path)
-    images = [r for r in recs if r["kind"] == "image"]
+    images = [r for r in recs if r["kind"] == "image" and not r["key"].endswith("/filmstrip")]
     keys = sorted({r["key"] for r in images})
     assert keys == ["featurewatch/channels/net.features.2", "featurewatch/channels/net.features.6"]
     steps = sorted({r["step"] for r in images})
     assert len(steps) == 2  # one call per epoch (at_end coincides with the last epoch's step)
+    # one filmstrip per layer, at the end of training (the last call's step)
+    strips = [(r["key"], r["step"]) for r in recs if r["key"].endswith("/filmstrip")]
+    assert sorted(strips) == [(f"{k}/filmstrip", steps[-1]) for k in keys]
     first = next(r for r in images if r["key"].endswith("features.6"))
     assert "channels 0, 1, 2, 3" in first["caption"]
     png = np.asarray(Image.open(tmp_path / "featurewatch_logs" / first["path"]))
@@ -85,6 +88,7 @@ def test_training_is_unchanged_by_the_callback(tmp_path: Path) -> None:
     assert keys == {
         "featurewatch/channels/net.features.6",
         "featurewatch/channels/net.features.6/negative",
+        "featurewatch/channels/net.features.6/filmstrip",
     }
 
 
