@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import copy
+import io
 import json
+import re
 from pathlib import Path
 from typing import Any
 
@@ -154,3 +157,108 @@ def test_time_budget_and_state_round_trip(tmp_path: Path) -> None:
     again.load_state_dict(state)
     assert again._input_shape == cb._input_shape and again._norm == cb._norm
     assert again._stats is not None and torch.equal(again._stats.color, cb._stats.color)
+
+
+class Reinit(LitClassifier):
+    """Learns nothing (lr 0); at the first step of epoch 1 the filter of channel 2 of the first
+    conv is drawn anew (its old value is kept in ``before``)."""
+
+    def training_step(self, batch, batch_idx):  # type: ignore[no-untyped-def]
+        if self.current_epoch == 1 and batch_idx == 0:
+            conv = self.net.features[0]
+            self.before = conv.weight.detach().clone()
+            with torch.no_grad():
+                conv.weight[2] = torch.randn(conv.weight[2].shape) * conv.weight[2].std() * 3
+        return super().training_step(batch, batch_idx)
+
+
+def test_drift_is_zero_for_an_unchanged_channel_and_equals_recomputed_renders(
+    tmp_path: Path,
+) -> None:
+    layer, key = "net.features.0", "featurewatch/channels/net.features.0"
+    cb = ChannelVisualization(layer, channels=[0, 1, 2, 3], steps=8)
+    pl.seed_everything(0, verbose=False)
+    model = Reinit(SmallCNN(), lr=0.0)
+    train, val = digits_loaders(n=64, size=16, batch_size=32)
+    trainer = make_trainer(tmp_path, [cb], max_epochs=2, limit_val_batches=1)
+    trainer.fit(model, train, val)
+    recs = records(tmp_path)
+    drift = [r for r in recs if r["key"] == f"{key}/drift"]
+    steps = [r["step"] for r in recs if r["key"] == key]
+    assert steps == [2, 4] and [r["step"] for r in drift] == [4]  # nothing at the first call
+    (image,) = [r for r in recs if r["key"] == key and r["step"] == 4]
+    per_channel = {
+        int(c): float(v)
+        for c, v in re.findall(r"(\d+): ([\d.]+)", image["caption"].split("r): ")[1])
+    }
+    assert per_channel[0] == per_channel[1] == per_channel[3] == 0.0  # same weights, same seed
+    assert per_channel[2] > 0.05, per_channel  # its filter was drawn anew
+    (hist,) = [r for r in recs if r["key"] == f"{key}/drift_units"]
+    assert hist["count"] == 4
+
+    # recomputed: the renders of the model before and after the re-draw, at the callback's seeds
+    old = copy.deepcopy(model)
+    with torch.no_grad():
+        old.net.features[0].weight.copy_(model.before)
+    renders = []
+    for net in (old, model):
+        again = copy.deepcopy(cb)
+        again._previous = {}
+        with isolated(net):
+            again.visualize(trainer, net, Event(step=0, epoch=0))
+        renders.append(again._previous[layer][2])
+    expected = [
+        1 - np.corrcoef(renders[0][c].numpy(), renders[1][c].numpy())[0, 1] for c in range(4)
+    ]
+    assert drift[0]["value"] == pytest.approx(float(np.mean(expected)), abs=1e-6)
+    assert [per_channel[c] for c in range(4)] == pytest.approx(expected, abs=1e-3)
+
+    # a resume goes on from the checkpointed images: the next call compares with step 4
+    state = torch.load(_saved(trainer, tmp_path), weights_only=True)["callbacks"][cb.state_key]
+    resumed = ChannelVisualization(layer, channels=[0, 1, 2, 3], steps=8)
+    resumed.load_state_dict(state)
+    assert resumed._previous[layer][1] == 4
+    assert torch.equal(resumed._previous[layer][2], cb._previous[layer][2])
+    assert len(resumed._films[key].frames) == 2
+
+
+def _saved(trainer: pl.Trainer, root: Path) -> Path:
+    path = root / "last.ckpt"
+    trainer.save_checkpoint(path)
+    return path
+
+
+def test_filmstrip_every_and_at_end_read_back_from_tensorboard_and_files(tmp_path: Path) -> None:
+    from pytorch_lightning.loggers import CSVLogger, TensorBoardLogger
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    key = "featurewatch/channels/net.features.6/filmstrip"
+    cb = ChannelVisualization(
+        "net.features.6", max_channels=3, steps=4, min_size=16, filmstrip_every=2, at_start=True
+    )
+    pl.seed_everything(0, verbose=False)
+    train, val = digits_loaders(n=64, size=16, batch_size=32)
+    tb, csv = TensorBoardLogger(tmp_path, name="tb"), CSVLogger(tmp_path, name="csv")
+    trainer = make_trainer(tmp_path, [cb], max_epochs=3, limit_val_batches=1, logger=[tb, csv])
+    trainer.fit(LitClassifier(SmallCNN()), train, val)
+    # calls at steps 0 (start), 2, 4, 6: filmstrips after the 2nd and 4th call; the end adds
+    # none (the 4th call's filmstrip is the end's)
+    acc = EventAccumulator(tb.log_dir, size_guidance={"images": 0})
+    acc.Reload()
+    strips = acc.Images(key)
+    assert [e.step for e in strips] == [2, 6]
+    files = Path(csv.log_dir) / "featurewatch"
+    recs = [json.loads(line) for line in (files / "events.jsonl").read_text().splitlines()]
+    film = [r for r in recs if r["key"] == key]
+    assert [r["step"] for r in film] == [2, 6]
+    assert "columns: 4 of 4 calls" in film[-1]["caption"]
+    assert "from epoch 0 step 0 to epoch 2 step 6" in film[-1]["caption"]
+    for event, rec in zip(strips, film):
+        tb_png = Image.open(io.BytesIO(event.encoded_image_string)).convert("RGB")
+        fs_png = Image.open(files / rec["path"]).convert("RGB")
+        assert tb_png.tobytes() == fs_png.tobytes()  # the same picture in both
+    last = np.asarray(Image.open(files / film[-1]["path"]).convert("RGB"))
+    # 4 columns of 3 channels: each call's 16 px tiles (min_size 16 -> kept at 32 by the strip)
+    assert last.shape[0] > 3 * 32 and last.shape[1] > 4 * 32
+    with Image.open(files / film[-1]["animation"]) as gif:
+        assert gif.format == "GIF" and gif.n_frames == 4  # one frame per stored call

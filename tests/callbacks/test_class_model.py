@@ -162,3 +162,34 @@ def test_a_dict_or_tuple_output_without_output_key_says_what_to_pass(
         )
     with pytest.raises(TypeError, match="`output_key` must be None"):
         ClassModelVisualization(output_key=1.5)  # type: ignore[arg-type]
+
+
+def test_filmstrip_rows_are_classes_and_a_failing_filmstrip_is_reported(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    key = "featurewatch/class_model/output/filmstrip"
+    cb = ClassModelVisualization(classes=[3, 7], steps=4, at_start=True)
+    recs = fit(tmp_path / "ok", cb, NamedClassifier(SmallCNN()))
+    (strip,) = [r for r in recs if r["key"] == key]
+    assert strip["step"] == 2 and "rows 3: three, 7: seven" in strip["caption"]
+    assert "columns: 2 of 2 calls" in strip["caption"]  # at_start and the end of epoch 0
+    png = np.asarray(Image.open(tmp_path / "ok" / "featurewatch_logs" / strip["path"]))
+    with Image.open(tmp_path / "ok" / "featurewatch_logs" / strip["animation"]) as gif:
+        assert gif.n_frames == 2
+    # 2 rows of 16 px class images shown at 64 px (min_size), 2 columns
+    assert png.shape[0] > 2 * 64 and png.shape[1] > 2 * 64
+
+    from featurewatch.callbacks import rendering
+
+    def broken(*args: Any, **kwargs: Any) -> None:
+        raise RuntimeError("no filmstrip today")
+
+    monkeypatch.setattr(rendering, "draw_filmstrip", broken)
+    cb = ClassModelVisualization(classes=[3, 7], steps=4)
+    with pytest.warns(UserWarning, match="no filmstrip today"):
+        recs = fit(tmp_path / "broken", cb, NamedClassifier(SmallCNN()))
+    assert not [r for r in recs if r["key"] == key]
+    (error,) = [r for r in recs if r["kind"] == "text"]
+    assert error["key"] == "featurewatch/class_model/output/filmstrip/error"
+    assert "featurewatch/class_model/output" in {r["key"] for r in recs}  # the call's image
+    assert cb.failures == 1

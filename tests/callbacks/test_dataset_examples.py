@@ -523,3 +523,53 @@ def test_checkpoint_pool_false_keeps_the_pool_out_of_checkpoints_and_collects_it
         assert "of 32 pool images" in images[("net.features.6", step)]
     assert torch.equal(kept._pool.fixed, val_x[:48])  # type: ignore[arg-type]
     assert torch.equal(dropped._pool.fixed, val_x[:48])  # type: ignore[arg-type]
+
+
+def test_drift_is_the_jaccard_distance_of_consecutive_top_k_indices(tmp_path: Path) -> None:
+    layer = "net.features.6"
+    key = f"featurewatch/examples/{layer}"
+    pool = digits_loaders(n=64, size=16, batch_size=16)[1].dataset.tensors[0][:40]  # type: ignore[attr-defined]
+    cb = DatasetExamples(
+        layer,
+        max_channels=4,
+        k=4,
+        pool=pool,
+        projection=None,
+        crops=False,
+        every_n_epochs=None,
+        every_n_train_steps=2,
+    )
+    trainer, model = fit(tmp_path, [cb])
+    recs = records(tmp_path)
+    images = [r for r in recs if r["key"] == key]
+    assert [r["step"] for r in images] == [2, 4, 6, 8]
+    tops = [caption_values(r["caption"]) for r in images]
+    drift = {r["step"]: r["value"] for r in recs if r["key"] == f"{key}/drift"}
+    assert sorted(drift) == [4, 6, 8]  # nothing at the first call
+    moved = []
+    for before, now, rec in zip(tops, tops[1:], images[1:]):
+        expected = []
+        for c in range(4):
+            p, q = {i for i, _ in before[c]}, {i for i, _ in now[c]}
+            expected.append(1 - len(p & q) / len(p | q))
+        assert drift[rec["step"]] == pytest.approx(float(np.mean(expected)), abs=1e-9)
+        logged = [float(v) for v in re.findall(r"; drift ([\d.]+)", rec["caption"])]
+        assert logged == pytest.approx(expected, abs=1e-3)
+        moved.extend(expected)
+    assert max(moved) > 0, "the top images never changed: the test shows nothing"
+    # the run's last top images are the model's: recomputed from the pool
+    with isolated(model):
+        last = top_examples(model, pool, layer, [0, 1, 2, 3], k=4)
+    assert [sorted(i for i, _ in tops[-1][c]) for c in range(4)] == [
+        sorted(row) for row in last.indices.tolist()
+    ]
+    # resume: the indices, the pool mark and the filmstrip's thumbnails are in the checkpoint
+    trainer.save_checkpoint(tmp_path / "last.ckpt")
+    state = torch.load(tmp_path / "last.ckpt", weights_only=True)["callbacks"][cb.state_key]
+    again = DatasetExamples(layer, max_channels=4, k=4, pool=pool, projection=None, crops=False)
+    again.load_state_dict(state)
+    assert torch.equal(again._previous[layer][2], cb._previous[layer][2])
+    assert again._pool_mark == cb._pool_mark and len(again._films[key].frames) == 4
+    (strip,) = [r for r in recs if r["key"] == f"{key}/filmstrip"]
+    assert strip["step"] == 8 and "columns: 4 of 4 calls" in strip["caption"]
+    assert (tmp_path / "featurewatch_logs" / strip["animation"]).is_file()
