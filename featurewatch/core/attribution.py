@@ -37,7 +37,7 @@ network treats the images of a batch independently, which is true in eval mode.
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from typing import Any, Literal
 
@@ -67,7 +67,9 @@ from featurewatch.core.outputs import (
     check_output_key,
     class_scores,
     model_input,
-    target_scores,
+    resolve_target,
+    score_of,
+    take,
     target_tensor,
 )
 from featurewatch.core.validation import check_int, check_positive_float
@@ -76,12 +78,24 @@ from featurewatch.core.validation import check_int, check_positive_float
 # CAM / Grad-CAM layer in featurewatch.core.cam_layers.
 __all__ = [
     "cam",
+    "feature_map",
     "grad_cam",
+    "map_shape",
     "occlusion",
+    "occlusion_masks",
     "occlusion_windows",
     "overlay",
     "saliency",
 ]
+
+
+def map_shape(x: torch.Tensor) -> tuple[int, ...]:
+    """The shape of the maps of a batch: the input's without the channel axis.
+
+    ``(N, C, H, W)`` images give ``(N, H, W)``, ``(N, C, L)`` signals ``(N, L)``, ``(N, F)``
+    feature vectors ``(N, F)`` (every feature is a position).
+    """
+    return tuple(x.shape) if x.dim() == 2 else (x.shape[0], *x.shape[2:])
 
 
 # ---------------------------------------------------------------------- saliency / SmoothGrad
@@ -98,6 +112,9 @@ def saliency(
 ) -> torch.Tensor:
     """Gradient saliency: ``max_c |d score_target / d x_c|`` per pixel (Simonyan et al., 2013).
 
+    Per pixel of an image, per time step of a 1-D signal (the maximum over its channels), per
+    feature of a feature vector.
+
     With ``smooth > 0`` this is SmoothGrad (Smilkov et al., 2017): the saliency maps of ``smooth``
     noisy copies of each image are averaged, which removes most of the gradient's high-frequency
     noise. Noise is Gaussian with standard deviation ``noise * (max(x_i) - min(x_i))`` per image
@@ -107,8 +124,10 @@ def saliency(
 
     Args:
         model: classifier returning ``(N, classes)`` logits (or see ``output_key``).
-        x: ``(N, C, H, W)`` images, normalized like the model's inputs.
-        target: class per image (int, sequence or ``(N,)`` tensor).
+        x: ``(N, C, H, W)`` images, ``(N, C, L)`` signals or ``(N, F)`` feature vectors,
+            normalized like the model's inputs.
+        target: class per input (int, sequence or ``(N,)`` tensor), or a function of the output
+            giving one score per input (:data:`~featurewatch.core.outputs.ScoreFn`).
         smooth: number of noisy copies per image (0: plain gradient).
         noise: noise standard deviation as a fraction of each image's value range.
         generator: private generator for the noise (default: a new one seeded with 0, so
@@ -119,7 +138,8 @@ def saliency(
             (``"logits"``) or a function of the output.
 
     Returns:
-        ``(N, H, W)`` non-negative maps on the model's device.
+        Non-negative maps on the model's device, of the input's shape without the channel axis:
+        ``(N, H, W)``, ``(N, L)`` or ``(N, F)``.
 
     Example:
         >>> maps = saliency(model, images, target=3, smooth=16)
@@ -135,7 +155,7 @@ def saliency(
     with isolated(model):
         x0 = model_input(model, x)
         n = x0.shape[0]
-        t = target_tensor(target, n, x0.device)
+        t = resolve_target(target, n, x0.device)
         copies = max(1, smooth)
         sigma = None
         gen = generator
@@ -143,7 +163,7 @@ def saliency(
             flat = x0.reshape(n, -1)
             sigma = float(noise) * (flat.amax(1) - flat.amin(1))
             gen = gen if gen is not None else torch.Generator().manual_seed(0)
-        total = torch.zeros(n, *x0.shape[-2:], device=x0.device, dtype=x0.dtype)
+        total = torch.zeros(map_shape(x0), device=x0.device, dtype=x0.dtype)
         blocks: dict[int, torch.Tensor] = {}  # noise of the images the current chunk touches
         for start in range(0, n * copies, batch_size):
             end = min(start + batch_size, n * copies)
@@ -159,11 +179,13 @@ def saliency(
                     del blocks[i]
                 eps = torch.cat([blocks[i] for i in range(first, last + 1)])
                 eps = eps[start - first * copies : end - first * copies]
-                batch = batch + eps.to(batch) * sigma[image].reshape(-1, 1, 1, 1)
+                per_input = (-1,) + (1,) * (x0.dim() - 1)
+                batch = batch + eps.to(batch) * sigma[image].reshape(per_input)
             batch.requires_grad_(True)
-            score = target_scores(model(batch), t[image], output_key)
+            score = score_of(model(batch), take(t, image), output_key)
             (grad,) = torch.autograd.grad(score.sum(), batch)
-            total.index_add_(0, image, grad.abs().amax(dim=1))
+            magnitude = grad.abs() if x0.dim() == 2 else grad.abs().amax(dim=1)
+            total.index_add_(0, image, magnitude)
         return (total / copies).detach()
 
 
@@ -225,6 +247,49 @@ def occlusion_windows(
     return row_mask, col_mask
 
 
+def _positive_int(name: str, value: Any, default: int) -> int:
+    if value is None:
+        return default
+    if isinstance(value, Sequence) and not isinstance(value, (str, bytes)) and len(value) == 1:
+        value = value[0]
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise ValueError(f"`{name}` must be a positive int on 1-D inputs, got {value!r}")
+    return int(value)
+
+
+def occlusion_masks(
+    shape: Sequence[int], window: int | Sequence[int] | None, stride: int | Sequence[int] | None
+) -> torch.Tensor:
+    """``(P, *map shape)`` bool masks of the ``P`` windows :func:`occlusion` covers on inputs of
+    ``shape`` (the batch's shape), with its defaults and checks.
+
+    Images ``(N, C, H, W)``: the windows of :func:`occlusion_windows`. Signals ``(N, C, L)``:
+    intervals of ``window`` time steps (default a quarter of ``L``), every ``stride`` (default half
+    the window), the last one ending at the end. Feature vectors ``(N, F)``: ``window`` adjacent
+    features (default 1: each feature on its own), every ``stride`` (default: the window).
+
+    Raises:
+        TypeError, ValueError: as :func:`occlusion_windows`, or for a window longer than the input.
+    """
+    if len(shape) == 4:
+        rows, cols = occlusion_windows(shape, window, stride)
+        return rows[:, :, None] & cols[:, None, :]
+    size = int(shape[-1])
+    default = 1 if len(shape) == 2 else max(1, size // 4)
+    w = _positive_int("window", window, default)
+    if w > size:
+        raise ValueError(f"`window` {w} is longer than the inputs ({size})")
+    s = _positive_int("stride", stride, w if len(shape) == 2 else max(1, w // 2))
+    if s > w:
+        raise ValueError(
+            f"`stride` {s} is larger than `window` {w}: some positions would never be covered; "
+            "use a stride of at most the window size"
+        )
+    starts = torch.tensor(_starts(size, w, s))
+    positions = torch.arange(size)
+    return (positions >= starts[:, None]) & (positions < starts[:, None] + w)
+
+
 def occlusion(
     model: nn.Module,
     x: torch.Tensor,
@@ -247,8 +312,11 @@ def occlusion(
 
     Args:
         model: classifier returning ``(N, classes)`` logits.
-        x: ``(N, C, H, W)`` images, normalized like the model's inputs.
-        target: class per image.
+        x: ``(N, C, H, W)`` images, ``(N, C, L)`` signals or ``(N, F)`` feature vectors,
+            normalized like the model's inputs (see :func:`occlusion_masks` for the windows of
+            the last two).
+        target: class per input, or a function of the output giving one score per input (its
+            value is used as it is: ``output`` applies to class targets).
         window: occluding patch size, int or ``(height, width)``. Default: a quarter of the image
             side (4 x 4 windows on a 16 x 16 digit, 56 x 56 on a 224 x 224 photo).
         stride: step between windows, at most the window. Default: half the window (Captum's
@@ -263,8 +331,9 @@ def occlusion(
         output_key: where the logits are in the model's output, as for :func:`saliency`.
 
     Returns:
-        ``(N, H, W)`` *signed* maps on the model's device: positive where covering the region lowers
-        the target's score (the region supports the class), negative where it raises it.
+        *Signed* maps on the model's device, of the input's shape without the channel axis
+        (``(N, H, W)``, ``(N, L)``, ``(N, F)``): positive where covering the region lowers the
+        target's score (the region supports the class), negative where it raises it.
 
     Example:
         >>> maps = occlusion(model, images, target=labels, window=8, stride=4)
@@ -276,7 +345,7 @@ def occlusion(
     with isolated(model), torch.no_grad():
         x0 = model_input(model, x)
         n = x0.shape[0]
-        t = target_tensor(target, n, x0.device)
+        t = resolve_target(target, n, x0.device)
         if isinstance(baseline, torch.Tensor):
             try:
                 base = baseline.detach().to(x0).expand_as(x0)
@@ -291,28 +360,29 @@ def occlusion(
             raise TypeError(
                 f"`baseline` must be a number or a tensor, got {type(baseline).__name__}"
             )
-        row_mask, col_mask = occlusion_windows(x0.shape, window, stride)
-        row_mask, col_mask = row_mask.to(x0.device), col_mask.to(x0.device)
-        p = row_mask.shape[0]
+        masks = occlusion_masks(x0.shape, window, stride).to(x0.device)  # (P, *map shape)
+        p = masks.shape[0]
 
-        def score(out: Any, classes: torch.Tensor) -> torch.Tensor:
+        def score(out: Any, chosen: torch.Tensor | Callable[[Any], torch.Tensor]) -> torch.Tensor:
+            if not isinstance(chosen, torch.Tensor):  # a score function: its value as it is
+                return score_of(out, chosen, output_key).float()
             s = class_scores(out, output_key).float()
             if output == "probability":
                 s = s.softmax(dim=1)
-            return target_scores(s, classes)
+            return score_of(s, chosen)
 
         reference = score(model(x0), t)
         drops = torch.empty(n * p, device=x0.device)
         for start in range(0, n * p, batch_size):
             k = torch.arange(start, min(start + batch_size, n * p), device=x0.device)
             image, win = k // p, k % p
-            mask = (row_mask[win][:, :, None] & col_mask[win][:, None, :])[:, None]  # (B, 1, H, W)
+            mask = masks[win] if x0.dim() == 2 else masks[win][:, None]  # over every channel
             occluded = torch.where(mask, base[image], x0[image])
-            drops[k] = reference[image] - score(model(occluded), t[image])
-        rows, cols = row_mask.float(), col_mask.float()
-        credit = torch.einsum("np,ph,pw->nhw", drops.reshape(n, p), rows, cols)
-        coverage = torch.einsum("ph,pw->hw", rows, cols)
-        return (credit / coverage).to(x0.dtype)
+            drops[k] = reference[image] - score(model(occluded), take(t, image))
+        flat = masks.flatten(1).float()  # (P, positions)
+        credit = drops.reshape(n, p) @ flat
+        coverage = flat.sum(0)
+        return (credit / coverage).reshape(map_shape(x0)).to(x0.dtype)
 
 
 # ---------------------------------------------------------------------- Grad-CAM / CAM
@@ -366,8 +436,59 @@ def _pick_call(
         raise ValueError(
             f"layer {layer!r} does not output a tensor; name a conv or activation layer"
         )
-    _spatial(model, layer, got)
     return got
+
+
+def _grid(value: Any) -> tuple[int, int] | None:
+    if value is None:
+        return None
+    return _pair("grid", value, (1, 1))
+
+
+def feature_map(
+    model: nn.Module,
+    layer: str,
+    a: torch.Tensor,
+    x: torch.Tensor,
+    grid: tuple[int, int] | None = None,
+) -> torch.Tensor:
+    """A layer's output as a ``(N, K, *positions)`` map that Grad-CAM can weight and pool.
+
+    * ``(N, K, h, w)`` conv maps and ``(N, K, l)`` maps of a 1-D net over ``(N, C, L)`` signals are
+      used as they are;
+    * ``(N, T, D)`` *tokens* (a vision transformer's blocks; any 3-D output when ``x`` is an image,
+      or whenever ``grid`` is given) become ``(N, D, h, w)`` on the patch grid: the last ``h * w``
+      tokens are the patches (earlier ones - the class token, register tokens - are dropped),
+      ``(h, w)`` is ``grid`` or else the largest square grid that fits ``T`` (``T = 197``: 14 x 14
+      and one class token).
+
+    Raises:
+        ValueError: for outputs that have no positions (``(N, K)`` vectors), or a grid that does
+            not fit the tokens.
+    """
+    if a.dim() == 4:
+        return a
+    if a.dim() == 3 and grid is None and x.dim() == 3:
+        return a
+    if a.dim() == 3:
+        n, tokens, d = a.shape
+        if grid is None:
+            side = int(tokens**0.5)
+            grid = (side, side)
+        h, w = grid
+        if h * w > tokens or h * w < 1:
+            raise ValueError(
+                f"layer {layer!r} outputs {tokens} tokens, which do not hold a {h} x {w} patch "
+                "grid; pass `grid=(rows, columns)` of the patch grid"
+            )
+        patches = a[:, tokens - h * w :]
+        return patches.reshape(n, h, w, d).permute(0, 3, 1, 2)
+    convs = ", ".join(list_layers(model, ("conv",))[-8:]) or "none"
+    raise ValueError(
+        f"Grad-CAM needs a layer with positions - (N, C, H, W) or (N, C, L) feature maps, or "
+        f"(N, T, D) tokens - but layer {layer!r} outputs shape {tuple(a.shape)}; name a conv "
+        f"layer or the activation after it (conv layers: {convs})"
+    )
 
 
 def _spatial(model: nn.Module, layer: str, a: torch.Tensor) -> None:
@@ -381,10 +502,10 @@ def _spatial(model: nn.Module, layer: str, a: torch.Tensor) -> None:
 
 
 def _upsample(maps: torch.Tensor, size: Sequence[int]) -> torch.Tensor:
-    """``(N, h, w)`` -> ``(N, H, W)``, bilinear (the convention of the Grad-CAM paper)."""
-    return F.interpolate(
-        maps[:, None], size=tuple(size[-2:]), mode="bilinear", align_corners=False
-    )[:, 0]
+    """``(N, h, w)`` -> ``(N, *size)`` bilinear (the convention of the Grad-CAM paper), or
+    ``(N, l)`` -> ``(N, L)`` linear for 1-D maps."""
+    mode = "bilinear" if maps.dim() == 3 else "linear"
+    return F.interpolate(maps[:, None], size=tuple(size), mode=mode, align_corners=False)[:, 0]
 
 
 def grad_cam(
@@ -394,6 +515,7 @@ def grad_cam(
     layer: str | None = None,
     *,
     output_key: OutputKey = None,
+    grid: int | Sequence[int] | None = None,
 ) -> torch.Tensor:
     """Grad-CAM (Selvaraju et al., 2017) at a conv layer, upsampled to the input size.
 
@@ -406,21 +528,28 @@ def grad_cam(
     divided by ``h * w``, so ``grad_cam == upsample(relu(cam_lowres)) / (h * w)``. Deeper layers
     are more class-specific but coarser.
 
+    The same on a 1-D net (``(N, C, L)`` signals, ``(N, K, l)`` maps, linear upsampling) and on a
+    vision transformer's ``(N, T, D)`` tokens, laid out on the patch grid (:func:`feature_map`;
+    pytorch-grad-cam's ``reshape_transform``).
+
     Args:
         model: classifier returning ``(N, classes)`` logits.
-        x: ``(N, C, H, W)`` images, normalized like the model's inputs.
-        target: class per image.
+        x: ``(N, C, H, W)`` images or ``(N, C, L)`` signals, normalized like the model's inputs.
+        target: class per input, or a function of the output giving one score per input.
         layer: module name as in ``model.named_modules()`` (``"name@k"`` for the k-th call of a
             reused module). Default: the network's final feature map, found by running ``x[:1]``
             (:func:`default_gradcam_layer`: the map pooled into the classifier, else the last
             module in forward order with a spatial output).
         output_key: where the logits are in the model's output, as for :func:`saliency`.
+        grid: ``(rows, columns)`` of the patch grid of a token layer (default: the largest square
+            that fits the tokens; the tokens before the last ``rows * columns`` are dropped).
 
     Returns:
-        ``(N, H, W)`` non-negative maps on the model's device.
+        ``(N, H, W)`` (or ``(N, L)``) non-negative maps on the model's device.
 
     Example:
         >>> maps = grad_cam(model, images, target=labels, layer="layer4")
+        >>> vit_maps = grad_cam(vit, images, labels, "encoder.layers.encoder_layer_11.ln_1")
     """
     check_output_key(output_key)
     name = default_gradcam_layer(model, x) if layer is None else layer
@@ -428,17 +557,23 @@ def grad_cam(
     resolve_layer(model, name)
     with isolated(model):
         x0 = model_input(model, x)
-        t = target_tensor(target, x0.shape[0], x0.device)
+        if x0.dim() == 2:
+            raise ValueError(
+                "Grad-CAM weights the positions of a feature map; feature vectors (N, F) have "
+                "none: use saliency or occlusion, which give one value per feature"
+            )
+        t = resolve_target(target, x0.shape[0], x0.device)
         with _differentiable_capture(model, name) as captured:
             out = model(x0)
         a = _pick_call(model, name, captured)
-        score = target_scores(out, t, output_key)
+        score = score_of(out, t, output_key)
         (grad,) = torch.autograd.grad(score.sum(), a, allow_unused=True)
         if grad is None:  # the score does not depend on this layer at all
             grad = torch.zeros_like(a)
-        weights = grad.mean(dim=(2, 3), keepdim=True)
+        a, grad = feature_map(model, name, a, x0, grid), feature_map(model, name, grad, x0, grid)
+        weights = grad.mean(dim=tuple(range(2, a.dim())), keepdim=True)
         maps = (weights * a).sum(dim=1).detach().clamp_min(0)  # ReLU at the layer's resolution
-        return _upsample(maps, x0.shape)
+        return _upsample(maps, map_shape(x0)[1:])
 
 
 def cam(
@@ -502,7 +637,7 @@ def cam(
             raise cam_channel_mismatch(name, a.shape[1], cls_name, linear.in_features)
         weights = linear.weight.detach()[t].to(a.dtype)  # (N, K)
         maps = torch.einsum("nk,nkhw->nhw", weights, a)
-        return _upsample(maps, x0.shape)
+        return _upsample(maps, x0.shape[-2:])
 
 
 # ---------------------------------------------------------------------- display

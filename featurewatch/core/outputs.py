@@ -5,7 +5,9 @@ choice) needs the same four answers, given here once:
 
 * the input batch as a private copy on the model's device and dtype (:func:`model_input`);
 * the target classes as one index per image (:data:`Target`, :func:`target_tensor`), NumPy
-  integers included, ``bool`` refused;
+  integers included, ``bool`` refused; or, for outputs that are not one score per class
+  (segmentation, regression, detection), a function of the output that gives each input's score
+  (:data:`ScoreFn`, :func:`resolve_target`, :func:`score_of`);
 * the ``(N, classes)`` logits inside the model's output (:data:`OutputKey`,
   :func:`select_output`, :func:`class_scores`): a tensor, a tuple such as ``(logits, features)``, a
   dict such as ``{"logits": ...}``, or anything a function of the output turns into the logits;
@@ -30,10 +32,11 @@ import torch
 from torch import nn
 
 from featurewatch.core.hygiene import model_device_dtype
-from featurewatch.core.validation import check_images, out_of_range_message
+from featurewatch.core.validation import check_inputs, out_of_range_message
 
 __all__ = [
     "OutputKey",
+    "ScoreFn",
     "Target",
     "check_class_range",
     "check_output_key",
@@ -41,30 +44,40 @@ __all__ = [
     "class_scores",
     "describe_output",
     "model_input",
+    "resolve_target",
+    "score_of",
     "select_output",
+    "take",
     "target_scores",
     "target_tensor",
 ]
 
-#: Target classes: one int for every image, or one int per image (sequence or ``(N,)`` tensor).
-#: NumPy integers and integer arrays are accepted too.
-Target: TypeAlias = int | Sequence[int] | torch.Tensor
+#: A score to explain that is not one class's logit: ``fn(output) -> (B,)``, one differentiable
+#: score per input of the batch, from the model's output (after ``output_key``). E.g. the sum of
+#: class 3's logits over a mask for a segmentation net, ``lambda out: (out[:, 3] * mask).sum((1,
+#: 2))``, or a regression output, ``lambda out: out[:, 0]``. It must treat the inputs of a batch
+#: independently: the methods call it on chunks of their own making.
+ScoreFn: TypeAlias = Callable[[Any], torch.Tensor]
+#: What to explain: one class for every input, one class per input (sequence or ``(N,)`` tensor;
+#: NumPy integers and integer arrays too), or a :data:`ScoreFn`.
+Target: TypeAlias = int | Sequence[int] | torch.Tensor | ScoreFn
 #: Where the logits are in the model's output: ``None`` (the output is the ``(N, classes)`` tensor),
 #: an index into a tuple/list output, a key of a dict output, or a function ``output -> logits``.
 OutputKey: TypeAlias = int | str | Callable[[Any], torch.Tensor] | None
 
 
 def model_input(model: nn.Module, x: Any) -> torch.Tensor:
-    """A private copy of the image batch ``x`` on the model's device and dtype.
+    """A private copy of the input batch ``x`` on the model's device and dtype.
 
     The copy is detached and cloned, so nothing the methods do touches the caller's tensor, and a
     tensor created under ``torch.inference_mode`` becomes an ordinary one.
 
     Raises:
         TypeError: if ``x`` is not a tensor.
-        ValueError: if it is not a non-empty ``(N, C, H, W)`` batch.
+        ValueError: if it is not a non-empty ``(N, F)``, ``(N, C, L)`` or ``(N, C, H, W)`` batch
+            (:func:`~featurewatch.core.validation.check_inputs`).
     """
-    check_images("x", x)
+    check_inputs("x", x)
     device, dtype = model_device_dtype(model)
     return x.detach().to(device=device, dtype=dtype).clone()
 
@@ -214,6 +227,58 @@ def check_class_range(target: torch.Tensor, num_classes: int) -> None:
     bad = target[(target < 0) | (target >= num_classes)]
     if bad.numel():
         raise ValueError(out_of_range_message(int(bad[0]), num_classes, kind="target class"))
+
+
+def resolve_target(target: Target, n: int, device: torch.device) -> torch.Tensor | ScoreFn:
+    """:func:`target_tensor` for class targets; a :data:`ScoreFn` is returned as it is.
+
+    Index the result with :func:`take` and score an output with :func:`score_of`, so a method
+    handles both kinds of target in one code path.
+    """
+    if callable(target) and not isinstance(target, torch.Tensor):
+        return target
+    return target_tensor(target, n, device)  # type: ignore[arg-type]
+
+
+def take(target: torch.Tensor | ScoreFn, index: torch.Tensor) -> torch.Tensor | ScoreFn:
+    """The targets of the inputs ``index`` (a :data:`ScoreFn` applies to any of them)."""
+    return target[index] if isinstance(target, torch.Tensor) else target
+
+
+def score_of(
+    out: Any, target: torch.Tensor | ScoreFn, output_key: OutputKey = None
+) -> torch.Tensor:
+    """``(B,)``: the score each input of the batch is explained by, from the model output ``out``.
+
+    The target class's logit for class targets (:func:`target_scores`); ``target(output)`` for a
+    :data:`ScoreFn`, checked to give one score per input.
+
+    Raises:
+        ValueError: if a score function does not return a ``(B,)`` tensor.
+    """
+    if isinstance(target, torch.Tensor):
+        return target_scores(out, target, output_key)
+    scores = target(select_output(out, output_key))
+    n = _batch_size(out, output_key)
+    if (
+        not isinstance(scores, torch.Tensor)
+        or scores.dim() != 1
+        or (n is not None and scores.shape[0] != n)
+    ):
+        got = tuple(scores.shape) if isinstance(scores, torch.Tensor) else type(scores).__name__
+        raise ValueError(
+            f"a callable `target` must return one score per input, a tensor of shape "
+            f"({n if n is not None else 'B'},), got "
+            f"{got}; e.g. `lambda out: out[:, 0]` or `lambda out: (out[:, 3] * mask).sum((1, 2))`"
+        )
+    return scores
+
+
+def _batch_size(out: Any, output_key: OutputKey) -> int | None:
+    selected = select_output(out, output_key)
+    if isinstance(selected, torch.Tensor) and selected.dim() >= 1:
+        return int(selected.shape[0])
+    return None
 
 
 def target_scores(out: Any, target: torch.Tensor, output_key: OutputKey = None) -> torch.Tensor:

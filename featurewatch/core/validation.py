@@ -25,6 +25,7 @@ __all__ = [
     "check_bool",
     "check_channel_list",
     "check_images",
+    "check_inputs",
     "check_int",
     "check_positive_float",
     "is_int",
@@ -145,6 +146,30 @@ def check_images(name: str, value: Any) -> torch.Tensor:
         raise ValueError(
             f"`{name}` must be a non-empty (N, C, H, W) batch of images, got shape "
             f"{tuple(value.shape)}"
+        )
+    return value
+
+
+def check_inputs(name: str, value: Any) -> torch.Tensor:
+    """Validate a batch of model inputs, the one shape rule of attribution (returned as it came).
+
+    ``(N, F)`` feature vectors (tabular data), ``(N, C, L)`` 1-D signals (audio, sensor series) or
+    ``(N, C, H, W)`` images and spectrograms; ``N >= 1``. A map computed for such a batch has the
+    input's shape without the channel axis: ``(N, F)``, ``(N, L)`` or ``(N, H, W)``.
+
+    Raises:
+        TypeError: if ``value`` is not a tensor.
+        ValueError: if it has another number of dimensions or holds nothing.
+    """
+    if not isinstance(value, torch.Tensor):
+        raise TypeError(
+            f"`{name}` must be a tensor of shape (N, F), (N, C, L) or (N, C, H, W), "
+            f"got {type(value).__name__}"
+        )
+    if value.dim() not in (2, 3, 4) or value.numel() == 0:
+        raise ValueError(
+            f"`{name}` must be a non-empty batch of shape (N, F) (features), (N, C, L) (1-D "
+            f"signals) or (N, C, H, W) (images), got shape {tuple(value.shape)}"
         )
     return value
 
