@@ -30,7 +30,8 @@ ODD_KEY = "featurewatch/probe/odd:key[0]//x"
 
 @pytest.fixture(scope="module")
 def run(tmp_path_factory):
-    """Two events written through the sink sinks_for builds for an MLFlowLogger; the run read back."""
+    """Two events written through the sink sinks_for builds for an MLFlowLogger; the run read "
+    "back."""
     root = tmp_path_factory.mktemp("mlflow")
     uri = f"sqlite:///{root / 'mlflow.db'}"
     logger = MLFlowLogger(

@@ -1,9 +1,10 @@
-"""Logger faults stay small: one refused item costs that item, a dead sink warns once and goes quiet.
+"""Logger faults stay small: one refused item costs that item, a dead sink warns once, goes quiet.
 
 Every fault here is real: an empty image (TensorBoard, W&B and the files sink refuse it through
-PIL's "cannot write empty image", MLflow with its own "zero-size array" error), a log folder whose path runs through a regular file (the tests run as
-root, who ignores ``chmod``, so a read-only folder cannot be made; a regular file in the way fails
-``mkdir`` for everyone), a finished W&B run. No writer is monkeypatched.
+PIL's "cannot write empty image", MLflow with its own "zero-size array" error), a log folder
+whose path runs through a regular file (the tests run as root, who ignores ``chmod``, so a
+read-only folder cannot be made; a regular file in the way fails ``mkdir`` for everyone), a
+finished W&B run. No writer is monkeypatched.
 """
 
 from __future__ import annotations

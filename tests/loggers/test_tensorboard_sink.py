@@ -34,7 +34,8 @@ def read(log_dir: str) -> EventAccumulator:
 
 
 def text_of(acc: EventAccumulator, key: str) -> list[tuple[int, str]]:
-    """Text entries of ``key`` (``SummaryWriter.add_text`` stores them as ``<key>/text_summary``)."""
+    """Text entries of ``key`` (``SummaryWriter.add_text`` stores them as "
+    "``<key>/text_summary``)."""
     return [
         (e.step, e.tensor_proto.string_val[0].decode()) for e in acc.Tensors(f"{key}/text_summary")
     ]

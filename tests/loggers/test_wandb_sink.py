@@ -31,8 +31,8 @@ from tests.loggers.conftest import (
     pattern,
 )
 
-# Probe(at_start=True, every_n_epochs=1) in a fit of 2 epochs of 2 steps runs at these global steps, in
-# these epochs (an epoch-end hook still sees the epoch that is ending).
+# Probe(at_start=True, every_n_epochs=1) in a fit of 2 epochs of 2 steps runs at these global
+# steps, in these epochs (an epoch-end hook still sees the epoch that is ending).
 STEPS = [0, 2, 4]
 EPOCHS = [0, 0, 1]
 
