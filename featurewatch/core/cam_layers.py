@@ -347,12 +347,15 @@ def _gap_matches(model: nn.Module, x: torch.Tensor, classifier: str | None) -> _
     feat_dtype, target, cls_tick = feats[-1]
     feeding = [p for p in pools if p[1] < cls_tick]
     pool_ref, pool_tick = feeding[-1] if feeding else (None, None)
-    scale = float(target.abs().max().clamp_min(1e-6))
+    finite = target[torch.isfinite(target)]  # a NaN image must not make the tolerance NaN
+    scale = max(float(finite.abs().max()), 1e-6) if finite.numel() else 1.0
     matched: list[tuple[str, int, bool, int, bool]] = []  # name, call, leaf, position, 1 x 1
     for name, call, leaf, dtype, out, at in seen:
         mean = out.mean(dim=(2, 3))
         tol = _tolerance(dtype, feat_dtype)
-        if mean.shape == target.shape and torch.allclose(mean, target, rtol=tol, atol=tol * scale):
+        if mean.shape == target.shape and torch.allclose(
+            mean, target, rtol=tol, atol=tol * scale, equal_nan=True
+        ):
             matched.append((name, call, leaf, at, out.shape[-2:].numel() == 1))
     chosen = [m for m in matched if not m[4]]
     if not chosen and pool_tick is not None:  # a 1 x 1 pooled map: what finishes before the pool

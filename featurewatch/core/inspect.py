@@ -117,8 +117,12 @@ def activation_grid(
     m = maps[:, sel].detach().float().cpu()
     per_image = []
     for one in m:
-        lo = one.amin().clamp(max=0.0)
-        scaled = (one - lo) / (one.amax() - lo).clamp_min(1e-8)
+        # scaled over the finite values: a NaN or Inf stays non-finite (drawn magenta by
+        # colorize) instead of turning the whole image's scale into NaN
+        finite = one[torch.isfinite(one)]
+        lo = finite.amin().clamp(max=0.0) if finite.numel() else one.new_zeros(())
+        hi = finite.amax() if finite.numel() else one.new_ones(())
+        scaled = (one - lo) / (hi - lo).clamp_min(1e-8)
         tiles = _upscale(colorize(scaled), min_size)
         per_image.append(grid(tiles, padding=1, pad_value=0.5))
     return grid(torch.stack(per_image), padding=4, pad_value=1.0)

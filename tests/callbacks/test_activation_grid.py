@@ -106,7 +106,9 @@ def test_nan_in_one_layer_is_magenta_there_and_the_healthy_layers_are_logged(
     # the two probe images' grids side by side: the healthy one has no magenta, the NaN one has
     half = sick.shape[1] // 2
     assert not magenta(sick[:, :half]).any()
-    assert magenta(sick[:, half:]).sum() > 100
+    assert magenta(sick[:, half:]).sum() > 0
+    # only the NaN cells: the image's other values keep their finite scale (4 of its 1024 values)
+    assert magenta(sick[:, half:]).mean() < 0.02, magenta(sick[:, half:]).mean()
     # 4 NaN values in channel 0 of 16 channels of 8 x 8, for probe image #1 only
     assert images["featurewatch/activations/net.features.6"]["caption"].endswith(
         "; non-finite values (NaN/Inf, shown magenta): probe image #1 4 of 1024"

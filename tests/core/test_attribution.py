@@ -915,3 +915,14 @@ def test_core_module_imports_only_torch_and_the_core() -> None:
         for name in imported
         if name.startswith("featurewatch")
     )
+
+
+def test_the_cam_layer_is_found_when_the_first_image_gives_nan() -> None:
+    """The search runs ``x[:1]``: a NaN there made the match tolerance NaN (issue 11)."""
+
+    torch.manual_seed(0)
+    model = SmallCNN(width=4).eval()
+    x = torch.randn(2, 1, 12, 12)
+    x[0, 0, 3, 3] = float("nan")  # one corrupt pixel: every map of image 0 is partly NaN
+    assert torch.isnan(model(x[:1])).all()
+    assert find_cam_layer(model, x) == find_cam_layer(model, x[1:]) == "features.6"
