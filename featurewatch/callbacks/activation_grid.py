@@ -13,7 +13,13 @@ from featurewatch.callbacks.base import FeatureWatchCallback, check_layers
 from featurewatch.core.images import grid, nonfinite_counts, nonfinite_note, scale_each
 from featurewatch.core.inspect import activation_grid, activation_maps
 from featurewatch.core.layers import list_layers, resolve_layer
-from featurewatch.core.validation import check_channel_list, check_int, out_of_range_message
+from featurewatch.core.validation import (
+    NON_IMAGE_ALTERNATIVES,
+    check_channel_list,
+    check_image_inputs,
+    check_int,
+    out_of_range_message,
+)
 from featurewatch.loggers import Event
 
 __all__ = ["ActivationGrid"]
@@ -98,7 +104,10 @@ class ActivationGrid(FeatureWatchCallback):
             return self._default_layers
         convs = list_layers(pl_module, kinds=("conv",))
         if not convs:
-            raise ValueError(f"{type(pl_module).__name__} has no conv layer; pass `layers=`")
+            raise ValueError(
+                f"ActivationGrid shows the feature maps of conv layers, and "
+                f"{type(pl_module).__name__} has none; {NON_IMAGE_ALTERNATIVES}"
+            )
         return convs
 
     def check_model(self, pl_module: pl.LightningModule) -> None:
@@ -106,6 +115,7 @@ class ActivationGrid(FeatureWatchCallback):
             resolve_layer(pl_module, layer)
 
     def check_input(self, pl_module: pl.LightningModule, x: torch.Tensor) -> None:
+        check_image_inputs("ActivationGrid", x)
         self._probe.resolve_path(x)
         sample = self._probe.fixed if self._probe.fixed is not None else x
         self._default_layers = None

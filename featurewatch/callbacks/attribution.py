@@ -38,7 +38,7 @@ from featurewatch.core.images import (
 from featurewatch.core.inspect import activation_maps
 from featurewatch.core.layers import parse_layer, resolve_layer
 from featurewatch.core.outputs import check_output_key, class_index, class_scores
-from featurewatch.core.validation import check_int, is_int, out_of_range_message
+from featurewatch.core.validation import check_image_inputs, check_int, is_int, out_of_range_message
 from featurewatch.loggers import Event
 
 __all__ = ["ATTRIBUTION_METHODS", "AttributionMaps"]
@@ -326,6 +326,7 @@ class AttributionMaps(FeatureWatchCallback):
                 )
 
     def check_input(self, pl_module: pl.LightningModule, x: torch.Tensor) -> None:
+        check_image_inputs("AttributionMaps", x)
         self._probe.resolve_path(x)
         if self._probe.fixed is not None and isinstance(self.target, list):
             self._check_target(self.target, int(self._probe.fixed.shape[0]))

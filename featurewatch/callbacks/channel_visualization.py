@@ -17,6 +17,7 @@ from featurewatch.core.render import unit_objective
 from featurewatch.core.validation import (
     check_bool,
     check_channel_list,
+    check_image_inputs,
     check_int,
     check_positive_float,
     out_of_range_message,
@@ -136,6 +137,7 @@ class ChannelVisualization(RenderCallback):
             resolve_layer(pl_module, layer)
 
     def check_input(self, pl_module: pl.LightningModule, x: torch.Tensor) -> None:
+        check_image_inputs("ChannelVisualization", x)
         self._learn_input(x)
         maps = activation_maps(pl_module, x[:1], self.layers)
         for layer, m in maps.items():

@@ -15,7 +15,12 @@ from featurewatch.core.images import normalizer
 from featurewatch.core.objectives import class_logit
 from featurewatch.core.outputs import OutputKey, check_output_key, class_scores
 from featurewatch.core.render import unit_seed
-from featurewatch.core.validation import check_channel_list, check_int, out_of_range_message
+from featurewatch.core.validation import (
+    check_channel_list,
+    check_image_inputs,
+    check_int,
+    out_of_range_message,
+)
 from featurewatch.loggers import Event
 
 __all__ = ["ClassModelVisualization"]
@@ -132,6 +137,7 @@ class ClassModelVisualization(RenderCallback):
         self._num_outputs: int | None = None
 
     def check_input(self, pl_module: pl.LightningModule, x: torch.Tensor) -> None:
+        check_image_inputs("ClassModelVisualization", x)
         self._learn_input(x)
         with torch.no_grad():
             out = pl_module(x[:1])

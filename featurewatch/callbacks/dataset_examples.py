@@ -24,6 +24,7 @@ from featurewatch.core.receptive_field import Box, receptive_fields
 from featurewatch.core.validation import (
     check_bool,
     check_channel_list,
+    check_image_inputs,
     check_int,
     out_of_range_message,
 )
@@ -232,6 +233,7 @@ class DatasetExamples(Filmstrips):
             resolve_layer(pl_module, layer)
 
     def check_input(self, pl_module: pl.LightningModule, x: torch.Tensor) -> None:
+        check_image_inputs("DatasetExamples", x)
         self._pool.resolve_path(x)
         sample = self._pool.fixed if self._pool.fixed is not None else x
         maps = activation_maps(pl_module, sample[:1], self.layers)

@@ -14,7 +14,7 @@ from featurewatch.core.deepdream import deep_dream
 from featurewatch.core.images import grid, normalizer
 from featurewatch.core.inspect import activation_maps
 from featurewatch.core.layers import parse_layer, resolve_layer
-from featurewatch.core.validation import check_int, check_positive_float
+from featurewatch.core.validation import check_image_inputs, check_int, check_positive_float
 from featurewatch.loggers import Event
 
 __all__ = ["DeepDream"]
@@ -105,6 +105,7 @@ class DeepDream(FeatureWatchCallback):
         resolve_layer(pl_module, self.layer)
 
     def check_input(self, pl_module: pl.LightningModule, x: torch.Tensor) -> None:
+        check_image_inputs("DeepDream", x)
         self._norm = input_normalization(self.normalize, x)
         if self._probe.normalize is None and self._norm is not None:
             self._probe.normalize = (

@@ -10,8 +10,8 @@ from torch import nn
 
 from featurewatch.callbacks.base import FeatureWatchCallback, check_layer
 from featurewatch.core.inspect import filter_grid
-from featurewatch.core.layers import find_first_conv, resolve_layer
-from featurewatch.core.validation import check_int
+from featurewatch.core.layers import CONV_TYPES, find_first_conv, resolve_layer
+from featurewatch.core.validation import NON_IMAGE_ALTERNATIVES, check_int
 from featurewatch.loggers import Event
 
 __all__ = ["FilterWeights"]
@@ -60,14 +60,24 @@ class FilterWeights(FeatureWatchCallback):
         return {"layer": self.layer}
 
     def _conv(self, pl_module: nn.Module) -> tuple[str, nn.Conv2d]:
+        if self.layer is None and not any(isinstance(m, CONV_TYPES) for m in pl_module.modules()):
+            raise ValueError(
+                f"FilterWeights draws the filters of a conv layer, and {type(pl_module).__name__} "
+                f"has none; {NON_IMAGE_ALTERNATIVES}"
+            )
         name = self.layer if self.layer is not None else find_first_conv(pl_module)
         module = resolve_layer(pl_module, name)
         weight = getattr(module, "weight", None)
         if not isinstance(module, nn.Conv2d) or not isinstance(weight, torch.Tensor):
+            conv2d = [n for n, m in pl_module.named_modules() if isinstance(m, nn.Conv2d)]
+            instead = (
+                f"the first nn.Conv2d here is {conv2d[0]!r}"
+                if conv2d
+                else f"this model has no nn.Conv2d; {NON_IMAGE_ALTERNATIVES}"
+            )
             raise ValueError(  # noqa: TRY004 - a bad `layer` value, not a bad argument type
-                f"FilterWeights(layer={name!r}): expected an nn.Conv2d, got "
-                f"{type(module).__name__}; the first convolution here is "
-                f"{find_first_conv(pl_module)!r}"
+                f"FilterWeights(layer={name!r}) draws the 2-D filters of an nn.Conv2d, but that "
+                f"layer is a {type(module).__name__}; {instead}"
             )
         return name, module
 

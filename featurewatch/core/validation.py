@@ -24,6 +24,7 @@ import torch
 __all__ = [
     "check_bool",
     "check_channel_list",
+    "check_image_inputs",
     "check_images",
     "check_inputs",
     "check_int",
@@ -172,6 +173,31 @@ def check_inputs(name: str, value: Any) -> torch.Tensor:
             f"signals) or (N, C, H, W) (images), got shape {tuple(value.shape)}"
         )
     return value
+
+
+#: What a user with a non-image model can use instead of an image-only callback.
+NON_IMAGE_ALTERNATIVES = (
+    "DeadNeuronMonitor and FeatureDrift watch any model, and featurewatch.saliency / "
+    "featurewatch.occlusion / featurewatch.grad_cam accept (N, F) and (N, C, L) inputs"
+)
+
+
+def check_image_inputs(who: str, x: torch.Tensor) -> None:
+    """Refuse, with what to use instead, a callback that draws images for a non-image model.
+
+    Called with the first batch's inputs (before the first training step), so a tabular or 1-D
+    model fails at the start of ``fit`` with this message, not later with an ``IndexError``.
+
+    Raises:
+        ValueError: if ``x`` is not a 4-D ``(N, C, H, W)`` batch.
+    """
+    if x.dim() == 4:
+        return
+    kind = {2: "feature vectors (N, F)", 3: "1-D signals (N, C, L)"}.get(x.dim(), "not images")
+    raise ValueError(
+        f"{who} works on image inputs (N, C, H, W), but this model's inputs are {kind}, shape "
+        f"{tuple(x.shape)}; {NON_IMAGE_ALTERNATIVES}"
+    )
 
 
 def out_of_range_message(

@@ -153,7 +153,7 @@ class CountingModel(LitClassifier):
             r"layer 'net.features.9' not found in CountingModel.*net.features.0",
         ),
         (lambda: ActivationGrid(layers=["net.feature.2"]), r"did you mean 'net.features.2'"),
-        (lambda: FilterWeights(layer="net.fc"), r"expected an nn.Conv2d, got Linear"),
+        (lambda: FilterWeights(layer="net.fc"), r"but that layer is a Linear; the first nn.Conv2d"),
         (
             lambda: FilterWeights(layer="net.features.4"),
             r"has 8 input channels and the images have 1",

@@ -1,0 +1,121 @@
+"""Non-image models (issue 11, item 6): a tabular MLP over ``(N, 20)`` and a ``Conv1d`` net over
+``(N, 1, 800)`` signals.
+
+The callbacks that watch any model run; every callback that draws images refuses at the start of
+``fit``, before the first training step, with a ``ValueError`` that says what it works on and
+what to use instead - never an ``IndexError`` mid-run, never a recommendation of the very layer
+it refused.
+"""
+
+from __future__ import annotations
+
+import warnings
+from collections.abc import Callable
+
+import pytest
+import pytorch_lightning as pl
+import torch
+import torch.nn.functional as F
+from torch import nn
+from torch.utils.data import DataLoader, TensorDataset
+
+import featurewatch as fw
+
+
+class Lit(pl.LightningModule):
+    def __init__(self, net: nn.Module) -> None:
+        super().__init__()
+        self.net = net
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.net(x)
+
+    def training_step(self, batch: tuple[torch.Tensor, torch.Tensor], _i: int) -> torch.Tensor:
+        x, y = batch
+        return F.cross_entropy(self(x), y)
+
+    def validation_step(self, batch: tuple[torch.Tensor, torch.Tensor], _i: int) -> None:
+        pass
+
+    def configure_optimizers(self) -> torch.optim.Optimizer:
+        return torch.optim.SGD(self.parameters(), lr=0.1)
+
+
+def mlp() -> tuple[nn.Module, torch.Tensor]:
+    torch.manual_seed(0)
+    return nn.Sequential(nn.Linear(20, 16), nn.ReLU(), nn.Linear(16, 3)), torch.randn(64, 20)
+
+
+def audio() -> tuple[nn.Module, torch.Tensor]:
+    torch.manual_seed(0)
+    net = nn.Sequential(
+        nn.Conv1d(1, 8, 9, stride=4),
+        nn.ReLU(),
+        nn.Conv1d(8, 8, 5, stride=2),
+        nn.ReLU(),
+        nn.AdaptiveAvgPool1d(1),
+        nn.Flatten(),
+        nn.Linear(8, 3),
+    )
+    return net, torch.randn(64, 1, 800)
+
+
+IMAGE_ONLY: dict[str, Callable[[], fw.FeatureWatchCallback]] = {
+    "ChannelVisualization": lambda: fw.ChannelVisualization(["net.1"], unit="neuron", steps=2),
+    "ClassModelVisualization": lambda: fw.ClassModelVisualization(steps=2),
+    "DatasetExamples": lambda: fw.DatasetExamples(["net.1"], k=2, pool_size=16),
+    "FilterWeights": lambda: fw.FilterWeights(),
+    "ActivationGrid": lambda: fw.ActivationGrid(),
+    "AttributionMaps": lambda: fw.AttributionMaps(methods=("saliency",), num_images=2),
+    "DeepDream": lambda: fw.DeepDream("net.1", num_images=1, steps=1, octaves=1),
+}
+ANY_MODEL: dict[str, Callable[[], fw.FeatureWatchCallback]] = {
+    "DeadNeuronMonitor": lambda: fw.DeadNeuronMonitor(),
+    "FeatureDrift": lambda: fw.FeatureDrift(["net.1"], num_images=8),
+}
+
+
+def fit(make_model: Callable[[], tuple[nn.Module, torch.Tensor]], cb: pl.Callback, tmp_path):
+    net, x = make_model()
+    y = torch.randint(0, 3, (len(x),), generator=torch.Generator().manual_seed(0))
+    loader = DataLoader(TensorDataset(x, y), batch_size=16)
+    before = {k: v.clone() for k, v in net.state_dict().items()}
+    trainer = pl.Trainer(
+        max_epochs=1,
+        logger=False,
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        callbacks=[cb],
+        num_sanity_val_steps=1,
+        default_root_dir=tmp_path,
+        accelerator="cpu",
+    )
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        trainer.fit(Lit(net), loader, loader)
+    return trainer, net, before
+
+
+@pytest.mark.parametrize("make_model", [mlp, audio], ids=["tabular", "conv1d"])
+@pytest.mark.parametrize("name", sorted(IMAGE_ONLY))
+def test_image_callbacks_refuse_before_training_and_say_what_to_use(make_model, name, tmp_path):
+    net, x = make_model()
+    before = {k: v.clone() for k, v in net.state_dict().items()}
+    with pytest.raises(ValueError) as refused:
+        fit(lambda: (net, x), IMAGE_ONLY[name](), tmp_path)
+    message = str(refused.value)
+    assert name in message
+    assert "DeadNeuronMonitor and FeatureDrift watch any model" in message
+    assert "net.0" not in message or "is a Conv1d" in message  # never recommends the refused layer
+    assert all(torch.equal(before[k], v) for k, v in net.state_dict().items())  # no step taken
+
+
+@pytest.mark.parametrize("make_model", [mlp, audio], ids=["tabular", "conv1d"])
+@pytest.mark.parametrize("name", sorted(ANY_MODEL))
+def test_model_agnostic_callbacks_run_on_non_image_models(make_model, name, tmp_path):
+    cb = ANY_MODEL[name]()
+    trainer, net, before = fit(make_model, cb, tmp_path)
+    assert trainer.global_step == 4
+    assert cb.calls >= 1 and cb.failures == 0
+    assert any(not torch.equal(before[k], v) for k, v in net.state_dict().items())  # it trained
