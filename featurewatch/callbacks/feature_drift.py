@@ -19,6 +19,8 @@ __all__ = ["FeatureDrift"]
 
 #: The chart's x axis gets at most this many labelled ticks.
 _MAX_TICKS = 8
+#: The chart's smallest change ``1 - CKA`` (its log axis would go to minus infinity at CKA = 1).
+_CHANGE_FLOOR = 1e-6
 
 
 class FeatureDrift(FeatureWatchCallback):
@@ -62,8 +64,8 @@ class FeatureDrift(FeatureWatchCallback):
           (from the second call on).
         - ``featurewatch/drift/<layer>/cka_first``: scalar in [0, 1], CKA with the first call (1 at
           the first call).
-        - ``featurewatch/drift/cka_previous``: image, every layer's ``cka_previous`` over the global
-          step (from the second call on).
+        - ``featurewatch/drift/cka_previous``: image, every layer's change ``1 - cka_previous``
+          over the global step, on a log axis (from the second call on; see :meth:`chart`).
         - ``featurewatch/drift/<layer>/error``: text, if one layer could not be compared (e.g. its
           output is the same for every probe image); the other layers are still logged.
         - ``featurewatch/drift/error``: text, if the whole call failed.
@@ -206,8 +208,11 @@ class FeatureDrift(FeatureWatchCallback):
     def chart(self) -> Any:
         """Every layer's ``cka_previous`` over the global step, as a matplotlib ``Figure``.
 
-        Lines are coloured from dark (first layer) to bright (last), so layers settling
-        bottom-up read as the dark lines reaching 1 first.
+        Plotted as the change ``1 - cka_previous`` on a log axis (floored at
+        :data:`_CHANGE_FLOOR`): CKA values of a training run crowd just below 1 (0.95, 0.998,
+        0.9999), where a linear axis shows flat lines; on a log axis a settling layer is a line
+        falling by orders of magnitude. Lines are coloured from dark (first layer) to bright
+        (last), so layers settling bottom-up read as the dark lines falling first.
         """
         from matplotlib import colormaps
         from matplotlib.figure import Figure
@@ -227,7 +232,7 @@ class FeatureDrift(FeatureWatchCallback):
             ]
             ax.plot(
                 [p[0] for p in points],
-                [p[1] for p in points],
+                [max(1.0 - p[1], _CHANGE_FLOOR) for p in points],
                 marker="o",
                 markersize=3.5,
                 linewidth=1.6,
@@ -241,13 +246,15 @@ class FeatureDrift(FeatureWatchCallback):
             [e["step"] for e in shown], [f"{e['step']}\nep {e['epoch']}" for e in shown], fontsize=8
         )
         ax.set_xlabel("global step (epoch)", fontsize=9)
-        ax.set_ylim(0.0, 1.02)
-        ax.set_yticks([0.0, 0.25, 0.5, 0.75, 1.0])
+        ax.set_yscale("log")
+        ax.set_ylim(_CHANGE_FLOOR, 1.0)
         ax.tick_params(axis="y", labelsize=8)
-        ax.set_ylabel("CKA with previous call", fontsize=9)
+        ax.set_ylabel("1 - CKA with previous call", fontsize=9)
         ax.grid(True, alpha=0.3)
         ax.set_title(
-            "FeatureDrift: layer change since the previous call (1 = settled)", fontsize=10
+            "FeatureDrift: how much each layer changed since the previous call (lower = settled)",
+            fontsize=10,
+            loc="left",
         )
         ax.legend(
             loc="upper left", bbox_to_anchor=(1.02, 1.0), fontsize=8, frameon=False, title="layer"

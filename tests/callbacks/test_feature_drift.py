@@ -182,10 +182,10 @@ def test_the_chart_of_every_layers_cka_previous_is_logged(runs):
     assert [line.get_label() for line in ax.get_lines()] == LAYERS
     assert [list(line.get_xdata()) for line in ax.get_lines()] == [[4, 8, 12]] * 2
     assert [list(line.get_ydata()) for line in ax.get_lines()] == [
-        [e["cka_previous"][la] for e in cb.history[1:]] for la in LAYERS
+        [max(1.0 - e["cka_previous"][la], 1e-6) for e in cb.history[1:]] for la in LAYERS
     ]
-    assert ax.get_ylim() == (0.0, 1.02)
-    assert ax.get_xlabel() == "global step (epoch)" and "CKA" in ax.get_ylabel()
+    assert ax.get_yscale() == "log" and ax.get_ylim() == (1e-6, 1.0)
+    assert ax.get_xlabel() == "global step (epoch)" and "1 - CKA" in ax.get_ylabel()
     assert [t.get_text() for t in ax.get_xticklabels()] == ["4\nep 0", "8\nep 1", "12\nep 2"]
     assert [t.get_text() for t in ax.get_legend().get_texts()] == LAYERS
 
