@@ -30,6 +30,8 @@ import tempfile
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from functools import cache
+from importlib.resources import files
 from pathlib import Path
 from typing import Any
 
@@ -324,7 +326,10 @@ class _Page:
     @staticmethod
     def head(label: str, key: str, extra: str = "") -> str:
         more = f'<span class="extra">{_esc(extra)}</span>' if extra else ""
-        return f'<header><h4>{_esc(label)}</h4>{more}<code title="{_esc(key)}">{_esc(key)}</code></header>'
+        return (
+            f"<header><h4>{_esc(label)}</h4>{more}"
+            f'<code title="{_esc(key)}">{_esc(key)}</code></header>'
+        )
 
     # ---- scalars
     def scalar_card(self, key: str, label: str, points: list[ScalarPoint]) -> str:
@@ -393,7 +398,8 @@ class _Page:
         return (
             f'<details class="card text{" bad" if bad else ""}" data-kind="text" '
             f'data-key="{_esc(key)}"><summary><b>{_esc(label)}</b> · {len(entries)} '
-            f"entr{'ies' if len(entries) != 1 else 'y'}, last at {_esc(_when(last.step, last.epoch))}"
+            f"entr{'ies' if len(entries) != 1 else 'y'}, "
+            f"last at {_esc(_when(last.step, last.epoch))}"
             f" <code>{_esc(key)}</code></summary>{items}{more}</details>"
         )
 
@@ -515,7 +521,8 @@ def build_page(data: Run, *, title: str, max_frames: int = 200) -> str:
     )
     blob = json.dumps(payload, separators=(",", ":"), allow_nan=False).replace("<", "\\u003c")
     return (
-        _TEMPLATE.replace("__TITLE__", _esc(title))
+        _template()
+        .replace("__TITLE__", _esc(title))
         .replace("__BODY__", body)
         .replace("__DATA__", blob)
     )
@@ -672,218 +679,8 @@ def _histogram_chart(first: HistogramFrame | None, last: HistogramFrame, *, aria
     return "".join(parts)
 
 
-_TEMPLATE = r"""<!doctype html>
-<html lang="en">
-<head>
-<meta charset="utf-8">
-<meta name="viewport" content="width=device-width, initial-scale=1">
-<meta name="generator" content="featurewatch report">
-<title>__TITLE__</title>
-<style>
-:root { --bg: #f4f5f7; --card: #fff; --fg: #1c2128; --muted: #5f6b76; --line: #dfe3e8;
-        --accent: #2f6fde; --soft: rgba(47, 111, 222, .14); --bad: #c2410c; color-scheme: light dark; }
-@media (prefers-color-scheme: dark) {
-  :root { --bg: #14171b; --card: #1d2126; --fg: #e4e8ec; --muted: #9aa4ae; --line: #313840;
-          --accent: #6ea8ff; --soft: rgba(110, 168, 255, .18); --bad: #fb923c; }
-}
-* { box-sizing: border-box; }
-body { margin: 0; font: 14px/1.45 system-ui, -apple-system, "Segoe UI", Roboto, sans-serif;
-       background: var(--bg); color: var(--fg); }
-header.top { padding: 16px 24px 8px; max-width: 1500px; margin: 0 auto; }
-h1 { font-size: 20px; margin: 0 0 4px; }
-.sub { color: var(--muted); font-size: 12.5px; margin: 0 0 2px; overflow-wrap: anywhere; }
-.notes { color: var(--bad); font-size: 12.5px; margin: 6px 0; }
-.toc { display: flex; flex-wrap: wrap; gap: 6px; margin-top: 10px; }
-.toc a { text-decoration: none; color: var(--fg); background: var(--card); border: 1px solid var(--line);
-         border-radius: 999px; padding: 2px 12px; font-size: 13px; }
-.toc a small { color: var(--muted); }
-.toc a small.bad { color: var(--bad); font-weight: 600; }
-.bar { position: sticky; top: 0; z-index: 3; display: flex; flex-wrap: wrap; gap: 10px; align-items: center;
-       padding: 8px 24px; background: var(--bg); border-bottom: 1px solid var(--line); }
-.bar input[type=range] { flex: 1 1 260px; accent-color: var(--accent); }
-#now { font-variant-numeric: tabular-nums; min-width: 12em; font-weight: 600; }
-.hint { color: var(--muted); font-size: 12px; }
-button { font: inherit; border: 1px solid var(--line); background: var(--card); color: var(--fg);
-         border-radius: 6px; padding: 2px 10px; cursor: pointer; }
-button:disabled { opacity: .4; cursor: default; }
-main { padding: 0 24px 24px; max-width: 1500px; margin: 0 auto; }
-section.group { margin-top: 22px; }
-h2 { font-size: 17px; margin: 0; padding-top: 6px; }
-.about { color: var(--muted); margin: 2px 0 10px; font-size: 13px; }
-section.layer { margin: 14px 0 0; }
-h3 { font: 600 13px/1.3 ui-monospace, SFMono-Regular, Menlo, Consolas, monospace; margin: 0 0 8px;
-     padding: 4px 0; border-bottom: 1px solid var(--line); }
-.grid { display: grid; gap: 14px; grid-template-columns: repeat(auto-fill, minmax(330px, 1fr)); }
-.grid:empty { display: none; }
-.card { background: var(--card); border: 1px solid var(--line); border-radius: 10px; padding: 10px 12px 12px;
-        min-width: 0; }
-.card header { display: flex; flex-wrap: wrap; align-items: baseline; gap: 4px 10px; margin-bottom: 8px; }
-.card h4 { margin: 0; font-size: 14px; }
-.card .extra { color: var(--muted); font-size: 12px; }
-.card header code { flex-basis: 100%; color: var(--muted); font-size: 11px; overflow-wrap: anywhere; }
-.card.multi { grid-column: 1 / -1; }
-.strip { margin-top: 12px; border-top: 1px solid var(--line); padding-top: 8px; }
-.frame { display: flex; justify-content: center; }
-/* as large as fits 360 px of height or the card's width, whichever is less; never letterboxed */
-.frame img { display: block; width: min(100%, calc(360px * var(--ar, 1)), var(--cap, 100%)); height: auto;
-             aspect-ratio: var(--ar, auto); object-fit: contain; border-radius: 4px; }
-.grid.cost { margin-top: 14px; }
-img.px { image-rendering: pixelated; }
-img.broken { outline: 2px solid var(--bad); }
-.meta { display: flex; justify-content: space-between; gap: 8px; margin-top: 6px; font-size: 13px;
-        font-variant-numeric: tabular-nums; }
-.meta .when { font-weight: 600; }
-.meta .pos { color: var(--muted); }
-.card.later .frame { opacity: .4; }
-.scrub { width: 100%; margin: 6px 0 0; accent-color: var(--accent); }
-.caption { margin: 4px 0 0; font-size: 12.5px; color: var(--muted); overflow-wrap: anywhere; }
-.strip-title { color: var(--muted); font-size: 12px; margin-bottom: 6px; }
-.thumbs { display: grid; gap: 6px; grid-template-columns: repeat(auto-fill, minmax(min(var(--thumb, 104px), 100%), 1fr)); }
-.thumb { padding: 3px; display: flex; flex-direction: column; align-items: stretch; gap: 2px;
-         border-radius: 6px; background: var(--bg); }
-.thumb img { width: 100%; height: var(--thumb-h, 92px); object-fit: contain; display: block; }
-.thumb span { font-size: 11px; color: var(--muted); font-variant-numeric: tabular-nums; text-align: center; }
-.thumb.on { border-color: var(--accent); box-shadow: 0 0 0 1px var(--accent); }
-.thumb.on span { color: var(--fg); font-weight: 600; }
-.value { font-size: 18px; font-variant-numeric: tabular-nums; margin-bottom: 2px; }
-.value small { font-size: 12px; color: var(--muted); }
-.value .range { display: block; font-size: 12px; color: var(--muted); }
-svg.chart { display: block; width: 100%; height: auto; overflow: visible; }
-svg .line { fill: none; stroke-width: 1.8; stroke-linejoin: round; }
-svg .dot:hover { r: 4.5; }
-svg .grid { stroke: var(--line); }
-svg .axis { stroke: var(--muted); }
-svg .cursor { stroke: var(--muted); stroke-dasharray: 3 3; }
-svg .bin { fill: var(--soft); stroke: var(--accent); stroke-width: .6; }
-svg .first { fill: none; stroke: var(--muted); stroke-width: 1; stroke-dasharray: 2 2; }
-svg text { fill: var(--muted); font: 10.5px system-ui, sans-serif; }
-.legend { list-style: none; padding: 0; margin: 6px 0 0; display: flex; flex-wrap: wrap; gap: 4px 14px;
-          font: 12px ui-monospace, SFMono-Regular, Menlo, Consolas, monospace; }
-.legend i { display: inline-block; width: 14px; height: 3px; margin-right: 5px; vertical-align: middle; }
-details.card { grid-column: 1 / -1; padding: 8px 12px; }
-details.card > summary { cursor: pointer; font-size: 13px; }
-details.card > summary code { color: var(--muted); font-size: 11px; margin-left: 6px; }
-details.card.bad > summary b { color: var(--bad); }
-details.entry { margin: 6px 0 0 12px; }
-details.entry summary { cursor: pointer; color: var(--muted); font-size: 12px; }
-pre { margin: 4px 0 0; white-space: pre-wrap; overflow-wrap: anywhere; max-height: 320px; overflow: auto;
-      font: 12px/1.4 ui-monospace, SFMono-Regular, Menlo, Consolas, monospace;
-      background: var(--bg); padding: 8px 10px; border-radius: 6px; }
-footer { color: var(--muted); font-size: 12px; padding: 0 24px 24px; max-width: 1500px; margin: 0 auto; }
-</style>
-</head>
-<body data-ready="0">
-__BODY__
-<script type="application/json" id="fw-data">__DATA__</script>
-<script>
-"use strict";
-const DATA = JSON.parse(document.getElementById("fw-data").textContent);
-const steps = DATA.steps;
-const when = (s, e) => `step ${s} \u00b7 epoch ${e === null || e === undefined ? "?" : e}`;
-
-// ---- image decoding: <body data-ready> says whether every image on the page has decoded
-const pending = new Set();
-function watch(img) {
-  pending.add(img);
-  document.body.dataset.ready = "0";
-  const done = () => {
-    pending.delete(img);
-    img.dataset.naturalWidth = img.naturalWidth;
-    img.dataset.naturalHeight = img.naturalHeight;
-    img.classList.toggle("broken", img.naturalWidth === 0);
-    const box = img.getBoundingClientRect();
-    img.classList.toggle("px", img.naturalWidth > 0 && box.width >= img.naturalWidth * 1.5);
-    settle();
-  };
-  img.addEventListener("load", done, { once: true });
-  img.addEventListener("error", done, { once: true });
-}
-function setSrc(img, uri) {
-  if (img.getAttribute("src") === uri) return;
-  watch(img);
-  img.src = uri;
-}
-function settle() {
-  if (pending.size) return;
-  const broken = document.querySelectorAll("img.broken").length;
-  document.body.dataset.brokenImages = broken;
-  document.body.dataset.ready = broken ? "error" : "1";
-}
-
-// ---- image cards: a slider over the key's frames, a filmstrip that jumps to a frame
-const cards = [];
-for (const article of document.querySelectorAll("article[data-kind=image]")) {
-  const spec = DATA.cards[Number(article.dataset.card)];
-  const frames = spec.frames;  // [uri index, step, epoch, caption, width, height]
-  const img = article.querySelector("img.shown");
-  const slider = article.querySelector("input.scrub");
-  const whenEl = article.querySelector(".when"), pos = article.querySelector(".pos");
-  const caption = article.querySelector(".caption");
-  const thumbs = [...article.querySelectorAll(".thumb")];
-  for (const t of thumbs) {
-    const f = frames[Number(t.dataset.i)];
-    setSrc(t.querySelector("img"), DATA.uris[f[0]]);
-    t.addEventListener("click", () => { if (slider) { slider.value = t.dataset.i; slider.dispatchEvent(new Event("input")); } });
-  }
-  function show(i) {
-    const f = frames[i];
-    setSrc(img, DATA.uris[f[0]]);
-    img.title = `${spec.key} \u00b7 ${when(f[1], f[2])} \u00b7 ${f[4]}\u00d7${f[5]} px`;
-    article.dataset.step = f[1];
-    article.dataset.shown = i;
-    whenEl.textContent = when(f[1], f[2]);
-    pos.textContent = frames.length > 1 ? `${i + 1} / ${frames.length}` : "";
-    caption.textContent = f[3] || "";
-    for (const t of thumbs) t.classList.toggle("on", Number(t.dataset.i) === i);
-  }
-  if (slider) slider.addEventListener("input", () => { article.classList.remove("later"); show(Number(slider.value)); });
-  show(frames.length - 1);
-  cards.push({ article, frames, slider, show });
-}
-
-// ---- the bar: every key to its latest frame at or before a step; chart cursors follow
-const range = document.getElementById("step");
-let current = steps.length - 1;
-function atOrBefore(list, step) {
-  let found = -1;
-  for (let i = 0; i < list.length; i++) if (list[i] <= step) found = i;
-  return found;
-}
-function select(i) {
-  if (!steps.length) return;
-  current = Math.min(Math.max(i, 0), steps.length - 1);
-  range.value = current;
-  const s = steps[current];
-  document.getElementById("now").textContent = when(s, DATA.epochs[s]);
-  document.getElementById("prev").disabled = current === 0;
-  document.getElementById("next").disabled = current === steps.length - 1;
-  document.body.dataset.step = s;
-  for (const c of cards) {
-    const j = atOrBefore(c.frames.map((f) => f[1]), s);
-    if (c.slider) { c.slider.value = Math.max(j, 0); c.slider.dispatchEvent(new Event("input")); }
-    c.article.classList.toggle("later", j < 0);
-  }
-  for (const chart of document.querySelectorAll("svg.chart[data-s0]")) {
-    const s0 = Number(chart.dataset.s0), s1 = Number(chart.dataset.s1);
-    const x0 = Number(chart.dataset.x0), x1 = Number(chart.dataset.x1);
-    const x = s1 > s0 ? x0 + (Math.min(Math.max(s, s0), s1) - s0) / (s1 - s0) * (x1 - x0) : x0;
-    const cursor = chart.querySelector(".cursor");
-    cursor.setAttribute("x1", x); cursor.setAttribute("x2", x);
-  }
-}
-range.addEventListener("input", () => select(Number(range.value)));
-document.getElementById("prev").addEventListener("click", () => select(current - 1));
-document.getElementById("next").addEventListener("click", () => select(current + 1));
-document.addEventListener("keydown", (e) => {
-  if (e.target instanceof HTMLInputElement || e.altKey || e.ctrlKey || e.metaKey) return;
-  if (e.key === "ArrowLeft") select(current - 1);
-  if (e.key === "ArrowRight") select(current + 1);
-});
-const wanted = new URLSearchParams(location.hash.slice(1) || location.search.slice(1)).get("step");
-if (wanted !== null && Number.isFinite(Number(wanted))) select(Math.max(atOrBefore(steps, Number(wanted)), 0));
-else select(steps.length - 1);
-settle();
-</script>
-</body>
-</html>
-"""
+@cache
+def _template() -> str:
+    """The page's HTML, CSS and script: ``report.html`` next to this module (package data, so the
+    page is edited as HTML, not inside a Python string)."""
+    return files("featurewatch.cli").joinpath("report.html").read_text(encoding="utf-8")
