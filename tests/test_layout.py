@@ -70,3 +70,13 @@ def test_no_module_imports_a_private_name_or_another_rooms_private_module() -> N
             bad.append(f"{path.relative_to(ROOT)} imports private module {module}")
         bad += [f"{path.relative_to(ROOT)} imports {module}.{n}" for n in names if _private(n)]
     assert bad == []
+
+
+#: "No package module over about 700 lines" (issue 13): a module past this holds two mechanisms.
+MAX_LINES = 720
+
+
+def test_no_module_is_a_grab_bag() -> None:
+    sizes = {str(p.relative_to(ROOT)): len(p.read_text().splitlines()) for p in ROOT.rglob("*.py")}
+    assert max(sizes.values()) > 500  # the scan reads real modules
+    assert {k: v for k, v in sizes.items() if v > MAX_LINES} == {}
