@@ -151,6 +151,12 @@ class ClassModelVisualization(RenderCallback):
                 "ClassModelVisualization: "
                 + out_of_range_message(max(self.classes), self._num_outputs)
             )
+        if self.class_names is not None and len(self.class_names) != self._num_outputs:
+            raise ValueError(
+                f"ClassModelVisualization: `class_names` has {len(self.class_names)} names but the "
+                f"model scores {self._num_outputs} classes; pass one name per class, in the order "
+                "of the model's outputs (name i is class i)"
+            )
 
     def _logits_model(self, pl_module: pl.LightningModule) -> nn.Module:
         """The module whose output is the logits: the model itself, or a view through

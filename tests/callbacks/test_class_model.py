@@ -193,3 +193,13 @@ def test_filmstrip_rows_are_classes_and_a_failing_filmstrip_is_reported(
     assert error["key"] == "featurewatch/class_model/output/filmstrip/error"
     assert "featurewatch/class_model/output" in {r["key"] for r in recs}  # the call's image
     assert cb.failures == 1
+
+
+def test_class_names_that_do_not_name_every_class_fail_before_training(tmp_path) -> None:
+    """They used to fall back silently to indices for the classes without a name (issue 11)."""
+    train, val = digits_loaders(n=32)
+    cb = ClassModelVisualization(classes=[0, 1, 2], class_names=["zero"], steps=1)
+    trainer = make_trainer(tmp_path, callbacks=[cb], max_epochs=1)
+    with pytest.raises(ValueError, match=r"`class_names` has 1 names but the model scores 10"):
+        trainer.fit(LitClassifier(SmallCNN()), train, val)
+    assert trainer.global_step == 0
