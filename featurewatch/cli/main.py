@@ -59,6 +59,16 @@ COMMANDS: tuple[Command, ...] = (
             "RUN is a files-sink folder, a logger's log_dir, or a TensorBoard log dir."
         ),
     ),
+    Command(
+        "render",
+        "draw channel visualizations and class model images of one checkpoint",
+        "featurewatch.cli.render",
+        description=(
+            "Render what one checkpoint's channels (--layer) and classes (--classes) respond to, "
+            "as one PNG with every tile labelled: the render engine of ChannelVisualization and "
+            "ClassModelVisualization, for a checkpoint of any run."
+        ),
+    ),
 )
 
 
