@@ -67,6 +67,7 @@ from featurewatch.loggers import Event, Sink, sinks_for
 __all__ = [
     "FeatureWatchCallback",
     "FeatureWatchWarning",
+    "OfflineTrainer",
     "Schedule",
     "batch_input",
     "check_int",
@@ -289,6 +290,49 @@ class Schedule:
         return n is not None and (epoch + 1) % n == 0
 
 
+class _LocalStrategy:
+    """A single process's strategy: reductions return their input, the device is the CPU."""
+
+    root_device = torch.device("cpu")
+
+    def reduce(self, tensor: torch.Tensor, *args: Any, **kwargs: Any) -> torch.Tensor:
+        return tensor
+
+    def barrier(self, *args: Any, **kwargs: Any) -> None:
+        return None
+
+
+class OfflineTrainer:
+    """What a featurewatch call reads from a ``pl.Trainer``, for calls outside training.
+
+    ``featurewatch replay`` runs the callbacks over saved checkpoints of a finished run: each call
+    needs the step and epoch to log at, and the trainer's answers to "am I rank zero, is this a
+    sanity check", nothing else. With this stand-in the callbacks' own ``check_model``,
+    ``check_input`` and ``visualize`` run unchanged (see
+    :meth:`FeatureWatchCallback.replay_setup`): one process, no sanity check, no logger, no
+    dataloaders (sinks are given explicitly).
+
+    Args:
+        global_step: the step the call is logged at (a checkpoint's ``global_step``).
+        current_epoch: its epoch.
+    """
+
+    is_global_zero = True
+    world_size = 1
+    sanity_checking = False
+    fast_dev_run = False
+    should_stop = False
+    datamodule = None
+    train_dataloader = None
+    logger = None
+    loggers: tuple[Any, ...] = ()
+    strategy = _LocalStrategy()
+
+    def __init__(self, global_step: int = 0, current_epoch: int = 0) -> None:
+        self.global_step = int(global_step)
+        self.current_epoch = int(current_epoch)
+
+
 class FeatureWatchCallback(pl.Callback, ABC):
     """Base class of every featurewatch callback (see the module docstring for the contract).
 
@@ -471,6 +515,44 @@ class FeatureWatchCallback(pl.Callback, ABC):
         self._failures = int(state_dict.get("failures", 0))
         self.total_seconds = float(state_dict.get("total_seconds", 0.0))
         self.load_extra_state(state_dict)
+
+    # ------------------------------------------------------------------ offline calls
+    def replay_setup(
+        self, pl_module: pl.LightningModule, x: torch.Tensor, sinks: Sequence[Sink]
+    ) -> None:
+        """Prepare for calls outside training (``featurewatch replay``), as ``setup`` and the
+        first batch would: check the model, check ``x`` as the first input batch, write to
+        ``sinks``.
+
+        Args:
+            pl_module: the model (any checkpoint of the run: only its architecture is checked).
+            x: ``(N, C, H, W)`` inputs standing for the first batch Lightning would feed (the
+                probe images: what ``"data"`` normalization and input sizes are learnt from).
+            sinks: where calls write; the caller owns them (this callback never closes them).
+
+        Raises:
+            ValueError, TypeError: the callback's own messages, if its configuration does not fit
+                the model or the inputs.
+        """
+        self.check_model(pl_module)
+        self._sinks = list(sinks)
+        self._checked_input = False
+        self._first_batch(pl_module, x)
+        self.observe_batch(x, "val")
+
+    def replay_call(self, pl_module: pl.LightningModule, step: int, epoch: int) -> None:
+        """One call outside training, logged at ``step`` and ``epoch`` (after
+        :meth:`replay_setup`): the same isolation, failure reporting and timing as in training.
+        A step already logged is skipped, as in training."""
+        self._run(OfflineTrainer(step, epoch), pl_module)  # type: ignore[arg-type]
+
+    def replay_end(self, pl_module: pl.LightningModule, step: int, epoch: int) -> None:
+        """What the end of training logs (filmstrips), at the last replayed ``step``/``epoch``;
+        then the sinks are let go (not closed: the caller owns them)."""
+        try:
+            self.on_train_end(OfflineTrainer(step, epoch), pl_module)  # type: ignore[arg-type]
+        finally:
+            self._sinks = []
 
     # ------------------------------------------------------------------ machinery
     @property
