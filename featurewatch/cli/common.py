@@ -1,12 +1,12 @@
-"""What every subcommand shares: the user-error type and the progress bar."""
+"""What every subcommand shares: the user-error type, the progress bar, ``--normalize``."""
 
 from __future__ import annotations
 
 import sys
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Sequence
 from typing import Any, TypeVar
 
-__all__ = ["CLIError", "progress"]
+__all__ = ["CLIError", "parse_normalize", "progress"]
 
 T = TypeVar("T")
 
@@ -51,3 +51,23 @@ def _stderr_is_tty() -> bool:
         return sys.stderr.isatty()
     except (AttributeError, ValueError):  # replaced or closed stderr
         return False
+
+
+def parse_normalize(value: Sequence[str] | None) -> tuple[list[float], list[float]] | None:
+    """``--normalize MEAN STD`` (comma-separated per input channel) as ``(mean, std)`` lists.
+
+    Raises:
+        CLIError: if a value is not a number, MEAN and STD differ in length, or a STD is <= 0.
+    """
+    if value is None:
+        return None
+    try:
+        mean, std = ([float(v) for v in part.split(",")] for part in value)
+    except ValueError:
+        raise CLIError(
+            f"--normalize {' '.join(value)!r}: expected MEAN STD as comma-separated numbers, "
+            "e.g. 0.485,0.456,0.406 0.229,0.224,0.225"
+        ) from None
+    if len(mean) != len(std) or any(s <= 0 for s in std):
+        raise CLIError("--normalize: MEAN and STD need one value each per channel, STD > 0")
+    return mean, std

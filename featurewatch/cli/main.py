@@ -60,6 +60,18 @@ COMMANDS: tuple[Command, ...] = (
         ),
     ),
     Command(
+        "replay",
+        "run the featurewatch callbacks over a run's checkpoints into a files-sink folder",
+        "featurewatch.cli.replay",
+        description=(
+            "Run the featurewatch callbacks (channel and class images, filters, activation grids, "
+            "attribution, dataset examples and feature drift on a probe) over every checkpoint "
+            "of a run, in global-step order, each logged at its checkpoint's step and epoch into "
+            "a files-sink folder OUT, so that 'featurewatch report OUT' shows the evolution of a "
+            "run trained without them."
+        ),
+    ),
+    Command(
         "render",
         "draw channel visualizations and class model images of one checkpoint",
         "featurewatch.cli.render",

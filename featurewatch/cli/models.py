@@ -24,7 +24,7 @@ from torch import nn
 
 from featurewatch.cli.common import CLIError
 
-__all__ = ["Checkpoint", "load_model", "read_checkpoint", "resolve_spec"]
+__all__ = ["Checkpoint", "image_channels", "load_model", "read_checkpoint", "resolve_spec"]
 
 
 @dataclass(frozen=True)
@@ -153,6 +153,16 @@ def load_model(spec: str, checkpoint: str | os.PathLike[str]) -> nn.Module:
             f"checkpoint {str(path)!r} does not match {spec}: {_first_line(err)}"
         ) from err
     return model.eval()
+
+
+def image_channels(model: nn.Module) -> int:
+    """The input channels of the model's first ``nn.Conv2d`` (the one that sees the pixels)."""
+    for module in model.modules():
+        if isinstance(module, nn.Conv2d):
+            return int(module.in_channels)
+    raise CLIError(
+        f"{type(model).__name__} has no nn.Conv2d: featurewatch's pictures are of image models"
+    )
 
 
 def _first_line(err: BaseException) -> str:

@@ -18,8 +18,8 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from featurewatch.cli.common import CLIError, progress
-from featurewatch.cli.models import load_model
+from featurewatch.cli.common import CLIError, parse_normalize, progress
+from featurewatch.cli.models import image_channels, load_model
 
 __all__ = ["configure", "run"]
 
@@ -87,12 +87,12 @@ def run(args: argparse.Namespace) -> int:
         raise CLIError(
             f"cannot write {str(output)!r}: folder {str(output.parent)!r} does not exist"
         )
-    normalize = _normalization(args.normalize)
+    normalize = parse_normalize(args.normalize)
     model = load_model(args.model, args.checkpoint)
-    image_channels = _image_channels(model)
+    channels = image_channels(model)
     # None: no class images; []: the model's first 10 classes; else those classes
     classes = args.classes if args.classes is not None else (None if args.layer else [])
-    sections = _plan(model, args.layer, args.channels, classes, args.size, image_channels)
+    sections = _plan(model, args.layer, args.channels, classes, args.size, channels)
     from featurewatch.core.render import class_model_images, visualize_channels
 
     drawn = []
@@ -104,39 +104,18 @@ def run(args: argparse.Namespace) -> int:
                 what[1],
                 what[2],
                 normalize=normalize,
-                image_channels=image_channels,
+                image_channels=channels,
                 **options,
             )
         else:
             images = class_model_images(
-                model, what[2], normalize=normalize, image_channels=image_channels, **options
+                model, what[2], normalize=normalize, image_channels=channels, **options
             )
         drawn.append((title, labels, images))
     _draw(drawn, output, Path(args.checkpoint).name)
     tiles = sum(len(labels) for _, labels, _ in drawn)
     print(f"wrote {output}: {tiles} images in {len(drawn)} section(s) of {args.checkpoint}")
     return 0
-
-
-def _normalization(value: Sequence[str] | None) -> tuple[list[float], list[float]] | None:
-    if value is None:
-        return None
-    try:
-        mean, std = ([float(v) for v in part.split(",")] for part in value)
-    except ValueError:
-        raise CLIError(
-            f"--normalize {' '.join(value)!r}: expected MEAN STD as comma-separated numbers"
-        ) from None
-    if len(mean) != len(std) or any(s <= 0 for s in std):
-        raise CLIError("--normalize: MEAN and STD need one value each per channel, STD > 0")
-    return mean, std
-
-
-def _image_channels(model: nn.Module) -> int:
-    for module in model.modules():
-        if isinstance(module, nn.Conv2d):
-            return int(module.in_channels)
-    raise CLIError(f"{type(model).__name__} has no nn.Conv2d: render draws images for image models")
 
 
 def _plan(

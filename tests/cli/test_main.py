@@ -132,8 +132,8 @@ def _empty(tmp: Path) -> Path:
             2,
         ),
         (None, ["report"], "the following arguments are required: RUN", 2),
-        (None, ["replay", "ckpts"], "invalid choice: 'replay'", 2),
-        (None, [], "choose a command: report", 2),
+        (None, ["frobnicate", "ckpts"], "invalid choice: 'frobnicate'", 2),
+        (None, [], "choose a command: report, replay, render", 2),
     ],
 )
 def test_bad_input_is_one_line_and_a_nonzero_exit(tmp_path, fit_run, make, args, expected, code):
