@@ -214,7 +214,8 @@ def order_checkpoints(found: Sequence[Checkpoint]) -> tuple[list[Checkpoint], li
     notes: list[str] = []
     stepless = [c for c in found if c.step is None]
     if stepless and len(stepless) == len(found):
-        found = [Checkpoint(c.path, i, c.epoch, c.lightning) for i, c in enumerate(found)]
+        by_name = sorted(found, key=lambda c: _natural(c.path.name))
+        found = [Checkpoint(c.path, i, c.epoch, c.lightning) for i, c in enumerate(by_name)]
         notes.append(
             "no checkpoint has a global step (in the file or as step=N in its name); replaying "
             f"them in name order at steps 0..{len(found) - 1}"

@@ -334,3 +334,110 @@ def test_render_writes_one_labelled_png(files, tmp_path, capsys):
     image = np.asarray(Image.open(out).convert("L"))
     assert image.shape[0] > 150 and image.shape[1] > 500
     assert image.std() > 20  # tiles and labels, not a blank canvas
+
+
+def test_checkpoints_are_ordered_by_global_step_and_duplicates_skipped(tmp_path):
+    from featurewatch.cli.common import CLIError
+    from featurewatch.cli.models import Checkpoint
+    from featurewatch.cli.replay import order_checkpoints
+
+    def ck(name, step, epoch=None):
+        return Checkpoint(tmp_path / name, step, epoch, step is not None)
+
+    ordered, notes = order_checkpoints(
+        [
+            ck("epoch=10-step=110.ckpt", 110, 10),
+            ck("last.ckpt", 110, 10),
+            ck("init.pt", None),
+            ck("epoch=9-step=99.ckpt", 99, 9),
+            ck("epoch=1-step=20.ckpt", 20),
+        ]
+    )
+    assert [(c.path.name, c.step, c.epoch) for c in ordered] == [
+        ("init.pt", 0, 0),
+        ("epoch=1-step=20.ckpt", 20, 0),  # unknown epoch: the previous checkpoint's
+        ("epoch=9-step=99.ckpt", 99, 9),
+        ("epoch=10-step=110.ckpt", 110, 10),  # 110 after 99: by number, not by name
+    ]
+    assert notes == [
+        "init.pt has no global step; replayed at step 0 (before training)",
+        "skipping last.ckpt: same global step 110 as epoch=10-step=110.ckpt",
+    ]
+    ordered, notes = order_checkpoints([ck("b10.pt", None), ck("b9.pt", None)])
+    assert [(c.path.name, c.step) for c in ordered] == [("b9.pt", 0), ("b10.pt", 1)]
+    assert "in name order at steps 0..1" in notes[0]
+    with pytest.raises(CLIError, match="2 checkpoints have no global step"):
+        order_checkpoints([ck("a.pt", None), ck("b.pt", None), ck("step=3.ckpt", 3)])
+
+
+def test_a_callback_failing_in_a_call_is_reported_and_the_exit_code_is_1(
+    files, tmp_path, capsys, monkeypatch
+):
+    from featurewatch.callbacks.feature_drift import FeatureDrift
+
+    def broken(self, trainer, pl_module, event):
+        raise RuntimeError(f"no drift at step {trainer.global_step}")
+
+    monkeypatch.setattr(FeatureDrift, "visualize", broken)
+    out = tmp_path / "out"
+    args = replay("--callbacks", "drift", "filters", "-o", str(out))
+    assert main([a.format(root=files) for a in args]) == 1
+    captured = capsys.readouterr()
+    assert captured.err.splitlines() == [
+        (
+            "featurewatch: warning: FeatureDrift failed: featurewatch FeatureDrift failed at step "
+            "0: RuntimeError: no drift at step 0. Training continues; pass strict=True to stop on "
+            "such errors."
+        )
+    ]
+    assert "replayed 2 checkpoint(s), steps 0..5" in captured.out
+    log = [json.loads(line) for line in (out / "events.jsonl").open()]
+    errors = [r for r in log if r["key"] == "featurewatch/drift/error"]
+    assert [r["step"] for r in errors] == [0, 5]
+    assert "RuntimeError: no drift at step 5" in errors[1]["value"]
+    assert {r["step"] for r in log if r["key"] == "featurewatch/filters/net.features.0"} == {0, 5}
+
+
+def test_replay_shows_a_progress_bar_on_a_terminal_only(files, tmp_path):
+    import fcntl
+    import os
+    import pty
+    import struct
+    import subprocess
+    import sys
+    import termios
+    from pathlib import Path
+
+    exe = Path(sys.executable).with_name("featurewatch")
+    args = [a.format(root=files) for a in replay("--callbacks", "filters")]
+    primary, secondary = pty.openpty()
+    fcntl.ioctl(secondary, termios.TIOCSWINSZ, struct.pack("HHHH", 24, 100, 0, 0))  # 100 columns
+    try:
+        done = subprocess.run(
+            [str(exe), *args, "-o", str(tmp_path / "tty")],
+            stdout=subprocess.PIPE,
+            stderr=secondary,
+            timeout=300,
+            check=False,
+            cwd=Path.cwd(),
+        )
+        os.close(secondary)
+        secondary = -1
+        chunks = []
+        while True:
+            try:
+                chunk = os.read(primary, 65536)
+            except OSError:  # EIO: the other side is closed and drained
+                break
+            if not chunk:
+                break
+            chunks.append(chunk)
+    finally:
+        os.close(primary)
+        if secondary != -1:
+            os.close(secondary)
+    terminal = b"".join(chunks).decode("utf-8", "replace")
+    assert done.returncode == 0, terminal
+    assert "replay:" in terminal and "/2 [" in terminal and "ckpt/s" in terminal, terminal
+    piped = featurewatch_cli(*args, "-o", str(tmp_path / "pipe"), cwd=Path.cwd())
+    assert piped.returncode == 0 and piped.stderr == ""
