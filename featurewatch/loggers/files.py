@@ -14,7 +14,7 @@ import warnings
 from pathlib import Path
 from typing import Any
 
-from featurewatch.loggers._page import render_page
+from featurewatch.loggers._page import find_metrics_csv, read_metrics_csv, render_page
 from featurewatch.loggers._shared import bin_values, check_pixels, safe_segments
 from featurewatch.loggers.base import Event, FailedItem, Sink, WriteReport
 
@@ -45,7 +45,8 @@ class FilesSink(Sink):
     (no ``NaN``), so any JSON reader, including a browser's, can read it.
 
     ``index.html`` is re-written atomically (at most every ``page_every`` seconds), with the
-    records embedded (a ``file://`` page cannot fetch files); see
+    records embedded (a ``file://`` page cannot fetch files), and with the curves of the run's
+    ``metrics.csv`` (Lightning's ``CSVLogger``) when ``root/..`` or ``root`` holds one; see
     :mod:`featurewatch.loggers._page` for what it shows.
     Key segments are made safe as file names (other characters become ``_``); two keys that end up
     in the same folder are told apart by a short hash. Nothing is created before the first write.
@@ -272,6 +273,10 @@ class FilesSink(Sink):
             "updated": time.strftime("%Y-%m-%d %H:%M:%S"),
             "records": shown,
         }
+        metrics_csv = find_metrics_csv(self.root)
+        metrics = read_metrics_csv(metrics_csv) if metrics_csv is not None else None
+        if metrics is not None:
+            data["metrics"] = metrics
         _atomic_write(self.index_html, render_page(self.title, data).encode("utf-8"))
 
 
