@@ -95,12 +95,46 @@ def check_pixels(image: LoggedImage) -> np.ndarray:
     return pixels
 
 
+#: A caption's own leading context: "epoch 0, step 24: ...", "step 24, epoch 0 - ...",
+#: "epoch 0 · step 24 · ...", "step 24: ..." (one or both, in either order).
+_CONTEXT = re.compile(
+    r"(?P<k1>epoch|step) (?P<v1>\d+)(?:\s*[,·;]\s*(?P<k2>epoch|step) (?P<v2>\d+))?"
+    r"\s*(?:(?:[:·,;|–—]|-(?=\s))\s*|$)",
+    re.IGNORECASE,
+)
+
+
+def strip_context(caption: str, step: int, epoch: int) -> str:
+    """``caption`` without a leading "epoch E, step S" that repeats the event's own epoch/step.
+
+    Callbacks may start a caption with its context in either order ("epoch 0, step 24: ..." or
+    "step 24, epoch 0: ..."); the back-ends put the context in front themselves, in one order,
+    so the caption's own copy would be said twice. A leading context naming another step or
+    epoch (a reference point, e.g. "step 10: first seen") is part of the message and is kept.
+    """
+    match = _CONTEXT.match(caption.lstrip())
+    if match is None:
+        return caption
+    found = {match["k1"].lower(): int(match["v1"])}
+    if match["k2"] is not None:
+        if match["k2"].lower() in found:
+            return caption  # "step 3, step 4": not a context
+        found[match["k2"].lower()] = int(match["v2"])
+    if found.get("step", step) != step or found.get("epoch", epoch) != epoch:
+        return caption
+    return caption.lstrip()[match.end() :]
+
+
 def context_caption(caption: str, step: int, epoch: int) -> str:
     """``"epoch 3 · step 120 · <caption>"``: where in training an image comes from.
 
-    Dashboards show the step on a slider but not the epoch; the caption carries both.
+    Dashboards show the step on a slider but not the epoch; the caption carries both, always in
+    this order. A caption that already starts with the same epoch and/or step (in any order, see
+    :func:`strip_context`) does not get them twice: ``"step 120, epoch 3: on-rate"`` becomes
+    ``"epoch 3 · step 120 · on-rate"``.
     """
     head = f"epoch {epoch} · step {step}"
+    caption = strip_context(caption, step, epoch)
     return f"{head} · {caption}" if caption else head
 
 
@@ -114,16 +148,20 @@ def captions_by_group(images: Iterable[LoggedImage], step: int, epoch: int) -> d
 
     Back-ends whose images carry no caption (TensorBoard, MLflow) log this as one text entry per
     callback and step (``<group>/captions``) instead of one per image, which would flood their UI.
+    Each table is headed ``epoch E · step S`` (the same head as :func:`context_caption`), so the
+    cells leave out a leading context that repeats it (:func:`strip_context`).
     Groups whose images all have empty captions are left out.
     """
     rows: dict[str, list[str]] = {}
     for image in images:
         if image.caption:
             name = image.key[len(key_group(image.key)) :].lstrip("/")
-            cell = image.caption.replace("|", "\\|").replace("\n", " ")
+            text = strip_context(image.caption, step, epoch) or image.caption
+            cell = text.replace("|", "\\|").replace("\n", " ")
             rows.setdefault(key_group(image.key), []).append(f"| `{name}` | {cell} |")
+    head = context_caption("", step, epoch)
     return {
-        group: f"epoch {epoch} · step {step}\n\n| image | caption |\n|---|---|\n" + "\n".join(lines)
+        group: f"{head}\n\n| image | caption |\n|---|---|\n" + "\n".join(lines)
         for group, lines in rows.items()
     }
 

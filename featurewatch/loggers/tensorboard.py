@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+from collections.abc import Iterable
 from typing import Any
 
 from featurewatch.loggers._shared import (
@@ -12,7 +14,14 @@ from featurewatch.loggers._shared import (
 )
 from featurewatch.loggers.base import Event, Sink, WriteReport
 
-__all__ = ["TensorBoardSink"]
+__all__ = ["CustomScalarsLayout", "TensorBoardSink"]
+
+#: The tag under which ``SummaryWriter.add_custom_scalars`` stores the layout (TensorBoard's
+#: ``custom_scalar.metadata.CONFIG_SUMMARY_TAG``).
+LAYOUT_TAG = "custom_scalars__config__"
+
+#: Title of the category holding the charts across callbacks (``featurewatch/<name>/<metric>``).
+ACROSS_CALLBACKS = "featurewatch"
 
 
 class TensorBoardSink(Sink):
@@ -30,6 +39,18 @@ class TensorBoardSink(Sink):
     step instead of one per image). Texts are shown preformatted (indented), because featurewatch
     texts are messages and tracebacks, which Markdown would reflow. Histograms without any finite
     value are left out (TensorBoard cannot bin them); non-finite values are dropped before binning.
+
+    Custom Scalars tab: scalars are also combined into one chart per metric
+    (:class:`CustomScalarsLayout`, derived from the key scheme alone): a per-layer scalar
+    ``featurewatch/<name>/<layer>/<metric>`` joins the chart "<metric> (all layers)" of category
+    ``featurewatch/<name>`` (so ``dead_fraction``, ``dying_fraction`` and ``dormant_fraction`` of
+    every layer make three charts), and a per-callback scalar ``featurewatch/<name>/<metric>``
+    joins the chart "<metric> (all callbacks)" of category ``featurewatch`` (one ``seconds`` chart
+    for the wall time of every callback). The layout is written with ``add_custom_scalars`` when
+    it first has a chart and again only when a later event brings a new chart or series (a
+    callback's first call): TensorBoard shows the latest layout a run wrote. A writer without
+    ``add_custom_scalars`` gets no layout.
+
     An animated image (:class:`~featurewatch.loggers.LoggedAnimation`) is logged as its still:
     ``add_video`` is broken with moviepy 2 and TensorBoard shows no GIF.
 
@@ -47,6 +68,8 @@ class TensorBoardSink(Sink):
                     f"got {type(writer).__name__}; pass TensorBoardLogger.experiment"
                 )
         self.writer = writer
+        self.layout = CustomScalarsLayout()
+        self._layout_pending = False
 
     @property
     def destination(self) -> str:
@@ -61,9 +84,17 @@ class TensorBoardSink(Sink):
         for group, table in captions_by_group(event.images, step, event.epoch).items():
             with report.item("captions", captions_key(group)):
                 self.writer.add_text(captions_key(group), table, step)
+        written = []
         for key, value in event.scalars.items():
             with report.item("scalar", key):
                 self.writer.add_scalar(key, value, step)
+                written.append(key)
+        if self.layout.add(written):
+            self._layout_pending = True
+        if self._layout_pending and callable(getattr(self.writer, "add_custom_scalars", None)):
+            with report.item("layout", LAYOUT_TAG):
+                self.writer.add_custom_scalars(self.layout.as_dict())
+                self._layout_pending = False  # a failed write is tried again at the next event
         for key, values in event.histograms.items():
             with report.item("histogram", key):
                 finite, _ = finite_values(values)
@@ -86,3 +117,59 @@ class TensorBoardSink(Sink):
 def _preformatted(text: str) -> str:
     """Markdown code block by indentation (TensorBoard renders text entries as Markdown)."""
     return "\n".join("    " + line for line in text.splitlines()) or "    "
+
+
+class CustomScalarsLayout:
+    """TensorBoard Custom Scalars charts combining featurewatch scalars, from the key scheme.
+
+    Keys are ``featurewatch/<name>/<layer>/<metric>`` (per layer) or
+    ``featurewatch/<name>/<metric>`` (per callback); other keys are not charted. Per-layer
+    scalars make one chart per callback and metric holding every layer; per-callback scalars one
+    chart per metric holding every callback. Each chart's regular expression matches exactly the
+    tags seen (names and layers are escaped: ``features.2`` matches only itself), e.g.
+    ``^featurewatch/dead/(?:features\\.2|features\\.5)/dead_fraction$``.
+
+    Example::
+
+        layout = CustomScalarsLayout()
+        layout.add(["featurewatch/dead/conv1/dead_fraction", "featurewatch/dead/seconds"])
+        writer.add_custom_scalars(layout.as_dict())
+    """
+
+    def __init__(self) -> None:
+        # (category, metric, per layer) -> the layers (or callback names) seen, in order
+        self._charts: dict[tuple[str, str, bool], dict[str, None]] = {}
+
+    def add(self, keys: Iterable[str]) -> bool:
+        """Take in scalar keys; True if a chart or a series was added (the layout changed)."""
+        grew = False
+        for key in keys:
+            parts = key.split("/")
+            if len(parts) < 3 or parts[0] != "featurewatch" or "" in parts:
+                continue
+            if len(parts) == 3:  # featurewatch/<name>/<metric>: one series per callback
+                chart, series = (ACROSS_CALLBACKS, parts[2], False), parts[1]
+            else:  # featurewatch/<name>/<layer>/<metric>: one series per layer
+                chart, series = (f"featurewatch/{parts[1]}", parts[-1], True), "/".join(parts[2:-1])
+            seen = self._charts.setdefault(chart, {})
+            if series not in seen:
+                seen[series] = None
+                grew = True
+        return grew
+
+    def as_dict(self) -> dict[str, dict[str, list[Any]]]:
+        """The layout in ``SummaryWriter.add_custom_scalars`` form,
+        ``{category: {chart title: ["Multiline", [regex]]}}``: the across-callbacks category
+        first, then one category per callback, charts in the order first seen."""
+        layout: dict[str, dict[str, list[Any]]] = {}
+        ordered = sorted(self._charts.items(), key=lambda item: item[0][0] != ACROSS_CALLBACKS)
+        for (category, metric, per_layer), seen in ordered:
+            title = f"{metric} (all layers)" if per_layer else f"{metric} (all callbacks)"
+            alternatives = "|".join(re.escape(series) for series in seen)
+            # the category is the tags' common prefix: featurewatch or featurewatch/<name>
+            regex = f"^{re.escape(category)}/(?:{alternatives})/{re.escape(metric)}$"
+            layout.setdefault(category, {})[title] = ["Multiline", [regex]]
+        return layout
+
+    def __bool__(self) -> bool:
+        return bool(self._charts)
