@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from featurewatch.loggers import FilesSink
+from featurewatch.loggers import Event, FilesSink
 from tests.loggers.conftest import (
     HISTOGRAM_KEY,
     IMAGE_KEYS,
@@ -104,3 +104,22 @@ def test_screenshot_shows_the_images(page, tmp_path):
     # The 16x16 solid image is scaled up into its card without smoothing: many exact pixels.
     assert (pixels == SOLID).all(axis=2).sum() > 50 * 50
     assert pixels.std() > 20  # a real page, not a blank or error screen
+
+
+def test_keys_of_any_shape_are_drawn(tmp_path):
+    """Keys outside the ``featurewatch/<name>/<layer>`` scheme (older runs, other writers) each get
+    a card; the page does not break on them."""
+    keys = ["featurewatch", "featurewatch/x", "a//b", "/lead", "plain", "featurewatch/n/l/m/deep"]
+    sink = FilesSink(tmp_path / "run" / "featurewatch")
+    event = Event(step=3, epoch=1)
+    for n, key in enumerate(keys):
+        event.add_scalar(key, float(n))
+    event.add_image("featurewatch/odd/ünïcode layer", np.zeros((3, 2, 3), np.uint8))
+    sink.write(event)
+    sink.close()
+
+    dom = load(sink.index_html, tmp_path)
+    (body,) = dom.find("body")
+    assert body.attrs["data-ready"] == "1"  # the script ran to the end
+    drawn = [c.attrs["data-key"] for c in dom.find("div", **{"class": "card"})]
+    assert sorted(drawn) == sorted([*keys, "featurewatch/odd/ünïcode layer"])
