@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import html
 import io
+import logging
 import warnings
 from typing import Any
 
@@ -20,14 +21,33 @@ MAX_IMAGES_PER_KEY = 108
 #: ``*``).
 STEP_KEY = "trainer/global_step"
 
+#: The epoch field Lightning adds to every row it logs (``LoggerConnector``: ``epoch``).
+EPOCH_KEY = "epoch"
+
+#: Fields every featurewatch row carries; an item under one of these keys is moved aside.
+ROW_FIELDS = (STEP_KEY, EPOCH_KEY)
+
+#: The keys :class:`WandbSink` defines with ``STEP_KEY`` as their x-axis.
+METRIC_GLOB = "featurewatch/*"
+
 
 class WandbSink(Sink):
     """Write events to a W&B run with a single ``run.log`` call each.
 
-    Like ``WandbLogger.log_metrics``, the row carries ``"trainer/global_step": step`` and no
-    ``step=`` argument: Lightning lets W&B count its own ``_step`` and makes ``trainer/global_step``
-    the x-axis of every metric, so passing ``step=`` here would clash with (and drop) Lightning's
-    own rows. One call per event keeps an event's media on one ``_step``, so image panels line up.
+    Like Lightning's own rows, every row carries ``"trainer/global_step": step`` and
+    ``"epoch": epoch``, and there is no ``step=`` argument: Lightning lets W&B count its own
+    ``_step`` and makes ``trainer/global_step`` the x-axis of every metric, so passing ``step=``
+    here would clash with (and drop) Lightning's own rows. One call per event keeps an event's
+    media on one ``_step``, so image panels line up.
+
+    Steps: the sink defines ``featurewatch/*`` with ``trainer/global_step`` as its step metric
+    (``run.define_metric``; ``WandbLogger`` defines ``*`` the same way, a run made by
+    ``wandb.init`` gets it here), so featurewatch's charts have the global step as x-axis. Media
+    cannot be stepped that way from the SDK: W&B names media files after its own ``_step``
+    (``media/images/<key>_<_step>_<hash>.png``) and image panels step through ``_step`` unless the
+    panel's stepper metric is set to ``trainer/global_step`` in the W&B app. Captions therefore
+    start with ``epoch E · step S`` (the global step), in that order, without repeating a
+    context the callback's caption already starts with.
 
     Row contents: images as ``wandb.Image`` (``uint8``, caption prefixed with epoch and step;
     several images under one key become a list, at most 108 of them, W&B's limit), an animated
@@ -36,7 +56,8 @@ class WandbSink(Sink):
     numbers, histograms as ``wandb.Histogram`` (30 bins over the finite values), texts as
     ``wandb.Html`` (preformatted). If two items of different kinds share a key, the later kind's
     key gets a ``/<kind>`` suffix instead of overwriting the first (and a key
-    ``trainer/global_step`` is moved aside the same way, so that field always holds the step). An
+    ``trainer/global_step`` or ``epoch`` is moved aside the same way, so those fields always hold
+    the step and epoch). An
     item that cannot be converted
     (``wandb.Image`` refusing an image) is left out of the row and named in the
     :class:`~featurewatch.loggers.SinkWriteError` raised after the rest was logged.
@@ -52,6 +73,15 @@ class WandbSink(Sink):
                 "pass WandbLogger.experiment"
             )
         self.run = run
+        define = getattr(run, "define_metric", None)
+        if callable(define):  # WandbLogger's run and wandb.init's have it; a dummy has not
+            try:
+                define(STEP_KEY)
+                define(METRIC_GLOB, step_metric=STEP_KEY, step_sync=True)
+            except Exception as err:  # noqa: BLE001 - an axis hint only; a finished run fails
+                logging.getLogger("featurewatch").debug(  # at its first write, loudly
+                    "featurewatch: W&B refused define_metric(%r): %s", METRIC_GLOB, err
+                )
 
     @property
     def destination(self) -> str:
@@ -84,7 +114,7 @@ def wandb_row(event: Event, report: WriteReport | None = None) -> dict[str, Any]
         return report.item(kind, key) if report is not None else contextlib.nullcontext()
 
     def put(key: str, kind: str, value: Any) -> None:
-        row[f"{key}/{kind}" if key in row or key == STEP_KEY else key] = value
+        row[f"{key}/{kind}" if key in row or key in ROW_FIELDS else key] = value
 
     images: dict[str, list[Any]] = {}
     for image in event.images:
@@ -122,4 +152,5 @@ def wandb_row(event: Event, report: WriteReport | None = None) -> dict[str, Any]
         with convert("text", key):
             put(key, "text", wandb.Html(f"<pre>{html.escape(text)}</pre>", inject=False))
     row[STEP_KEY] = event.step
+    row[EPOCH_KEY] = event.epoch
     return row
