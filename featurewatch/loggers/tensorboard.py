@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+import weakref
 from collections.abc import Iterable
 from typing import Any
 
@@ -68,8 +69,8 @@ class TensorBoardSink(Sink):
                     f"got {type(writer).__name__}; pass TensorBoardLogger.experiment"
                 )
         self.writer = writer
-        self.layout = CustomScalarsLayout()
-        self._layout_pending = False
+        #: the layout of the writer's run, shared by every sink on this writer (see layout_of)
+        self.layout = layout_of(writer)
 
     @property
     def destination(self) -> str:
@@ -89,12 +90,11 @@ class TensorBoardSink(Sink):
             with report.item("scalar", key):
                 self.writer.add_scalar(key, value, step)
                 written.append(key)
-        if self.layout.add(written):
-            self._layout_pending = True
-        if self._layout_pending and callable(getattr(self.writer, "add_custom_scalars", None)):
+        self.layout.add(written)
+        if self.layout.pending and callable(getattr(self.writer, "add_custom_scalars", None)):
             with report.item("layout", LAYOUT_TAG):
                 self.writer.add_custom_scalars(self.layout.as_dict())
-                self._layout_pending = False  # a failed write is tried again at the next event
+                self.layout.pending = False  # a failed write is tried again at the next event
         for key, values in event.histograms.items():
             with report.item("histogram", key):
                 finite, _ = finite_values(values)
@@ -139,6 +139,8 @@ class CustomScalarsLayout:
     def __init__(self) -> None:
         # (category, metric, per layer) -> the layers (or callback names) seen, in order
         self._charts: dict[tuple[str, str, bool], dict[str, None]] = {}
+        #: True from a change until the sink has written the layout
+        self.pending = False
 
     def add(self, keys: Iterable[str]) -> bool:
         """Take in scalar keys; True if a chart or a series was added (the layout changed)."""
@@ -154,7 +156,7 @@ class CustomScalarsLayout:
             seen = self._charts.setdefault(chart, {})
             if series not in seen:
                 seen[series] = None
-                grew = True
+                grew = self.pending = True
         return grew
 
     def as_dict(self) -> dict[str, dict[str, list[Any]]]:
@@ -173,3 +175,17 @@ class CustomScalarsLayout:
 
     def __bool__(self) -> bool:
         return bool(self._charts)
+
+
+#: One layout per writer: every callback has its own sink, all writing to the logger's one writer,
+#: and TensorBoard shows only the last layout a run wrote, so each must write the union.
+_LAYOUTS: weakref.WeakKeyDictionary[Any, CustomScalarsLayout] = weakref.WeakKeyDictionary()
+
+
+def layout_of(writer: Any) -> CustomScalarsLayout:
+    """The :class:`CustomScalarsLayout` of ``writer``'s run, shared by all sinks on it (and kept
+    across ``fit`` calls on one logger, so a second fit adds to the same layout)."""
+    try:
+        return _LAYOUTS.setdefault(writer, CustomScalarsLayout())
+    except TypeError:  # neither hashable nor weakly referable: a layout of this sink's own
+        return CustomScalarsLayout()

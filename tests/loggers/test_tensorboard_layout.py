@@ -22,8 +22,10 @@ from tensorboard.plugins.custom_scalar import layout_pb2
 from tensorboard.plugins.custom_scalar.custom_scalars_plugin import CustomScalarsPlugin
 from tensorboard.plugins.scalar.scalars_plugin import ScalarsPlugin
 
-from featurewatch.loggers import Event, TensorBoardSink
+from featurewatch.callbacks.base import FeatureWatchCallback
+from featurewatch.loggers import Event, TensorBoardSink, sinks_for
 from featurewatch.loggers.tensorboard import LAYOUT_TAG, CustomScalarsLayout
+from tests.loggers.conftest import fit
 
 # Layer names with regex metacharacters: unescaped, "(1)" would be a group, "[0]" a class, "." any.
 LAYERS = ("features.2", "block(1)[0]+x")
@@ -156,6 +158,38 @@ def test_the_layout_is_rewritten_only_when_it_grows_and_tensorboard_shows_the_la
     charts = TensorBoardView(Path(logged)).charts()
     assert (("featurewatch/dead", "dead_fraction (all layers)")) in charts
     assert (("featurewatch/drift", "cka_first (all layers)")) in charts
+
+
+class DeadLike(FeatureWatchCallback):
+    default_name = "dead"
+
+    def visualize(self, trainer, pl_module, event: Event) -> None:
+        for layer in LAYERS:
+            for metric in DEAD:
+                event.add_scalar(f"featurewatch/{self.name}/{layer}/{metric}", 0.0)
+
+
+class DriftLike(FeatureWatchCallback):
+    default_name = "drift"
+
+    def visualize(self, trainer, pl_module, event: Event) -> None:
+        for layer in LAYERS:
+            for metric in DRIFT:
+                event.add_scalar(f"featurewatch/{self.name}/{layer}/{metric}", 1.0)
+
+
+def test_callbacks_with_sinks_of_their_own_share_one_layout_in_a_real_fit(tmp_path):
+    # Every callback gets its own sinks, all on the logger's one writer: each layout written must
+    # hold the charts of all of them, since TensorBoard shows only the last one.
+    logger = TensorBoardLogger(tmp_path)
+    trainer = fit(tmp_path, logger, [DeadLike(every_n_epochs=1), DriftLike(every_n_epochs=1)])
+    assert [type(s) for s in sinks_for(trainer)] == [TensorBoardSink]
+    view = TensorBoardView(Path(logger.log_dir))
+    charts = view.charts()
+    expected = expected_charts({"dead": DEAD, "drift": DRIFT})
+    assert set(charts) == set(expected)
+    for chart, (regex,) in charts.items():
+        assert view.tags_of(regex) == expected[chart], chart
 
 
 def test_the_layout_is_derived_from_the_key_scheme_alone():
