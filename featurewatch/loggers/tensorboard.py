@@ -49,8 +49,10 @@ class TensorBoardSink(Sink):
     joins the chart "<metric> (all callbacks)" of category ``featurewatch`` (one ``seconds`` chart
     for the wall time of every callback). The layout is written with ``add_custom_scalars`` when
     it first has a chart and again only when a later event brings a new chart or series (a
-    callback's first call): TensorBoard shows the latest layout a run wrote. A writer without
-    ``add_custom_scalars`` gets no layout.
+    callback's first call). TensorBoard's plugin serves the last layout a run wrote (it reads one
+    point of ``custom_scalars__config__``, and its down-sampling always keeps the last), so the
+    layout is one per writer, shared by the sinks of all callbacks, and each write holds all of
+    their charts. A writer without ``add_custom_scalars`` gets no layout.
 
     An animated image (:class:`~featurewatch.loggers.LoggedAnimation`) is logged as its still:
     ``add_video`` is broken with moviepy 2 and TensorBoard shows no GIF.
