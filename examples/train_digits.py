@@ -216,7 +216,10 @@ def how_to_open(kind: str, out: Path, trainer: pl.Trainer) -> str:
         return f"wandb sync {out}/wandb/offline-run-*   # or open the run page if you are online"
     if kind == "mlflow":
         return f"mlflow ui --backend-store-uri sqlite:///{(out / 'mlflow.db').resolve()}"
-    root = Path(trainer.log_dir or trainer.default_root_dir) / "featurewatch"
+    if trainer.logger is None:  # no logger: the files sink writes under the root directory
+        root = Path(trainer.default_root_dir) / "featurewatch_logs"
+    else:
+        root = Path(trainer.log_dir or trainer.default_root_dir) / "featurewatch"
     return f"open {root / 'index.html'} in a browser"
 
 

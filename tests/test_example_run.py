@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -46,7 +47,7 @@ def test_example_trains_on_an_image_folder_with_every_callback(tmp_path: Path) -
             str(folder),
             "--fast",
             "--logger",
-            "csv",
+            "none",
             "--out",
             str(tmp_path / "out"),
             "--size",
@@ -62,7 +63,10 @@ def test_example_trains_on_an_image_folder_with_every_callback(tmp_path: Path) -
         check=False,
     )
     assert run.returncode == 0, run.stdout[-2000:] + run.stderr[-3000:]
-    (events,) = (tmp_path / "out").rglob("featurewatch/events.jsonl")
+    # the page it says to open exists (with --logger none it is under featurewatch_logs/)
+    (page,) = re.findall(r"open (\S+index\.html) in a browser", run.stdout + run.stderr)
+    assert (tmp_path / page).is_file(), page
+    (events,) = (tmp_path / "out").rglob("featurewatch_logs/events.jsonl")
     records = [json.loads(line) for line in events.read_text().splitlines()]
     images = {r["key"] for r in records if r["kind"] == "image"}
     for prefix in (
