@@ -27,6 +27,7 @@ from pathlib import Path
 from typing import Any
 
 from featurewatch.cli.common import CLIError, progress
+from featurewatch.loggers import strip_context
 
 __all__ = [
     "HistogramFrame",
@@ -285,7 +286,10 @@ def read_files(folder: Path) -> Run:
                 images[key, step] = ImageFrame(
                     step,
                     epoch,
-                    str(r.get("caption") or ""),
+                    # as the TensorBoard sink's caption tables hold it: no repeated epoch/step
+                    strip_context(
+                        str(r.get("caption") or ""), step, -1 if epoch is None else epoch
+                    ),
                     int(r.get("width") or 0),
                     int(r.get("height") or 0),
                     load=path.read_bytes,

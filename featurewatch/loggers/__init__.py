@@ -30,6 +30,7 @@ import numpy as np
 import torch
 
 from featurewatch.core.images import to_uint8
+from featurewatch.loggers._shared import strip_context
 from featurewatch.loggers.base import (
     Event,
     FailedItem,
@@ -65,6 +66,7 @@ __all__ = [
     "files_next_to",
     "register_sink",
     "sinks_for",
+    "strip_context",
 ]
 
 

@@ -82,8 +82,10 @@ def test_scalars_histograms_and_texts(logged):
 
 def test_captions_are_one_table_per_callback_and_step(logged):
     # One text tag for the callback's captions, not one per image.
+    # (and the Custom Scalars layout, tests/loggers/test_tensorboard_layout.py)
     assert sorted(logged.Tags()["tensors"]) == [
-        f"featurewatch/probe/{t}/text_summary" for t in ("captions", "note")
+        "custom_scalars__config__",
+        *(f"featurewatch/probe/{t}/text_summary" for t in ("captions", "note")),
     ]
     tables = text_of(logged, "featurewatch/probe/captions")
     assert [step for step, _ in tables] == list(STEPS)
