@@ -7,12 +7,16 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from torch import nn
 
 from featurewatch.core.hygiene import outside_inference
 from featurewatch.core.images import Normalize, load_images
 from featurewatch.core.validation import check_int
 
 __all__ = ["Normalize", "ProbeImages"]  # Normalize: the core's, for the callbacks' signatures
+
+#: the convolutions that can see an input of each rank ((N, C, L), (N, C, H, W), ...)
+CONV_BY_RANK: dict[int, type[nn.Module]] = {3: nn.Conv1d, 4: nn.Conv2d, 5: nn.Conv3d}
 
 
 class ProbeImages:
@@ -28,9 +32,16 @@ class ProbeImages:
     """
 
     def __init__(
-        self, probe: torch.Tensor | str | None, num_images: int, normalize: Normalize | None = None
+        self,
+        probe: torch.Tensor | str | None,
+        num_images: int,
+        normalize: Normalize | None = None,
+        *,
+        argument: str = "probe",
     ) -> None:
         check_int("num_images", num_images)
+        #: the callback argument the images came from, for messages
+        self.argument = argument
         if probe is not None and not isinstance(probe, (torch.Tensor, str, Path)):
             raise TypeError(f"`probe` must be a tensor, a path or None, got {type(probe).__name__}")
         if isinstance(probe, (str, Path)) and not Path(probe).exists():
@@ -114,6 +125,43 @@ class ProbeImages:
             self.fixed = torch.cat(self._seen[split])[: self.num_images]
             self._seen = {"val": [], "train": []}
         return self.fixed
+
+    def check_model(self, owner: str, model: nn.Module) -> None:
+        """At ``setup``: a given tensor's channel count must be one that some convolution of the
+        model takes (the one that sees the pixels is among them). Sure to be wrong when none does;
+        anything else waits for the first batch (:meth:`check_input`).
+
+        Raises:
+            ValueError: naming ``owner``, the argument and the channel counts.
+        """
+        if self.fixed is None:
+            return
+        kind = CONV_BY_RANK.get(self.fixed.dim())
+        convs = [(n, m) for n, m in model.named_modules() if kind and isinstance(m, kind)]
+        channels = self.fixed.shape[1]
+        if convs and all(m.in_channels != channels for _, m in convs):
+            name, first = convs[0]
+            raise ValueError(
+                f"{owner}: `{self.argument}` has {channels} channels (shape "
+                f"{tuple(self.fixed.shape)}), but no convolution of the model takes {channels} "
+                f"(the first, {name!r}, takes {first.in_channels}); pass "
+                f"{first.in_channels}-channel images normalized like the training inputs"
+            )
+
+    def check_input(self, owner: str, x: torch.Tensor) -> None:
+        """At the first batch: a given tensor must look like the inputs (rank and channels).
+
+        Raises:
+            ValueError: naming ``owner``, the argument and both shapes.
+        """
+        if self.fixed is None or not isinstance(self.source, torch.Tensor):
+            return
+        if self.fixed.dim() != x.dim() or self.fixed.shape[1] != x.shape[1]:
+            raise ValueError(
+                f"{owner}: `{self.argument}` has shape {tuple(self.fixed.shape)}, but the model's "
+                f"inputs are {tuple(x.shape)} (N, C, ...); pass images with {x.shape[1]} "
+                "channels, normalized like the training inputs"
+            )
 
     def state(self) -> dict[str, Any]:
         return {"probe": self.fixed} if self.fixed is not None else {}

@@ -58,13 +58,13 @@ class ActivationGrid(FeatureWatchCallback):
         - ``featurewatch/activations/<layer>``: image; per probe image, a grid of its channel maps
           (viridis, one colour scale per probe image, zero darkest). Non-finite values (NaN,
           Inf) are magenta and the caption counts them per probe image; a layer that cannot be
-          drawn is reported (``featurewatch/activation_grid/<layer>/error``) and the other layers
+          drawn is reported (``featurewatch/activations/<layer>/error``) and the other layers
           are still logged.
         - ``featurewatch/activations/probe``: image, the probe images (first call only).
-        - ``featurewatch/activation_grid/seconds``: wall time of the call.
+        - ``featurewatch/activations/seconds``: wall time of the call.
     """
 
-    name = "activation_grid"
+    default_name = "activations"
 
     def __init__(
         self,
@@ -158,7 +158,7 @@ class ActivationGrid(FeatureWatchCallback):
                 self.report_failure(event, layer, f"layer {layer!r}", err)
                 continue
             event.add_image(
-                f"featurewatch/activations/{layer}",
+                f"featurewatch/{self.name}/{layer}",
                 image,
                 caption=(
                     f"epoch {event.epoch}, step {event.step}: {layer}, {m.shape[1]} channels "
@@ -170,7 +170,7 @@ class ActivationGrid(FeatureWatchCallback):
             )
         if not self._probe_logged:
             event.add_image(
-                "featurewatch/activations/probe",
+                f"featurewatch/{self.name}/probe",
                 grid(scale_each(probe), nrow=probe.shape[0]),
                 caption="probe images",
             )

@@ -172,7 +172,7 @@ class AttributionMaps(FeatureWatchCallback):
         >>> AttributionMaps(methods=("saliency", "gradcam"), num_images=8, layer="net.layer4")
     """
 
-    name = "attribution"
+    default_name = "attribution"
 
     def __init__(
         self,
@@ -485,7 +485,7 @@ class AttributionMaps(FeatureWatchCallback):
             if factor > 1:
                 tiles = F.interpolate(tiles, scale_factor=factor, mode="nearest")
             event.add_image(
-                f"featurewatch/attribution/{method}",
+                f"featurewatch/{self.name}/{method}",
                 grid(tiles, nrow=n, padding=2, pad_value=1.0),
                 caption=(
                     f"epoch {event.epoch}, step {event.step}: {ATTRIBUTION_METHODS[method]} "

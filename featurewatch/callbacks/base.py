@@ -12,11 +12,17 @@ base class owns everything else, once, for all of them:
   are exactly as they would be without featurewatch;
 * **failure isolation** - an exception inside the work becomes one warning and a logged text entry,
   and training goes on; ``strict=True`` re-raises;
-* **cost visibility** - every call logs its wall time as ``featurewatch/<name>/seconds``;
+* **one key prefix** - every key a callback logs (its content, its wall time
+  ``featurewatch/<name>/seconds``, its errors ``featurewatch/<name>/error``) starts with
+  ``featurewatch/<name>/``; ``name`` defaults to the callback's :attr:`default_name` and two
+  callbacks of one trainer may not share it (``name=`` tells two instances apart);
 * **distributed** - work and logging on global rank zero only, unless a subclass needs every rank
   (collectives), in which case every rank runs the work and only rank zero logs;
-* **resume** - ``state_dict``/``load_state_dict`` keep the cadence and any fixed probe images;
-  ``state_key`` includes the configuration, so several instances of one callback coexist.
+* **resume, reuse** - ``state_dict``/``load_state_dict`` keep the cadence and any fixed probe
+  images; a callback object reused for another ``fit`` starts that fit as fresh as when it was
+  constructed (a resumed fit then loads its checkpointed state). ``state_key`` is ``name=`` when
+  given (stable when other arguments change between runs), otherwise the configuration, so several
+  instances of one callback coexist.
 
 **One schedule, declared once.** The five keywords every callback takes (``every_n_epochs``,
 ``every_n_train_steps``, ``at_start``, ``at_end``, ``strict``) are declared in one place, the
@@ -46,21 +52,27 @@ Users still write ``ChannelVisualization(["conv1"], every_n_epochs=2, at_start=T
 
 from __future__ import annotations
 
-import math
 import time
 import traceback
 import warnings
 from abc import ABC, abstractmethod
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any, ClassVar, overload
+from typing import Any, ClassVar
 
 import pytorch_lightning as pl
 import torch
 from pytorch_lightning.utilities import rank_zero_warn
 
+from featurewatch.callbacks._arguments import check_layer, check_layers, check_number
+from featurewatch.callbacks._identity import (
+    Pristine,
+    check_name,
+    check_unique_names,
+    config_digest,
+)
+from featurewatch.callbacks._probe import ProbeImages
 from featurewatch.core.hygiene import isolated
-from featurewatch.core.layers import parse_layer
 from featurewatch.core.validation import check_bool, check_int
 from featurewatch.loggers import Event, Sink, sinks_for
 
@@ -79,104 +91,6 @@ __all__ = [
 
 class FeatureWatchWarning(UserWarning):
     """A featurewatch visualization failed; training continued."""
-
-
-def check_number(
-    name: str,
-    value: Any,
-    low: float = -math.inf,
-    high: float = math.inf,
-    *,
-    low_open: bool = False,
-    high_open: bool = False,
-) -> float:
-    """Validate a real-number argument of a callback, optionally within a range.
-
-    Ints and floats are accepted, ``bool`` and NaN are not. The shared checks live in
-    :mod:`featurewatch.core.validation`; this one adds the ranges the callbacks need (a fraction in
-    ``[0, 1)``, a scale ``> 1``).
-
-    Args:
-        name: the argument's name.
-        value: what came.
-        low, high: the bounds (infinite: no bound).
-        low_open, high_open: whether the bound itself is excluded.
-
-    Returns:
-        The value as a ``float``.
-
-    Raises:
-        TypeError: if ``value`` is not a real number.
-        ValueError: if it is NaN or out of range, e.g. ``"`dying_rate` must be in (0, 1], got 0"``.
-    """
-    if isinstance(value, bool) or not isinstance(value, (int, float)):
-        raise TypeError(f"`{name}` must be a number, got {type(value).__name__} {value!r}")
-    value = float(value)
-    if math.isnan(value):
-        raise ValueError(f"`{name}` must be a number, got nan")
-    too_low = value <= low if low_open else value < low
-    too_high = value >= high if high_open else value > high
-    if too_low or too_high:
-        if math.isinf(low) or math.isinf(high):
-            bound = f"{'>' if low_open else '>='} {low:g}" if math.isfinite(low) else ""
-            bound = bound or f"{'<' if high_open else '<='} {high:g}"
-            expected = f"a number {bound}"
-        else:
-            expected = f"in {'(' if low_open else '['}{low:g}, {high:g}{')' if high_open else ']'}"
-        raise ValueError(f"`{name}` must be {expected}, got {value:g}")
-    return value
-
-
-def check_layer(name: str, value: Any, *, allow_none: bool = False) -> None:
-    """Validate one layer-name argument (``layer``, ``classifier``): ``"name"`` or ``"name@k"``.
-
-    Whether the layer exists is checked against the model at ``setup``.
-
-    Raises:
-        TypeError: if ``value`` is not a string (nor ``None`` when ``allow_none``).
-        ValueError: if the name is malformed.
-    """
-    if value is None and allow_none:
-        return
-    if not isinstance(value, str):
-        expected = "a layer name (str)" + (" or None" if allow_none else "")
-        raise TypeError(f"`{name}` must be {expected}, got {type(value).__name__} {value!r}")
-    parse_layer(value)
-
-
-@overload
-def check_layers(layers: Any) -> list[str]: ...
-@overload
-def check_layers(layers: Any, *, allow_none: bool) -> list[str] | None: ...
-def check_layers(layers: Any, *, allow_none: bool = False) -> list[str] | None:
-    """Validate a callback's ``layers`` argument: a layer name or a non-empty list of names.
-
-    Every name is parsed (``"name"`` or ``"name@k"``) here, in ``__init__``; whether the layers
-    exist is checked against the model at ``setup``.
-
-    Returns:
-        The names as a list (``None`` stays ``None`` when ``allow_none``).
-
-    Raises:
-        TypeError: if ``layers`` is not a name or a non-empty sequence of names.
-        ValueError: if a name is malformed.
-    """
-    if layers is None and allow_none:
-        return None
-    if isinstance(layers, str):
-        layers = [layers]
-    if (
-        not isinstance(layers, Sequence)
-        or not layers
-        or not all(isinstance(la, str) for la in layers)
-    ):
-        expected = "a layer name or a non-empty list of layer names" + (
-            " or None" if allow_none else ""
-        )
-        raise TypeError(f"`layers` must be {expected}, got {layers!r}")
-    for layer in layers:
-        parse_layer(layer)
-    return list(layers)
 
 
 def batch_input(batch: Any, input_key: int | str = 0) -> torch.Tensor:
@@ -220,7 +134,35 @@ def batch_input(batch: Any, input_key: int | str = 0) -> torch.Tensor:
             f"expected the model input to be a tensor, got {type(found).__name__}; set `input_key` "
             "to where the images are in your batch"
         )
+    if found.dim() < 2 or not (found.is_floating_point() or found.is_complex()):
+        if isinstance(batch, dict):
+            where = next(k for k, v in batch.items() if v is found)
+            hint = f"the key of the inputs (keys: {sorted(map(str, batch))})"
+            what = f"entry {where!r}"
+        else:
+            hint = f"the index of the inputs (the batch has {len(batch)} elements)"
+            what = f"element {input_key}"
+        raise TypeError(
+            f"the batch's {what} (input_key={input_key!r}) is a {tuple(found.shape)} {found.dtype} "
+            "tensor, which looks like labels, not model inputs (float (N, F), (N, C, L) or "
+            f"(N, C, H, W)); pass input_key= with {hint}"
+        )
     return found
+
+
+def _raised_in_forward(err: BaseException, model: torch.nn.Module) -> bool:
+    """Whether ``err`` came from inside ``model``'s own ``forward`` (not from featurewatch)."""
+    code = getattr(type(model).forward, "__code__", None)
+    tb, inside, last = err.__traceback__, False, None
+    while tb is not None:
+        inside = inside or tb.tb_frame.f_code is code
+        last, tb = tb, tb.tb_next
+    # featurewatch's own checks (in hooks during that forward) say what to do already
+    return (
+        last is not None
+        and inside
+        and not str(last.tb_frame.f_globals.get("__name__", "")).startswith("featurewatch")
+    )
 
 
 def _last_epoch(trainer: pl.Trainer) -> int:
@@ -336,11 +278,11 @@ class OfflineTrainer:
 class FeatureWatchCallback(pl.Callback, ABC):
     """Base class of every featurewatch callback (see the module docstring for the contract).
 
-    Subclasses set :attr:`name`, and implement :meth:`visualize` (fill the event; runs isolated)
-    and, when they have configuration to check against the model, :meth:`check_model` (called in
-    ``setup``) and :meth:`check_input` (called once with the first real input batch, before the
-    first training step). Their ``__init__`` declares their own arguments and forwards the schedule
-    keywords with ``**schedule`` (see the module docstring).
+    Subclasses set :attr:`default_name`, and implement :meth:`visualize` (fill the event; runs
+    isolated) and, when they have configuration to check against the model, :meth:`check_model`
+    (called in ``setup``) and :meth:`check_input` (called once with the first real input batch,
+    before the first training step). Their ``__init__`` declares their own arguments and forwards
+    the schedule keywords with ``**schedule`` (see the module docstring).
 
     Args:
         every_n_epochs: run at the end of every n-th training epoch. Exclusive with
@@ -350,13 +292,21 @@ class FeatureWatchCallback(pl.Callback, ABC):
             when the first training batch arrives, so it can use that batch's size and images).
         at_end: run once more at the end of training, unless this step was just logged.
         strict: re-raise exceptions from the visualization instead of warning and going on.
+        name: the key prefix of everything this instance logs, ``featurewatch/<name>/...``
+            (default: the class's :attr:`default_name`, e.g. ``"channels"``). Give two
+            instances of one trainer distinct names (``setup`` refuses two with one name); with a
+            name, the checkpoint ``state_key`` is the name alone, so changed arguments keep the
+            state on resume.
 
     Raises:
-        ValueError, TypeError: if the schedule is invalid (see :class:`Schedule`).
+        ValueError, TypeError: if the schedule or the name is invalid (see :class:`Schedule`).
     """
 
-    #: Short snake_case name used in logged keys: ``featurewatch/<name>/...``.
-    name: ClassVar[str] = "callback"
+    #: The key prefix when no ``name=`` is given: ``featurewatch/<default_name>/...``.
+    default_name: ClassVar[str] = "callback"
+    #: Arguments that only decide what to do with what is measured (``strict``, an alert's
+    #: action): changing them between runs keeps the checkpointed state of an unnamed instance.
+    decisions: ClassVar[frozenset[str]] = frozenset({"strict"})
     #: Run :meth:`visualize` on every rank (it contains collectives); logging stays on rank zero.
     all_ranks: ClassVar[bool] = False
 
@@ -368,11 +318,19 @@ class FeatureWatchCallback(pl.Callback, ABC):
         at_start: bool = False,
         at_end: bool = True,
         strict: bool = False,
+        name: str | None = None,
     ) -> None:
         try:
             self.schedule = Schedule(every_n_epochs, every_n_train_steps, at_start, at_end, strict)
         except (TypeError, ValueError) as err:
             raise type(err)(f"{type(self).__name__}: {err}") from None
+        #: the key prefix of this instance: ``featurewatch/<name>/...``
+        self.name: str = (
+            type(self).default_name if name is None else check_name(type(self).__name__, name)
+        )
+        self._named = name is not None
+        self._pristine: Pristine | None = None
+        self._fitted = False
         self._sinks: list[Sink] = []
         self._last_step: int | None = None
         self._calls = 0
@@ -440,9 +398,24 @@ class FeatureWatchCallback(pl.Callback, ABC):
     # ------------------------------------------------------------------ Lightning hooks
     @property
     def state_key(self) -> str:
+        if self._named:
+            return self._generate_state_key(name=self.name)
+        config = config_digest(self._as_constructed().config, ignore=self.decisions)
+        return self._generate_state_key(**self.state_key_fields(), config=config)
+
+    @property
+    def _legacy_state_key(self) -> str:  # type: ignore[override]
+        # Lightning looks a callback's state up under this key when ``state_key`` is not in the
+        # checkpoint: the key of featurewatch versions before ``name=``, so their checkpoints
+        # still resume
         return self._generate_state_key(**self.state_key_fields())
 
     def setup(self, trainer: pl.Trainer, pl_module: pl.LightningModule, stage: str) -> None:
+        if stage == "fit":
+            self._fresh_fit()
+        check_unique_names(self, trainer.callbacks, FeatureWatchCallback)
+        for probe in self._probes():
+            probe.check_model(type(self).__name__, pl_module)
         self.check_model(pl_module)
         self._sinks = sinks_for(trainer) if trainer.is_global_zero else []
 
@@ -555,6 +528,20 @@ class FeatureWatchCallback(pl.Callback, ABC):
             self._sinks = []
 
     # ------------------------------------------------------------------ machinery
+    def _as_constructed(self) -> Pristine:
+        """The attributes before the first fit (taken at the first ``state_key`` or ``setup``)."""
+        if self._pristine is None:
+            self._pristine = Pristine({k: v for k, v in vars(self).items() if k != "_pristine"})
+        return self._pristine
+
+    def _fresh_fit(self) -> None:
+        """Start a ``fit`` as constructed: a reused object carries nothing over (cadence, probe,
+        input size, history); a resumed fit loads its checkpoint after this."""
+        pristine = self._as_constructed()
+        if self._fitted:
+            pristine.restore(vars(self), keep=lambda key: key == "_pristine")
+        self._fitted = True
+
     @property
     def calls(self) -> int:
         """How many times the work ran (successfully or not) in this run, resumes included."""
@@ -581,11 +568,28 @@ class FeatureWatchCallback(pl.Callback, ABC):
         if self._checked_input:
             return
         self._checked_input = True
-        if type(self).check_input is FeatureWatchCallback.check_input:
+        probes = self._probes()
+        if not probes and type(self).check_input is FeatureWatchCallback.check_input:
             return  # nothing to check: do not even look for images in the batch
         x = self.input_from_batch(batch)
+        for probe in probes:
+            probe.check_input(type(self).__name__, x)
         with isolated(pl_module):
-            self.check_input(pl_module, x.clone())
+            try:
+                self.check_input(pl_module, x.clone())
+            except Exception as err:
+                if not _raised_in_forward(err, pl_module):
+                    raise
+                raise TypeError(
+                    f"{type(self).__name__}: the model failed on the batch's input "
+                    f"({type(err).__name__}: {err}). featurewatch calls the model as model(x) "
+                    f"with x = the batch's input_key={getattr(self, 'input_key', 0)!r} entry, a "
+                    f"{tuple(x.shape)} {x.dtype} tensor; pass input_key= to pick the model's "
+                    "input, and give forward a tensor argument if it takes the whole batch"
+                ) from err
+
+    def _probes(self) -> list[ProbeImages]:
+        return [v for v in vars(self).values() if isinstance(v, ProbeImages)]
 
     def input_from_batch(self, batch: Any) -> torch.Tensor:
         """The model input inside a batch (subclasses with an ``input_key`` override this)."""

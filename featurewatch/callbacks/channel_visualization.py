@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 from typing import Any
 
@@ -70,8 +71,11 @@ class ChannelVisualization(RenderCallback):
         - ``featurewatch/channels/<layer>/negative``: image, minimizing images (with ``negative``).
         - ``featurewatch/channels/<layer>/mean_activation``: scalar, mean final objective value.
         - ``featurewatch/channels/<layer>/weak_units``: scalar, channels that could not be excited.
+        - ``featurewatch/channels/<layer>/nonfinite_units``: scalar, channels whose activation was
+          NaN or Inf (listed in the caption; left out of ``mean_activation`` and ``drift``); only
+          when there are any.
         - ``featurewatch/channels/<layer>/steps``: scalar, steps run (less than ``steps`` when the
-          time budget cut them short).
+          time budget cut them short; only with a ``time_budget``).
         - ``featurewatch/channels/<layer>/drift``: scalar, how much the channels' images changed
           since the previous call, the mean over channels of ``1 - r``, with ``r`` the Pearson
           correlation of a channel's image now and at the previous call (same seed, so an
@@ -84,7 +88,7 @@ class ChannelVisualization(RenderCallback):
           evenly spread, titled with epoch and step), with an animated GIF where the logger shows
           animations; see :class:`~featurewatch.callbacks.rendering.Filmstrips` for the memory
           bound.
-        - ``featurewatch/channel_visualization/seconds``: wall time of the call.
+        - ``featurewatch/channels/seconds``: wall time of the call.
 
     Memory between calls: per layer, the last call's images (at most 64 px a side, float32) for
     the drift, and the filmstrip thumbnails; both are kept in checkpoints, so a resumed run goes
@@ -94,7 +98,7 @@ class ChannelVisualization(RenderCallback):
         >>> ChannelVisualization(["net.features.0", "net.features.4"], max_channels=16, steps=64)
     """
 
-    name = "channel_visualization"
+    default_name = "channels"
 
     def __init__(
         self,
@@ -168,7 +172,7 @@ class ChannelVisualization(RenderCallback):
         jobs = len(self.layers) * (2 if self.negative else 1)
         budget = None if self.time_budget is None else self.time_budget / jobs
         for layer in self.layers:
-            key = f"featurewatch/channels/{layer}"
+            key = f"featurewatch/{self.name}/{layer}"
             chans = self._channels(str(parse_layer(layer)))
             v = self.variants
             objective, seeds = unit_objective(
@@ -176,8 +180,17 @@ class ChannelVisualization(RenderCallback):
             )
             result = self._render(pl_module, objective, seeds, budget)
             drift = self._drift(str(parse_layer(layer)), chans, result.images, event.step)
+            # a unit whose activation is NaN/Inf has no meaningful image, value or drift: flagged
+            finite = torch.isfinite(result.values)
+            broken = [
+                c for c, ok in zip(chans, finite.view(len(chans), v).all(1).tolist()) if not ok
+            ]
             # a channel is weak when none of its variants could excite it
-            weak = [c for c, w in zip(chans, result.weak.view(len(chans), v).all(1).tolist()) if w]
+            weak = [
+                c
+                for c, w in zip(chans, result.weak.view(len(chans), v).all(1).tolist())
+                if w and c not in broken
+            ]
             what = "neurons (map centre)" if self.unit == "neuron" else "channels"
             layout = f"{describe_channels(chans)} (row-major" + (
                 f", {v} diverse images per channel side by side)" if v > 1 else ")"
@@ -186,6 +199,11 @@ class ChannelVisualization(RenderCallback):
                 f"epoch {event.epoch}, step {event.step}: {layer}, {what} maximized, {layout}"
                 + (f"; could not be excited: {', '.join(map(str, weak))}" if weak else "")
                 + (
+                    f"; activation not finite (NaN/Inf): {', '.join(map(str, broken))}"
+                    if broken
+                    else ""
+                )
+                + (
                     f"; time budget cut steps to {int(result.steps.min())}"
                     if result.budget_exceeded
                     else ""
@@ -193,13 +211,21 @@ class ChannelVisualization(RenderCallback):
             )
             if drift is not None:
                 since, values = drift
+                values = {c: d for c, d in values.items() if math.isfinite(d)}
+                drift = (since, values) if values else None
+            if drift is not None:
+                since, values = drift
                 caption += f"; drift since step {since} (1 - Pearson r): " + ", ".join(
                     f"{c}: {d:.3f}" for c, d in values.items()
                 )
             event.add_image(key, self._display(result.images, v), caption=caption)
-            event.add_scalar(f"{key}/mean_activation", float(result.values.mean()))
+            if bool(finite.any()):
+                event.add_scalar(f"{key}/mean_activation", float(result.values[finite].mean()))
             event.add_scalar(f"{key}/weak_units", float(len(weak)))
-            event.add_scalar(f"{key}/steps", float(result.steps.float().mean()))
+            if broken:
+                event.add_scalar(f"{key}/nonfinite_units", float(len(broken)))
+            if self.time_budget is not None:  # otherwise constant: always ``steps``
+                event.add_scalar(f"{key}/steps", float(result.steps.float().mean()))
             if drift is not None:
                 event.add_scalar(f"{key}/drift", sum(drift[1].values()) / len(drift[1]))
                 event.add_histogram(f"{key}/drift_units", list(drift[1].values()))

@@ -109,7 +109,7 @@ class ClassModelVisualization(RenderCallback):
         >>> ClassModelVisualization(output_key="logits")  # forward returns {"logits": ..., ...}
     """
 
-    name = "class_model"
+    default_name = "class_model"
 
     def __init__(
         self,
@@ -218,7 +218,7 @@ class ClassModelVisualization(RenderCallback):
                 else ""
             )
         )
-        key = "featurewatch/class_model/output"
+        key = f"featurewatch/{self.name}/output"
         event.add_image(key, self._display(result.images), caption=caption)
         event.add_scalar(f"{key}/mean_logit", float(result.values.mean()))
         event.add_scalar(f"{key}/self_classified", float(own.float().mean()))

@@ -134,7 +134,7 @@ class DatasetExamples(Filmstrips):
         >>> DatasetExamples(["layer1", "layer3"], channels={"layer3": [5, 17, 40]}, crops=False)
     """
 
-    name = "examples"
+    default_name = "examples"
 
     def __init__(
         self,
@@ -201,7 +201,7 @@ class DatasetExamples(Filmstrips):
         self.min_size = min_size
         self.checkpoint_pool = checkpoint_pool
         try:
-            self._pool = ProbeImages(pool, pool_size, normalize)
+            self._pool = ProbeImages(pool, pool_size, normalize, argument="pool")
         except (TypeError, ValueError, FileNotFoundError) as err:
             raise type(err)(_pool_names(str(err))) from None
         self._num_channels: dict[str, int] = {}
@@ -382,7 +382,7 @@ class DatasetExamples(Filmstrips):
                 self._show(pl_module, event, pool, shape, layer, top, counts, drift)
                 self.keep(
                     event,
-                    f"featurewatch/examples/{layer}",
+                    f"featurewatch/{self.name}/{layer}",
                     scale_each(pool[top.indices[:, 0]].detach().float().cpu()),
                     [str(c) for c in top.channels],
                     part=layer,
@@ -411,7 +411,7 @@ class DatasetExamples(Filmstrips):
         values = topk_drift(
             old[[old_chans.index(c) for c in common]], indices[[chans.index(c) for c in common]]
         ).tolist()
-        key = f"featurewatch/examples/{layer}"
+        key = f"featurewatch/{self.name}/{layer}"
         event.add_scalar(f"{key}/drift", sum(values) / len(values))
         event.add_histogram(f"{key}/drift_units", values)
         return old_step, dict(zip(common, values))
@@ -454,7 +454,7 @@ class DatasetExamples(Filmstrips):
             pool, top, boxes=boxes, projections=projections, min_size=self.min_size
         )
         event.add_image(
-            f"featurewatch/examples/{layer}",
+            f"featurewatch/{self.name}/{layer}",
             image,
             caption=self._caption(event, layer, top, boxes, projections, plain, drift),
         )

@@ -136,7 +136,7 @@ class DeadNeuronMonitor(FeatureWatchCallback):
           evaluation so far (columns); red cells never fired.
         - ``featurewatch/dead/alerts``: text, the alerts raised at this evaluation.
         - ``featurewatch/dead/<layer>/error``: text, once, if a layer's output cannot be monitored.
-        - ``featurewatch/dead_neurons/seconds``: wall time of the evaluation.
+        - ``featurewatch/dead/seconds``: wall time of the evaluation.
 
     Attributes:
         dead_channels: ``{layer: [channel, ...]}`` of the latest evaluation.
@@ -157,7 +157,7 @@ class DeadNeuronMonitor(FeatureWatchCallback):
         {'net.features.2': [], 'net.features.6': [3, 11]}
     """
 
-    name = "dead_neurons"
+    default_name = "dead"
     all_ranks = True
 
     def __init__(
@@ -219,6 +219,19 @@ class DeadNeuronMonitor(FeatureWatchCallback):
         self._pending: list[str] = []
         self._reported_problems: set[str] = set()
         self._recorder: ChannelStatsRecorder | None = None
+
+    #: what is decided from the statistics, not how they are measured (see state_key_fields)
+    decisions = frozenset(
+        {
+            "strict",
+            "on_dead",
+            "patience",
+            "dying_rate",
+            "dead_alert_fraction",
+            "dormancy_threshold",
+            "heatmap",
+        }
+    )
 
     # ------------------------------------------------------------------ configuration
     def state_key_fields(self) -> dict[str, Any]:
@@ -355,10 +368,10 @@ class DeadNeuronMonitor(FeatureWatchCallback):
         # rank; rank-zero-only drawing (the heatmaps) happens afterwards and cannot change it.
         verdicts = self._judge(summaries, event)
         for key, v in verdicts.items():
-            event.add_scalar(f"featurewatch/dead/{key}/dead_fraction", v.dead_fraction)
-            event.add_scalar(f"featurewatch/dead/{key}/dying_fraction", v.dying_fraction)
-            event.add_scalar(f"featurewatch/dead/{key}/dormant_fraction", v.dormant_fraction)
-            event.add_histogram(f"featurewatch/dead/{key}/on_rate", summaries[key].on_rate)
+            event.add_scalar(f"featurewatch/{self.name}/{key}/dead_fraction", v.dead_fraction)
+            event.add_scalar(f"featurewatch/{self.name}/{key}/dying_fraction", v.dying_fraction)
+            event.add_scalar(f"featurewatch/{self.name}/{key}/dormant_fraction", v.dormant_fraction)
+            event.add_histogram(f"featurewatch/{self.name}/{key}/on_rate", summaries[key].on_rate)
         self._alert(event, verdicts)
         if self.heatmap and trainer.is_global_zero:
             self._draw_heatmaps(event, summaries)
@@ -407,7 +420,7 @@ class DeadNeuronMonitor(FeatureWatchCallback):
             if name not in self._reported_problems:
                 self._reported_problems.add(name)
                 rank_zero_warn(f"DeadNeuronMonitor skips {problem}", category=DeadNeuronWarning)
-                event.add_text(f"featurewatch/dead/{name}/error", problem)
+                event.add_text(f"featurewatch/{self.name}/{name}/error", problem)
 
     def _judge(
         self, summaries: dict[str, ChannelSummary], event: Event
@@ -459,7 +472,7 @@ class DeadNeuronMonitor(FeatureWatchCallback):
         if self.on_dead == "stop":
             self.stop_reason = "DeadNeuronMonitor stopped training: " + "; ".join(alerts)
             alerts = [self.stop_reason]
-        event.add_text("featurewatch/dead/alerts", "\n".join(alerts))
+        event.add_text(f"featurewatch/{self.name}/alerts", "\n".join(alerts))
         self._pending.extend(alerts)
 
     def _draw_heatmaps(self, event: Event, summaries: dict[str, ChannelSummary]) -> None:
@@ -469,7 +482,7 @@ class DeadNeuronMonitor(FeatureWatchCallback):
         for key in drawn:
             try:
                 event.add_figure(
-                    f"featurewatch/dead/{key}/heatmap",
+                    f"featurewatch/{self.name}/{key}/heatmap",
                     self.heatmap_figure(key),
                     caption=f"step {event.step}, epoch {event.epoch}: on-rate of the "
                     f"{summaries[key].channels} channels of {key} at every evaluation; red = never "

@@ -52,13 +52,13 @@ class DeepDream(FeatureWatchCallback):
           (bottom row).
         - ``featurewatch/deepdream/<layer>/gain``: scalar, mean squared activation of the layer on
           the dreams divided by that on the probe images.
-        - ``featurewatch/deep_dream/seconds``: wall time of the call.
+        - ``featurewatch/deepdream/seconds``: wall time of the call.
 
     Example:
         >>> DeepDream("net.features.4", num_images=4, octaves=3, steps=10)
     """
 
-    name = "deep_dream"
+    default_name = "deepdream"
 
     def __init__(
         self,
@@ -94,7 +94,10 @@ class DeepDream(FeatureWatchCallback):
         self.min_size = min_size
         self.input_key = input_key
         self._probe = ProbeImages(
-            image, num_images, normalize if isinstance(normalize, (tuple, list)) else None
+            image,
+            num_images,
+            normalize if isinstance(normalize, (tuple, list)) else None,
+            argument="image",
         )
         self._norm: tuple[list[float], list[float]] | None = None
 
@@ -153,7 +156,7 @@ class DeepDream(FeatureWatchCallback):
         factor = max(1, -(-self.min_size // max(h, w)))
         if factor > 1:
             both = torch.nn.functional.interpolate(both, scale_factor=factor, mode="nearest")
-        key = f"featurewatch/deepdream/{self.layer}"
+        key = f"featurewatch/{self.name}/{self.layer}"
         event.add_image(
             key,
             grid(both, nrow=pixels.shape[0], padding=2, pad_value=1.0),

@@ -75,7 +75,7 @@ class FeatureDrift(FeatureWatchCallback):
         >>> trainer = pl.Trainer(callbacks=[FeatureDrift(num_images=64)])
     """
 
-    name = "drift"
+    default_name = "drift"
 
     def __init__(
         self,
@@ -186,10 +186,10 @@ class FeatureDrift(FeatureWatchCallback):
                 if previous is not None and previous.shape == current.shape:
                     value = cka_from_grams(previous, current)
                     entry["cka_previous"][layer] = value
-                    event.add_scalar(f"featurewatch/drift/{layer}/cka_previous", value)
+                    event.add_scalar(f"featurewatch/{self.name}/{layer}/cka_previous", value)
                 value = cka_from_grams(first, current)
                 entry["cka_first"][layer] = value
-                event.add_scalar(f"featurewatch/drift/{layer}/cka_first", value)
+                event.add_scalar(f"featurewatch/{self.name}/{layer}/cka_first", value)
                 self.previous_grams[layer] = current
             except Exception as err:  # noqa: BLE001 - one layer (e.g. constant output) must not cost all
                 self.report_failure(event, layer, f"layer {layer!r}", err)
@@ -197,7 +197,7 @@ class FeatureDrift(FeatureWatchCallback):
         self.history.append(entry)
         if any(e["cka_previous"] for e in self.history):
             event.add_figure(
-                "featurewatch/drift/cka_previous",
+                f"featurewatch/{self.name}/cka_previous",
                 self.chart(),
                 caption=(
                     f"epoch {event.epoch}, step {event.step}: CKA of each layer's activations on "

@@ -8,6 +8,7 @@ import pytorch_lightning as pl
 import torch
 from torch import nn
 
+from featurewatch.callbacks._arguments import check_input_key
 from featurewatch.callbacks.base import FeatureWatchCallback, check_layer
 from featurewatch.core.inspect import filter_grid
 from featurewatch.core.layers import CONV_TYPES, find_first_conv, resolve_layer
@@ -28,6 +29,8 @@ class FilterWeights(FeatureWatchCallback):
         layer: name of a ``Conv2d`` whose input channels are the image channels, as in
             ``model.named_modules()``. Default: the first convolution of the model.
         min_size: tiles are enlarged (nearest neighbour) to at least this many pixels.
+        input_key: where the images are in a batch (index for tuples, key for dicts); the first
+            batch's images are checked against ``layer``'s input channels.
         **schedule: ``every_n_epochs``, ``every_n_train_steps``, ``at_start``, ``at_end``,
             ``strict``: see :class:`~featurewatch.callbacks.base.FeatureWatchCallback`.
 
@@ -35,26 +38,29 @@ class FilterWeights(FeatureWatchCallback):
         - ``featurewatch/filters/<layer>``: image, the grid of filters (each scaled so zero is
           grey).
         - ``featurewatch/filters/<layer>/weights``: histogram of the weights.
-        - ``featurewatch/filter_weights/seconds``: wall time of the call.
+        - ``featurewatch/filters/seconds``: wall time of the call.
 
     Example:
         >>> trainer = pl.Trainer(callbacks=[FilterWeights()])
     """
 
-    name = "filter_weights"
+    default_name = "filters"
 
     def __init__(
         self,
         layer: str | None = None,
         *,
         min_size: int = 32,
+        input_key: int | str = 0,
         **schedule: Any,
     ) -> None:
         super().__init__(**schedule)
         check_layer("layer", layer, allow_none=True)
         check_int("min_size", min_size)
+        check_input_key(input_key)
         self.layer = layer
         self.min_size = min_size
+        self.input_key = input_key
 
     def state_key_fields(self) -> dict[str, Any]:
         return {"layer": self.layer}
@@ -96,10 +102,10 @@ class FilterWeights(FeatureWatchCallback):
     def visualize(self, trainer: pl.Trainer, pl_module: pl.LightningModule, event: Event) -> None:
         name, conv = self._conv(pl_module)
         event.add_image(
-            f"featurewatch/filters/{name}",
+            f"featurewatch/{self.name}/{name}",
             filter_grid(conv, min_size=self.min_size),
             caption=(
                 f"epoch {event.epoch}, step {event.step}: {conv.out_channels} filters of {name}"
             ),
         )
-        event.add_histogram(f"featurewatch/filters/{name}/weights", conv.weight)
+        event.add_histogram(f"featurewatch/{self.name}/{name}/weights", conv.weight)

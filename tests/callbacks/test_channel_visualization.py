@@ -59,7 +59,7 @@ def test_one_grid_per_layer_per_epoch_with_channel_captions(tmp_path: Path) -> N
     scalars = {r["key"] for r in recs if r["kind"] == "scalar"}
     assert "featurewatch/channels/net.features.6/mean_activation" in scalars
     assert "featurewatch/channels/net.features.6/weak_units" in scalars
-    assert "featurewatch/channel_visualization/seconds" in scalars
+    assert "featurewatch/channels/seconds" in scalars
     assert not [r for r in recs if r["kind"] == "text"], "no errors logged"
     assert hooks_left(model) == []
 
@@ -262,3 +262,36 @@ def test_filmstrip_every_and_at_end_read_back_from_tensorboard_and_files(tmp_pat
     assert last.shape[0] > 3 * 32 and last.shape[1] > 4 * 32
     with Image.open(files / film[-1]["animation"]) as gif:
         assert gif.format == "GIF" and gif.n_frames == 4  # one frame per stored call
+
+
+class _NaNChannel(torch.nn.Module):
+    """Channel 1 of its input becomes NaN (its gradient stays 0: the other channels are clean)."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        c = torch.arange(x.shape[1]).reshape(1, -1, 1, 1)
+        return torch.where(c == 1, torch.full_like(x, float("nan")), x)
+
+
+class _NoSteps(LitClassifier):
+    def training_step(self, batch, batch_idx):  # type: ignore[no-untyped-def]
+        return None  # weights stay as they are: only the NaN layer is unusual
+
+
+def test_a_unit_with_a_nan_activation_is_flagged_and_left_out_of_the_scalars(
+    tmp_path: Path,
+) -> None:
+    net = SmallCNN()
+    net.features.insert(3, _NaNChannel())
+    train, val = digits_loaders(n=32, size=16, batch_size=16)
+    cb = ChannelVisualization(
+        ["net.features.3"], max_channels=4, steps=4, every_n_epochs=None, at_start=True
+    )
+    make_trainer(tmp_path, [cb], max_steps=1, num_sanity_val_steps=0).fit(_NoSteps(net), train, val)
+    recs = {r["key"]: r for r in records(tmp_path) if r["step"] == 0}
+    key = "featurewatch/channels/net.features.3"
+    assert "activation not finite (NaN/Inf): 1" in recs[key]["caption"]
+    assert "could not be excited: 1" not in recs[key]["caption"]
+    assert recs[f"{key}/nonfinite_units"]["value"] == 1.0
+    mean = recs[f"{key}/mean_activation"]["value"]
+    assert mean is not None and np.isfinite(mean)  # over channels 0, 2, 3 (NaN was logged)
+    assert cb.failures == 0

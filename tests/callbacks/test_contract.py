@@ -93,7 +93,7 @@ def test_at_start_never_draws_from_the_users_dataloader(tmp_path):
 
 
 class Exploding(FeatureWatchCallback):
-    name = "exploding"
+    default_name = "exploding"
 
     def visualize(self, trainer, pl_module, event):
         raise RuntimeError("kaboom in a visualization")
@@ -208,7 +208,9 @@ def test_no_work_in_sanity_check_or_fast_dev_run(tmp_path):
 
 def test_schedule_by_steps_and_final_run(tmp_path):
     by_steps = FilterWeights(every_n_epochs=None, every_n_train_steps=3)
-    by_epoch = FilterWeights(layer="net.features.0", every_n_epochs=2, at_start=True)
+    by_epoch = FilterWeights(
+        layer="net.features.0", every_n_epochs=2, at_start=True, name="filters_by_epoch"
+    )
     train, val = digits_loaders(n=128)  # 4 steps per epoch, 3 epochs -> 12 steps
     trainer = make_trainer(tmp_path, callbacks=[by_steps, by_epoch], max_epochs=3)
     trainer.fit(LitClassifier(), train, val)
@@ -228,7 +230,8 @@ def test_resume_keeps_state_and_probe(tmp_path):
     assert probe.shape[0] == 3
 
     resumed = ActivationGrid(layers=["net.features.2"], num_images=3)
-    other = ActivationGrid(layers=["net.features.6"], num_images=3)  # distinct state_key, coexists
+    # another instance coexists under its own name (and state key)
+    other = ActivationGrid(layers=["net.features.6"], num_images=3, name="deep_activations")
     assert resumed.state_key != other.state_key
     trainer2 = make_trainer(
         tmp_path, callbacks=[resumed, other], max_epochs=2, enable_checkpointing=True

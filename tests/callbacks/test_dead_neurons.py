@@ -515,7 +515,7 @@ def test_two_differently_measuring_monitors_coexist() -> None:
     net, layers, expected = _planted("relu_module")
     every, sampled = (
         DeadNeuronMonitor(layers, rates_every_n_steps=1, heatmap=False),
-        DeadNeuronMonitor(layers, heatmap=False),
+        DeadNeuronMonitor(layers, heatmap=False, name="dead_sampled"),
     )
     _trainer([every, sampled], max_epochs=1).fit(LitClassifier(net), train)
     assert every.dead_channels == sampled.dead_channels == expected

@@ -35,7 +35,7 @@ FILTER_SIZE = (2 * 35 + 2, 4 * 35 + 2)
 
 
 class Failing(FeatureWatchCallback):
-    name = "failing"
+    default_name = "failing"
 
     def visualize(self, trainer, pl_module, event):
         raise ValueError("visualization exploded")
@@ -96,7 +96,7 @@ def test_tensorboard_event_reader(run):
     # 16 maps of 8x8 enlarged to 32 px in a 4x4 grid (1 px padding) = 133 px; 3 probes side by
     # side (4 px)
     assert png.size == (acts[-1].width, acts[-1].height) == (3 * (133 + 4) + 4, 133 + 8)
-    assert [e.step for e in acc.Scalars("featurewatch/filter_weights/seconds")] == STEPS
+    assert [e.step for e in acc.Scalars("featurewatch/filters/seconds")] == STEPS
     assert "featurewatch/filters/net.features.0/weights" in acc.Tags()["histograms"]
     for key in (GRADCAM, EXAMPLES):
         assert [e.step for e in acc.Images(key)] == STEPS, key
@@ -124,7 +124,7 @@ def test_mlflow_local_store(run, tmp_path):
     root, loggers, _ = run
     client = MlflowClient(tracking_uri=f"sqlite:///{root / 'mlflow.db'}")
     run_id = loggers[2].run_id
-    seconds = client.get_metric_history(run_id, "featurewatch/filter_weights/seconds")
+    seconds = client.get_metric_history(run_id, "featurewatch/filters/seconds")
     assert sorted(m.step for m in seconds) == STEPS
     images = [a.path for a in client.list_artifacts(run_id, "images")]
     assert images, "no image artifacts"

@@ -24,7 +24,7 @@ STEPS = [0, 4, 8, 12]
 class Complaining(FeatureWatchCallback):
     """Fails at every call: its error text is what the report must show collapsed."""
 
-    name = "complaining"
+    default_name = "complaining"
 
     def visualize(self, trainer: pl.Trainer, pl_module: pl.LightningModule, event: Event) -> None:
         raise RuntimeError(f"no picture at step {trainer.global_step}")

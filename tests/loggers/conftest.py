@@ -54,7 +54,7 @@ def sample_event(step: int, epoch: int = 0) -> Event:
 class Probe(FeatureWatchCallback):
     """The smallest real featurewatch callback: logs :func:`fill`'s items."""
 
-    name = "probe"
+    default_name = "probe"
 
     def visualize(self, trainer: pl.Trainer, pl_module: pl.LightningModule, event: Event) -> None:
         fill(event)

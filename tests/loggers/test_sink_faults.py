@@ -210,7 +210,7 @@ def test_mlflow_logs_the_rest_of_an_event_when_an_image_is_refused(tmp_path):
 
 
 class OtherProbe(Probe):
-    name = "other_probe"
+    default_name = "other_probe"
 
 
 def fit_recording_warnings(root: Path, logger, callbacks) -> list[str]:
