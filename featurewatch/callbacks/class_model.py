@@ -9,7 +9,7 @@ import pytorch_lightning as pl
 import torch
 from torch import nn
 
-from featurewatch.callbacks.rendering import RenderCallback
+from featurewatch.callbacks.rendering import RenderCallback, image_header
 from featurewatch.core.hygiene import model_device_dtype
 from featurewatch.core.images import normalizer
 from featurewatch.core.objectives import class_logit
@@ -92,8 +92,10 @@ class ClassModelVisualization(RenderCallback):
             :class:`~featurewatch.callbacks.base.FeatureWatchCallback`.
 
     Logged keys:
-        - ``featurewatch/class_model/output``: image, one tile per class (row-major; the caption
-          lists index and name of each class).
+        - ``featurewatch/class_model/output``: image, one tile per class (row-major), each under
+          a title strip with its index and name ("3 · three"; the index alone without names or
+          where the name does not fit the tile), under the header
+          "class model · epoch E · step S"; the caption lists index and name of each class.
         - ``featurewatch/class_model/output/mean_logit``: scalar, mean final score.
         - ``featurewatch/class_model/output/self_classified``: scalar, fraction of images the
           model classifies as the class they were rendered for.
@@ -203,6 +205,10 @@ class ClassModelVisualization(RenderCallback):
         label = [
             f"{c}: {names[c]}" if names is not None and c < len(names) else str(c) for c in classes
         ]
+        titles = [  # the index alone where the name does not fit: never lose the index
+            (f"{c} · {names[c]}", str(c)) if names is not None and c < len(names) else str(c)
+            for c in classes
+        ]
         images = result.images.to(pl_module.device)
         images = normalizer(self._norm, images.shape[1], images.device)(images)
         with torch.no_grad():
@@ -219,7 +225,8 @@ class ClassModelVisualization(RenderCallback):
             )
         )
         key = f"featurewatch/{self.name}/output"
-        event.add_image(key, self._display(result.images), caption=caption)
+        header = image_header("class model", event)
+        event.add_image(key, self._display(result.images, titles, header=header), caption=caption)
         event.add_scalar(f"{key}/mean_logit", float(result.values.mean()))
         event.add_scalar(f"{key}/self_classified", float(own.float().mean()))
         self.keep(

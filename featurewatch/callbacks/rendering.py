@@ -4,11 +4,11 @@
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from typing import Any
 
 import pytorch_lightning as pl
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 from featurewatch.callbacks.base import FeatureWatchCallback
@@ -20,7 +20,8 @@ from featurewatch.core.filmstrip import (
     encode_gif,
 )
 from featurewatch.core.fit_stats import ImageStats, fit_image_stats
-from featurewatch.core.images import Normalize, grid
+from featurewatch.core.images import Normalize
+from featurewatch.core.labels import labelled_grid
 from featurewatch.core.objectives import Objective
 from featurewatch.core.param import ImageSpec
 from featurewatch.core.render import RenderResult, render
@@ -32,6 +33,7 @@ __all__ = [
     "NormalizeArg",
     "RenderCallback",
     "check_normalize",
+    "image_header",
     "input_normalization",
 ]
 
@@ -42,6 +44,12 @@ THUMBNAIL_SIZE = 64
 
 #: ``(mean, std)``, ``"data"`` (fitted from the first batch) or ``None`` (the model sees [0, 1]).
 NormalizeArg = Normalize | str | None
+
+
+def image_header(what: str, event: Event) -> str:
+    """The short line drawn above a logged picture: ``"net.features.6 · epoch 3 · step 240"``
+    (the full explanation stays in the caption)."""
+    return f"{what} · epoch {event.epoch} · step {event.step}"
 
 
 def check_normalize(normalize: Any) -> None:
@@ -366,14 +374,20 @@ class RenderCallback(Filmstrips):
             polish_steps=self.polish_steps,
         )
 
-    def _display(self, images: torch.Tensor, group: int = 1) -> torch.Tensor:
-        """Tiles enlarged to ``min_size``, in a near-square grid; groups of ``group`` consecutive
-        images (the variants of one unit) stay together on one row."""
-        h, w = images.shape[-2:]
-        factor = max(1, -(-self.min_size // max(h, w)))
-        tiles = F.interpolate(images, scale_factor=factor, mode="nearest") if factor > 1 else images
+    def _display(
+        self,
+        images: torch.Tensor,
+        titles: Sequence[str | Sequence[str]],
+        *,
+        group: int = 1,
+        header: str | None = None,
+    ) -> torch.Tensor:
+        """The logged picture: each tile under its title (:func:`labelled_grid`), enlarged to
+        ``min_size`` (nearest neighbour, integer factor), in a near-square grid under ``header``;
+        groups of ``group`` consecutive images (the variants of one unit) stay together on one
+        row. The filmstrips keep the unlabelled images (see :meth:`keep`)."""
         nrow = None if group == 1 else group * math.ceil(math.sqrt(images.shape[0] / group**2))
-        return grid(tiles, nrow=nrow, padding=2, pad_value=1.0)
+        return labelled_grid(images, titles, ncol=nrow, min_tile=self.min_size, header=header)
 
     def extra_state(self) -> dict[str, Any]:
         if self._input_shape is None:

@@ -44,6 +44,7 @@ __all__ = [
     "label_font",
     "labelled_grid",
     "shorten",
+    "text_band",
     "with_colour_bar",
 ]
 
@@ -115,6 +116,27 @@ def shorten(text: str, font: Any, width: int) -> str:
     return ELLIPSIS if _width(font, ELLIPSIS) <= width else ""
 
 
+def _first_fitting(title: str | Sequence[str], font: Any, width: int) -> str:
+    """``title``, or of alternatives (longest first) the first that fits ``width`` (else the last,
+    which :func:`shorten` then cuts)."""
+    if isinstance(title, str):
+        return title
+    options = [str(t) for t in title] or [""]
+    return next((t for t in options if _width(font, t) <= width), options[-1])
+
+
+def text_band(
+    width: int, text: str, *, size: int = 11, background: float = 1.0, align: str = "left"
+) -> torch.Tensor:
+    """A ``(3, h, width)`` strip of ``background`` with one line of dark (or, on a dark
+    background, light) ``text`` in :func:`label_font` of ``size`` px, shortened to fit
+    (:func:`shorten`); ``align`` is ``"left"`` or ``"centre"``. For row labels of pictures that
+    are not a grid of equal tiles (e.g. a dataset-examples row)."""
+    if align not in ("left", "centre"):
+        raise ValueError(f"`align` must be 'left' or 'centre', got {align!r}")
+    return _text_band(width, text, label_font(size), float(background), align=align)
+
+
 def _ink(background: float) -> tuple[int, int, int]:
     v = _INK if background >= 0.5 else 1.0 - _INK
     return (round(v * 255),) * 3
@@ -151,7 +173,7 @@ def _paint_nonfinite(images: torch.Tensor) -> torch.Tensor:
 
 def labelled_grid(
     images: torch.Tensor,
-    titles: Sequence[str],
+    titles: Sequence[str | Sequence[str]],
     *,
     ncol: int | None = None,
     min_tile: int = 64,
@@ -173,7 +195,9 @@ def labelled_grid(
         images: ``(N, C, H, W)`` floats in ``[0, 1]``, ``C`` = 1 or 3 (2 or more than 3 channels
             are shown as in :func:`~featurewatch.core.images.to_display_channels`). Non-finite
             pixels are painted magenta (:data:`~featurewatch.core.images.NONFINITE_RGB`).
-        titles: ``N`` titles, one per tile, in order.
+        titles: ``N`` titles, one per tile, in order. A title may be a tuple of alternatives,
+            longest first: the first that fits the tile is drawn (``("ch 5 (weak)", "5 (weak)")``
+            keeps the mark on a narrow tile), the last one shortened if none fits.
         ncol: tiles per row; default near-square
             (:func:`~featurewatch.core.images.columns_for`).
         min_tile: the smallest tile side shown, in pixels; larger tiles are kept as they are.
@@ -222,7 +246,8 @@ def labelled_grid(
     tile_w = w * k
     size = min(14, max(10, tile_w // 7))
     font = label_font(size)
-    strips = [_text_band(tile_w, str(t), font, _STRIP) for t in titles]
+    room = tile_w - 2 * _MARGIN
+    strips = [_text_band(tile_w, _first_fitting(t, font, room), font, _STRIP) for t in titles]
     cells = torch.stack([torch.cat([s, tile], dim=1) for s, tile in zip(strips, x)])
     cols = min(n, ncol if ncol is not None else columns_for(n))
     picture = make_grid(cells, nrow=cols, padding=pad, pad_value=float(fill))

@@ -14,6 +14,8 @@ import torch.nn.functional as F
 from PIL import Image
 
 from featurewatch.callbacks.class_model import ClassModelVisualization
+from featurewatch.core.images import to_uint8
+from featurewatch.core.labels import label_font, labelled_grid
 from tests._hygiene import assert_untouched, snapshot
 from tests._models import LitClassifier, SmallCNN, digits_loaders
 from tests.callbacks.conftest import hooks_left, make_trainer
@@ -23,6 +25,39 @@ WORDS = ["zero", "one", "two", "three", "four", "five", "six", "seven", "eight",
 
 class NamedClassifier(LitClassifier):
     class_names = WORDS
+
+
+def labelled_cells(
+    png: np.ndarray, n: int, tile: int, ncol: int, *, header: bool = True, pad: int = 2
+) -> list[tuple[np.ndarray, np.ndarray]]:
+    """``(strip, tile)`` pixels of each cell of a logged :func:`labelled_grid` picture, from its
+    documented layout: a header line, then per cell a title strip above a ``tile`` px tile."""
+    size = min(14, max(10, tile // 7))
+    strip = sum(label_font(size).getmetrics()) + 2 * 3
+    top = sum(label_font(size + 1, bold=True).getmetrics()) + 2 * 3 + pad if header else 0
+    rows = -(-n // ncol)
+    assert png.shape[0] == top + pad + rows * (strip + tile + pad), png.shape
+    assert png.shape[1] >= pad + ncol * (tile + pad), png.shape
+    cells = []
+    for i in range(n):
+        r, c = divmod(i, ncol)
+        y, x = top + pad + r * (strip + tile + pad), pad + c * (tile + pad)
+        cells.append(
+            (png[y : y + strip, x : x + tile], png[y + strip : y + strip + tile, x : x + tile])
+        )
+    return cells
+
+
+def strip_of(title: str, tile: int) -> np.ndarray:
+    """The title strip ``labelled_grid`` draws for ``title`` over a ``tile`` px tile, as uint8."""
+    picture = labelled_grid(torch.zeros(1, 1, tile, tile), [title], pad=0, min_tile=tile)
+    return to_uint8(picture[:, : picture.shape[1] - tile])
+
+
+def has_text(strip: np.ndarray) -> bool:
+    """Dark glyph pixels on a title strip's light grey (240), none touching its top or bottom."""
+    dark = (strip.min(axis=-1) if strip.ndim == 3 else strip) < 128
+    return int(dark.sum()) > 8 and not dark[0].any() and not dark[-1].any()
 
 
 def fit(
@@ -46,6 +81,17 @@ def test_one_image_per_class_with_names_from_the_module(tmp_path: Path) -> None:
     image = next(r for r in recs if r["kind"] == "image")
     assert image["key"] == "featurewatch/class_model/output"
     assert "3: three" in image["caption"] and "7: seven" in image["caption"]
+    # each 16 px class image is shown at 64 px (min_size) under a strip titled "3 · three"
+    png = np.asarray(Image.open(tmp_path / "featurewatch_logs" / image["path"]).convert("RGB"))
+    cells = labelled_cells(png, 2, 64, 2)
+    header = png[: png.shape[0] - (len(cells[0][0]) + 64 + 4)]
+    assert has_text(header[2:])  # "class model · epoch 0 · step 2"
+    for strip, tile in cells:
+        assert has_text(strip) and (strip.max(axis=-1) == 240).mean() > 0.5  # light grey strip
+        assert (tile[::4, ::4] == tile[1::4, 1::4]).all()  # nearest neighbour 4x: blocks intact
+    for (strip, _), title in zip(cells, ["3 · three", "7 · seven"]):
+        assert np.array_equal(strip, strip_of(title, 64)), title
+        assert not np.array_equal(strip, strip_of(title.split()[0], 64))  # the name is drawn
     scalars = {r["key"]: r["value"] for r in recs if r["kind"] == "scalar"}
     assert 0.0 <= scalars["featurewatch/class_model/output/self_classified"] <= 1.0
     assert "featurewatch/class_model/output/mean_logit" in scalars
@@ -116,12 +162,12 @@ def test_a_model_returning_a_dict_renders_the_logits_output_key_selects(tmp_path
     assert hooks_left(model) == []
     (image,) = [r for r in recs if r["kind"] == "image" and not r["key"].endswith("/filmstrip")]
     assert image["key"] == "featurewatch/class_model/output"
-    # the logged tiles, read back from the PNG (16 x 16, 2 px padding), fed to the trained model
+    # the logged tiles, read back from the PNG (16 x 16 under their titles), fed to the model
     with Image.open(tmp_path / "featurewatch_logs" / image["path"]) as im:
         pixels = np.asarray(im.convert("L"), dtype=np.float32) / 255
-    tiles = torch.stack(
-        [torch.from_numpy(pixels[2:18, 2 + 18 * i : 18 + 18 * i]) for i in range(2)]
-    )
+    cells = labelled_cells(pixels, 2, 16, 2)
+    assert all(has_text(strip * 255) for strip, _ in cells)
+    tiles = torch.stack([torch.from_numpy(np.ascontiguousarray(t)) for _, t in cells])
     assert cb._norm is not None
     mean, std = (torch.tensor(v).reshape(1, -1, 1, 1) for v in cb._norm)
     model.eval()
