@@ -72,6 +72,7 @@ from featurewatch.callbacks._identity import (
     config_digest,
 )
 from featurewatch.callbacks._probe import ProbeImages
+from featurewatch.callbacks._progress import Announcer
 from featurewatch.core.hygiene import isolated
 from featurewatch.core.validation import check_bool, check_int
 from featurewatch.loggers import Event, Sink, sinks_for
@@ -329,6 +330,7 @@ class FeatureWatchCallback(pl.Callback, ABC):
             type(self).default_name if name is None else check_name(type(self).__name__, name)
         )
         self._named = name is not None
+        self._announcer = Announcer(type(self).__name__)
         self._pristine: Pristine | None = None
         self._fitted = False
         self._sinks: list[Sink] = []
@@ -595,6 +597,11 @@ class FeatureWatchCallback(pl.Callback, ABC):
         """The model input inside a batch (subclasses with an ``input_key`` override this)."""
         return batch_input(batch, getattr(self, "input_key", 0))
 
+    def progress(self, detail: str) -> None:
+        """Say which part of a call is being computed (e.g. ``"features.5 (2/4)"``) on the
+        training progress bar, on an interactive terminal only; a no-op elsewhere."""
+        self._announcer.say(detail)
+
     def report_failure(self, event: Event, part: str, what: str, err: BaseException) -> None:
         """Report that one part of this call failed while the other parts are still logged.
 
@@ -649,7 +656,7 @@ class FeatureWatchCallback(pl.Callback, ABC):
         self._calls += 1
         self._part_failed = False
         try:
-            with isolated(pl_module):
+            with self._announcer.during(trainer), isolated(pl_module):
                 self.visualize(trainer, pl_module, event)
             if self._part_failed:
                 self._failures += 1
