@@ -10,7 +10,7 @@ import pytorch_lightning as pl
 import torch
 
 from featurewatch.callbacks.base import check_layers, describe_channels
-from featurewatch.callbacks.rendering import THUMBNAIL_SIZE, RenderCallback
+from featurewatch.callbacks.rendering import THUMBNAIL_SIZE, RenderCallback, image_header
 from featurewatch.core.filmstrip import render_drift, shrink
 from featurewatch.core.inspect import activation_maps
 from featurewatch.core.layers import list_layers, parse_layer, resolve_layer
@@ -26,6 +26,23 @@ from featurewatch.core.validation import (
 from featurewatch.loggers import Event
 
 __all__ = ["ChannelVisualization"]
+
+
+def _titles(
+    chans: Sequence[int], variants: int, weak: Sequence[int], broken: Sequence[int]
+) -> list[tuple[str, ...]]:
+    """Tile titles, ``variants`` per channel: ``"ch 12"``, marked ``"ch 5 (weak)"`` or
+    ``"ch 5 (NaN)"`` (non-finite activation) on the channel's first tile, its other variants
+    ``"ch 12 · 2"``; each with shorter alternatives that keep the index and the mark on a
+    narrow tile (``"5 (weak)"``)."""
+    titles: list[tuple[str, ...]] = []
+    for c in chans:
+        mark = " (NaN)" if c in broken else " (weak)" if c in weak else ""
+        titles.append(
+            (f"ch {c}{mark}", f"{c}{mark}", f"{c}{mark.replace('(', '').replace(')', '')}")
+        )
+        titles.extend((f"ch {c} · {j}", f"{c} · {j}") for j in range(2, variants + 1))
+    return titles
 
 
 class ChannelVisualization(RenderCallback):
@@ -66,8 +83,11 @@ class ChannelVisualization(RenderCallback):
             :class:`~featurewatch.callbacks.base.FeatureWatchCallback`.
 
     Logged keys:
-        - ``featurewatch/channels/<layer>``: image, one tile per channel (row-major; the caption
-          lists the channel indices and the units that could not be excited).
+        - ``featurewatch/channels/<layer>``: image, one tile per channel (row-major), each under a
+          title strip: ``"ch 12"``, ``"ch 5 (weak)"`` for a unit that could not be excited,
+          ``"ch 5 (NaN)"`` for a non-finite activation; with ``variants``, a channel's further
+          images ``"ch 12 · 2"``; under the header ``"<layer> · epoch E · step S"``. The caption
+          lists the channel indices, the weak and non-finite units and the drift.
         - ``featurewatch/channels/<layer>/negative``: image, minimizing images (with ``negative``).
         - ``featurewatch/channels/<layer>/mean_activation``: scalar, mean final objective value.
         - ``featurewatch/channels/<layer>/weak_units``: scalar, channels that could not be excited.
@@ -218,7 +238,10 @@ class ChannelVisualization(RenderCallback):
                 caption += f"; drift since step {since} (1 - Pearson r): " + ", ".join(
                     f"{c}: {d:.3f}" for c, d in values.items()
                 )
-            event.add_image(key, self._display(result.images, v), caption=caption)
+            titles = _titles(chans, v, weak, broken)
+            header = image_header(layer, event)
+            picture = self._display(result.images, titles, group=v, header=header)
+            event.add_image(key, picture, caption=caption)
             if bool(finite.any()):
                 event.add_scalar(f"{key}/mean_activation", float(result.values[finite].mean()))
             event.add_scalar(f"{key}/weak_units", float(len(weak)))
@@ -251,7 +274,12 @@ class ChannelVisualization(RenderCallback):
                 neg = self._render(pl_module, objective, seeds, budget)
                 event.add_image(
                     f"{key}/negative",
-                    self._display(neg.images, v),
+                    self._display(
+                        neg.images,
+                        _titles(chans, v, [], []),
+                        group=v,
+                        header=image_header(f"{layer} (minimized)", event),
+                    ),
                     caption=(
                         f"epoch {event.epoch}, step {event.step}: {layer}, {what} minimized, "
                         f"{layout}"

@@ -20,6 +20,7 @@ from featurewatch.core.hygiene import isolated
 from featurewatch.loggers import Event
 from tests._models import LitClassifier, SmallCNN, digits_loaders
 from tests.callbacks.conftest import hooks_left, make_trainer
+from tests.callbacks.test_class_model import has_text, labelled_cells, strip_of
 
 
 def records(root: Path) -> list[dict[str, Any]]:
@@ -54,8 +55,19 @@ def test_one_grid_per_layer_per_epoch_with_channel_captions(tmp_path: Path) -> N
     assert sorted(strips) == [(f"{k}/filmstrip", steps[-1]) for k in keys]
     first = next(r for r in images if r["key"].endswith("features.6"))
     assert "channels 0, 1, 2, 3" in first["caption"]
-    png = np.asarray(Image.open(tmp_path / "featurewatch_logs" / first["path"]))
-    assert png.shape[0] >= 64 and png.std() > 1  # 2x2 tiles of >= 32 px, not blank
+    png = np.asarray(Image.open(tmp_path / "featurewatch_logs" / first["path"]).convert("RGB"))
+    assert png.std() > 1
+    # 2 x 2 tiles of 16 px shown at 32 px, each under its title strip, under a header
+    cells = labelled_cells(png, 4, 32, 2)
+    assert has_text(png[2 : png.shape[0] - 2 * (len(cells[0][0]) + 32 + 2)])  # the header
+    shown = cb._previous["net.features.6"][2].reshape(4, 16, 16)  # the last call's images
+    last = next(r for r in reversed(images) if r["key"].endswith("features.6"))
+    png = np.asarray(Image.open(tmp_path / "featurewatch_logs" / last["path"]).convert("RGB"))
+    for c, (strip, tile) in enumerate(labelled_cells(png, 4, 32, 2)):
+        assert has_text(strip) and np.array_equal(strip, strip_of(f"ch {c}", 32)), c
+        expected = (shown[c].numpy() * 255).round()
+        assert np.abs(tile[::2, ::2, 0].astype(float) - expected).max() <= 1, c  # intact pixels
+        assert (tile[::2, ::2] == tile[1::2, 1::2]).all()  # nearest neighbour, 2 x
     scalars = {r["key"] for r in recs if r["kind"] == "scalar"}
     assert "featurewatch/channels/net.features.6/mean_activation" in scalars
     assert "featurewatch/channels/net.features.6/weak_units" in scalars
@@ -104,11 +116,15 @@ def test_variants_of_a_channel_are_side_by_side_on_one_row(tmp_path: Path) -> No
     assert (
         "channels 1, 4, 6 (row-major, 2 diverse images per channel side by side)" in rec["caption"]
     )
-    png = np.asarray(Image.open(tmp_path / "featurewatch_logs" / rec["path"]))
-    # 6 tiles of 16 px shown at 32 px: 2 channels (4 tiles) per row, 2 rows, 2 px padding
-    assert png.shape[:2] == (2 * 34 + 2, 4 * 34 + 2)
-    tile = lambda r, c: png[2 + 34 * r : 34 * (r + 1), 2 + 34 * c : 34 * (c + 1)].astype(int)
-    assert np.abs(tile(0, 0) - tile(0, 1)).mean() > 5, "the two variants of channel 1 look alike"
+    png = np.asarray(Image.open(tmp_path / "featurewatch_logs" / rec["path"]).convert("RGB"))
+    # 6 tiles of 16 px shown at 32 px: 2 channels (4 tiles) per row, 2 rows, each under a title
+    cells = labelled_cells(png, 6, 32, 4)
+    assert png.shape[1] >= 4 * 34 + 2
+    titles = ["ch 1", "1 · 2", "ch 4", "4 · 2", "ch 6", "6 · 2"]  # "ch 1 · 2" is too wide
+    for (strip, _), title in zip(cells, titles):
+        assert has_text(strip) and np.array_equal(strip, strip_of(title, 32)), title
+    tile = lambda i: cells[i][1].astype(int)
+    assert np.abs(tile(0) - tile(1)).mean() > 5, "the two variants of channel 1 look alike"
     with pytest.raises(ValueError, match="`variants`"):
         ChannelVisualization("a", variants=0)
     with pytest.raises(ValueError, match="`diversity`"):
@@ -292,6 +308,15 @@ def test_a_unit_with_a_nan_activation_is_flagged_and_left_out_of_the_scalars(
     assert "activation not finite (NaN/Inf): 1" in recs[key]["caption"]
     assert "could not be excited: 1" not in recs[key]["caption"]
     assert recs[f"{key}/nonfinite_units"]["value"] == 1.0
+    # the tile of channel 1 is marked in its title; the others carry the plain channel number
+    png = np.asarray(Image.open(tmp_path / "featurewatch_logs" / recs[key]["path"]).convert("RGB"))
+    cells = labelled_cells(png, 4, 64, 2)
+    found = re.search(r"could not be excited: ([\d, ]+)", recs[key]["caption"])  # unseeded weights
+    weak = {int(c) for c in found.group(1).split(", ")} if found else set()
+    for c in range(4):
+        mark = " (NaN)" if c == 1 else " (weak)" if c in weak else ""
+        title = (f"ch {c}{mark}", f"{c}{mark}")  # "ch 0 (weak)" is too wide for 64 px
+        assert has_text(cells[c][0]) and np.array_equal(cells[c][0], strip_of(title, 64)), title
     mean = recs[f"{key}/mean_activation"]["value"]
     assert mean is not None and np.isfinite(mean)  # over channels 0, 2, 3 (NaN was logged)
     assert cb.failures == 0

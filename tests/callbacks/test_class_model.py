@@ -48,7 +48,7 @@ def labelled_cells(
     return cells
 
 
-def strip_of(title: str, tile: int) -> np.ndarray:
+def strip_of(title: str | tuple[str, ...], tile: int) -> np.ndarray:
     """The title strip ``labelled_grid`` draws for ``title`` over a ``tile`` px tile, as uint8."""
     picture = labelled_grid(torch.zeros(1, 1, tile, tile), [title], pad=0, min_tile=tile)
     return to_uint8(picture[:, : picture.shape[1] - tile])
