@@ -11,7 +11,7 @@ import torch
 
 from featurewatch.callbacks._probe import Normalize, ProbeImages
 from featurewatch.callbacks.base import check_layers, describe_channels
-from featurewatch.callbacks.rendering import Filmstrips
+from featurewatch.callbacks.rendering import Filmstrips, image_header
 from featurewatch.core.calls import layer_call_counts
 from featurewatch.core.drawing import examples_grid
 from featurewatch.core.examples import TopExamples, top_examples, top_examples_multi
@@ -111,8 +111,10 @@ class DatasetExamples(Filmstrips):
     Logged keys:
         - ``featurewatch/examples/<layer>``: image, one row per channel: the ``k`` top images
           (highest first, receptive field outlined in red) | their receptive-field crops |
-          their projections (zero is grey). The caption gives, per channel, the pool indices
-          and activation values, with the epoch and step.
+          their projections (zero is grey); above each row a strip with the channel, pool
+          indices and activations (``"ch 5 · top 6: #12 (4.1), #3 (3.9), ..."``, as many as
+          fit), under the header ``"<layer> · epoch E · step S"``. The caption gives, per
+          channel, all the pool indices and activation values, with the epoch and step.
         - ``featurewatch/examples/<layer>/drift``: scalar, how much the channels' top images
           changed since the previous call: the mean over channels of ``1 - |P ∩ C| / |P ∪ C|``
           (Jaccard distance) of the channel's top-``k`` pool indices then (``P``) and now
@@ -450,8 +452,18 @@ class DatasetExamples(Filmstrips):
             )
             projections = result.gradients.reshape(rows, k, *result.gradients.shape[1:])
             plain = result.plain and self.projection != "gradient"
+        titles = [
+            f"ch {c} · top {k}: " + ", ".join(f"#{i} ({v:.3g})" for i, v in zip(idx, val))
+            for c, idx, val in zip(top.channels, top.indices.tolist(), top.values.tolist())
+        ]
         image = examples_grid(
-            pool, top, boxes=boxes, projections=projections, min_size=self.min_size
+            pool,
+            top,
+            boxes=boxes,
+            projections=projections,
+            min_size=self.min_size,
+            row_titles=titles,
+            header=image_header(layer, event),
         )
         event.add_image(
             f"featurewatch/{self.name}/{layer}",

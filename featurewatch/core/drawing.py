@@ -12,6 +12,7 @@ Example:
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
@@ -19,6 +20,7 @@ import torch
 import torch.nn.functional as F
 
 from featurewatch.core.images import grid, scale_each, to_display_channels
+from featurewatch.core.labels import label_font, text_band
 from featurewatch.core.receptive_field import Box
 from featurewatch.core.validation import check_images
 
@@ -26,6 +28,10 @@ if TYPE_CHECKING:  # examples.py re-exports examples_grid: no import cycle at ru
     from featurewatch.core.examples import TopExamples
 
 __all__ = ["examples_grid"]
+
+_STRIP = 0.94  # row title strips: the light grey of labelled_grid's title strips
+_ROW_SIZE = 11  # px, the row titles' font
+_HEADER_SIZE = 12  # px, the header's font
 
 
 def _rgb(images: torch.Tensor) -> torch.Tensor:
@@ -69,6 +75,8 @@ def examples_grid(
     projections: torch.Tensor | None = None,
     min_size: int = 32,
     outline: bool = True,
+    row_titles: Sequence[str] | None = None,
+    header: str | None = None,
 ) -> torch.Tensor:
     """One picture of a layer's dataset examples: a row per channel.
 
@@ -90,12 +98,19 @@ def examples_grid(
         projections: ``(rows, k, C, H, W)`` from :func:`project`.
         min_size: minimum tile size in pixels.
         outline: draw the receptive field on the top images.
+        row_titles: one line per row, drawn left aligned in a light strip above the row's tiles
+            (e.g. ``"ch 5 · top 6: #12 (4.1), #3 (3.9), ..."``; words that do not fit are dropped
+            for "…", see :func:`~featurewatch.core.labels.shorten`). ``None``: no strips.
+        header: a line across the top, e.g. ``"features.5 · epoch 3 · step 240"``; a picture
+            narrower than it is widened with white on the right (up to 1024 px).
 
     Returns:
         ``(3, H', W')`` image in ``[0, 1]``.
     """
     check_images("images", images)
     rows, k = top.indices.shape
+    if row_titles is not None and (isinstance(row_titles, str) or len(row_titles) != rows):
+        raise ValueError(f"`row_titles` must hold one title per row ({rows}), got {row_titles!r}")
     if boxes is not None and (len(boxes) != rows or any(len(b) != k for b in boxes)):
         raise ValueError(f"`boxes` must hold {rows} rows of {k} boxes")
     if projections is not None and tuple(projections.shape[:2]) != (rows, k):
@@ -142,5 +157,16 @@ def examples_grid(
         joined: list[torch.Tensor] = []
         for i, part in enumerate(parts):
             joined.extend([spacer, part] if i else [part])
-        row_images.append(torch.cat(joined, dim=2))
-    return grid(torch.stack(row_images), nrow=1, padding=4, pad_value=1.0)
+        row = torch.cat(joined, dim=2)
+        if row_titles is not None:
+            strip = text_band(row.shape[-1], str(row_titles[r]), size=_ROW_SIZE, background=_STRIP)
+            row = torch.cat([strip, row], dim=1)
+        row_images.append(row)
+    picture = grid(torch.stack(row_images), nrow=1, padding=4, pad_value=1.0)
+    if header:  # widened (up to 1024 px) so that a header longer than a narrow picture fits
+        needed = math.ceil(label_font(_HEADER_SIZE).getlength(header)) + 2 * 3 + 4
+        width = max(picture.shape[-1], min(1024, needed))
+        picture = F.pad(picture, (0, width - picture.shape[-1]), value=1.0)
+        band = text_band(width - 4, header, size=_HEADER_SIZE)
+        picture = torch.cat([F.pad(band, (4, 0, 4, 0), value=1.0), picture], dim=1)
+    return picture

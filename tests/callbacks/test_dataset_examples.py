@@ -20,9 +20,17 @@ from featurewatch.callbacks.base import FeatureWatchWarning
 from featurewatch.callbacks.dataset_examples import DatasetExamples
 from featurewatch.core.examples import top_examples
 from featurewatch.core.hygiene import isolated
+from featurewatch.core.images import to_uint8
+from featurewatch.core.labels import label_font, text_band
 from featurewatch.loggers import Event
 from tests._models import LitClassifier, SmallCNN, digits_loaders
 from tests.callbacks.conftest import hooks_left, make_trainer
+from tests.callbacks.test_class_model import has_text
+
+# a row title strip (11 px font, 3 px margins) above each row; a header (12 px, 3 px margins, 4 px
+# padding above it) over the picture
+STRIP = sum(label_font(11).getmetrics()) + 2 * 3
+HEADER = sum(label_font(12).getmetrics()) + 2 * 3 + 4
 
 LAYERS = ["net.features.2", "net.features.6", "net.fc"]
 
@@ -91,17 +99,26 @@ def test_one_picture_per_layer_at_each_scheduled_step_and_training_is_unchanged(
     seconds = [r for r in recs if r["key"] == "featurewatch/examples/seconds"]
     assert len(seconds) == 4
 
-    # layout: 2 channel rows of 32-px tiles (16 px enlarged twice), 3 per group; groups:
-    # images | crops | projections for conv layers, images | projections for the linear head
+    # layout: a header, 2 channel rows of 32-px tiles (16 px enlarged twice), 3 per group, each
+    # under its title strip; groups: images | crops | projections for conv layers, images |
+    # projections for the linear head
     group = 3 * (32 + 1) + 1
     for r in images:
         n_groups = 2 if r["key"].endswith("fc") else 3
         assert (r["height"], r["width"]) == (
-            2 * (32 + 2 + 4) + 4,
+            HEADER + 2 * (STRIP + 32 + 2 + 4) + 4,
             n_groups * group + (n_groups - 1) * 6 + 8,
         )
         png = np.asarray(Image.open(tmp_path / "watched" / "featurewatch_logs" / r["path"]))
         assert png.shape == (r["height"], r["width"], 3) and png.std() > 10
+        assert has_text(png[4:HEADER])  # "<layer> · epoch E · step S"
+        for row in range(2):
+            y = HEADER + 4 + row * (STRIP + 32 + 2 + 4)
+            strip = png[y : y + STRIP, 4 : 4 + group]
+            assert has_text(strip) and (strip == 240).mean() > 0.6  # text on the light strip
+            # the row's tiles start right below it: its first image's 1 px white frame, then pixels
+            assert (png[y + STRIP, 4 : 4 + group] == 255).all()
+            assert png[y + STRIP + 1 : y + STRIP + 33, 5 : 5 + 32].std() > 10
 
     # the pool: the first 48 validation inputs, fixed at the end of the first validation epoch; the
     # calls before it used the 32 images the sanity check had shown (never the loader drawn by us)
@@ -241,9 +258,25 @@ def test_tensor_pool_without_crops_or_projections_and_state_round_trip() -> None
         assert logged.key == "featurewatch/examples/net.features.6"
         assert "rows: channels 3, 1, 4" in logged.caption and "of 20 pool images" in logged.caption
         sizes[name] = logged.pixels.shape
+        # each row is titled with its channel and (as many as fit of) its top pool indices
+        width = logged.pixels.shape[1] - 8
+        pixels = np.asarray(logged.pixels)
+        for row, (c, pairs) in enumerate(caption_values(logged.caption).items()):
+            y = HEADER + 4 + row * (STRIP + 38)
+            title = f"ch {c} · top 5: " + ", ".join(f"#{i} ({v:.3g})" for i, v in pairs)
+            row_w = (5 * 33 + 1) * (1 if name == "bare" else 2) + (0 if name == "bare" else 6)
+            strip = pixels[y : y + STRIP, 4 : 4 + row_w]
+            assert has_text(strip) and width >= row_w
+            expected = to_uint8(text_band(row_w, title, size=11, background=0.94))
+            assert np.array_equal(strip, expected), (name, c)
+            assert not np.array_equal(
+                strip, to_uint8(text_band(row_w, f"ch {c + 1}", size=11, background=0.94))
+            )
     group = 5 * 33 + 1
-    assert sizes["bare"] == (3 * 38 + 4, group + 8, 3)
-    assert sizes["deconvnet"] == sizes["crops"] == (3 * 38 + 4, 2 * group + 6 + 8, 3)
+    height = HEADER + 3 * (STRIP + 38) + 4
+    bare_width = sizes["bare"][1]
+    assert sizes["bare"][0] == height and bare_width >= group + 8  # widened for the header
+    assert sizes["deconvnet"] == sizes["crops"] == (height, 2 * group + 6 + 8, 3)
     assert hooks_left(model) == []
 
     state = variants["bare"].state_dict()

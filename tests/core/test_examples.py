@@ -829,3 +829,30 @@ def test_grid_layout_and_zero_projection_is_grey() -> None:
     assert tuple(plain.shape) == (3, 2 * (16 + 2 + 4) + 4, k * 17 + 1 + 8)
     with pytest.raises(ValueError, match="`boxes`"):
         examples_grid(pool, top, boxes=rows[:1])
+
+
+def test_row_titles_sit_in_a_strip_above_each_row_and_the_tiles_keep_their_place() -> None:
+    from featurewatch.core.labels import label_font, text_band
+
+    model = small_cnn()
+    pool = torch.randn(12, 1, 16, 16, generator=gen(12))
+    fc = top_examples(model, pool, "fc", [0, 1], k=3)
+    plain = examples_grid(pool, fc, min_size=16)
+    titles = ["ch 0 · top 3", "ch 1 · top 3"]
+    labelled = examples_grid(pool, fc, min_size=16, row_titles=titles, header="fc · epoch 0")
+    strip = sum(label_font(11).getmetrics()) + 6
+    header = sum(label_font(12).getmetrics()) + 6 + 4
+    row_w, row_h = 3 * 17 + 1, 16 + 2
+    assert labelled.shape[1] == plain.shape[1] + header + 2 * strip
+    for r, title in enumerate(titles):
+        y = header + 4 + r * (strip + row_h + 4)
+        band = labelled[:, y : y + strip, 4 : 4 + row_w]
+        assert torch.equal(band, text_band(row_w, title, size=11, background=0.94))
+        assert (band.min(dim=0).values < 0.5).sum() > 20  # dark text on it
+        tiles = labelled[:, y + strip : y + strip + row_h, 4 : 4 + row_w]
+        assert torch.equal(
+            tiles, plain[:, 4 + r * (row_h + 4) : 4 + r * (row_h + 4) + row_h, 4 : 4 + row_w]
+        )
+    assert (labelled[:, 4 : header - 1].min(dim=0).values < 0.5).any()  # the header's text
+    with pytest.raises(ValueError, match="one title per row"):
+        examples_grid(pool, fc, row_titles=["ch 0"])
