@@ -36,6 +36,7 @@ from featurewatch.core.images import (
     to_display_channels,
 )
 from featurewatch.core.inspect import activation_maps
+from featurewatch.core.labels import with_colour_bar
 from featurewatch.core.layers import parse_layer, resolve_layer
 from featurewatch.core.outputs import check_output_key, class_index, class_scores
 from featurewatch.core.validation import check_image_inputs, check_int, is_int, out_of_range_message
@@ -157,7 +158,8 @@ class AttributionMaps(FeatureWatchCallback):
     Logged keys:
         - ``featurewatch/attribution/<method>``: image, the probe images (top row) with the
           method's heatmap over each (bottom row), one map per image scaled to its own maximum
-          (only positive evidence is coloured), so colours do not compare across images. The
+          (only positive evidence is coloured), so colours do not compare across images; at the
+          right a colour bar of ``cmap`` from 0 to 1, "fraction of map's max". The
           caption gives, per image, the target class, the predicted class and its probability,
           and the map's maximum absolute value with its unit (e.g. "probability drop"), which
           does compare across images and steps. Non-finite map values (NaN, Inf) are magenta
@@ -484,9 +486,10 @@ class AttributionMaps(FeatureWatchCallback):
             factor = max(1, -(-self.min_size // max(h, w)))
             if factor > 1:
                 tiles = F.interpolate(tiles, scale_factor=factor, mode="nearest")
+            picture = grid(tiles, nrow=n, padding=2, pad_value=1.0)
             event.add_image(
                 f"featurewatch/{self.name}/{method}",
-                grid(tiles, nrow=n, padding=2, pad_value=1.0),
+                with_colour_bar(picture, self.cmap, 0.0, 1.0, BAR_UNIT),
                 caption=(
                     f"epoch {event.epoch}, step {event.step}: {ATTRIBUTION_METHODS[method]} "
                     f"({how}); {n} probe images (top) and the map over each (bottom, "
@@ -523,6 +526,10 @@ class AttributionMaps(FeatureWatchCallback):
 
     def load_extra_state(self, state: dict[str, Any]) -> None:
         self._probe.load_state(state)
+
+
+#: The colour bar's unit: each map is divided by its own maximum (see ``overlay``).
+BAR_UNIT = "fraction of map's max"
 
 
 def _scale_note(maps: torch.Tensor, unit: str) -> str:

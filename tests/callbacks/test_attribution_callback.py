@@ -21,6 +21,7 @@ from featurewatch.core.advice import layer_advice, uniform_maps
 from featurewatch.core.attribution import cam, grad_cam, occlusion, overlay, saliency
 from featurewatch.core.hygiene import in_isolation, isolated
 from featurewatch.core.images import grid, scale_each, to_uint8
+from featurewatch.core.labels import colour_bar
 from tests._models import LitClassifier, SmallCNN, digits_loaders
 from tests.callbacks.conftest import hooks_left, make_trainer
 from tests.callbacks.test_activation_grid import NaNNet, magenta, nan_probe
@@ -69,6 +70,11 @@ def expected_png(probe: torch.Tensor, maps: torch.Tensor, factor: int = 4) -> np
     return to_uint8(grid(tiles, nrow=probe.shape[0], padding=2, pad_value=1.0)).astype(int)
 
 
+def bar_of(height: int) -> np.ndarray:
+    """The colour bar the logged picture ends with: jet, 0..1, the unit of a per-map scale."""
+    return to_uint8(colour_bar("jet", 0.0, 1.0, height=height, unit="fraction of map's max"))
+
+
 def caption_peaks(caption: str) -> tuple[str, list[float]]:
     """The unit and the per-image max |map| values a caption states."""
     match = re.search(r"max \|map\| per image, in ([a-z ]+): ((?:#\d+ [-+.e\d]+(?:, )?)+)", caption)
@@ -109,11 +115,15 @@ def test_every_method_is_logged_at_the_scheduled_steps(tmp_path: Path) -> None:
             part = caption.split(f"#{i}: target ")[1]
             target, rest = part.split(", predicted ", 1)
             assert rest.startswith(target + " (p=")
+    bar = bar_of(2 * 64 + 3 * 2)
     for r in images:
         pixels = png(tmp_path, r)
-        # 3 tiles per row, 16 px probes enlarged 4x to 64 px, 2 px padding
-        assert pixels.shape == (2 * 64 + 3 * 2, 3 * 64 + 4 * 2, 3)
-        top = pixels[2:66].astype(int)
+        # 3 tiles per row, 16 px probes enlarged 4x to 64 px, 2 px padding; then the colour bar
+        assert pixels.shape == (2 * 64 + 3 * 2, 3 * 64 + 4 * 2 + bar.shape[1], 3)
+        assert np.array_equal(pixels[:, 3 * 64 + 4 * 2 :], bar)
+        dark = pixels[:, -bar.shape[1] + 20 :].min(axis=-1) < 128
+        assert dark.sum() > 100  # ticks, their values and the unit are drawn
+        top = pixels[2:66, : 3 * 64 + 4 * 2].astype(int)
         assert (top[..., 0] == top[..., 2]).all(), "the probe images are grey digits"
     assert hooks_left(model) == []
     _, val = digits_loaders(n=64, size=16, batch_size=32)
@@ -124,7 +134,7 @@ def test_every_method_is_logged_at_the_scheduled_steps(tmp_path: Path) -> None:
     for method in ALL:
         record = next(r for r in images if r["step"] == 4 and r["key"].endswith("/" + method))
         maps = expected_maps(model, probe, method)
-        pixels = png(tmp_path, record).astype(int)
+        pixels = png(tmp_path, record).astype(int)[:, : 3 * 64 + 4 * 2]  # left of the bar
         assert np.abs(pixels - expected_png(probe, maps)).max() <= 1, method
         # independently of that oracle: each map's hottest pixel is red (jet's top) in the PNG;
         # an all-zero map would be blue there (jet(0) blended 50%: B - R = 64)
@@ -164,7 +174,8 @@ def test_fixed_probe_and_targets(tmp_path: Path) -> None:
         assert (
             "#0: target 3, predicted" in r["caption"] and "#1: target 7, predicted" in r["caption"]
         )
-        assert png(tmp_path, r).shape == (2 * 64 + 3 * 2, 2 * 64 + 3 * 2, 3)
+        bar = bar_of(2 * 64 + 3 * 2)
+        assert png(tmp_path, r).shape == (2 * 64 + 3 * 2, 2 * 64 + 3 * 2 + bar.shape[1], 3)
     caption = next(r["caption"] for r in images if r["key"].endswith("occlusion"))
     assert "drop of the logit when a window is set to 0" in caption
     unit, peaks = caption_peaks(caption)
@@ -507,6 +518,8 @@ def test_nan_maps_are_magenta_where_they_are_nan_and_the_rest_is_logged(tmp_path
         bad = ~torch.isfinite(maps)
         assert not bad[0].any()  # the healthy image's map is finite
         pixels = png(tmp_path, images[method]).astype(int)
+        assert np.array_equal(pixels[:, 2 * 66 + 2 :], bar_of(134))  # the colour bar at the right
+        pixels = pixels[:, : 2 * 66 + 2]
         assert np.abs(pixels - expected_png(probe, maps)).max() <= 1, method
         # independently of that oracle: magenta exactly where the map is NaN (4x enlarged tiles)
         bottom = pixels[68:132]
