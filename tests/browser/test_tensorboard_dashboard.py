@@ -156,8 +156,11 @@ class DevTools:
         self._from_chrome, from_chrome_w = os.pipe()
 
         def fds() -> None:  # in the child: the pipe ends where Chromium expects them
-            os.dup2(to_chrome_r, 3)
-            os.dup2(from_chrome_w, 4)
+            # via fresh copies: a pipe end that already is fd 3 or 4 would stay close-on-exec
+            # (dup2 onto itself changes nothing), and one copy could overwrite the other
+            ends = os.dup(to_chrome_r), os.dup(from_chrome_w)
+            os.dup2(ends[0], 3)
+            os.dup2(ends[1], 4)
 
         self.process = subprocess.Popen(
             [
