@@ -19,6 +19,7 @@ from featurewatch.core.labels import (
     label_font,
     labelled_grid,
     shorten,
+    text_band,
     with_colour_bar,
 )
 
@@ -234,3 +235,20 @@ def test_bad_arguments_fail_with_what_was_expected() -> None:
     with pytest.raises(ValueError, match=r"\(N, C, H, W\)"):
         labelled_grid(x[0], ["a"])
     assert np.asarray(to_uint8(labelled_grid(x, ["a", "b", "c"]))).dtype == np.uint8
+
+
+def test_a_title_with_alternatives_draws_the_first_that_fits() -> None:
+    x = _digits(2)
+    long, short = "ch 5 (weak)", "5 (weak)"  # at 64 px the first is too wide (10 px font)
+    assert label_font(10).getlength(long) > 64 - 6 >= label_font(10).getlength(short)
+    (a, _), (b, _) = _cells(labelled_grid(x, [(long, short), ("ch 1", "1")], ncol=2), 2, (64, 64))
+    (sa, _), (sb, _) = _cells(labelled_grid(x, [short, "ch 1"], ncol=2), 2, (64, 64))
+    assert torch.equal(a, sa) and torch.equal(b, sb)
+
+
+def test_text_band_is_one_line_of_dark_text_on_its_background() -> None:
+    band = text_band(200, "ch 3 · top 6: #12 (4.1)", size=11, background=0.94)
+    assert band.shape[:2] == (3, sum(label_font(11).getmetrics()) + 6) and band.shape[2] == 200
+    assert (band.min(dim=0).values < DARK).sum() > 40 and band.max() == pytest.approx(0.94, 0.01)
+    with pytest.raises(ValueError, match="`align`"):
+        text_band(10, "x", align="right")
