@@ -93,8 +93,9 @@ class ClassModelVisualization(RenderCallback):
 
     Logged keys:
         - ``featurewatch/class_model/output``: image, one tile per class (row-major), each under
-          a title strip with its index and name ("3 · three"; the index alone without names or
-          where the name does not fit the tile), under the header
+          a title strip with its index and name ("3 · three"; the index alone without names, for
+          names that are the index itself, or where the name does not fit the tile), under the
+          header
           "class model · epoch E · step S"; the caption lists index and name of each class.
         - ``featurewatch/class_model/output/mean_logit``: scalar, mean final score.
         - ``featurewatch/class_model/output/self_classified``: scalar, fraction of images the
@@ -206,7 +207,9 @@ class ClassModelVisualization(RenderCallback):
             f"{c}: {names[c]}" if names is not None and c < len(names) else str(c) for c in classes
         ]
         titles = [  # the index alone where the name does not fit: never lose the index
-            (f"{c} · {names[c]}", str(c)) if names is not None and c < len(names) else str(c)
+            (f"{c} · {names[c]}", str(c))
+            if names is not None and c < len(names) and str(names[c]) != str(c)
+            else str(c)  # no name, or a name that only repeats the index (digits)
             for c in classes
         ]
         images = result.images.to(pl_module.device)
