@@ -8,9 +8,10 @@ from typing import Any
 
 import pytorch_lightning as pl
 import torch
+from pytorch_lightning.utilities import rank_zero_warn
 
 from featurewatch.callbacks._probe import Normalize, ProbeImages
-from featurewatch.callbacks.base import check_layers, describe_channels
+from featurewatch.callbacks.base import FeatureWatchWarning, check_layers, describe_channels
 from featurewatch.callbacks.rendering import Filmstrips, image_header
 from featurewatch.core.calls import layer_call_counts
 from featurewatch.core.drawing import examples_grid
@@ -29,6 +30,15 @@ from featurewatch.core.validation import (
     out_of_range_message,
 )
 from featurewatch.loggers import Event
+
+#: ``checkpoint_pool="auto"`` keeps the pool itself in checkpoints up to this size.
+MAX_CHECKPOINT_POOL_BYTES = 8 * 2**20
+
+
+def _mark(pool: torch.Tensor) -> list[float]:
+    """A pool's fingerprint: its shape and the sum of its values (float64)."""
+    return [float(s) for s in pool.shape] + [float(pool.detach().double().sum())]
+
 
 __all__ = ["DatasetExamples"]
 
@@ -97,11 +107,14 @@ class DatasetExamples(Filmstrips):
         normalize: ``(mean, std)`` applied to pool images loaded from a path.
         batch_size: pool images per forward.
         min_size: tiles are enlarged (nearest neighbour, display only) to at least this size.
-        checkpoint_pool: keep the pool in checkpoints, so a resumed run shows the same images.
-            It takes ``pool_size * C * H * W * 4`` bytes in every checkpoint: 154 MB for 256 RGB
-            images of 224 x 224 (the default pool size). ``False``: nothing is saved, and after a
-            resume the pool is collected again from the batches Lightning feeds (the same images
-            if the validation loader does not shuffle).
+        checkpoint_pool: what checkpoints keep of the pool. ``"auto"`` (default): the pool
+            itself when it takes at most :data:`MAX_CHECKPOINT_POOL_BYTES` (8 MiB: 256 digits
+            of 16 x 16 take 256 KiB), else only its fingerprint (shape and sum, a few bytes):
+            after a resume the pool is collected again from the batches Lightning feeds, and
+            once it is fixed its fingerprint is compared with the checkpoint's (a warning says
+            when they differ, e.g. a shuffling validation loader; the drift then starts
+            afresh). ``True``: always the pool (``pool_size * C * H * W * 4`` bytes in every
+            checkpoint: 154 MB for 256 RGB images of 224 x 224). ``False``: nothing.
         filmstrip_every: also log the filmstrips every this many calls (``None``: only at the
             end of training); see :class:`~featurewatch.callbacks.rendering.Filmstrips`.
         **schedule: ``every_n_epochs``, ``every_n_train_steps``, ``at_start``, ``at_end``,
@@ -153,7 +166,7 @@ class DatasetExamples(Filmstrips):
         normalize: Normalize | None = None,
         batch_size: int = 64,
         min_size: int = 32,
-        checkpoint_pool: bool = True,
+        checkpoint_pool: bool | str = "auto",
         filmstrip_every: int | None = None,
         **schedule: Any,
     ) -> None:
@@ -186,7 +199,10 @@ class DatasetExamples(Filmstrips):
             check_int(name, count)
         self.init_filmstrips(filmstrip_every, min_size)
         check_bool("crops", crops)
-        check_bool("checkpoint_pool", checkpoint_pool)
+        if not (isinstance(checkpoint_pool, bool) or checkpoint_pool == "auto"):
+            raise ValueError(
+                f"`checkpoint_pool` must be 'auto', True or False, got {checkpoint_pool!r}"
+            )
         if projection is not None and projection not in PROJECTION_RULES:
             raise ValueError(
                 f"`projection` must be one of {', '.join(map(repr, PROJECTION_RULES))} or None, "
@@ -216,6 +232,8 @@ class DatasetExamples(Filmstrips):
         # the pool marked by _pool_mark (its shape and sum)
         self._previous: dict[str, tuple[list[int], int, torch.Tensor]] = {}
         self._pool_mark: list[float] | None = None
+        # the fingerprint of a checkpointed pool that was not saved itself, until compared
+        self._expected_mark: list[float] | None = None
 
     @property
     def pool_size(self) -> int:
@@ -265,12 +283,24 @@ class DatasetExamples(Filmstrips):
 
     def on_validation_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         if not trainer.sanity_checking and self._pool.source is None and self._pool.seen("val"):
-            self._pool.get()  # fixed from the first real validation epoch, for the whole run
+            self._verify(self._pool.get())  # fixed from the first real validation epoch
 
     def on_train_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         if self._pool.source is None and self._pool.fixed is None and self._pool.seen("train"):
-            self._pool.get()  # no validation so far: the first training inputs, fixed now
+            self._verify(self._pool.get())  # no validation so far: the first training inputs
         super().on_train_epoch_end(trainer, pl_module)
+
+    def _verify(self, pool: torch.Tensor) -> None:
+        """Compare a pool fixed after a resume with the checkpoint's fingerprint (once)."""
+        expected, self._expected_mark = self._expected_mark, None
+        if expected is not None and _mark(pool) != expected:
+            rank_zero_warn(
+                f"DatasetExamples({self.name!r}): the pool collected after resuming differs from "
+                "the checkpointed one (its fingerprint: shape and sum); a shuffling validation "
+                "loader or other data? The top images are now from the new pool, their drift "
+                "starts afresh. Pass checkpoint_pool=True to keep the pool itself in checkpoints.",
+                category=FeatureWatchWarning,
+            )
 
     # ------------------------------------------------------------------ work
     def _peek_pool(self) -> torch.Tensor:
@@ -341,7 +371,7 @@ class DatasetExamples(Filmstrips):
     def visualize(self, trainer: pl.Trainer, pl_module: pl.LightningModule, event: Event) -> None:
         pool = self._peek_pool()
         shape = tuple(int(s) for s in pool.shape[1:])
-        mark = [float(s) for s in pool.shape] + [float(pool.detach().double().sum())]
+        mark = _mark(pool)
         if mark != self._pool_mark:  # other images: their indices cannot be compared
             self._previous.clear()
             self._pool_mark = mark
@@ -506,7 +536,15 @@ class DatasetExamples(Filmstrips):
 
     # ------------------------------------------------------------------ resume
     def extra_state(self) -> dict[str, Any]:
-        state = self._pool.state() if self.checkpoint_pool else {}
+        fixed = self._pool.fixed
+        keep = self.checkpoint_pool is True or (
+            self.checkpoint_pool == "auto"
+            and fixed is not None
+            and fixed.numel() * fixed.element_size() <= MAX_CHECKPOINT_POOL_BYTES
+        )
+        state = self._pool.state() if keep else {}
+        if not keep and self.checkpoint_pool == "auto" and fixed is not None:
+            state["pool_fingerprint"] = _mark(fixed)
         state.update(self.filmstrip_state())
         if self._previous:
             state["drift"] = {
@@ -520,6 +558,8 @@ class DatasetExamples(Filmstrips):
 
     def load_extra_state(self, state: dict[str, Any]) -> None:
         self._pool.load_state(state)
+        found = state.get("pool_fingerprint")
+        self._expected_mark = [float(v) for v in found] if found is not None else None
         self.load_filmstrip_state(state)
         saved = state.get("drift") or {}
         mark = saved.get("pool_mark")

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import re
+import warnings
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -15,6 +16,7 @@ import torch
 import torch.nn.functional as F
 from PIL import Image
 from torch import nn
+from torch.utils.data import DataLoader
 
 from featurewatch.callbacks.base import FeatureWatchWarning
 from featurewatch.callbacks.dataset_examples import DatasetExamples
@@ -52,14 +54,23 @@ def records(root: Path) -> list[dict[str, Any]]:
 
 
 def fit(
-    root: Path, callbacks: list, *, epochs: int = 2, val: bool = True, net: nn.Module | None = None
+    root: Path,
+    callbacks: list,
+    *,
+    epochs: int = 2,
+    val: bool = True,
+    net: nn.Module | None = None,
+    ckpt: Path | None = None,
+    shuffle_val: bool = False,
 ) -> tuple[pl.Trainer, LitClassifier]:
     pl.seed_everything(0, verbose=False)
     model = LitClassifier(net if net is not None else SmallCNN())
     # 4 steps per epoch, 64 val images
     train, val_loader = digits_loaders(n=64, size=16, batch_size=16)
+    if shuffle_val:
+        val_loader = DataLoader(val_loader.dataset, batch_size=16, shuffle=True)
     trainer = make_trainer(root, callbacks, max_epochs=epochs)
-    trainer.fit(model, train, val_loader if val else None)
+    trainer.fit(model, train, val_loader if val else None, ckpt_path=ckpt)
     return trainer, model
 
 
@@ -611,3 +622,55 @@ def test_drift_is_the_jaccard_distance_of_consecutive_top_k_indices(tmp_path: Pa
     (strip,) = [r for r in recs if r["key"] == f"{key}/filmstrip"]
     assert strip["step"] == 8 and "columns: 4 of 4 calls" in strip["caption"]
     assert (tmp_path / "featurewatch_logs" / strip["animation"]).is_file()
+
+
+def test_auto_keeps_a_small_pool_and_only_the_fingerprint_of_a_large_one(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import featurewatch.callbacks.dataset_examples as module
+
+    def make() -> DatasetExamples:
+        return DatasetExamples(
+            "net.features.6",
+            max_channels=1,
+            k=2,
+            pool_size=48,
+            projection=None,
+            every_n_epochs=None,
+            every_n_train_steps=2,
+        )
+
+    small = make()
+    trainer, _ = fit(tmp_path / "small", [small], epochs=1)
+    assert torch.equal(small.state_dict()["probe"], small._pool.fixed)  # 48 KiB: kept
+
+    monkeypatch.setattr(module, "MAX_CHECKPOINT_POOL_BYTES", 1024)  # as a 224 px pool would be
+    large = make()
+    trainer, _ = fit(tmp_path / "large", [large], epochs=1)
+    trainer.save_checkpoint(tmp_path / "large.ckpt")
+    saved = torch.load(tmp_path / "large.ckpt", weights_only=True)["callbacks"][large.state_key]
+    assert "probe" not in saved
+    assert saved["pool_fingerprint"] == [
+        48.0,
+        1.0,
+        16.0,
+        16.0,
+        float(large._pool.fixed.double().sum()),
+    ]
+
+    # the same validation images after resuming: no warning, the drift goes on from the checkpoint
+    resumed = make()
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", FeatureWatchWarning)
+        fit(tmp_path / "resumed", [resumed], epochs=2, ckpt=tmp_path / "large.ckpt")
+    assert resumed._pool.fixed is not None and torch.equal(resumed._pool.fixed, large._pool.fixed)
+
+    # other validation images (here: a different order) are said to differ
+    other = make()
+    with pytest.warns(FeatureWatchWarning, match="pool collected after resuming differs"):
+        fit(tmp_path / "other", [other], epochs=2, ckpt=tmp_path / "large.ckpt", shuffle_val=True)
+
+
+def test_checkpoint_pool_takes_auto_or_a_bool() -> None:
+    with pytest.raises(ValueError, match="`checkpoint_pool` must be 'auto', True or False, got 1"):
+        DatasetExamples("net.features.6", checkpoint_pool=1)  # type: ignore[arg-type]
