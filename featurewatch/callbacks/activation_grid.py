@@ -1,4 +1,5 @@
-"""ActivationGrid: the feature maps of fixed probe images at chosen layers."""
+"""ActivationGrid: the feature maps of fixed probe inputs at chosen layers (images, 1-D signals,
+vision-transformer tokens)."""
 
 from __future__ import annotations
 
@@ -10,13 +11,14 @@ import torch
 
 from featurewatch.callbacks._probe import Normalize, ProbeImages
 from featurewatch.callbacks.base import FeatureWatchCallback, check_layers
+from featurewatch.core.attribution import feature_map
 from featurewatch.core.images import grid, nonfinite_counts, nonfinite_note, scale_each
 from featurewatch.core.inspect import activation_grid, activation_maps
 from featurewatch.core.layers import list_layers, resolve_layer
+from featurewatch.core.signals import signal_curves, signal_heatmaps
 from featurewatch.core.validation import (
     NON_IMAGE_ALTERNATIVES,
     check_channel_list,
-    check_image_inputs,
     check_int,
     out_of_range_message,
 )
@@ -26,11 +28,23 @@ __all__ = ["ActivationGrid"]
 
 
 class ActivationGrid(FeatureWatchCallback):
-    """Log, for a few fixed probe images, every channel's feature map at the named layers.
+    """Log, for a few fixed probe inputs, every channel's feature map at the named layers.
 
     The view of the Deep Visualization Toolbox (Yosinski et al., 2015): early layers look like
     filtered copies of the input, deeper ones grow sparse and selective; a channel that is dark for
     every probe at every epoch is a candidate dead filter.
+
+    What is drawn follows the layer's output (one rule with
+    :func:`~featurewatch.core.attribution.feature_map`):
+
+    * ``(N, C, H, W)`` maps: per probe image, a grid of its channel maps;
+    * ``(N, C, L)`` maps of a 1-D net over ``(N, C, L)`` signals: per probe signal, a heatmap of
+      channels (rows) x time steps (columns) with a colour bar
+      (:func:`~featurewatch.core.signals.signal_heatmaps`);
+    * ``(N, T, D)`` tokens of a vision transformer over images: the patch tokens laid on their
+      square patch grid (the class token dropped), one map per token channel, as for conv maps.
+
+    Tabular models (``(N, F)`` inputs) are refused at the first batch: they have no maps.
 
     Args:
         layers: layer names as in ``model.named_modules()`` (``"name@k"`` picks the k-th call of a
@@ -39,13 +53,13 @@ class ActivationGrid(FeatureWatchCallback):
             of them if there are at most ``max_layers``, else ``max_layers`` of them evenly spaced
             from the first to the last (a DenseNet-121 has 120 convs: one grid each would swamp a
             dashboard).
-        probe: the probe images: a ``(N, C, H, W)`` tensor (already normalized like training
+        probe: the probe inputs: a ``(N, C, H, W)`` tensor (already normalized like training
             inputs), a path (image file, folder of images, or ``.pt`` tensor; resized to the
             training input size and normalized with ``normalize``), or ``None`` to take the first
             ``num_images`` inputs of the validation dataloader (training one if there is none, or
             if none was seen before the first call: ``num_sanity_val_steps=0`` with ``at_start``)
-            once and keep them for the whole run.
-        num_images: number of probe images (when taken from a dataloader or a folder).
+            once and keep them for the whole run (the only source for 1-D signals for now).
+        num_images: number of probe inputs (when taken from a dataloader or a folder).
         channels: which channels to show per layer (default: the first ``max_channels``).
         max_channels: cap on shown channels per layer.
         max_layers: cap on the default layers (ignored when ``layers`` is given).
@@ -56,11 +70,13 @@ class ActivationGrid(FeatureWatchCallback):
 
     Logged keys:
         - ``featurewatch/activations/<layer>``: image; per probe image, a grid of its channel maps
-          (viridis, one colour scale per probe image, zero darkest). Non-finite values (NaN,
-          Inf) are magenta and the caption counts them per probe image; a layer that cannot be
-          drawn is reported (``featurewatch/activations/<layer>/error``) and the other layers
+          (viridis, one colour scale per probe image, zero darkest), or per probe signal a
+          channels x time heatmap (one colour scale and colour bar per signal). Non-finite values
+          (NaN, Inf) are magenta and the caption counts them per probe input; a layer that cannot
+          be drawn is reported (``featurewatch/activations/<layer>/error``) and the other layers
           are still logged.
-        - ``featurewatch/activations/probe``: image, the probe images (first call only).
+        - ``featurewatch/activations/probe``: image, the probe images (first call only; for 1-D
+          signals, their waveforms).
         - ``featurewatch/activations/seconds``: wall time of the call.
     """
 
@@ -105,8 +121,9 @@ class ActivationGrid(FeatureWatchCallback):
         convs = list_layers(pl_module, kinds=("conv",))
         if not convs:
             raise ValueError(
-                f"ActivationGrid shows the feature maps of conv layers, and "
-                f"{type(pl_module).__name__} has none; {NON_IMAGE_ALTERNATIVES}"
+                f"ActivationGrid shows the feature maps of conv layers by default, and "
+                f"{type(pl_module).__name__} has none; pass `layers=` naming layers with (N, C, H, "
+                f"W), (N, C, L) or token (N, T, D) outputs, or: {NON_IMAGE_ALTERNATIVES}"
             )
         return convs
 
@@ -115,24 +132,32 @@ class ActivationGrid(FeatureWatchCallback):
             resolve_layer(pl_module, layer)
 
     def check_input(self, pl_module: pl.LightningModule, x: torch.Tensor) -> None:
-        check_image_inputs("ActivationGrid", x)
+        if x.dim() not in (3, 4):
+            kind = "feature vectors (N, F)" if x.dim() == 2 else "neither images nor signals"
+            raise ValueError(
+                f"ActivationGrid draws the feature maps of images (N, C, H, W) or 1-D signals "
+                f"(N, C, L), but this model's inputs are {kind}, shape {tuple(x.shape)}, which "
+                f"have no maps; {NON_IMAGE_ALTERNATIVES}"
+            )
         self._probe.resolve_path(x)
         sample = self._probe.fixed if self._probe.fixed is not None else x
         self._default_layers = None
         maps = activation_maps(pl_module, sample[:1], self._layers(pl_module))
         if self.layers is None:
-            spatial = [
-                la for la, m in maps.items() if m.dim() == 4 and m.shape[-2] * m.shape[-1] > 1
-            ]
+            spatial = [la for la, m in maps.items() if m.dim() in (3, 4) and _positions(m) > 1]
             self._default_layers = _evenly_spaced(spatial or list(maps), self.max_layers)
             maps = {la: maps[la] for la in self._default_layers}
         for layer, m in maps.items():
-            if m.dim() != 4:
+            if m.dim() not in (3, 4):
                 raise ValueError(
-                    f"ActivationGrid shows spatial feature maps, but layer {layer!r} outputs shape "
-                    f"{tuple(m.shape)}; name conv or activation layers "
-                    f"(e.g. {', '.join(list_layers(pl_module)[:5])})"
+                    "ActivationGrid shows feature maps - (N, C, H, W), (N, C, L) or token "
+                    f"(N, T, D) outputs - but layer {layer!r} outputs shape {tuple(m.shape)}; "
+                    f"name conv or activation layers (e.g. {', '.join(list_layers(pl_module)[:5])})"
                 )
+            try:
+                m = feature_map(pl_module, layer, m, sample[:1])
+            except ValueError as err:
+                raise ValueError(f"ActivationGrid: {err}") from err
             if self.channels is not None and max(self.channels) >= m.shape[1]:
                 raise ValueError(
                     "ActivationGrid: "
@@ -146,33 +171,56 @@ class ActivationGrid(FeatureWatchCallback):
     def visualize(self, trainer: pl.Trainer, pl_module: pl.LightningModule, event: Event) -> None:
         probe = self._probe.get()
         maps = activation_maps(pl_module, probe, self._layers(pl_module))
-        for layer, m in maps.items():
-            shown = list(
-                self.channels
-                if self.channels is not None
-                else range(min(self.max_channels, m.shape[1]))
-            )
+        signals = probe.dim() == 3
+        what = "probe signal" if signals else "probe image"
+        for layer, raw in maps.items():
             try:  # one layer that cannot be drawn must not cost the others
-                image = activation_grid(m, channels=shown, max_channels=self.max_channels)
+                m = feature_map(pl_module, layer, raw, probe)  # tokens: on the patch grid
+                shown = list(
+                    self.channels
+                    if self.channels is not None
+                    else range(min(self.max_channels, m.shape[1]))
+                )
+                if m.dim() == 3:
+                    image = signal_heatmaps(
+                        m,
+                        channels=shown,
+                        titles=[f"probe signal {i}" for i in range(m.shape[0])],
+                        title=f"{layer} · epoch {event.epoch} · step {event.step}",
+                    )
+                else:
+                    image = activation_grid(m, channels=shown, max_channels=self.max_channels)
             except Exception as err:  # noqa: BLE001 - reported; re-raised if strict
                 self.report_failure(event, layer, f"layer {layer!r}", err)
                 continue
+            if m.dim() == 3:
+                how = "channel x time heatmap per signal, own colour scale each"
+            elif raw.dim() == 3:
+                how = f"{raw.shape[1]} tokens laid on the {m.shape[-2]}x{m.shape[-1]} patch grid"
+            else:
+                how = "in reading order"
             event.add_image(
                 f"featurewatch/{self.name}/{layer}",
                 image,
                 caption=(
                     f"epoch {event.epoch}, step {event.step}: {layer}, {m.shape[1]} channels "
-                    f"({len(shown)} shown) for {m.shape[0]} probe images in reading order"
-                    + nonfinite_note(
-                        nonfinite_counts(m[:, shown]), m[0, shown].numel(), "probe image"
-                    )
+                    f"({len(shown)} shown) for {m.shape[0]} {what}s ({how})"
+                    + nonfinite_note(nonfinite_counts(m[:, shown]), m[0, shown].numel(), what)
                 ),
             )
         if not self._probe_logged:
+            if signals:
+                picture = signal_curves(
+                    probe,
+                    titles=[f"probe signal {i}" for i in range(probe.shape[0])],
+                    title="probe signals (the inputs, normalized like training inputs)",
+                )
+            else:
+                picture = grid(scale_each(probe), nrow=probe.shape[0])
             event.add_image(
                 f"featurewatch/{self.name}/probe",
-                grid(scale_each(probe), nrow=probe.shape[0]),
-                caption="probe images",
+                picture,
+                caption=f"probe {'signals' if signals else 'images'}",
             )
             self._probe_logged = True
 
@@ -192,3 +240,8 @@ def _evenly_spaced(items: list[str], k: int) -> list[str]:
         return [items[-1]]
     picks = sorted({round(i * (len(items) - 1) / (k - 1)) for i in range(k)})
     return [items[i] for i in picks]
+
+
+def _positions(m: torch.Tensor) -> int:
+    """How many positions a conv layer's output has: ``h * w`` or ``L``."""
+    return int(m.shape[-2] * m.shape[-1]) if m.dim() == 4 else int(m.shape[-1])
