@@ -19,7 +19,7 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from tests.browser.test_tensorboard_dashboard import DevTools, get  # noqa: E402
+from tests.browser.test_tensorboard_dashboard import DevTools, get
 
 DEFAULT_FILTER = "class_model/output$|channels/features.9$|examples/features.13$"
 
