@@ -12,7 +12,7 @@ from torch import nn
 from featurewatch.callbacks.rendering import RenderCallback, image_header
 from featurewatch.core.hygiene import model_device_dtype
 from featurewatch.core.images import normalizer
-from featurewatch.core.objectives import class_logit
+from featurewatch.core.objectives import CLASS_SCORES, class_score
 from featurewatch.core.outputs import OutputKey, check_output_key, class_scores
 from featurewatch.core.render import unit_seed
 from featurewatch.core.validation import (
@@ -63,12 +63,15 @@ class _Logits(nn.Module):
 
 
 class ClassModelVisualization(RenderCallback):
-    """Render, at every call, an image per class that maximizes the class's pre-softmax score.
+    """Render, at every call, an image per class that maximizes the class's score.
 
     The class model visualization of Simonyan et al. (2014), with a spectral parametrization and
-    transformation robustness (Olah et al., 2017). Early in training the images are noise the
-    network happens to like; as it learns, each becomes a recognizable prototype of its class (a
-    digit's strokes). The fraction of images the network classifies as their own class is logged.
+    transformation robustness (Olah et al., 2017). The score is the pre-softmax logit plus the
+    log-probability by default: the logit alone also rewards evidence that several classes share,
+    and its images of some classes then raise another class more than their own. Early in training
+    the images are noise the network happens to like; as it learns, each becomes a recognizable
+    prototype of its class (a digit's strokes). The fraction of images the network classifies as
+    their own class is logged.
 
     Args:
         classes: class indices to render. Default: every output of the model (up to
@@ -82,6 +85,9 @@ class ClassModelVisualization(RenderCallback):
             (``"logits"`` for ``{"logits": ..., "aux": ...}``) or a function ``output -> logits``.
             The images maximize the selected logits. Checked with one forward pass at the first
             batch.
+        score: what each image maximizes: ``"logit+log_probability"`` (default), ``"logit"``
+            (Simonyan et al.'s pre-softmax score) or ``"log_probability"``; see
+            :func:`~featurewatch.core.objectives.class_score`.
         redirect_steps: steps of ReLU-gradient redirect at the start (default 0 here;
             ``ChannelVisualization``'s is 8).
         **settings: the other render settings (``size``, ``steps``, ``lr``, ``normalize``,
@@ -97,7 +103,8 @@ class ClassModelVisualization(RenderCallback):
           names that are the index itself, or where the name does not fit the tile), under the
           header
           "class model · epoch E · step S"; the caption lists index and name of each class.
-        - ``featurewatch/class_model/output/mean_logit``: scalar, mean final score.
+        - ``featurewatch/class_model/output/mean_logit``: scalar, mean logit of the images' own
+          classes (the model's score of the logged images, whatever ``score`` they maximized).
         - ``featurewatch/class_model/output/self_classified``: scalar, fraction of images the
           model classifies as the class they were rendered for.
         - ``featurewatch/class_model/output/filmstrip``: image, at the end of training (and every
@@ -121,10 +128,16 @@ class ClassModelVisualization(RenderCallback):
         *,
         max_classes: int = 16,
         output_key: int | str | Callable[[Any], torch.Tensor] | None = None,
+        score: str = "logit+log_probability",
         redirect_steps: int = 0,
         **settings: Any,
     ) -> None:
         super().__init__(redirect_steps=redirect_steps, **settings)
+        if score not in CLASS_SCORES:
+            raise ValueError(
+                f"`score` must be one of {', '.join(map(repr, CLASS_SCORES))}, got {score!r}"
+            )
+        self.score = score
         if classes is not None:
             classes = check_channel_list("classes", classes, allow_int=False)
         if class_names is not None and (
@@ -198,7 +211,7 @@ class ClassModelVisualization(RenderCallback):
         model = self._logits_model(pl_module)
         result = self._render(
             model,
-            class_logit(classes),
+            class_score(classes, self.score),
             [unit_seed(self.seed, c) for c in classes],
             self.time_budget,
         )
@@ -215,8 +228,11 @@ class ClassModelVisualization(RenderCallback):
         images = result.images.to(pl_module.device)
         images = normalizer(self._norm, images.shape[1], images.device)(images)
         with torch.no_grad():
-            predicted = model(images.to(next(pl_module.parameters()).dtype)).argmax(1).cpu()
+            logits = model(images.to(next(pl_module.parameters()).dtype)).float().cpu()
+        predicted = logits.argmax(1)
         own = predicted == torch.tensor(classes)
+        # the logit itself, whatever the images maximized (its sum with the log-probability)
+        picked = logits[torch.arange(len(classes)), torch.tensor(classes)]
         caption = (
             f"epoch {event.epoch}, step {event.step}: class model images (row-major), classes "
             + ", ".join(label)
@@ -230,7 +246,7 @@ class ClassModelVisualization(RenderCallback):
         key = f"featurewatch/{self.name}/output"
         header = image_header("class model", event)
         event.add_image(key, self._display(result.images, titles, header=header), caption=caption)
-        event.add_scalar(f"{key}/mean_logit", float(result.values.mean()))
+        event.add_scalar(f"{key}/mean_logit", float(picked.mean()))
         event.add_scalar(f"{key}/self_classified", float(own.float().mean()))
         self.keep(
             event,

@@ -55,7 +55,7 @@ from featurewatch.core.objectives import (
     Objective,
     as_objective,
     channel,
-    class_logit,
+    class_score,
     diverse,
     neuron,
 )
@@ -560,16 +560,21 @@ def class_model_images(
     seed: int = 0,
     image_channels: int | None = None,
     normalize: Normalize | None = None,
+    score: str = "logit+log_probability",
     **options: Any,
 ) -> torch.Tensor:
-    """Class model visualization: images that maximize each class's pre-softmax score.
+    """Class model visualization: images that maximize each class's score.
 
     Simonyan et al., 2014, "Deep Inside Convolutional Networks"; with a spectral parametrization
     and transformation robustness (Olah et al., 2017) instead of their L2-only regularization.
+    By default the score is the pre-softmax logit plus the log-probability, which does not reward
+    evidence the class shares with others (see :func:`~featurewatch.core.objectives.class_score`;
+    ``score="logit"`` is Simonyan et al.'s).
 
     Args:
         model: a classifier returning ``(N, classes)`` scores.
         classes: class indices; image ``i`` maximizes ``classes[i]``.
+        score: ``"logit"``, ``"log_probability"`` or ``"logit+log_probability"``.
         size, steps, seed, image_channels, normalize, **options: as in :func:`visualize_channels`.
 
     Returns:
@@ -579,5 +584,11 @@ def class_model_images(
     spec = _spec(model, size, image_channels, options)
     seeds = [unit_seed(seed, c) for c in cls]
     return render(
-        model, class_logit(cls), spec, seeds=seeds, steps=steps, normalize=normalize, **options
+        model,
+        class_score(cls, score),
+        spec,
+        seeds=seeds,
+        steps=steps,
+        normalize=normalize,
+        **options,
     ).images
