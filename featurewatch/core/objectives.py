@@ -448,7 +448,8 @@ def class_score(classes: Units, score: str = "logit+log_probability") -> Objecti
 
     The sum keeps the logit's push for evidence of the class and subtracts what the other classes
     gain. It was chosen on one trained digits CNN (the logit: 9 of 10 classes classified as their
-    own at each of 3 seeds; the sum: 10) and checked on networks kept aside (tests/core/_heldout.py):
+    own at each of 3 seeds; the sum: 10) and checked on networks kept aside
+    (tests/core/_heldout.py):
     a BatchNorm CNN (logit 8-9 of 10, sum 10 of 10), a tanh LeNet, an MLP and a strided GELU CNN
     on the digits (10 of 10 with either), and a faces-vs-non-faces CNN on other data (2 of 2).
 
