@@ -118,6 +118,23 @@ class DeepDream(FeatureWatchCallback):
         activation_maps(
             pl_module, x[:1], [self.layer]
         )  # a layer (or "name@k") the forward never reaches fails now
+        if self.octaves > 1:  # the smallest octave must pass the model too (not a ViT's)
+            h, w = int(x.shape[-2]), int(x.shape[-1])
+            k = self.octaves - 1
+            small = (
+                max(8, round(h / self.octave_scale**k)),
+                max(8, round(w / self.octave_scale**k)),
+            )
+            try:
+                activation_maps(pl_module, x[:1, :, : small[0], : small[1]].clone(), [self.layer])
+            except Exception as err:  # noqa: BLE001 - whatever the model raises: said below
+                raise ValueError(
+                    f"DeepDream(octaves={self.octaves}) also runs the model on smaller images "
+                    f"(down to {small[0]} x {small[1]} for {h} x {w} inputs), and "
+                    f"{type(pl_module).__name__} refuses them ({type(err).__name__}: {err}); "
+                    "pass octaves=1 for a model that only takes its training size (e.g. a "
+                    "vision transformer)"
+                ) from None
 
     def observe_batch(self, batch: Any, split: str) -> None:
         if self._probe.fixed is None and self._probe.source is None:

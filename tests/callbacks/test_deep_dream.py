@@ -8,6 +8,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import pytorch_lightning as pl
+import torch
 from PIL import Image
 
 from featurewatch.callbacks.deep_dream import DeepDream
@@ -46,3 +47,33 @@ def test_arguments_and_layer_are_checked(tmp_path: Path) -> None:
     train, _ = digits_loaders(n=32, size=16)
     with pytest.raises(ValueError, match="not found"):
         make_trainer(tmp_path, [DeepDream("net.features.60")]).fit(model, train)
+
+
+class _FixedSize(SmallCNN):
+    """Flattens its 16 x 16 feature map into the classifier: any other input size fails."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.fc = torch.nn.Linear(16 * 8 * 8, 10)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.fc(self.features(x).flatten(1))
+
+
+def test_octaves_on_a_model_that_takes_one_input_size_fail_at_the_first_batch(
+    tmp_path: Path,
+) -> None:
+    train, val = digits_loaders(n=32, size=16, batch_size=16)
+    dream = DeepDream("net.fc", num_images=2, octaves=3, steps=1)
+    trainer = make_trainer(tmp_path, [dream], max_steps=2)
+    with pytest.raises(
+        ValueError,
+        match=r"DeepDream\(octaves=3\) also runs the model on smaller "
+        r"images \(down to 8 x 8 for 16 x 16 inputs\).*pass octaves=1",
+    ):
+        trainer.fit(LitClassifier(_FixedSize()), train, val)
+    assert trainer.global_step == 0
+
+    one = DeepDream("net.fc", num_images=2, octaves=1, steps=1)
+    make_trainer(tmp_path / "one", [one], max_steps=2).fit(LitClassifier(_FixedSize()), train, val)
+    assert one.calls >= 1 and one.failures == 0
