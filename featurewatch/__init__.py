@@ -31,6 +31,7 @@ _EXPORTS: dict[str, str] = {
     "AttributionMaps": "featurewatch.callbacks.attribution",
     "DatasetExamples": "featurewatch.callbacks.dataset_examples",
     "FeatureDrift": "featurewatch.callbacks.feature_drift",
+    "TimeBudget": "featurewatch.callbacks.time_budget",
     # core
     "saliency": "featurewatch.core.attribution",
     "occlusion": "featurewatch.core.attribution",
@@ -111,6 +112,7 @@ if TYPE_CHECKING:  # pragma: no cover - for type checkers and IDEs
     from featurewatch.callbacks.deep_dream import DeepDream
     from featurewatch.callbacks.feature_drift import FeatureDrift
     from featurewatch.callbacks.filter_weights import FilterWeights
+    from featurewatch.callbacks.time_budget import TimeBudget
     from featurewatch.core.attribution import cam, grad_cam, occlusion, overlay, saliency
     from featurewatch.core.dead_rule import ChannelSummary
     from featurewatch.core.deepdream import deep_dream

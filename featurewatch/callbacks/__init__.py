@@ -19,6 +19,7 @@ from featurewatch.callbacks.dead_neurons import (
 from featurewatch.callbacks.deep_dream import DeepDream
 from featurewatch.callbacks.feature_drift import FeatureDrift
 from featurewatch.callbacks.filter_weights import FilterWeights
+from featurewatch.callbacks.time_budget import TimeBudget
 
 __all__ = [
     "ActivationGrid",
@@ -35,5 +36,6 @@ __all__ = [
     "FeatureWatchWarning",
     "FilterWeights",
     "Schedule",
+    "TimeBudget",
     "batch_input",
 ]

@@ -18,6 +18,9 @@ base class owns everything else, once, for all of them:
   callbacks of one trainer may not share it (``name=`` tells two instances apart);
 * **distributed** - work and logging on global rank zero only, unless a subclass needs every rank
   (collectives), in which case every rank runs the work and only rank zero logs;
+* **time budget** - with a :class:`~featurewatch.callbacks.time_budget.TimeBudget` among the
+  trainer's callbacks, each call asks it first and may be deferred to the next due call (logged);
+  without one, every due call runs;
 * **resume, reuse** - ``state_dict``/``load_state_dict`` keep the cadence and any fixed probe
   images; a callback object reused for another ``fit`` starts that fit as fresh as when it was
   constructed (a resumed fit then loads its checkpointed state). ``state_key`` is ``name=`` when
@@ -73,6 +76,7 @@ from featurewatch.callbacks._identity import (
 )
 from featurewatch.callbacks._probe import ProbeImages
 from featurewatch.callbacks._progress import Announcer
+from featurewatch.callbacks.time_budget import TimeBudget
 from featurewatch.core.hygiene import isolated
 from featurewatch.core.validation import check_bool, check_int
 from featurewatch.loggers import Event, Sink, sinks_for
@@ -334,6 +338,7 @@ class FeatureWatchCallback(pl.Callback, ABC):
         self._pristine: Pristine | None = None
         self._fitted = False
         self._sinks: list[Sink] = []
+        self._budget: TimeBudget | None = None
         self._last_step: int | None = None
         self._calls = 0
         self._failures = 0
@@ -420,6 +425,7 @@ class FeatureWatchCallback(pl.Callback, ABC):
             probe.check_model(type(self).__name__, pl_module)
         self.check_model(pl_module)
         self._sinks = sinks_for(trainer) if trainer.is_global_zero else []
+        self._budget = TimeBudget.of(trainer) if stage == "fit" else None
 
     def on_train_batch_start(
         self, trainer: pl.Trainer, pl_module: pl.LightningModule, batch: Any, batch_idx: int
@@ -645,13 +651,17 @@ class FeatureWatchCallback(pl.Callback, ABC):
         step = int(trainer.global_step)
         if self._last_step == step:
             return
+        event = Event(
+            step=step, epoch=_last_epoch(trainer) if ending else int(trainer.current_epoch)
+        )
+        budget = self._budget
+        if budget is not None and not budget.admit(self, trainer, event, ending):
+            self._emit(event)  # the deferred call, counted (its step is not taken: no _last_step)
+            return
         self._last_step = step
         if not (self.all_ranks or trainer.is_global_zero):
             return
         self.ending = ending
-        event = Event(
-            step=step, epoch=_last_epoch(trainer) if ending else int(trainer.current_epoch)
-        )
         start = time.perf_counter()
         self._calls += 1
         self._part_failed = False
@@ -676,6 +686,8 @@ class FeatureWatchCallback(pl.Callback, ABC):
         # the logged scalar cannot include its own writing (PNG encoding, logger I/O); these do
         self.last_seconds = time.perf_counter() - start
         self.total_seconds += self.last_seconds
+        if budget is not None:
+            budget.spent(self, self.last_seconds)
 
     def _emit(self, event: Event) -> None:
         for sink in self._sinks:
