@@ -13,7 +13,7 @@ from featurewatch.callbacks._probe import Normalize, ProbeImages
 from featurewatch.callbacks.base import FeatureWatchCallback, check_layers
 from featurewatch.core.attribution import feature_map
 from featurewatch.core.images import grid, nonfinite_counts, nonfinite_note, scale_each
-from featurewatch.core.inspect import activation_grid, activation_maps
+from featurewatch.core.inspect import activation_grid, activation_maps, map_scale
 from featurewatch.core.layers import list_layers, resolve_layer
 from featurewatch.core.signals import signal_curves, signal_heatmaps
 from featurewatch.core.validation import (
@@ -199,6 +199,9 @@ class ActivationGrid(FeatureWatchCallback):
                 how = f"{raw.shape[1]} tokens laid on the {m.shape[-2]}x{m.shape[-1]} patch grid"
             else:
                 how = "in reading order"
+                scale = map_scale((m.shape[0], len(shown), *m.shape[2:]), 32)
+                if scale < 1.0:  # see activation_grid's max_pixels
+                    how += f"; maps averaged down to {scale:.2f} of their size (size bound)"
             event.add_image(
                 f"featurewatch/{self.name}/{layer}",
                 image,

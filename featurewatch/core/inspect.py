@@ -17,15 +17,37 @@ from torch import nn
 
 from featurewatch.core.hygiene import model_device_dtype
 from featurewatch.core.images import colorize, grid, scale_each
+from featurewatch.core.labels import MAX_PNG_PIXELS
 from featurewatch.core.layers import StopForward, capture, module_calls, parse_layer, resolve_layer
 
-__all__ = ["activation_grid", "activation_maps", "filter_grid", "filter_images"]
+__all__ = ["activation_grid", "activation_maps", "filter_grid", "filter_images", "map_scale"]
 
 
 def _upscale(tiles: torch.Tensor, min_size: int) -> torch.Tensor:
     h, w = tiles.shape[-2:]
     factor = max(1, -(-min_size // max(h, w)))
     return F.interpolate(tiles, scale_factor=factor, mode="nearest") if factor > 1 else tiles
+
+
+def map_scale(
+    shape: Sequence[int], min_size: int = 32, max_pixels: int | None = MAX_PNG_PIXELS
+) -> float:
+    """How :func:`activation_grid` scales ``(N, C, H, W)`` maps for display.
+
+    An integer ``>= 1``: enlarged by that factor (nearest neighbour) towards ``min_size``, as far
+    as ``max_pixels`` allows; a fraction ``< 1``: averaged down by it because the maps alone
+    exceed ``max_pixels``.
+    """
+    n, c, h, w = (int(v) for v in shape)
+    pixels = n * c * h * w
+    factor = max(1, -(-min_size // max(h, w, 1)))
+    if max_pixels is None:
+        return float(factor)
+    while factor > 1 and pixels * factor * factor > max_pixels:
+        factor -= 1
+    if pixels * factor * factor <= max_pixels:
+        return float(factor)
+    return (max_pixels / pixels) ** 0.5
 
 
 def filter_images(weight: torch.Tensor, *, min_size: int = 32) -> torch.Tensor:
@@ -98,6 +120,7 @@ def activation_grid(
     max_channels: int = 64,
     min_size: int = 32,
     cmap: str = "viridis",
+    max_pixels: int | None = MAX_PNG_PIXELS,
 ) -> torch.Tensor:
     """Deep-Visualization-Toolbox view of one layer: per input image, a grid of its channel maps.
 
@@ -107,6 +130,12 @@ def activation_grid(
     Args:
         maps: ``(N, C, H, W)`` feature maps.
         channels: which channels to show (default: the first ``max_channels``).
+        min_size: small maps are enlarged (nearest neighbour, by a whole factor) towards this.
+        max_pixels: the enlargement stops where the maps would exceed this many pixels, and maps
+            that exceed it as they are get averaged down (area) by one factor, so that one
+            picture stays near this size (about 2 MB of PNG at the default,
+            :data:`~featurewatch.core.labels.MAX_PNG_PIXELS`; see :func:`map_scale`). ``None``:
+            no bound.
 
     Returns:
         ``(3, H', W')`` image in ``[0, 1]``.
@@ -115,6 +144,10 @@ def activation_grid(
         raise ValueError(f"expected (N, C, H, W) feature maps, got shape {tuple(maps.shape)}")
     sel = list(channels) if channels is not None else list(range(min(max_channels, maps.shape[1])))
     m = maps[:, sel].detach().float().cpu()
+    scale = map_scale(m.shape, min_size, max_pixels)
+    if scale < 1.0:  # area averaging keeps a NaN a NaN: still drawn magenta
+        size = (max(1, int(m.shape[-2] * scale)), max(1, int(m.shape[-1] * scale)))
+        m = F.interpolate(m, size=size, mode="area")
     per_image = []
     for one in m:
         # scaled over the finite values: a NaN or Inf stays non-finite (drawn magenta by
@@ -123,6 +156,8 @@ def activation_grid(
         lo = finite.amin().clamp(max=0.0) if finite.numel() else one.new_zeros(())
         hi = finite.amax() if finite.numel() else one.new_ones(())
         scaled = (one - lo) / (hi - lo).clamp_min(1e-8)
-        tiles = _upscale(colorize(scaled), min_size)
+        tiles = colorize(scaled)
+        if scale > 1.0:
+            tiles = F.interpolate(tiles, scale_factor=int(scale), mode="nearest")
         per_image.append(grid(tiles, padding=1, pad_value=0.5))
     return grid(torch.stack(per_image), padding=4, pad_value=1.0)
