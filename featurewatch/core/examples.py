@@ -9,16 +9,20 @@ fire on in *my* data", and they cost a few forward passes over a fixed pool plus
 * :func:`top_examples` / :func:`top_examples_multi` - per channel, the ``k`` pool images with the
   highest spatial maximum of the channel, their values and the ``(y, x)`` of that maximum. Batched
   over the pool; one forward per pool batch serves every layer and stops right after the deepest.
+  On 1-D signals (``(N, C, L)`` pool, ``(N, C, L)`` layer: a ``Conv1d`` net over audio or sensor
+  series) the maximum is over time and the position is its time index ``(t,)``.
 
 The rest of Zeiler & Fergus's picture lives in a module per mechanism:
 
-* :mod:`featurewatch.core.receptive_field` - the input box a feature-map position can depend on,
-  measured exactly as the support of a gradient;
+* :mod:`featurewatch.core.receptive_field` - the input box (on 1-D signals: the interval of
+  samples) a feature-map position can depend on, measured exactly as the support of a gradient;
 * :mod:`featurewatch.core.projection` - the gradient of one unit with respect to the input under
   the guided-backprop (Springenberg et al., 2015), deconvnet (Zeiler & Fergus, 2014) or
   plain-gradient rule;
 * :mod:`featurewatch.core.drawing` - :func:`~featurewatch.core.drawing.examples_grid`, one picture:
   per channel a row of top images | receptive-field crops | projections;
+  :func:`~featurewatch.core.signal_examples.signal_examples_grid` its 1-D counterpart: per channel
+  a row of small waveform plots with the receptive-field interval shaded;
 * :mod:`featurewatch.core.calls` - :func:`~featurewatch.core.calls.layer_call_counts`, how often one
   forward calls each layer's module; pass it as ``call_counts`` to skip the single-image counting
   forward each function otherwise runs.
@@ -41,7 +45,8 @@ Example:
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 
 import torch
@@ -51,7 +56,7 @@ from featurewatch.core.calls import layers_reader, resolve_call_counts
 from featurewatch.core.hygiene import isolated, model_device_dtype
 from featurewatch.core.layers import LayerRef, parse_layer, resolve_layer
 from featurewatch.core.units import check_unit_channels, first_argmax
-from featurewatch.core.validation import check_channel_list, check_images, check_int
+from featurewatch.core.validation import check_channel_list, check_inputs, check_int
 
 __all__ = [
     "TopExamples",
@@ -69,9 +74,11 @@ class TopExamples:
         channels: the channels, in the order of the rows below.
         indices: ``(len(channels), k)`` long, pool indices, highest activation first.
         values: ``(len(channels), k)`` float32, the spatial maximum of the channel for each image.
-        positions: ``(len(channels), k, 2)`` long ``(y, x)`` of that maximum in the feature map,
-            or ``None`` for a fully-connected (2-D) layer.
-        map_size: ``(H, W)`` of the feature map, ``None`` for a 2-D layer.
+        positions: ``(len(channels), k, 2)`` long ``(y, x)`` of that maximum in the feature map;
+            on a 1-D ``(N, C, L)`` layer ``(len(channels), k, 1)`` long ``(t,)``, its time index;
+            ``None`` for a fully-connected (2-D) layer.
+        map_size: ``(H, W)`` of the feature map (``(L,)`` on a 1-D layer), ``None`` for a 2-D
+            layer.
         pool_size: number of pool images searched.
     """
 
@@ -80,7 +87,7 @@ class TopExamples:
     indices: torch.Tensor
     values: torch.Tensor
     positions: torch.Tensor | None
-    map_size: tuple[int, int] | None
+    map_size: tuple[int, ...] | None
     pool_size: int
 
     @property
@@ -109,13 +116,17 @@ def top_examples(
     :func:`top_examples_multi`: one pass over the pool serves them all.
 
     Ties are broken deterministically: between images by the lower pool index, inside a feature
-    map by the first position in row-major order. NaN activations rank last.
+    map by the first position in row-major order (on a 1-D layer: the earliest time). NaN
+    activations rank last.
 
     Args:
         model: the network (left exactly as it was).
-        images: ``(N, C, H, W)`` pool, as the model takes it (normalized); any device.
+        images: ``(N, C, H, W)`` pool of images, or ``(N, C, L)`` of 1-D signals, as the model
+            takes it (normalized); any device.
         layer: layer reference (``"features.6"``, ``"layer1.0.relu@0"``); its output must be
-            ``(N, C, H, W)`` or ``(N, C)`` (fully connected: no position).
+            ``(N, C, H, W)``, ``(N, C, L)`` on a pool of signals (the position is then ``(t,)``)
+            or ``(N, C)`` (fully connected: no position). A 3-D output on images is a token
+            layer ``(N, T, D)``, not channels over time, and is refused.
         channels: channel index or indices.
         k: examples per channel; capped at the pool size.
         batch_size: pool images per forward (memory bound; results do not depend on it).
@@ -159,7 +170,7 @@ def top_examples_multi(
 
     Args:
         model: the network (left exactly as it was).
-        images: ``(N, C, H, W)`` pool, as the model takes it; any device.
+        images: ``(N, C, H, W)`` or ``(N, C, L)`` pool, as the model takes it; any device.
         channels: ``{layer reference: channel index or indices}``; one result per entry.
         k: examples per channel; capped at the pool size.
         batch_size: pool images per forward (results do not depend on it).
@@ -177,7 +188,7 @@ def top_examples_multi(
         >>> tops["features.6"].indices.shape
         torch.Size([2, 6])
     """
-    check_images("images", images)
+    check_inputs("images", images)
     if not isinstance(channels, Mapping):
         raise TypeError(
             "`channels` must be a mapping {layer: channel or channels}, got "
@@ -196,23 +207,27 @@ def top_examples_multi(
     n = images.shape[0]
     maxima: dict[str, list[torch.Tensor]] = {key: [] for key in wanted}
     where: dict[str, list[torch.Tensor]] = {key: [] for key in wanted}
-    map_size: dict[str, tuple[int, int] | None] = {}
+    map_size: dict[str, tuple[int, ...] | None] = {}
     with isolated(model):
         device, dtype = model_device_dtype(model)
-        counts = resolve_call_counts(
-            model, model, refs, images[:1].to(device=device, dtype=dtype), call_counts
-        )
+        with _shape_hint(images):
+            counts = resolve_call_counts(
+                model, model, refs, images[:1].to(device=device, dtype=dtype), call_counts
+            )
         index = {key: torch.tensor(chans, device=device) for key, (_, chans) in wanted.items()}
         with torch.no_grad(), layers_reader(model, refs, counts) as read:
             for lo in range(0, n, batch_size):
-                outs = read(images[lo : lo + batch_size].to(device=device, dtype=dtype))
+                batch = images[lo : lo + batch_size].to(device=device, dtype=dtype)
+                if lo == 0:
+                    with _shape_hint(images):
+                        outs = read(batch)
+                else:
+                    outs = read(batch)
                 for key, (_, chans) in wanted.items():
                     out = outs[key]
                     if lo == 0:
-                        check_unit_channels(key, out, chans)
-                        map_size[key] = (
-                            (int(out.shape[2]), int(out.shape[3])) if out.dim() == 4 else None
-                        )
+                        _check_output(key, out, chans, images.dim())
+                        map_size[key] = tuple(int(s) for s in out.shape[2:]) or None
                     sel = out.index_select(1, index[key].to(out.device)).float()
                     if sel.dim() == 2:
                         maxima[key].append(sel.cpu())
@@ -232,7 +247,10 @@ def top_examples_multi(
         positions = None
         if size is not None:
             flat = torch.cat(where[key]).T.gather(1, order)  # (C, k) flat index into the map
-            positions = torch.stack([flat // size[1], flat % size[1]], dim=-1)
+            if len(size) == 1:
+                positions = flat[..., None]  # (C, k, 1): the time index
+            else:
+                positions = torch.stack([flat // size[1], flat % size[1]], dim=-1)
         result[key] = TopExamples(
             layer=key,
             channels=chans,
@@ -243,3 +261,33 @@ def top_examples_multi(
             pool_size=n,
         )
     return result
+
+
+@contextmanager
+def _shape_hint(images: torch.Tensor) -> Iterator[None]:
+    """A model that refuses a pool that is not a batch of images (a single ``(C, H, W)`` image
+    passed without its batch axis reads as ``(N, C, L)`` signals) fails with the shapes named."""
+    try:
+        yield
+    except Exception as err:
+        if images.dim() == 4:
+            raise
+        raise ValueError(
+            f"the model fails on `images` of shape {tuple(images.shape)} ({err}); `images` must "
+            "be an (N, C, H, W) batch of images, (N, C, L) of 1-D signals or (N, F) of features, "
+            "as the model takes them (a single image: images[None])"
+        ) from err
+
+
+def _check_output(layer: str, out: torch.Tensor, channels: list[int], input_dims: int) -> None:
+    """A layer output with units: ``(N, C, H, W)``, ``(N, C)``, or ``(N, C, L)`` on signals."""
+    if out.dim() == 3 and input_dims == 3:  # channels over time: a (N, C, 1, L) map
+        check_unit_channels(layer, out.unsqueeze(2), channels)
+        return
+    if out.dim() == 3:
+        raise ValueError(
+            f"layer {layer!r} outputs shape {tuple(out.shape)} on (N, C, H, W) images: tokens "
+            "(N, T, D), not channels over time; dataset examples need a conv-like (N, C, H, W) "
+            "or fully-connected (N, C) output on images, (N, C, L) on 1-D signals"
+        )
+    check_unit_channels(layer, out, channels)

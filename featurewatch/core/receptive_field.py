@@ -12,14 +12,19 @@ under a stand-in forward in which nothing can hide a pixel (see :func:`receptive
   (:func:`~featurewatch.core.hooks.substitute_outputs`);
 * every max-pool module passing gradient to its whole window.
 
+On 1-D signals (a ``Conv1d`` net over ``(N, C, L)`` inputs) the same measurement gives an
+interval of samples: :func:`receptive_intervals`.
+
 Example:
     >>> receptive_fields(small_cnn, "features.6", (1, 16, 16), [(0, 0), (3, 3)])
     [(0, 0, 5, 5), (3, 3, 11, 11)]
+    >>> receptive_intervals(signal_net, "features.6", (1, 64), [0, 31])
+    [(0, 8), (56, 64)]
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from typing import Any
 
@@ -33,13 +38,17 @@ from featurewatch.core.hooks import forward_hooks, substitute_outputs
 from featurewatch.core.hygiene import isolated, model_device_dtype
 from featurewatch.core.layers import ACTIVATION_TYPES, parse_layer, resolve_layer
 from featurewatch.core.units import unit_values
-from featurewatch.core.validation import check_int
+from featurewatch.core.validation import check_int, is_int
 
-__all__ = ["Box", "receptive_field", "receptive_fields"]
+__all__ = ["Box", "Interval", "receptive_field", "receptive_fields", "receptive_intervals"]
 
 #: ``(top, left, bottom, right)`` in input pixels; ``bottom``/``right`` exclusive, so
 #: ``image[..., top:bottom, left:right]`` is the patch.
 Box = tuple[int, int, int, int]
+
+#: ``(start, stop)`` in input samples of a 1-D signal, ``stop`` exclusive, so
+#: ``signal[..., start:stop]`` is the part of the signal a unit can see.
+Interval = tuple[int, int]
 
 
 def _surrogate_state(model: nn.Module, dtype: torch.dtype) -> dict[str, torch.Tensor]:
@@ -172,8 +181,112 @@ def _shape3(input_shape: Sequence[int]) -> tuple[int, int, int]:
     if len(shape) == 4 and shape[0] == 1:
         shape = shape[1:]
     if len(shape) != 3 or min(shape) < 1:
-        raise ValueError(f"`input_shape` must be (C, H, W), got {tuple(input_shape)!r}")
+        hint = "; for 1-D signals (C, L) use receptive_intervals" if len(shape) == 2 else ""
+        raise ValueError(f"`input_shape` must be (C, H, W), got {tuple(input_shape)!r}{hint}")
     return shape
+
+
+def _shape2(input_shape: Sequence[int]) -> tuple[int, int]:
+    shape = tuple(int(s) for s in input_shape)
+    if len(shape) != 2 or min(shape) < 1:
+        raise ValueError(
+            f"`input_shape` must be (C, L) of a 1-D signal, got {tuple(input_shape)!r}; for "
+            "(C, H, W) images use receptive_fields"
+        )
+    return shape  # type: ignore[return-value]
+
+
+def _time_units(layer: str, out: torch.Tensor, chunk: list[int | None]) -> torch.Tensor:
+    """The ``(n,)`` units of a 1-D layer output ``(n, C, L)`` (summed over channels) at the times
+    in ``chunk`` (``None`` only for a fully-connected ``(n, C)`` output)."""
+    if out.dim() == 2:
+        return unit_values(layer, out, None, chunk if any(t is not None for t in chunk) else None)
+    if out.dim() != 3:
+        raise ValueError(
+            f"layer {layer!r} outputs shape {tuple(out.shape)} on 1-D signals; receptive "
+            "intervals need an (N, C, L) or (N, C) output"
+        )
+    length = int(out.shape[2])
+    for t in chunk:
+        if t is None:
+            raise ValueError(f"layer {layer!r} has {length} time positions: give a position t")
+        if not 0 <= t < length:
+            raise ValueError(
+                f"position {t} outside the {length} time positions of layer {layer!r} "
+                f"(valid: 0..{length - 1})"
+            )
+    return unit_values(layer, out.unsqueeze(2), None, [(0, t) for t in chunk])
+
+
+def _time_position(value: Any) -> int | None:
+    """A 1-D position: an int, a one-element ``(t,)`` sequence or tensor, or ``None``."""
+    if value is None:
+        return None
+    if isinstance(value, torch.Tensor):
+        value = value.tolist()
+    if isinstance(value, (list, tuple)) and len(value) == 1:
+        value = value[0]
+    if not is_int(value):
+        raise ValueError(f"a 1-D position must be an int t or (t,), got {value!r}")
+    return int(value)
+
+
+def receptive_intervals(
+    model: nn.Module,
+    layer: str,
+    input_shape: Sequence[int],
+    positions: Sequence[int | Sequence[int] | None],
+    *,
+    batch_size: int = 64,
+    trials: int = 1,
+    call_counts: Mapping[str, int] | None = None,
+) -> list[Interval]:
+    """The interval of input samples each time position of a 1-D layer can depend on, measured.
+
+    The 1-D form of :func:`receptive_fields` (same method and limits): the first and last sample
+    of the support of the unit's gradient (summed over channels) with respect to an ``(1, C, L)``
+    input under the stand-in forward. For a stack of ``Conv1d``/``MaxPool1d``/``AvgPool1d`` of
+    kernel ``k``, stride ``s``, padding ``p`` and dilation ``d`` that is the analytic interval
+    (``[t * s - p, t * s - p + d * (k - 1) + 1)`` per layer, composed), clipped to ``[0, L)``: the
+    zero padding does not exist, nothing else can influence the unit.
+
+    Args:
+        model: the network (left exactly as it was).
+        layer: layer reference; output ``(N, C, L')`` (the positions are time indices ``t``) or
+            ``(N, C)`` (position ``None``: the support of the whole layer).
+        input_shape: ``(C, L)`` of the model's input signals.
+        positions: per unit, its time index: an int, a ``(t,)`` (as in
+            :attr:`TopExamples.positions <featurewatch.core.examples.TopExamples>`) or ``None``
+            for a fully-connected layer.
+        batch_size: positions per forward/backward.
+        trials: random inputs whose supports are united (see :func:`receptive_fields`, Limits).
+        call_counts: from :func:`layer_call_counts`, to skip the counting forward.
+
+    Returns:
+        One :data:`Interval` ``(start, stop)`` per position (``stop`` exclusive).
+
+    Raises:
+        ValueError: unknown layer, bad input shape, a position outside the layer's time axis (the
+            message gives its length), or a unit that does not depend on the input.
+
+    Example:
+        >>> # Conv1d k5 p2, MaxPool1d(2), Conv1d k5 p2 over 64 samples: 14-sample intervals
+        >>> receptive_intervals(signal_net, "features.6", (1, 64), [0, 10, 31])
+        [(0, 8), (14, 28), (56, 64)]
+    """
+    shape = _shape2(input_shape)
+    pos = [_time_position(p) for p in positions]
+    supports = _supports(model, layer, shape, pos, _time_units, batch_size, trials, call_counts)
+    return [_interval(str(parse_layer(layer)), s, p) for s, p in zip(supports, pos)]
+
+
+def _interval(layer: str, support: torch.Tensor, position: int | None) -> Interval:
+    where = torch.nonzero(support).flatten()
+    if where.numel() == 0:
+        raise ValueError(
+            f"the unit of layer {layer!r} at position {position} does not depend on the input"
+        )
+    return (int(where[0]), int(where[-1]) + 1)
 
 
 def receptive_fields(
@@ -244,11 +357,32 @@ def receptive_fields(
         [(0, 0, 5, 5), (3, 3, 11, 11)]
     """
     shape = _shape3(input_shape)
+    pos = list(positions)
+
+    def units(ref: str, out: torch.Tensor, chunk: list[Any]) -> torch.Tensor:
+        return unit_values(ref, out, None, chunk)
+
+    supports = _supports(model, layer, shape, pos, units, batch_size, trials, call_counts)
+    return [_bounding_box(str(parse_layer(layer)), s, p) for s, p in zip(supports, pos)]
+
+
+def _supports(
+    model: nn.Module,
+    layer: str,
+    shape: tuple[int, ...],
+    pos: list[Any],
+    units_of: Callable[[str, torch.Tensor, list[Any]], torch.Tensor],
+    batch_size: int,
+    trials: int,
+    call_counts: Mapping[str, int] | None,
+) -> list[torch.Tensor]:
+    """Per position, the boolean ``shape[1:]`` support of the unit's gradient with respect to the
+    input under the stand-in forward (the method of :func:`receptive_fields`); ``units_of(layer,
+    output, positions)`` reads the ``(n,)`` units of a batch out of the layer's output."""
     check_int("batch_size", batch_size)
     check_int("trials", trials)
     ref = parse_layer(layer)
     resolve_layer(model, ref)
-    pos = list(positions)
     if not pos:
         return []
     with isolated(model):
@@ -261,20 +395,20 @@ def receptive_fields(
 
         gen = torch.Generator().manual_seed(0)
         example = torch.ones(1, *shape, dtype=dtype, device=device)
-        boxes: list[Box] = []
+        supports: list[torch.Tensor] = []
         with _whole_window_pools(model), _activations_pass_through(model):
             counts = resolve_call_counts(forward, model, [ref], example, call_counts)
             with layer_reader(model, ref, counts, forward) as read:
                 for lo in range(0, len(pos), batch_size):
                     chunk = pos[lo : lo + batch_size]
-                    support = torch.zeros(len(chunk), shape[1], shape[2], dtype=torch.bool)
+                    support = torch.zeros(len(chunk), *shape[1:], dtype=torch.bool)
                     for _ in range(trials):
                         x = (0.5 + torch.rand(len(chunk), *shape, generator=gen, dtype=dtype)).to(
                             device
                         )
                         x.requires_grad_(True)
                         out = read(x)
-                        units = unit_values(str(ref), out, None, chunk)
+                        units = units_of(str(ref), out, chunk)
                         if not units.requires_grad:
                             raise ValueError(
                                 f"the units of layer {str(ref)!r} do not depend on the "
@@ -283,8 +417,8 @@ def receptive_fields(
                             )
                         (g,) = torch.autograd.grad(units.sum(), x)
                         support |= (g.detach().abs().sum(1) > 0).cpu()
-                    boxes.extend(_bounding_box(str(ref), s, p) for s, p in zip(support, chunk))
-    return boxes
+                    supports.extend(support)
+    return supports
 
 
 def _bounding_box(layer: str, support: torch.Tensor, position: tuple[int, int] | None) -> Box:
