@@ -33,6 +33,7 @@ __all__ = [
     "Event",
     "FailedItem",
     "LoggedImage",
+    "LoggedTable",
     "Sink",
     "SinkBrokenError",
     "SinkWriteError",
@@ -53,6 +54,19 @@ class LoggedImage:
     caption: str = ""
 
 
+#: A table cell: text, a number, or an image (``(H, W, 3)`` ``uint8``; see :meth:`Event.add_table`).
+Cell = str | int | float | np.ndarray
+
+
+@dataclass(frozen=True)
+class LoggedTable:
+    """Rows of cells under named columns (W&B shows them as a ``wandb.Table``)."""
+
+    key: str
+    columns: tuple[str, ...]
+    rows: tuple[tuple[Cell, ...], ...]
+
+
 @dataclass
 class Event:
     """Everything one featurewatch call logs at one training step.
@@ -67,6 +81,7 @@ class Event:
     scalars: dict[str, float] = field(default_factory=dict)
     histograms: dict[str, np.ndarray] = field(default_factory=dict)
     texts: dict[str, str] = field(default_factory=dict)
+    tables: list[LoggedTable] = field(default_factory=list)
 
     def add_image(self, key: str, image: torch.Tensor | np.ndarray, caption: str = "") -> None:
         """Add a display image (``(C, H, W)`` float in [0, 1], or ``(H, W, C)`` array/``uint8``)."""
@@ -88,8 +103,35 @@ class Event:
     def add_text(self, key: str, text: str) -> None:
         self.texts[key] = str(text)
 
+    def add_table(
+        self,
+        key: str,
+        columns: Sequence[str],
+        rows: Sequence[Sequence[str | int | float | torch.Tensor | np.ndarray]],
+    ) -> None:
+        """Add a table: one row per item, cells of text, numbers or images (``(C, H, W)`` float in
+        [0, 1] or ``(H, W, C)`` arrays, converted here).
+
+        W&B shows it as a sortable ``wandb.Table``; the other back-ends skip tables (what a
+        callback puts in one is also in the caption of its image).
+
+        Raises:
+            ValueError: if a row's length differs from the columns'.
+        """
+        names = tuple(str(c) for c in columns)
+        converted = []
+        for row in rows:
+            if len(row) != len(names):
+                raise ValueError(
+                    f"table {key!r}: a row of {len(row)} cells for {len(names)} columns"
+                )
+            converted.append(
+                tuple(to_uint8(c) if isinstance(c, (torch.Tensor, np.ndarray)) else c for c in row)
+            )
+        self.tables.append(LoggedTable(key, names, tuple(converted)))
+
     def __bool__(self) -> bool:
-        return bool(self.images or self.scalars or self.histograms or self.texts)
+        return bool(self.images or self.scalars or self.histograms or self.texts or self.tables)
 
 
 @dataclass(frozen=True)

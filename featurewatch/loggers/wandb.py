@@ -9,6 +9,8 @@ import logging
 import warnings
 from typing import Any
 
+import numpy as np
+
 from featurewatch.loggers._shared import bin_values, check_pixels, context_caption
 from featurewatch.loggers.base import Event, Sink, WriteReport
 
@@ -53,9 +55,11 @@ class WandbSink(Sink):
     several images under one key become a list, at most 108 of them, W&B's limit), an animated
     image's GIF (:class:`~featurewatch.loggers.LoggedAnimation`) also as ``wandb.Video`` under
     ``<key>/animation`` (the file as it is: no moviepy needed), scalars as
-    numbers, histograms as ``wandb.Histogram`` (30 bins over the finite values), texts as
-    ``wandb.Html`` (preformatted). If two items of different kinds share a key, the later kind's
-    key gets a ``/<kind>`` suffix instead of overwriting the first (and a key
+    numbers, histograms as ``wandb.Histogram`` (30 bins over the finite values), tables
+    (:meth:`~featurewatch.loggers.Event.add_table`) as ``wandb.Table`` with image cells as
+    ``wandb.Image``, texts as ``wandb.Html`` (preformatted). If two items of different kinds
+    share a key, the later kind's key gets a ``/<kind>`` suffix instead of overwriting the first
+    (and a key
     ``trainer/global_step`` or ``epoch`` is moved aside the same way, so those fields always hold
     the step and epoch). An
     item that cannot be converted
@@ -148,6 +152,13 @@ def wandb_row(event: Event, report: WriteReport | None = None) -> dict[str, Any]
             hist = bin_values(values)
             if not hist.empty:
                 put(key, "histogram", wandb.Histogram(np_histogram=(hist.counts, hist.edges)))
+    for table in event.tables:
+        with convert("table", table.key):
+            data = [
+                [wandb.Image(c) if isinstance(c, np.ndarray) else c for c in row]
+                for row in table.rows
+            ]
+            put(table.key, "table", wandb.Table(columns=list(table.columns), data=data))
     for key, text in event.texts.items():
         with convert("text", key):
             put(key, "text", wandb.Html(f"<pre>{html.escape(text)}</pre>", inject=False))
