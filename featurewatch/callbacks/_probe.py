@@ -22,8 +22,12 @@ CONV_BY_RANK: dict[int, type[nn.Module]] = {3: nn.Conv1d, 4: nn.Conv2d, 5: nn.Co
 class ProbeImages:
     """Holds the probe batch of a callback.
 
-    Sources, in order: an explicit tensor; a path (image file, folder of images or ``.pt`` tensor),
-    resized to the training input size and normalized with ``normalize``; or, when neither is given,
+    Sources, in order: an explicit tensor (``(N, C, H, W)`` images, ``(N, F)`` feature vectors, or
+    a 3-D tensor: one ``(C, H, W)`` image, or ``N`` signals ``(N, C, L)`` when the model's inputs
+    turn out to be 3-D at the first batch, :meth:`check_input`); a path (image file, folder of
+    images or ``.pt`` tensor; only a ``.pt`` tensor of the inputs' rank for signals or feature
+    vectors), resized to the training input size and normalized with ``normalize``; or, when
+    neither is given,
     the first ``num_images`` inputs of the validation dataloader (the training one if there is no
     validation), captured once and kept for the whole run (and in checkpoints). The probe is fixed
     at the first call: the sanity check (on by default) shows validation batches before it, but
@@ -46,13 +50,17 @@ class ProbeImages:
             raise TypeError(f"`probe` must be a tensor, a path or None, got {type(probe).__name__}")
         if isinstance(probe, (str, Path)) and not Path(probe).exists():
             raise FileNotFoundError(f"`probe` path {str(probe)!r} does not exist")
+        #: a 3-D tensor probe as given: ``(C, H, W)`` for an image model, ``(N, C, L)`` signals
+        #: for a 1-D one; which of the two is decided at the first batch (:meth:`check_input`)
+        self.signals: torch.Tensor | None = None
         if isinstance(probe, torch.Tensor):
             if probe.dim() == 3:
+                self.signals = probe.detach().cpu().clone()
                 probe = probe[None]
-            if probe.dim() != 4:
+            if probe.dim() not in (2, 4) or probe.numel() == 0:
                 raise ValueError(
-                    "`probe` tensor must be (N, C, H, W) or (C, H, W), got shape "
-                    f"{tuple(probe.shape)}"
+                    "`probe` tensor must be (N, C, H, W) or (C, H, W) images, (N, C, L) signals or "
+                    f"(N, F) feature vectors, got shape {tuple(probe.shape)}"
                 )
         self.source = probe
         self.num_images = num_images
@@ -102,6 +110,9 @@ class ProbeImages:
         """Load a path probe at the size and channel count of a real input batch ``like``."""
         if self.fixed is not None or not isinstance(self.source, (str, Path)):
             return
+        if like.dim() != 4:  # signals or feature vectors: only a saved tensor of their rank
+            self.fixed = _saved_tensor(Path(self.source), like)[: self.num_images]
+            return
         images = load_images(
             self.source, channels=like.shape[1], size=(int(like.shape[-2]), int(like.shape[-1]))
         )
@@ -136,31 +147,46 @@ class ProbeImages:
         """
         if self.fixed is None:
             return
-        kind = CONV_BY_RANK.get(self.fixed.dim())
-        convs = [(n, m) for n, m in model.named_modules() if kind and isinstance(m, kind)]
-        channels = self.fixed.shape[1]
-        if convs and all(m.in_channels != channels for _, m in convs):
+        views = [self.fixed] if self.signals is None else [self.fixed, self.signals]
+        found = [(v, self._convs(model, v)) for v in views]
+        found = [(v, convs) for v, convs in found if convs]  # the views some convolution sees
+        if found and all(all(m.in_channels != v.shape[1] for _, m in convs) for v, convs in found):
+            view, convs = found[0]
+            channels = view.shape[1]
             name, first = convs[0]
             raise ValueError(
                 f"{owner}: `{self.argument}` has {channels} channels (shape "
-                f"{tuple(self.fixed.shape)}), but no convolution of the model takes {channels} "
+                f"{tuple(view.shape)}), but no convolution of the model takes {channels} "
                 f"(the first, {name!r}, takes {first.in_channels}); pass "
-                f"{first.in_channels}-channel images normalized like the training inputs"
+                f"{first.in_channels}-channel {'signals' if view.dim() == 3 else 'images'} "
+                "normalized like the training inputs"
             )
+
+    @staticmethod
+    def _convs(model: nn.Module, view: torch.Tensor) -> list[tuple[str, Any]]:
+        """The convolutions of ``model`` that can see inputs of ``view``'s rank."""
+        kind = CONV_BY_RANK.get(view.dim())
+        return [(n, m) for n, m in model.named_modules() if kind and isinstance(m, kind)]
 
     def check_input(self, owner: str, x: torch.Tensor) -> None:
         """At the first batch: a given tensor must look like the inputs (rank and channels).
+
+        A 3-D tensor probe becomes ``N`` signals ``(N, C, L)`` here when the inputs ``x`` are 3-D
+        (a 1-D net); otherwise it stays the one ``(C, H, W)`` image it was taken for.
 
         Raises:
             ValueError: naming ``owner``, the argument and both shapes.
         """
         if self.fixed is None or not isinstance(self.source, torch.Tensor):
             return
+        if self.signals is not None and x.dim() == 3:
+            self.fixed = self.signals.clone()
         if self.fixed.dim() != x.dim() or self.fixed.shape[1] != x.shape[1]:
             raise ValueError(
                 f"{owner}: `{self.argument}` has shape {tuple(self.fixed.shape)}, but the model's "
-                f"inputs are {tuple(x.shape)} (N, C, ...); pass images with {x.shape[1]} "
-                "channels, normalized like the training inputs"
+                f"inputs are {tuple(x.shape)} (N, C, ...); pass {_kind(x)} with {x.shape[1]} "
+                f"{'features' if x.dim() == 2 else 'channels'}, normalized like the training "
+                "inputs"
             )
 
     def state(self) -> dict[str, Any]:
@@ -169,3 +195,21 @@ class ProbeImages:
     def load_state(self, state: dict[str, Any]) -> None:
         if isinstance(state.get("probe"), torch.Tensor):
             self.fixed = state["probe"].cpu()
+
+
+def _kind(x: torch.Tensor) -> str:
+    """What a batch of the model's inputs holds, in words."""
+    return {2: "feature vectors", 3: "signals"}.get(x.dim(), "images")
+
+
+def _saved_tensor(path: Path, like: torch.Tensor) -> torch.Tensor:
+    """A ``.pt`` probe of the inputs' rank, for models whose inputs are not images."""
+    t = torch.load(path, map_location="cpu", weights_only=True) if path.suffix == ".pt" else None
+    if not isinstance(t, torch.Tensor) or t.dim() != like.dim() or t.shape[1] != like.shape[1]:
+        shape = ("N", *like.shape[1:])
+        raise ValueError(
+            f"`probe` path {str(path)!r}: this model's inputs are {_kind(like)} "
+            f"{tuple(like.shape)}, so a path probe must be a .pt file holding a tensor of shape "
+            f"{shape} (image files are probes of image models); or pass the tensor as `probe=`"
+        )
+    return t.float()

@@ -1,5 +1,5 @@
-"""AttributionMaps: where the network looks in fixed probe images, by several methods, as it
-trains."""
+"""AttributionMaps: where the network looks in fixed probe inputs (images, 1-D signals, feature
+vectors), by several methods, as it trains."""
 
 from __future__ import annotations
 
@@ -15,9 +15,10 @@ from featurewatch.callbacks.base import FeatureWatchCallback, check_layer, check
 from featurewatch.core.advice import layer_advice, uniform_maps
 from featurewatch.core.attribution import (
     cam,
+    feature_map,
     grad_cam,
     occlusion,
-    occlusion_windows,
+    occlusion_masks,
     overlay,
     saliency,
 )
@@ -39,7 +40,12 @@ from featurewatch.core.inspect import activation_maps
 from featurewatch.core.labels import with_colour_bar
 from featurewatch.core.layers import parse_layer, resolve_layer
 from featurewatch.core.outputs import check_output_key, class_index, class_scores
-from featurewatch.core.validation import check_image_inputs, check_int, is_int, out_of_range_message
+from featurewatch.core.signal_attribution import (
+    BAR_UNIT,
+    feature_attribution_bars,
+    signal_attribution,
+)
+from featurewatch.core.validation import check_int, is_int, out_of_range_message
 from featurewatch.loggers import Event
 
 __all__ = ["ATTRIBUTION_METHODS", "AttributionMaps"]
@@ -84,6 +90,21 @@ def _check_window(name: str, value: Any) -> None:
         )
 
 
+def _check_names(names: Any) -> list[str] | None:
+    """``feature_names``: ``None`` or a non-empty sequence of strings (not one string)."""
+    if names is None:
+        return None
+    if isinstance(names, str) or not isinstance(names, Sequence) or not names:
+        raise TypeError(f"`feature_names` must be a non-empty list of strings, got {names!r}")
+    if not all(isinstance(v, str) for v in names):
+        raise TypeError(f"`feature_names` must hold strings, got {list(names)!r}")
+    return list(names)
+
+
+#: What each input rank is, in words, and the methods that apply to it.
+_KINDS = {2: "feature vectors (N, F)", 3: "1-D signals (N, C, L)", 4: "images (N, C, H, W)"}
+
+
 def _check_cmap(cmap: Any) -> None:
     import matplotlib
 
@@ -94,7 +115,8 @@ def _check_cmap(cmap: Any) -> None:
 
 
 class AttributionMaps(FeatureWatchCallback):
-    """Log attribution heatmaps for a few fixed probe images: which pixels drive the class score.
+    """Log attribution maps for a few fixed probe inputs: which pixels (time steps, features)
+    drive the class score.
 
     Watching the same images over training shows whether the network comes to rely on the object
     (a digit's strokes) or on something else (a corner, the background, a watermark) long before
@@ -110,13 +132,25 @@ class AttributionMaps(FeatureWatchCallback):
     * ``"cam"``: CAM (Zhou et al., 2016), for networks ending in global average pooling + a linear
       classifier; no backward pass.
 
+    The inputs decide the picture (at the first batch, from their rank): ``(N, C, H, W)`` images
+    get heatmaps over the image; ``(N, C, L)`` signals (a ``Conv1d`` net) get their waveform with
+    the map below it (:func:`~featurewatch.core.signal_attribution.signal_attribution`; occlusion
+    covers windows of time steps, Grad-CAM reads a 1-D layer); ``(N, F)`` feature vectors (a
+    tabular model) get horizontal bars per feature
+    (:func:`~featurewatch.core.signal_attribution.feature_attribution_bars`; saliency, SmoothGrad
+    and occlusion only: Grad-CAM and CAM need positions). CAM needs a 2-D feature map. Grad-CAM on
+    a vision transformer's token layer (``layer="net.encoder.layers.encoder_layer_0"``) lays the
+    patch tokens on their grid (``grid=``) and is drawn like a conv layer's.
+
     Args:
         methods: one or several of ``"saliency"``, ``"smoothgrad"``, ``"occlusion"``, ``"gradcam"``,
             ``"cam"``.
-        probe: the probe images: a ``(N, C, H, W)`` tensor (already normalized like training
-            inputs), a path (image file, folder or ``.pt``; resized to the training input size and
-            normalized with ``normalize``), or ``None`` for the first ``num_images`` validation
-            inputs (training inputs without validation), fixed for the whole run.
+        probe: the probe inputs: a ``(N, C, H, W)`` tensor (already normalized like training
+            inputs; a 3-D tensor is one image, or ``N`` signals for a model whose inputs are
+            ``(N, C, L)``; ``(N, F)`` rows for a tabular model), a path (image file, folder or
+            ``.pt``; resized to the training input size and normalized with ``normalize``), or
+            ``None`` for the first ``num_images`` validation inputs (training inputs without
+            validation), fixed for the whole run.
         num_images: number of probe images (from a dataloader or a folder).
         target: the class each map explains: ``"predicted"`` (the model's current top class for
             each image, re-read at every call), one class index for every image, or one per image
@@ -127,11 +161,18 @@ class AttributionMaps(FeatureWatchCallback):
             the methods this must be that map; for Grad-CAM at another layer as well as CAM, use
             two ``AttributionMaps`` instances. Default (recommended): the map that is pooled into
             the classifier, for both; for Grad-CAM on a network without such a head, the last
-            module, in forward order, with an ``(N, C, H, W)`` output. The default is found by
-            running one probe image before the first training step.
+            module, in forward order, with an ``(N, C, H, W)`` output (``(N, C, l)`` on a 1-D
+            net). The default is found by running one probe image before the first training step.
+            A token layer ``(N, T, D)`` of a vision transformer on images is laid on its patch
+            grid; at the last block only the class token reaches the head (zero maps): name an
+            earlier block or the last block's ``ln_1``.
+        grid: ``(rows, columns)`` of a token layer's patch grid (default: the largest square that
+            fits the tokens; the tokens before the last ``rows * columns``, the class token, are
+            dropped).
         classifier: the ``nn.Linear`` classifier (default: the last one registered).
         window, stride: occlusion window and step (int or ``(h, w)``; default a quarter of the image
-            and half the window).
+            and half the window; on signals time steps, default a quarter of the signal and half
+            the window; on feature vectors adjacent features, default 1, each on its own).
         baseline: what occlusion covers a window with, in normalized input units (``0.0`` is the
             data mean for standardized inputs).
         occlusion_output: what occlusion measures the drop of: ``"probability"`` (softmax, the
@@ -144,6 +185,9 @@ class AttributionMaps(FeatureWatchCallback):
         cmap: matplotlib colormap of the heatmaps.
         alpha: heatmap opacity over the image.
         min_size: tiles are enlarged (nearest neighbour, display only) to at least this size.
+        feature_names: names of the ``F`` features of a tabular model, for the bars (default
+            ``"feature k"``); checked against the inputs at the first batch.
+        max_features: bars per probe row at most (the features with the largest ``|value|``).
         normalize: ``(mean, std)`` applied to probe images loaded from a path.
         input_key: where the images are in a batch (index for tuples, key for dicts).
         output_key: where the logits are in the model's output: ``None`` (``forward`` returns
@@ -165,7 +209,11 @@ class AttributionMaps(FeatureWatchCallback):
           does compare across images and steps. Non-finite map values (NaN, Inf) are magenta
           and counted per image in the caption. A map that is uniform (no location) is flagged
           with what to do, checked on the model: a larger input only when the layer's map is
-          1 x 1 because the input is small, else another ``layer=``.
+          1 x 1 because the input is small, else another ``layer=``. For signals: per probe
+          signal its waveform (a line per input channel) above the map, drawn as a curve over a
+          ``cmap`` band in "fraction of map's max" on the same time axis, with a colour bar; for
+          feature vectors: per probe row, the ``max_features`` largest ``|values|`` as bars in
+          the map's unit (orange for the target, blue against). The captions are the same.
         - ``featurewatch/attribution/<method>/error``: text, only when that method failed at this
           step (message and traceback).
         - ``featurewatch/attribution/seconds``: wall time of the call.
@@ -196,6 +244,9 @@ class AttributionMaps(FeatureWatchCallback):
         cmap: str = "jet",
         alpha: float = 0.5,
         min_size: int = 64,
+        grid: int | Sequence[int] | None = None,
+        feature_names: Sequence[str] | None = None,
+        max_features: int = 16,
         normalize: Normalize | None = None,
         input_key: int | str = 0,
         output_key: int | str | Callable[[Any], torch.Tensor] | None = None,
@@ -209,6 +260,7 @@ class AttributionMaps(FeatureWatchCallback):
         check_layer("classifier", classifier, allow_none=True)
         _check_window("window", window)
         _check_window("stride", stride)
+        _check_window("grid", grid)
         if occlusion_output not in ("probability", "logit"):
             raise ValueError(
                 f"`occlusion_output` must be 'probability' or 'logit', got {occlusion_output!r}"
@@ -218,6 +270,7 @@ class AttributionMaps(FeatureWatchCallback):
             ("smooth_samples", smooth_samples),
             ("batch_size", batch_size),
             ("min_size", min_size),
+            ("max_features", max_features),
         ):
             check_int(name, count)
         if not is_int(seed):
@@ -237,14 +290,20 @@ class AttributionMaps(FeatureWatchCallback):
         self.cmap = cmap
         self.alpha = check_number("alpha", alpha, 0, 1)
         self.min_size = min_size
+        self.grid = grid
+        self.feature_names = _check_names(feature_names)
+        self.max_features = max_features
         self.input_key = input_key
         self._cam_layer: str | None = None
         self._gradcam_layer: str | None = layer
         self._advice: dict[str, str] = {}  # why a layer's maps are uniform (probed once per layer)
+        self._tokens = False  # the Grad-CAM layer outputs (N, T, D) tokens of an image model
 
     # ------------------------------------------------------------------ argument helpers
     def _expected_images(self, num_images: int) -> int | None:
         """How many probe images there will be, when known before training (None for a path)."""
+        if self._probe.signals is not None:  # one image or N signals: known at the first batch
+            return None
         if self._probe.fixed is not None:
             return int(self._probe.fixed.shape[0])
         return None if self._probe.source is not None else num_images
@@ -327,8 +386,42 @@ class AttributionMaps(FeatureWatchCallback):
                     "two AttributionMaps instances)"
                 )
 
+    def _check_rank(self, x: torch.Tensor) -> None:
+        """The methods and arguments that apply to inputs of ``x``'s rank."""
+        if x.dim() not in _KINDS:
+            raise ValueError(
+                "AttributionMaps draws maps of images (N, C, H, W), 1-D signals (N, C, L) or "
+                f"feature vectors (N, F), but this model's inputs have shape {tuple(x.shape)}"
+            )
+        kind = _KINDS[x.dim()]
+        refused = [m for m in self.methods if m == "cam" or (m == "gradcam" and x.dim() == 2)]
+        if x.dim() < 4 and refused:
+            why = (
+                "Grad-CAM and CAM weight the positions of a feature map, and feature vectors have "
+                "none"
+                if x.dim() == 2
+                else "CAM is defined on a 2-D feature map pooled into the classifier"
+            )
+            usable = [m for m in ATTRIBUTION_METHODS if m not in ("cam", "gradcam")]
+            usable += ["gradcam"] if x.dim() == 3 else []
+            raise ValueError(
+                f"AttributionMaps: method {refused[0]!r} does not apply to this model's inputs, "
+                f"{kind}, shape {tuple(x.shape)}: {why}; use " + ", ".join(repr(m) for m in usable)
+            )
+        if self.feature_names is not None:
+            if x.dim() != 2:
+                raise ValueError(
+                    "AttributionMaps: `feature_names` names the features of (N, F) inputs, but "
+                    f"this model's inputs are {kind}, shape {tuple(x.shape)}; leave it unset"
+                )
+            if len(self.feature_names) != x.shape[1]:
+                raise ValueError(
+                    f"AttributionMaps: `feature_names` gives {len(self.feature_names)} names for "
+                    f"{x.shape[1]} features (inputs of shape {tuple(x.shape)}); give one each"
+                )
+
     def check_input(self, pl_module: pl.LightningModule, x: torch.Tensor) -> None:
-        check_image_inputs("AttributionMaps", x)
+        self._check_rank(x)
         self._probe.resolve_path(x)
         if self._probe.fixed is not None and isinstance(self.target, list):
             self._check_target(self.target, int(self._probe.fixed.shape[0]))
@@ -368,14 +461,19 @@ class AttributionMaps(FeatureWatchCallback):
                     "`layer=` naming a module the forward pass calls, or leave it unset for the "
                     "feature map pooled into the classifier"
                 ) from None
-            if fmap.dim() != 4:
+            if fmap.dim() not in (3, 4):
                 raise ValueError(
-                    "AttributionMaps: Grad-CAM needs a spatial (N, C, H, W) layer, but "
-                    f"{layer!r} outputs shape {tuple(fmap.shape)}; pass `layer=` naming a conv "
-                    "layer"
+                    "AttributionMaps: Grad-CAM needs a layer with positions - (N, C, H, W) or "
+                    f"(N, C, L) maps, or (N, T, D) tokens - but {layer!r} outputs shape "
+                    f"{tuple(fmap.shape)}; pass `layer=` naming a conv layer"
                 )
-        if "occlusion" in self.methods:  # window vs image size: the check occlusion() makes later
-            occlusion_windows(sample.shape, self.window, self.stride)
+            try:  # tokens on their patch grid: does `grid` (or the inferred square) fit them?
+                feature_map(pl_module, layer, fmap, sample, _grid_pair(self.grid))
+            except ValueError as err:
+                raise ValueError(f"AttributionMaps: {err}") from err
+            self._tokens = fmap.dim() == 3 and sample.dim() == 4
+        if "occlusion" in self.methods:  # window vs input size: the check occlusion() makes later
+            occlusion_masks(sample.shape, self.window, self.stride)
         if "cam" in self.methods:
             try:
                 if self.layer is None:
@@ -440,7 +538,8 @@ class AttributionMaps(FeatureWatchCallback):
             )
         if method == "gradcam":
             layer = self._resolve_gradcam_layer(pl_module, x)
-            return grad_cam(pl_module, x, t, layer, output_key=key), f"layer {layer}", "logit"
+            maps = grad_cam(pl_module, x, t, layer, output_key=key, grid=self.grid)
+            return maps, f"layer {layer}", "logit"
         if self._cam_layer is None:
             self._cam_layer = find_cam_layer(pl_module, x, self.classifier)
         return (
@@ -467,39 +566,85 @@ class AttributionMaps(FeatureWatchCallback):
                     f"`target` gives {len(values)} classes for {n} probe images; give one per image"
                 )
             t = torch.tensor(values, dtype=torch.long)
-        per_image = ", ".join(
+        labels = [
             f"#{i}: target {int(t[i])}, predicted {int(predicted[i])} (p={float(top_p[i]):.2f})"
             for i in range(n)
-        )
-        shown = to_display_channels(scale_each(probe.float()))
-        shown = shown.expand(-1, 3, -1, -1) if shown.shape[1] == 1 else shown
+        ]
         for method in self.methods:
             try:
                 maps, how, unit = self._maps(method, pl_module, x, t.to(device))
-                heat = overlay(probe.float(), maps.float().cpu(), cmap=self.cmap, alpha=self.alpha)
+                heading = f"{ATTRIBUTION_METHODS[method]} ({how}) · epoch {event.epoch} · step "
+                picture, layout = self._picture(
+                    probe.float(), maps.float().cpu(), labels, f"{heading}{event.step}", unit
+                )
             except Exception as err:  # noqa: BLE001 - reported; re-raised if strict
                 # one failing method (say occlusion running out of memory) must not cost the others
                 self.report_failure(event, method, f"method {method!r}", err)
                 continue
-            tiles = torch.cat([shown, heat])
-            h, w = tiles.shape[-2:]
-            factor = max(1, -(-self.min_size // max(h, w)))
-            if factor > 1:
-                tiles = F.interpolate(tiles, scale_factor=factor, mode="nearest")
-            picture = grid(tiles, nrow=n, padding=2, pad_value=1.0)
             event.add_image(
                 f"featurewatch/{self.name}/{method}",
-                with_colour_bar(picture, self.cmap, 0.0, 1.0, BAR_UNIT),
+                picture,
                 caption=(
                     f"epoch {event.epoch}, step {event.step}: {ATTRIBUTION_METHODS[method]} "
-                    f"({how}); {n} probe images (top) and the map over each (bottom, "
-                    f"{self.cmap}, scaled per image, positive evidence only); {per_image}; "
+                    f"({how}); {n} {layout}; {', '.join(labels)}; "
                     f"{_scale_note(maps, unit)}"
                     + nonfinite_note(nonfinite_counts(maps), maps[0].numel(), "map")
                     + _empty_note(maps)
                     + self._uniform_caption(method, pl_module, x, maps)
+                    + self._token_note(method, maps)
                 ),
             )
+
+    def _picture(
+        self, probe: torch.Tensor, maps: torch.Tensor, labels: list[str], heading: str, unit: str
+    ) -> tuple[torch.Tensor, str]:
+        """The ``(3, H, W)`` picture of one method's maps and the caption's words for its layout."""
+        if probe.dim() == 3:
+            peaks = maps.abs().nan_to_num(0.0).amax(1)
+            titles = [f"{label}\nmax {float(v):.3g} {unit}" for label, v in zip(labels, peaks)]
+            image = signal_attribution(probe, maps, titles=titles, title=heading, cmap=self.cmap)
+            return image, (
+                "probe signals: each one's waveform (top) and its map below it (a curve over a "
+                f"{self.cmap} band, in fraction of the map's max, positive evidence only)"
+            )
+        if probe.dim() == 2:
+            image = feature_attribution_bars(
+                probe,
+                maps,
+                unit=unit,
+                feature_names=self.feature_names,
+                max_features=self.max_features,
+                titles=labels,
+                title=heading,
+            )
+            shown = min(self.max_features, probe.shape[1])
+            return image, (
+                f"probe rows: per row the {shown} of {probe.shape[1]} features with the largest "
+                f"|value| as bars in {unit} (orange: for the target, blue: against)"
+            )
+        shown = to_display_channels(scale_each(probe))
+        shown = shown.expand(-1, 3, -1, -1) if shown.shape[1] == 1 else shown
+        heat = overlay(probe, maps, cmap=self.cmap, alpha=self.alpha)
+        tiles = torch.cat([shown, heat])
+        h, w = tiles.shape[-2:]
+        factor = max(1, -(-self.min_size // max(h, w)))
+        if factor > 1:
+            tiles = F.interpolate(tiles, scale_factor=factor, mode="nearest")
+        picture = grid(tiles, nrow=probe.shape[0], padding=2, pad_value=1.0)
+        return with_colour_bar(picture, self.cmap, 0.0, 1.0, BAR_UNIT), (
+            f"probe images (top) and the map over each (bottom, {self.cmap}, scaled per image, "
+            "positive evidence only)"
+        )
+
+    def _token_note(self, method: str, maps: torch.Tensor) -> str:
+        """Caption note for all-zero Grad-CAM maps of a transformer's token layer."""
+        if method != "gradcam" or not self._tokens or bool(maps.ne(0).any()):
+            return ""
+        return (
+            f"; Grad-CAM at token layer {self._gradcam_layer!r} is zero everywhere: the patch "
+            "tokens get no gradient there (after a transformer's last block only the class token "
+            "reaches the head); pass `layer=` naming an earlier block or the last block's ln_1"
+        )
 
     def _uniform_caption(
         self, method: str, pl_module: pl.LightningModule, x: torch.Tensor, maps: torch.Tensor
@@ -528,10 +673,6 @@ class AttributionMaps(FeatureWatchCallback):
         self._probe.load_state(state)
 
 
-#: The colour bar's unit: each map is divided by its own maximum (see ``overlay``).
-BAR_UNIT = "fraction of map's max"
-
-
 def _scale_note(maps: torch.Tensor, unit: str) -> str:
     """Caption fragment with each map's maximum absolute value: the tiles are scaled per image,
     so a drop of 2e-5 is as red as one of 0.9; these numbers are what compares across images."""
@@ -558,3 +699,10 @@ def _uniform_note(uniform: Sequence[int], advice: str) -> str:
         return ""
     images = ", #".join(str(i) for i in uniform)
     return f"; the map of image(s) #{images} is uniform: it shows no location ({advice})"
+
+
+def _grid_pair(value: int | Sequence[int] | None) -> tuple[int, int] | None:
+    """``grid=`` as ``(rows, columns)`` (an int is a square), ``None`` to infer it."""
+    if value is None:
+        return None
+    return (value, value) if isinstance(value, int) else (int(value[0]), int(value[1]))

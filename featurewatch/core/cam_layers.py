@@ -51,7 +51,12 @@ __all__ = [
 #: output is 1 x 1. What finishes after such a call works on the pooled vector, not on a feature
 #: map (ConvNeXt's ``LayerNorm2d`` on the ``(N, C, 1, 1)`` pool output), so it is never a default
 #: layer. A ``MaxPool2d`` that happens to output 1 x 1 (VGG at 32 px) still makes a feature map.
-_GLOBAL_POOL_TYPES: tuple[type[nn.Module], ...] = (nn.AdaptiveAvgPool2d, nn.AdaptiveMaxPool2d)
+_GLOBAL_POOL_TYPES: tuple[type[nn.Module], ...] = (
+    nn.AdaptiveAvgPool1d,
+    nn.AdaptiveMaxPool1d,
+    nn.AdaptiveAvgPool2d,
+    nn.AdaptiveMaxPool2d,
+)
 #: Modules that leave the pooled vector's values unchanged (in eval mode): not worth naming when
 #: explaining what sits between the global pool and the classifier.
 _PASS_THROUGH_TYPES: tuple[type[nn.Module], ...] = (
@@ -115,8 +120,8 @@ def _is_global_pool(module: nn.Module, out: Any) -> bool:
     return (
         isinstance(module, _GLOBAL_POOL_TYPES)
         and isinstance(out, torch.Tensor)
-        and out.dim() == 4
-        and out.shape[-2:].numel() == 1
+        and out.dim() in (3, 4)
+        and out.shape[2:].numel() == 1
     )
 
 
@@ -133,8 +138,12 @@ def _last_spatial_layer(model: nn.Module, x: torch.Tensor) -> str | None:
     ``(N, h, w, C)`` tensor (the Linear layers inside a ConvNeXt block, whose "width" is their 768
     channels), which Grad-CAM cannot use. ``"name@k"`` when that was not the module's last call;
     ``None`` when no module has a spatial output.
+
+    On ``(N, C, L)`` signals the same rule holds for ``(N, C, l)`` outputs (a 1-D net's maps,
+    longer than 1 preferred, never longer than the signal).
     """
-    height, width = x.shape[-2:]
+    rank = x.dim()
+    height, width = (1, x.shape[-1]) if rank == 3 else x.shape[-2:]
     calls: dict[str, int] = {}
     larger: list[tuple[str, int]] = []  # outputs larger than 1 x 1, in finishing order
     ones: list[tuple[str, int, int]] = []  # 1 x 1 outputs: name, call, finishing position
@@ -150,12 +159,12 @@ def _last_spatial_layer(model: nn.Module, x: torch.Tensor) -> str | None:
                 pools.append(tick[0])
             if (
                 isinstance(out, torch.Tensor)
-                and out.dim() == 4
+                and out.dim() == rank
                 and out.is_floating_point()
-                and out.shape[-2] <= height
+                and (rank == 3 or out.shape[-2] <= height)
                 and out.shape[-1] <= width
             ):
-                if out.shape[-2:].numel() > 1:
+                if out.shape[2:].numel() > 1:
                     larger.append((name, k))
                 else:
                     ones.append((name, k, tick[0]))
@@ -189,7 +198,8 @@ def default_gradcam_layer(model: nn.Module, x: torch.Tensor, classifier: str | N
 
     Args:
         model: the network.
-        x: ``(N, C, H, W)`` example input (only the first image is used).
+        x: ``(N, C, H, W)`` example input (only the first image is used), or ``(N, C, L)``
+            signals: then the last module with an ``(N, C, l)`` output, ``l > 1`` if any is.
         classifier: name of the ``nn.Linear`` classifier (default: the last one registered).
 
     Raises:
@@ -201,15 +211,17 @@ def default_gradcam_layer(model: nn.Module, x: torch.Tensor, classifier: str | N
         >>> default_gradcam_layer(torchvision.models.convnext_tiny(), torch.randn(1, 3, 224, 224))
         'features'
     """
-    try:
-        return find_cam_layer(model, x, classifier)
-    except ValueError:
-        pass  # no GAP + linear head: fall back to the last spatial map
+    if x.dim() != 3:  # CAM layers are 2-D feature maps; a 1-D net's default is its last map
+        try:
+            return find_cam_layer(model, x, classifier)
+        except ValueError:
+            pass  # no GAP + linear head: fall back to the last spatial map
     with isolated(model):
         found = _last_spatial_layer(model, model_input(model, x)[:1])
     if found is None:
+        shape = "(N, C, l)" if x.dim() == 3 else "(N, C, H, W)"
         raise ValueError(
-            f"no module of {type(model).__name__} outputs a spatial (N, C, H, W) feature map "
+            f"no module of {type(model).__name__} outputs a spatial {shape} feature map "
             "(before any global pooling) in the forward pass, so there is no default Grad-CAM "
             "layer; pass `layer=` naming a module with such an output"
         )
