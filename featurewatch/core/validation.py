@@ -177,8 +177,11 @@ def check_inputs(name: str, value: Any) -> torch.Tensor:
 
 #: What a user with a non-image model can use instead of an image-only callback.
 NON_IMAGE_ALTERNATIVES = (
-    "DeadNeuronMonitor and FeatureDrift watch any model, and featurewatch.saliency / "
-    "featurewatch.occlusion / featurewatch.grad_cam accept (N, F) and (N, C, L) inputs"
+    "DeadNeuronMonitor and FeatureDrift watch any model; AttributionMaps draws saliency, "
+    "SmoothGrad and occlusion for (N, F) feature vectors and (N, C, L) 1-D signals (and Grad-CAM "
+    "at a 1-D layer); FilterWeights and ActivationGrid draw 1-D (Conv1d) nets; and "
+    "featurewatch.saliency / featurewatch.occlusion / featurewatch.grad_cam accept (N, F) and "
+    "(N, C, L) inputs"
 )
 
 
@@ -186,7 +189,10 @@ def check_image_inputs(who: str, x: torch.Tensor) -> None:
     """Refuse, with what to use instead, a callback that draws images for a non-image model.
 
     Called with the first batch's inputs (before the first training step), so a tabular or 1-D
-    model fails at the start of ``fit`` with this message, not later with an ``IndexError``.
+    model fails at the start of ``fit`` with this message, not later with an ``IndexError``. The
+    message names what does work on such a model (:data:`NON_IMAGE_ALTERNATIVES`: the
+    model-agnostic monitors, AttributionMaps on feature vectors and signals, FilterWeights and
+    ActivationGrid on 1-D nets).
 
     Raises:
         ValueError: if ``x`` is not a 4-D ``(N, C, H, W)`` batch.

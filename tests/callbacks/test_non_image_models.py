@@ -2,7 +2,9 @@
 ``(N, 1, 800)`` signals.
 
 The callbacks that watch any model run; FilterWeights and ActivationGrid also run on the
-``Conv1d`` net (curves and channel x time heatmaps, issue 14); every callback that draws images
+``Conv1d`` net (curves and channel x time heatmaps, issue 14), AttributionMaps on both (waveforms
+with their maps, bars per feature; Grad-CAM and CAM, which need positions, refused on the tabular
+model and CAM on the 1-D net, naming what applies); every other callback that draws images
 refuses at the start of ``fit``, before the first training step, with a ``ValueError`` that says
 what it works on and what to use instead - never an ``IndexError`` mid-run, never a
 recommendation of the very layer it refused.
@@ -100,11 +102,13 @@ def fit(make_model: Callable[[], tuple[nn.Module, torch.Tensor]], cb: pl.Callbac
 
 #: Drawn for 1-D nets too (issue 14): refused on the tabular model only.
 ONE_D_TOO = {"FilterWeights", "ActivationGrid"}
+#: Drawn for both (issue 14): signals as waveforms with their maps, feature vectors as bars.
+BOTH_TOO = {"AttributionMaps"}
 REFUSALS = [
     pytest.param(make_model, name, id=f"{name}-{tag}")
     for make_model, tag in ((mlp, "tabular"), (audio, "conv1d"))
     for name in sorted(IMAGE_ONLY)
-    if not (make_model is audio and name in ONE_D_TOO)
+    if not (make_model is audio and name in ONE_D_TOO) and name not in BOTH_TOO
 ]
 
 
@@ -126,6 +130,11 @@ RUNS = [
     for make_model, tag in ((mlp, "tabular"), (audio, "conv1d"))
     for name in sorted(ANY_MODEL)
 ] + [pytest.param(audio, name, id=f"{name}-conv1d") for name in sorted(ONE_D_TOO)]
+RUNS += [
+    pytest.param(make_model, name, id=f"{name}-{tag}")
+    for make_model, tag in ((mlp, "tabular"), (audio, "conv1d"))
+    for name in sorted(BOTH_TOO)
+]
 
 
 @pytest.mark.parametrize(("make_model", "name"), RUNS)
@@ -135,3 +144,25 @@ def test_model_agnostic_callbacks_run_on_non_image_models(make_model, name, tmp_
     assert trainer.global_step == 4
     assert cb.calls >= 1 and cb.failures == 0
     assert any(not torch.equal(before[k], v) for k, v in net.state_dict().items())  # it trained
+
+
+@pytest.mark.parametrize(
+    ("make_model", "methods", "why"),
+    [
+        pytest.param(mlp, "gradcam", "feature vectors have none", id="gradcam-tabular"),
+        pytest.param(mlp, "cam", "feature vectors have none", id="cam-tabular"),
+        pytest.param(audio, "cam", "CAM is defined on a 2-D feature map", id="cam-conv1d"),
+    ],
+)
+def test_attribution_methods_without_positions_refuse_naming_the_ones_that_apply(
+    make_model, methods, why, tmp_path
+):
+    net, x = make_model()
+    before = {k: v.clone() for k, v in net.state_dict().items()}
+    with pytest.raises(ValueError) as refused:
+        fit(lambda: (net, x), fw.AttributionMaps(methods=methods, num_images=2), tmp_path)
+    message = str(refused.value)
+    assert f"AttributionMaps: method {methods!r} does not apply" in message and why in message
+    assert "use 'saliency', 'smoothgrad', 'occlusion'" in message
+    assert ("'gradcam'" in message.split("; use ")[1]) == (make_model is audio)
+    assert all(torch.equal(before[k], v) for k, v in net.state_dict().items())  # no step taken
