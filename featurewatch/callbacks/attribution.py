@@ -601,7 +601,11 @@ class AttributionMaps(FeatureWatchCallback):
         """The ``(3, H, W)`` picture of one method's maps and the caption's words for its layout."""
         if probe.dim() == 3:
             peaks = maps.abs().nan_to_num(0.0).amax(1)
-            titles = [f"{label}\nmax {float(v):.3g} {unit}" for label, v in zip(labels, peaks)]
+            titles = [
+                f"{label}\nmax |map| {float(v):.3g} {unit}"
+                + ("" if bool((m > 0).any()) else " (no positive evidence)")
+                for label, v, m in zip(labels, peaks, maps)
+            ]
             image = signal_attribution(probe, maps, titles=titles, title=heading, cmap=self.cmap)
             return image, (
                 "probe signals: each one's waveform (top) and its map below it (a curve over a "

@@ -117,7 +117,7 @@ def test_a_1d_net_logs_every_method_as_waveforms_with_their_maps(tmp_path: Path)
 
 
 def test_a_probe_tensor_of_signals_is_n_signals_on_a_1d_net(tmp_path: Path) -> None:
-    signals = next(iter(digit_signals(n=64)[1]))[0][:5]  # (5, 1, 64)
+    signals = next(iter(digit_signals(n=64)[1]))[0][:5]  # (5, 1, 64): 5 signals, not one image
     cb = fw.AttributionMaps("occlusion", probe=signals, target=[0, 1, 2, 3, 4], window=8)
     trainer = fit(tmp_path, SignalNet(), digit_signals(n=64), [cb])
     record = images_by_key(tmp_path)["featurewatch/attribution/occlusion"]
@@ -138,6 +138,21 @@ def test_a_3d_probe_stays_one_image_for_an_image_model() -> None:
     assert signals.fixed is not None and signals.fixed.shape == (3, 2, 50)
     with pytest.raises(ValueError, match=r"inputs are \(8, 1, 50\).*pass signals with 1 channels"):
         ProbeImages(torch.rand(3, 2, 50), 4).check_input("X", torch.rand(8, 1, 50))
+    # at setup, a 3-D probe that no Conv1d (nor Conv2d) of the model takes is refused
+    with pytest.raises(
+        ValueError, match=r"has 2 channels \(shape \(3, 2, 50\)\).*1-channel signals"
+    ):
+        ProbeImages(torch.rand(3, 2, 50), 4).check_model("X", SignalNet())
+    ProbeImages(torch.rand(3, 1, 50), 4).check_model("X", SignalNet())  # fits: no error
+
+
+def test_a_saved_probe_of_signals_or_rows_is_loaded_at_the_inputs_rank(tmp_path: Path) -> None:
+    torch.save(torch.rand(6, 1, 64), tmp_path / "signals.pt")
+    probe = ProbeImages(str(tmp_path / "signals.pt"), 4)
+    probe.resolve_path(torch.rand(8, 1, 64))
+    assert probe.fixed is not None and probe.fixed.shape == (4, 1, 64)
+    with pytest.raises(ValueError, match=r"must be a \.pt file holding a tensor of shape"):
+        ProbeImages(str(tmp_path / "signals.pt"), 4).resolve_path(torch.rand(8, 64))
 
 
 # ---------------------------------------------------------------------------------- tabular
