@@ -1,5 +1,5 @@
 """DatasetExamples: the real inputs that excite each channel most, where, and through which
-pixels."""
+pixels (on 1-D signal nets: which signals, and which interval of samples)."""
 
 from __future__ import annotations
 
@@ -21,7 +21,8 @@ from featurewatch.core.images import scale_each
 from featurewatch.core.inspect import activation_maps
 from featurewatch.core.layers import list_layers, parse_layer, resolve_layer
 from featurewatch.core.projection import PROJECTION_RULES, project_detailed
-from featurewatch.core.receptive_field import Box, receptive_fields
+from featurewatch.core.receptive_field import Box, Interval, receptive_fields, receptive_intervals
+from featurewatch.core.signal_examples import signal_examples_grid, signal_tiles
 from featurewatch.core.validation import (
     check_bool,
     check_channel_list,
@@ -45,6 +46,10 @@ __all__ = ["DatasetExamples"]
 _RULE_NAMES = {"guided": "guided-backprop", "deconvnet": "deconvnet", "gradient": "gradient"}
 _PLAIN_NOTE = "(no nn.ReLU/ReLU6/LeakyReLU module before this layer: plain gradient)"
 _READABLE = ("conv", "activation", "linear")  # the layer kinds whose outputs this callback reads
+#: Why a 1-D layer's picture has no projection column (yet).
+_NO_SIGNAL_PROJECTIONS = (
+    "no projections: featurewatch.core.projection takes (N, C, H, W) images only so far"
+)
 
 
 def _pool_names(message: str) -> str:
@@ -70,6 +75,13 @@ class DatasetExamples(Filmstrips):
     and the projection of the activation back to pixels (guided backprop by default), which
     shows which pixels inside the patch drive it. Watching them across epochs shows channels
     specializing (or dying: a row of zero activations).
+
+    On a net over 1-D signals (``(N, C, L)`` inputs, a ``Conv1d`` layer's ``(N, C, L)`` output:
+    audio, sensor series) the same search runs over time: each row shows the channel's ``k`` top
+    signals as small waveform plots with the interval of samples the maximal unit can see shaded
+    (:func:`~featurewatch.core.receptive_field.receptive_intervals`), titled with the pool index,
+    the activation and the interval; projections are not drawn for 1-D layers yet (the caption
+    says so); the pool is taken from the batches (``pool=None``) or given as ``(N, C, L)``.
 
     Cost per call: one forward per pool batch (``pool_size / batch_size`` of them) serves every
     watched layer and stops right after the deepest one - each module up to it runs once per
@@ -127,7 +139,10 @@ class DatasetExamples(Filmstrips):
           their projections (zero is grey); above each row a strip with the channel, pool
           indices and activations (``"ch 5 · top 6: #12 (4.1), #3 (3.9), ..."``, as many as
           fit), under the header ``"<layer> · epoch E · step S"``. The caption gives, per
-          channel, all the pool indices and activation values, with the epoch and step.
+          channel, all the pool indices and activation values, with the epoch and step. On a
+          1-D layer: the ``k`` top signals plotted, the receptive-field interval shaded, and the
+          caption gives per example the pool index, the value, the time position of the maximum
+          and the interval of input samples (``"#12 (4.1) t=5 [6, 20)"``).
         - ``featurewatch/examples/<layer>/drift``: scalar, how much the channels' top images
           changed since the previous call: the mean over channels of ``1 - |P ∩ C| / |P ∪ C|``
           (Jaccard distance) of the channel's top-``k`` pool indices then (``P``) and now
@@ -136,7 +151,8 @@ class DatasetExamples(Filmstrips):
           the fixed pool). The caption gives each channel's value.
         - ``featurewatch/examples/<layer>/drift_units``: histogram, those per-channel values.
         - ``featurewatch/examples/<layer>/filmstrip``: image, at the end of training (and every
-          ``filmstrip_every`` calls): one row per channel, its top pool image at each call (at
+          ``filmstrip_every`` calls): one row per channel, its top pool image (on 1-D layers: a
+          thumbnail plot of its top signal) at each call (at
           most 12 columns, evenly spread, titled with epoch and step), with an animated GIF where
           the logger shows animations; see
           :class:`~featurewatch.callbacks.rendering.Filmstrips` for the memory bound.
@@ -228,6 +244,8 @@ class DatasetExamples(Filmstrips):
         # receptive fields per (layer, input shape) and feature-map position: fixed by the
         # architecture, so computed once per position for the whole run
         self._boxes: dict[tuple[str, tuple[int, ...]], dict[tuple[int, int], Box]] = {}
+        # the same for the time positions of 1-D layers: intervals of input samples
+        self._intervals: dict[tuple[str, tuple[int, ...]], dict[int, Interval]] = {}
         # per layer: (channels, step, (channels, k) top indices) of the previous call, valid for
         # the pool marked by _pool_mark (its shape and sum)
         self._previous: dict[str, tuple[list[int], int, torch.Tensor]] = {}
@@ -253,16 +271,21 @@ class DatasetExamples(Filmstrips):
             resolve_layer(pl_module, layer)
 
     def check_input(self, pl_module: pl.LightningModule, x: torch.Tensor) -> None:
-        check_image_inputs("DatasetExamples", x)
+        if x.dim() != 3:  # 1-D signals (N, C, L) are drawn as waveforms
+            check_image_inputs("DatasetExamples", x)
         self._pool.resolve_path(x)
         sample = self._pool.fixed if self._pool.fixed is not None else x
         maps = activation_maps(pl_module, sample[:1], self.layers)
+        spatial, shapes = (
+            (3, "(N, C, L) or (N, C)") if x.dim() == 3 else (4, "(N, C, H, W) or (N, C)")
+        )
         for layer, m in maps.items():
-            if m.dim() not in (2, 4):
+            if m.dim() not in (2, spatial):
                 raise ValueError(
-                    "DatasetExamples needs (N, C, H, W) or (N, C) layer outputs, but layer "
-                    f"{layer!r} outputs shape {tuple(m.shape)}; name conv, activation or linear "
-                    f"layers (e.g. {', '.join(list_layers(pl_module, kinds=_READABLE)[:6])})"
+                    f"DatasetExamples needs {shapes} layer outputs on inputs of shape "
+                    f"{tuple(x.shape)}, but layer {layer!r} outputs shape {tuple(m.shape)}; name "
+                    "conv, activation or linear layers (e.g. "
+                    f"{', '.join(list_layers(pl_module, kinds=_READABLE)[:6])})"
                 )
             self._num_channels[layer] = int(m.shape[1])
             given = self._given_channels(layer)
@@ -363,6 +386,23 @@ class DatasetExamples(Filmstrips):
             cache.update(zip(missing, found))
         return [cache[p] for p in positions]
 
+    def _receptive_intervals(
+        self,
+        pl_module: pl.LightningModule,
+        layer: str,
+        shape: tuple[int, ...],
+        positions: list[int],
+        counts: dict[str, int] | None = None,
+    ) -> list[Interval]:
+        cache = self._intervals.setdefault((layer, shape), {})
+        missing = sorted({t for t in positions if t not in cache})
+        if missing:
+            found = receptive_intervals(
+                pl_module, layer, shape, missing, batch_size=self.batch_size, call_counts=counts
+            )
+            cache.update(zip(missing, found))
+        return [cache[t] for t in positions]
+
     def _layer_failed(self, event: Event, layer: str, err: Exception) -> None:
         """Report one layer's failure (call from inside the ``except`` block); re-raise if
         strict."""
@@ -411,11 +451,16 @@ class DatasetExamples(Filmstrips):
             try:
                 top = tops[layer]
                 drift = self._drift(event, layer, top)
-                self._show(pl_module, event, pool, shape, layer, top, counts, drift)
+                if pool.dim() == 3:
+                    self._show_signals(pl_module, event, pool, shape, layer, top, counts, drift)
+                    thumbnails = signal_tiles(pool[top.indices[:, 0]])
+                else:
+                    self._show(pl_module, event, pool, shape, layer, top, counts, drift)
+                    thumbnails = scale_each(pool[top.indices[:, 0]].detach().float().cpu())
                 self.keep(
                     event,
                     f"featurewatch/{self.name}/{layer}",
-                    scale_each(pool[top.indices[:, 0]].detach().float().cpu()),
+                    thumbnails,
                     [str(c) for c in top.channels],
                     part=layer,
                     title=f"{layer}: top pool image of each channel (rows) over calls (columns)",
@@ -500,6 +545,67 @@ class DatasetExamples(Filmstrips):
             image,
             caption=self._caption(event, layer, top, boxes, projections, plain, drift),
         )
+
+    def _show_signals(
+        self,
+        pl_module: pl.LightningModule,
+        event: Event,
+        pool: torch.Tensor,
+        shape: tuple[int, ...],
+        layer: str,
+        top: TopExamples,
+        counts: dict[str, int] | None,
+        drift: tuple[int, dict[int, float]] | None = None,
+    ) -> None:
+        """The picture of a 1-D layer (``(N, C, L)`` pool): waveform plots, intervals shaded."""
+        rows, k = top.indices.shape
+        times: list[int] | None = None
+        intervals = None
+        if top.positions is not None:
+            times = [int(t) for t in top.positions.flatten().tolist()]
+            if self.crops:
+                found = self._receptive_intervals(pl_module, layer, shape, times, counts)
+                intervals = [found[r * k : (r + 1) * k] for r in range(rows)]
+        titles = [
+            f"ch {c} · top {k}: " + ", ".join(f"#{i} ({v:.3g})" for i, v in zip(idx, val))
+            for c, idx, val in zip(top.channels, top.indices.tolist(), top.values.tolist())
+        ]
+        image = signal_examples_grid(
+            pool, top, intervals=intervals, row_titles=titles, header=image_header(layer, event)
+        )
+        head = (
+            f"epoch {event.epoch}, step {event.step}: {layer}, top {top.k} of {top.pool_size} pool "
+            f"signals per channel; rows: {describe_channels(top.channels)}; plots: the top "
+            "signals, highest first"
+        )
+        if intervals is not None:
+            head += (
+                ", the receptive field of the maximal unit shaded; per example: pool index "
+                "(activation) t=time position of the maximum [start, stop) of input samples"
+            )
+        if self.projection is not None:
+            head += f"; {_NO_SIGNAL_PROJECTIONS}"
+        if drift is not None:
+            head += (
+                f"; drift since step {drift[0]}: 1 - Jaccard index of the channel's top "
+                f"{top.k} pool indices then and now"
+            )
+        lines = [head]
+        for r, (c, idx, val) in enumerate(
+            zip(top.channels, top.indices.tolist(), top.values.tolist())
+        ):
+            pairs = []
+            for j, (i, v) in enumerate(zip(idx, val)):
+                pair = f"#{i} ({v:.3g})"
+                if times is not None:
+                    pair += f" t={times[r * k + j]}"
+                if intervals is not None:
+                    start, stop = intervals[r][j]
+                    pair += f" [{start}, {stop})"
+                pairs.append(pair)
+            moved = f"; drift {drift[1][c]:.3f}" if drift is not None and c in drift[1] else ""
+            lines.append(f"channel {c}: {', '.join(pairs)}{moved}")
+        event.add_image(f"featurewatch/{self.name}/{layer}", image, caption="\n".join(lines))
 
     def _caption(
         self,

@@ -27,7 +27,7 @@ from featurewatch.core.validation import check_images
 if TYPE_CHECKING:  # examples.py re-exports examples_grid: no import cycle at run time
     from featurewatch.core.examples import TopExamples
 
-__all__ = ["examples_grid"]
+__all__ = ["examples_grid", "titled_rows"]
 
 _STRIP = 0.94  # row title strips: the light grey of labelled_grid's title strips
 _ROW_SIZE = 11  # px, the row titles' font
@@ -157,12 +157,45 @@ def examples_grid(
         joined: list[torch.Tensor] = []
         for i, part in enumerate(parts):
             joined.extend([spacer, part] if i else [part])
-        row = torch.cat(joined, dim=2)
+        row_images.append(torch.cat(joined, dim=2))
+    return titled_rows(row_images, row_titles=row_titles, header=header)
+
+
+def titled_rows(
+    rows: Sequence[torch.Tensor],
+    *,
+    row_titles: Sequence[str] | None = None,
+    header: str | None = None,
+) -> torch.Tensor:
+    """Stack ``(3, h, w)`` row pictures (equal widths) into one picture, each under its title.
+
+    The one layout of a dataset-examples picture, shared by :func:`examples_grid` (image tiles)
+    and :func:`~featurewatch.core.signal_examples.signal_examples_grid` (waveform plots): a light
+    strip with the row's title above each row, 4 px white between rows, and an optional header
+    line across the top (the picture widened with white on the right, up to 1024 px, when the
+    header would not fit).
+
+    Args:
+        rows: ``(3, h_i, w)`` pictures in ``[0, 1]``, one per row.
+        row_titles: one line per row (shortened to fit with "…"), or ``None``: no strips.
+        header: a line across the top, e.g. ``"features.5 · epoch 3 · step 240"``.
+
+    Returns:
+        ``(3, H, W)`` image in ``[0, 1]``.
+    """
+    if row_titles is not None and (isinstance(row_titles, str) or len(row_titles) != len(rows)):
+        raise ValueError(
+            f"`row_titles` must hold one title per row ({len(rows)}), got {row_titles!r}"
+        )
+    titled = []
+    for r, row in enumerate(rows):
         if row_titles is not None:
             strip = text_band(row.shape[-1], str(row_titles[r]), size=_ROW_SIZE, background=_STRIP)
             row = torch.cat([strip, row], dim=1)
-        row_images.append(row)
-    picture = grid(torch.stack(row_images), nrow=1, padding=4, pad_value=1.0)
+        titled.append(row)
+    height = max(int(t.shape[1]) for t in titled)
+    titled = [F.pad(t, (0, 0, 0, height - t.shape[1]), value=1.0) for t in titled]
+    picture = grid(torch.stack(titled), nrow=1, padding=4, pad_value=1.0)
     if header:  # widened (up to 1024 px) so that a header longer than a narrow picture fits
         needed = math.ceil(label_font(_HEADER_SIZE).getlength(header)) + 2 * 3 + 4
         width = max(picture.shape[-1], min(1024, needed))

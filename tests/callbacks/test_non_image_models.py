@@ -101,7 +101,7 @@ def fit(make_model: Callable[[], tuple[nn.Module, torch.Tensor]], cb: pl.Callbac
 
 
 #: Drawn for 1-D nets too (issue 14): refused on the tabular model only.
-ONE_D_TOO = {"FilterWeights", "ActivationGrid"}
+ONE_D_TOO = {"FilterWeights", "ActivationGrid", "DatasetExamples"}
 #: Drawn for both (issue 14): signals as waveforms with their maps, feature vectors as bars.
 BOTH_TOO = {"AttributionMaps"}
 REFUSALS = [
