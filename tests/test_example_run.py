@@ -46,6 +46,8 @@ def test_example_trains_on_an_image_folder_with_every_callback(tmp_path: Path) -
             "--data",
             str(folder),
             "--fast",
+            "--budget",  # every callback must log here: no time budget deferring calls
+            "0",
             "--logger",
             "none",
             "--out",

@@ -8,7 +8,11 @@ only raises the unbudgeted share the tests compare against). Every bound below i
 
 from __future__ import annotations
 
+import json
 import math
+import os
+import subprocess
+import sys
 import time
 from pathlib import Path
 from typing import Any
@@ -153,12 +157,13 @@ def test_without_a_budget_nothing_changes(unbudgeted: dict[str, Any]) -> None:
     assert not [k for k in [*run.scalars, *run.texts] if "budget" in k or "deferred" in k]
 
 
-def test_two_expensive_callbacks_take_turns(tmp_path: Path) -> None:
+def test_two_expensive_callbacks_take_turns(tmp_path: Path, unbudgeted: dict[str, Any]) -> None:
     # the same render twice, due at the same steps: the one listed second asks second every time,
-    # yet it must not starve behind the first (a larger fraction: more calls to share, so a slow
-    # moment of a busy machine cannot decide the outcome)
+    # yet it must not starve behind the first. A large fraction (there are more calls to share,
+    # so a slow moment of a busy machine cannot decide the outcome; the unbudgeted fit ran first
+    # in this process, so its first, slowest call is not one of these)
     first, second = _channels(name="first"), _channels(name="second")
-    budget = TimeBudget(fraction=0.3)
+    budget = TimeBudget(fraction=0.5)
     _fit(tmp_path, [first, second, budget])
     assert first.calls >= 2 and second.calls >= 2, (first.calls, second.calls)
     assert abs(first.calls - second.calls) <= 1, (first.calls, second.calls)
@@ -225,3 +230,24 @@ def test_one_budget_per_trainer(tmp_path: Path) -> None:
     # Lightning refuses two stateful callbacks with one state key at construction already
     with pytest.raises(RuntimeError, match="more than one stateful callback of type `TimeBudget`"):
         make_trainer(tmp_path, [_channels(), TimeBudget(0.1), TimeBudget(0.2)])
+
+
+def test_ddp_ranks_take_the_same_decisions(tmp_path: Path) -> None:
+    # two gloo processes whose own clocks disagree: DeadNeuronMonitor's collectives run on every
+    # rank, so every rank must run (or defer) the same calls; a mismatch would hang the run
+    script = Path(__file__).resolve().parents[1] / "scripts" / "ddp_budget_fit.py"
+    env = {**os.environ, "PYTHONWARNINGS": "ignore", "OMP_NUM_THREADS": "1"}
+    done = subprocess.run(
+        [sys.executable, str(script), str(tmp_path)],
+        capture_output=True,
+        text=True,
+        check=False,
+        timeout=300,
+        env=env,
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    ranks = [json.loads((tmp_path / f"rank{r}.json").read_text()) for r in (0, 1)]
+    assert ranks[0]["global_step"] == ranks[1]["global_step"] == 16
+    assert ranks[0]["dead_calls"] == ranks[1]["dead_calls"] >= 1
+    assert ranks[0]["dead_deferred"] == ranks[1]["dead_deferred"] > 0
+    assert ranks[0]["channels_calls"] >= 1 and ranks[1]["channels_calls"] == 0
