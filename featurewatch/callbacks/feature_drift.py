@@ -86,29 +86,19 @@ class FeatureDrift(FeatureWatchCallback):
         max_layers: int = 8,
         normalize: Normalize | None = None,
         input_key: int | str = 0,
-        every_n_epochs: int | None = 1,
-        every_n_train_steps: int | None = None,
-        at_start: bool = False,
-        at_end: bool = True,
-        strict: bool = False,
+        **schedule: Any,
     ) -> None:
-        super().__init__(
-            every_n_epochs=every_n_epochs,
-            every_n_train_steps=every_n_train_steps,
-            at_start=at_start,
-            at_end=at_end,
-            strict=strict,
-        )
+        super().__init__(**schedule)
         self.layers = check_layers(layers, allow_none=True)
         check_int("num_images", num_images, minimum=2)
         check_int("max_layers", max_layers)
         self.max_layers = max_layers
         self.input_key = input_key
         self._probe = ProbeImages(probe, num_images, normalize)
-        if self._probe.fixed is not None and self._probe.fixed.shape[0] < 2:
-            raise ValueError(
-                "FeatureDrift compares how probe images relate to each other and needs at least 2 "
-                f"of them, got a probe tensor of shape {tuple(self._probe.fixed.shape)}"
+        # (a 3-D tensor may be N signals of a 1-D net: counted at the first batch)
+        if self._probe.fixed is not None and self._probe.signals is None:
+            _check_count(
+                self._probe.fixed, f"a probe tensor of shape {tuple(self._probe.fixed.shape)}"
             )
         self._default_layers: list[str] | None = None
         #: Gram matrices of the first and of the previous call, per layer (float64 CPU, N x N)
@@ -141,10 +131,15 @@ class FeatureDrift(FeatureWatchCallback):
 
     def check_input(self, pl_module: pl.LightningModule, x: torch.Tensor) -> None:
         self._probe.resolve_path(x)
-        if self._probe.fixed is not None and self._probe.fixed.shape[0] < 2:
-            raise ValueError(
-                f"FeatureDrift needs at least 2 probe images, the probe path "
-                f"{str(self._probe.source)!r} gave {self._probe.fixed.shape[0]}; add images"
+        # (the base class has checked the probe against x: a 3-D tensor is N signals or one
+        # image by now)
+        if self._probe.fixed is not None:
+            n = self._probe.fixed.shape[0]
+            _check_count(
+                self._probe.fixed,
+                f"a probe tensor of shape {tuple(self._probe.fixed.shape)}"
+                if isinstance(self._probe.source, torch.Tensor)
+                else f"{n} from the probe path {str(self._probe.source)!r}",
             )
         sample = self._probe.fixed if self._probe.fixed is not None else x
         self._default_layers = None
@@ -297,6 +292,14 @@ class FeatureDrift(FeatureWatchCallback):
             }
             for e in state.get("history", [])
         ]
+
+
+def _check_count(probe: torch.Tensor, what: str) -> None:
+    if probe.shape[0] < 2:
+        raise ValueError(
+            "FeatureDrift compares how probe inputs relate to each other and needs at least 2 of "
+            f"them, got {what}; add inputs"
+        )
 
 
 def _evenly_spaced(items: list[str], k: int) -> list[str]:

@@ -46,6 +46,10 @@ def digit_signals(n: int = 256, batch_size: int = 32) -> tuple[DataLoader, DataL
     return train, val
 
 
+#: 6 digits as (1, 64) signals, standardized like digit_signals' (a given probe tensor)
+PROBE_SIGNALS = torch.stack([next(iter(digit_signals()[1]))[0][i] for i in range(6)])
+
+
 class SignalNet(nn.Module):
     """Conv1d-BN-ReLU x2, max pool between, global average pool, linear: an audio-like net."""
 
@@ -143,6 +147,10 @@ def test_every_applicable_callback_logs_on_a_1d_signal_net(tmp_path: Path) -> No
         fw.ActivationGrid(layers=["net.features.2", "net.features.6"], num_images=3),
         fw.DeadNeuronMonitor(),
         fw.FeatureDrift(["net.features.2", "net.features.6"], num_images=8),
+        # a given (N, C, L) probe: N signals of a 1-D net, not one image
+        fw.FeatureDrift(["net.features.6"], probe=PROBE_SIGNALS, name="drift_given"),
+        fw.AttributionMaps(methods=("saliency", "occlusion", "gradcam"), num_images=2),
+        fw.DatasetExamples(["net.features.6"], max_channels=2, k=2, pool_size=32),
     ]
     trainer = fit(tmp_path, SignalNet(), digit_signals(), callbacks)
     assert trainer.global_step == 8
@@ -154,8 +162,14 @@ def test_every_applicable_callback_logs_on_a_1d_signal_net(tmp_path: Path) -> No
         "activations": {"image"},
         "dead": {"scalar", "histogram", "image"},
         "drift": {"scalar"},
+        "drift_given": {"scalar"},
+        "attribution": {"image"},
+        "examples": {"image"},
     }
     images = {r["key"]: r for r in recs if r["kind"] == "image"}
+    for method in ("saliency", "occlusion", "gradcam"):
+        assert png(tmp_path, images[f"featurewatch/attribution/{method}"]).std() > 10
+    assert "featurewatch/examples/net.features.6" in images
 
     # FilterWeights: 8 curve plots of the first Conv1d, a near-square 3 x 3 layout
     curves = png(tmp_path, images["featurewatch/filters/net.features.0"])
@@ -180,20 +194,12 @@ def test_every_applicable_callback_logs_on_a_1d_signal_net(tmp_path: Path) -> No
 
 #: Callbacks that draw images or optimize an input: on a 1-D net they refuse, saying why.
 SIGNAL_REFUSALS: dict[str, tuple[Callable[[], fw.FeatureWatchCallback], str]] = {
-    "AttributionMaps": (
-        lambda: fw.AttributionMaps(methods=("saliency",), num_images=2),
-        "1-D signals (N, C, L)",
-    ),
     "ChannelVisualization": (
         lambda: fw.ChannelVisualization(["net.features.2"], steps=2),
         "1-D signals (N, C, L)",
     ),
     "ClassModelVisualization": (
         lambda: fw.ClassModelVisualization(steps=2),
-        "1-D signals (N, C, L)",
-    ),
-    "DatasetExamples": (
-        lambda: fw.DatasetExamples(["net.features.2"], k=2, pool_size=16),
         "1-D signals (N, C, L)",
     ),
     "DeepDream": (
@@ -226,6 +232,10 @@ def vit_callbacks() -> list[fw.FeatureWatchCallback]:
             num_images=2,
             smooth_samples=2,
         ),
+        # Grad-CAM at a token layer, laid on the 4 x 4 patch grid
+        fw.AttributionMaps(
+            methods=("gradcam",), num_images=2, layer=BLOCK.format(0), name="token_cam"
+        ),
         fw.ClassModelVisualization(classes=[0, 1], steps=4),
         fw.ChannelVisualization(["net.conv_proj"], max_channels=4, steps=4),
         fw.DeepDream(BLOCK.format(1), num_images=2, octaves=1, steps=2),  # one size: ViT's own
@@ -252,8 +262,10 @@ def test_every_applicable_callback_logs_on_a_vision_transformer(tmp_path: Path) 
         "channels",
         "deepdream",
         "examples",
+        "token_cam",
     }
     images = {r["key"]: r for r in recs if r["kind"] == "image"}
+    assert png(tmp_path, images["featurewatch/token_cam/gradcam"]).std() > 10
     for method in ("saliency", "smoothgrad", "occlusion", "gradcam"):
         assert f"featurewatch/attribution/{method}" in images
     # the token layer drawn on the 4 x 4 patch grid (class token dropped)
@@ -269,11 +281,6 @@ def test_every_applicable_callback_logs_on_a_vision_transformer(tmp_path: Path) 
 
 #: On a ViT these refuse, each for its reason (to be lifted where the core already can).
 VIT_REFUSALS: dict[str, tuple[Callable[[], fw.FeatureWatchCallback], str, str]] = {
-    "gradcam_on_tokens": (
-        lambda: fw.AttributionMaps(methods=("gradcam",), num_images=2, layer=BLOCK.format(1)),
-        "AttributionMaps",
-        "Grad-CAM needs a spatial (N, C, H, W) layer",
-    ),
     "cam": (
         lambda: fw.AttributionMaps(methods=("cam",), num_images=2),
         "AttributionMaps",

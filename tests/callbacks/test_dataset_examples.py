@@ -221,7 +221,7 @@ def test_arguments_are_validated_with_named_messages() -> None:
     with pytest.raises(FileNotFoundError, match="`pool` path '/no/such/pool.pt' does not exist"):
         DatasetExamples("a", pool="/no/such/pool.pt")
     with pytest.raises(ValueError, match=r"`pool` tensor must be \(N, C, H, W\)"):
-        DatasetExamples("a", pool=torch.zeros(4, 4))
+        DatasetExamples("a", pool=torch.zeros(4))
     model = LitClassifier(SmallCNN())
     with pytest.raises(RuntimeError, match="no pool images yet: pass `pool=`"), isolated(model):
         DatasetExamples("net.features.6").visualize(None, model, Event(step=0, epoch=0))  # type: ignore[arg-type]
