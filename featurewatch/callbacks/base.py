@@ -312,6 +312,9 @@ class FeatureWatchCallback(pl.Callback, ABC):
     #: Arguments that only decide what to do with what is measured (``strict``, an alert's
     #: action): changing them between runs keeps the checkpointed state of an unnamed instance.
     decisions: ClassVar[frozenset[str]] = frozenset({"strict"})
+    #: Never deferred by a :class:`~featurewatch.callbacks.time_budget.TimeBudget` (cheap calls
+    #: whose timing matters, such as DeadNeuronMonitor's alerts); their time still counts.
+    budget_exempt: ClassVar[bool] = False
     #: Run :meth:`visualize` on every rank (it contains collectives); logging stays on rank zero.
     all_ranks: ClassVar[bool] = False
 

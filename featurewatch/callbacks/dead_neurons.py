@@ -158,6 +158,9 @@ class DeadNeuronMonitor(FeatureWatchCallback):
     """
 
     default_name = "dead"
+    #: an evaluation summarizes statistics gathered during the steps (milliseconds), and a
+    #: deferred one would only delay its alert: a TimeBudget never defers it
+    budget_exempt = True
     all_ranks = True
 
     def __init__(

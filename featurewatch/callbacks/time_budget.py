@@ -190,7 +190,10 @@ class TimeBudget(pl.Callback):
             return True
         name = callback.name
         account = self._accounts.setdefault(name, _Account())
-        run = self._decide(name, account) if trainer.is_global_zero else False
+        # a callback whose calls are cheap and time-critical (DeadNeuronMonitor's alerts) is never
+        # deferred; its time still counts
+        exempt = getattr(callback, "budget_exempt", False)
+        run = (exempt or self._decide(name, account)) if trainer.is_global_zero else False
         if callback.all_ranks and trainer.world_size > 1:
             run = bool(trainer.strategy.broadcast(run, src=0))
         self._decisions += 1

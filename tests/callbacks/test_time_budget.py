@@ -42,12 +42,12 @@ class SlowSteps(LitClassifier):
 
 
 def _channels(**kwargs: Any) -> ChannelVisualization:
-    # 8 channels x 16 steps every 2 training steps: without a budget, several times the
+    # 8 channels x 32 steps every 2 training steps: without a budget, several times the
     # training time's 15%
     return ChannelVisualization(
         ["net.features.2"],
         max_channels=8,
-        steps=16,
+        steps=32,
         every_n_epochs=None,
         every_n_train_steps=EVERY,
         **kwargs,
@@ -251,3 +251,17 @@ def test_ddp_ranks_take_the_same_decisions(tmp_path: Path) -> None:
     assert ranks[0]["dead_calls"] == ranks[1]["dead_calls"] >= 1
     assert ranks[0]["dead_deferred"] == ranks[1]["dead_deferred"] > 0
     assert ranks[0]["channels_calls"] >= 1 and ranks[1]["channels_calls"] == 0
+
+
+def test_cheap_calls_always_run_and_still_count(tmp_path: Path) -> None:
+    """A dead-neuron evaluation (milliseconds) is never deferred: it would only delay its alert;
+    the expensive renders beside it still are."""
+    from featurewatch import DeadNeuronMonitor
+
+    dead = DeadNeuronMonitor(every_n_epochs=None, every_n_train_steps=EVERY)
+    cb, budget = _channels(), TimeBudget(fraction=FRACTION)
+    _fit(tmp_path, [cb, dead, budget])
+    assert budget.deferred.get("channels", 0) > 0  # the budget did bind
+    assert budget.deferred.get("dead", 0) == 0
+    assert dead.calls == 64 // EVERY  # every due evaluation (2 epochs x 32 steps)
+    assert budget.featurewatch_seconds == pytest.approx(cb.total_seconds + dead.total_seconds)

@@ -19,6 +19,13 @@ from featurewatch import ChannelVisualization, DeadNeuronMonitor, TimeBudget
 from tests._models import LitClassifier, digits_loaders
 
 
+class BudgetedDeadNeuronMonitor(DeadNeuronMonitor):
+    """Collectives on every rank and, unlike DeadNeuronMonitor, deferrable: the budget's decision
+    must reach every rank."""
+
+    budget_exempt = False
+
+
 class SlowSteps(LitClassifier):
     def training_step(self, batch, batch_idx):  # type: ignore[no-untyped-def]
         # the ranks' clocks disagree on purpose: rank 1's steps look slower to its own budget
@@ -30,7 +37,7 @@ def main(out: Path) -> None:
     pl.seed_everything(0, verbose=False)
     train, val = digits_loaders(n=256, batch_size=16)
     schedule = {"every_n_epochs": None, "every_n_train_steps": 1}
-    dead = DeadNeuronMonitor(**schedule)
+    dead = BudgetedDeadNeuronMonitor(**schedule)
     channels = ChannelVisualization(["net.features.2"], max_channels=4, steps=8, **schedule)
     budget = TimeBudget(fraction=0.15)
     trainer = pl.Trainer(
