@@ -118,7 +118,8 @@ class DatasetExamples(Filmstrips):
         input_key: where the images are in a batch (index for tuples, key for dicts).
         normalize: ``(mean, std)`` applied to pool images loaded from a path.
         batch_size: pool images per forward.
-        min_size: tiles are enlarged (nearest neighbour, display only) to at least this size.
+        min_size: tiles are enlarged (nearest neighbour, display only) to at least this size
+            (default 64: a 16 px digit is drawn 64 px wide, each pixel a crisp 4 x 4 block).
         checkpoint_pool: what checkpoints keep of the pool. ``"auto"`` (default): the pool
             itself when it takes at most :data:`MAX_CHECKPOINT_POOL_BYTES` (8 MiB: 256 digits
             of 16 x 16 take 256 KiB), else only its fingerprint (shape and sum, a few bytes):
@@ -181,7 +182,7 @@ class DatasetExamples(Filmstrips):
         input_key: int | str = 0,
         normalize: Normalize | None = None,
         batch_size: int = 64,
-        min_size: int = 32,
+        min_size: int = 64,
         checkpoint_pool: bool | str = "auto",
         filmstrip_every: int | None = None,
         **schedule: Any,
@@ -544,6 +545,37 @@ class DatasetExamples(Filmstrips):
             f"featurewatch/{self.name}/{layer}",
             image,
             caption=self._caption(event, layer, top, boxes, projections, plain, drift),
+        )
+        self._table(event, pool, layer, top, boxes)
+
+    def _table(
+        self,
+        event: Event,
+        pool: torch.Tensor,
+        layer: str,
+        top: TopExamples,
+        boxes: list[list[Box]] | None,
+    ) -> None:
+        """The same examples as one row each (W&B shows a sortable table; other sinks skip it)."""
+        shown = scale_each(pool[top.indices.flatten()].detach().float().cpu())
+        rows: list[list[Any]] = []
+        for r, channel in enumerate(top.channels):
+            for j in range(top.k):
+                box = boxes[r][j] if boxes is not None else None
+                rows.append(
+                    [
+                        channel,
+                        j + 1,
+                        int(top.indices[r, j]),
+                        float(top.values[r, j]),
+                        "" if box is None else f"rows {box[0]}:{box[2]}, cols {box[1]}:{box[3]}",
+                        shown[r * top.k + j],
+                    ]
+                )
+        event.add_table(
+            f"featurewatch/{self.name}/{layer}/table",
+            ["channel", "rank", "pool index", "activation", "receptive field", "image"],
+            rows,
         )
 
     def _show_signals(

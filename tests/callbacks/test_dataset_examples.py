@@ -96,6 +96,7 @@ def test_one_picture_per_layer_at_each_scheduled_step_and_training_is_unchanged(
         every_n_epochs=None,
         every_n_train_steps=3,
         at_start=True,
+        min_size=32,  # the geometry below
     )
     _, model = fit(tmp_path / "watched", [cb])
     recs = records(tmp_path / "watched")
@@ -246,7 +247,13 @@ def test_tensor_pool_without_crops_or_projections_and_state_round_trip() -> None
     pool = torch.randn(20, 1, 16, 16, generator=torch.Generator().manual_seed(1))
     variants = {
         "bare": DatasetExamples(
-            "net.features.6", channels=[3, 1, 4], k=5, pool=pool, projection=None, crops=False
+            "net.features.6",
+            channels=[3, 1, 4],
+            k=5,
+            pool=pool,
+            projection=None,
+            crops=False,
+            min_size=32,
         ),
         "deconvnet": DatasetExamples(
             "net.features.6",
@@ -255,9 +262,10 @@ def test_tensor_pool_without_crops_or_projections_and_state_round_trip() -> None
             pool=pool,
             projection="deconvnet",
             crops=False,
+            min_size=32,
         ),
         "crops": DatasetExamples(
-            "net.features.6", channels=[3, 1, 4], k=5, pool=pool, projection=None
+            "net.features.6", channels=[3, 1, 4], k=5, pool=pool, projection=None, min_size=32
         ),
     }
     sizes = {}
@@ -292,7 +300,7 @@ def test_tensor_pool_without_crops_or_projections_and_state_round_trip() -> None
 
     state = variants["bare"].state_dict()
     assert torch.equal(state["probe"], pool)
-    again = DatasetExamples("net.features.6", channels=[3, 1, 4], k=5)
+    again = DatasetExamples("net.features.6", channels=[3, 1, 4], k=5, min_size=32)
     again.load_state_dict(state)
     assert again._pool.fixed is not None and torch.equal(again._pool.fixed, pool)
     # the layers and channels identify the state; other arguments (here k and the pool) make
@@ -674,3 +682,41 @@ def test_auto_keeps_a_small_pool_and_only_the_fingerprint_of_a_large_one(
 def test_checkpoint_pool_takes_auto_or_a_bool() -> None:
     with pytest.raises(ValueError, match="`checkpoint_pool` must be 'auto', True or False, got 1"):
         DatasetExamples("net.features.6", checkpoint_pool=1)  # type: ignore[arg-type]
+
+
+def test_small_inputs_are_drawn_large_by_default() -> None:
+    """16 px digits as 64 px tiles, each pixel a 4 x 4 block (issue 10: 32 px was a blur)."""
+    model = LitClassifier(SmallCNN())
+    pool = torch.randn(12, 1, 16, 16, generator=torch.Generator().manual_seed(2))
+    cb = DatasetExamples(
+        "net.features.6", channels=[0], k=2, pool=pool, projection=None, crops=False
+    )
+    event = Event(step=0, epoch=0)
+    with isolated(model):
+        cb.check_input(model, pool)
+        cb.visualize(None, model, event)  # type: ignore[arg-type]
+    (logged,) = event.images
+    # one row of 64 px tiles under its title strip and the header (32 px tiles: 79 px in all)
+    assert logged.pixels.shape[0] >= 64 + 40, logged.pixels.shape
+
+
+def test_the_examples_also_come_as_a_table_of_rows() -> None:
+    """One row per example (for W&B's sortable table): the caption's indices and values."""
+    model = LitClassifier(SmallCNN())
+    pool = torch.randn(12, 1, 16, 16, generator=torch.Generator().manual_seed(3))
+    cb = DatasetExamples("net.features.6", channels=[2, 5], k=3, pool=pool, projection=None)
+    event = Event(step=0, epoch=0)
+    with isolated(model):
+        cb.check_input(model, pool)
+        cb.visualize(None, model, event)  # type: ignore[arg-type]
+    (table,) = event.tables
+    assert table.key == "featurewatch/examples/net.features.6/table"
+    assert table.columns[:4] == ("channel", "rank", "pool index", "activation")
+    expected = caption_values(event.images[0].caption)
+    assert [(r[0], r[1]) for r in table.rows] == [(c, j) for c in (2, 5) for j in (1, 2, 3)]
+    for c in (2, 5):
+        got = [(r[2], r[3]) for r in table.rows if r[0] == c]
+        assert [i for i, _ in got] == [i for i, _ in expected[c]]
+        np.testing.assert_allclose([v for _, v in got], [v for _, v in expected[c]], rtol=1e-2)
+    assert all(r[4].startswith("rows ") for r in table.rows)  # the receptive field
+    assert all(r[5].shape == (16, 16, 3) and r[5].dtype == np.uint8 for r in table.rows)
