@@ -14,6 +14,7 @@ from featurewatch.callbacks.base import FeatureWatchCallback, check_layers
 from featurewatch.core.attribution import feature_map
 from featurewatch.core.images import grid, nonfinite_counts, nonfinite_note, scale_each
 from featurewatch.core.inspect import activation_grid, activation_maps, map_scale
+from featurewatch.core.labels import with_header
 from featurewatch.core.layers import list_layers, resolve_layer
 from featurewatch.core.signals import signal_curves, signal_heatmaps
 from featurewatch.core.validation import (
@@ -189,7 +190,11 @@ class ActivationGrid(FeatureWatchCallback):
                         title=f"{layer} · epoch {event.epoch} · step {event.step}",
                     )
                 else:
-                    image = activation_grid(m, channels=shown, max_channels=self.max_channels)
+                    image = with_header(
+                        activation_grid(m, channels=shown, max_channels=self.max_channels),
+                        f"{layer} · channels {_span(shown)} per probe image, reading order · "
+                        f"epoch {event.epoch} · step {event.step}",
+                    )
             except Exception as err:  # noqa: BLE001 - reported; re-raised if strict
                 self.report_failure(event, layer, f"layer {layer!r}", err)
                 continue
@@ -248,3 +253,10 @@ def _evenly_spaced(items: list[str], k: int) -> list[str]:
 def _positions(m: torch.Tensor) -> int:
     """How many positions a conv layer's output has: ``h * w`` or ``L``."""
     return int(m.shape[-2] * m.shape[-1]) if m.dim() == 4 else int(m.shape[-1])
+
+
+def _span(channels: list[int]) -> str:
+    """``"0-15"`` for a run of channels, else ``"3, 7, 9"``."""
+    if channels == list(range(channels[0], channels[-1] + 1)) and len(channels) > 2:
+        return f"{channels[0]}-{channels[-1]}"
+    return ", ".join(map(str, channels))

@@ -13,6 +13,7 @@ from featurewatch.callbacks.rendering import NormalizeArg, check_normalize, inpu
 from featurewatch.core.deepdream import deep_dream
 from featurewatch.core.images import grid, normalizer
 from featurewatch.core.inspect import activation_maps
+from featurewatch.core.labels import with_header
 from featurewatch.core.layers import parse_layer, resolve_layer
 from featurewatch.core.validation import check_image_inputs, check_int, check_positive_float
 from featurewatch.loggers import Event
@@ -176,7 +177,11 @@ class DeepDream(FeatureWatchCallback):
         key = f"featurewatch/{self.name}/{self.layer}"
         event.add_image(
             key,
-            grid(both, nrow=pixels.shape[0], padding=2, pad_value=1.0),
+            with_header(
+                grid(both, nrow=pixels.shape[0], padding=2, pad_value=1.0),
+                f"{self.layer} · top: probes, below: dreams · epoch {event.epoch} · step "
+                f"{event.step}",
+            ),
             caption=(
                 f"epoch {event.epoch}, step {event.step}: {self.layer}, {pixels.shape[0]} probe "
                 f"images (top) and their dreams (bottom), {self.octaves} octaves x {self.steps} "

@@ -12,6 +12,7 @@ from torch import nn
 from featurewatch.callbacks._arguments import check_input_key
 from featurewatch.callbacks.base import FeatureWatchCallback, check_layer
 from featurewatch.core.inspect import filter_grid
+from featurewatch.core.labels import with_header
 from featurewatch.core.layers import CONV_TYPES, find_first_conv, resolve_layer
 from featurewatch.core.signals import filter_curves
 from featurewatch.core.validation import NON_IMAGE_ALTERNATIVES, check_int
@@ -124,7 +125,11 @@ class FilterWeights(FeatureWatchCallback):
                 title=f"{name} · epoch {event.epoch} · step {event.step}",
             )
         else:
-            image = filter_grid(conv, min_size=self.min_size)
+            image = with_header(
+                filter_grid(conv, min_size=self.min_size),
+                f"{name} · {conv.out_channels} filters · epoch {event.epoch} · step {event.step}",
+                size=11,
+            )
         event.add_image(
             f"featurewatch/{self.name}/{name}",
             image,

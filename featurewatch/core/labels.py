@@ -46,6 +46,7 @@ __all__ = [
     "shorten",
     "text_band",
     "with_colour_bar",
+    "with_header",
 ]
 
 #: The budget of one logged image: about 2 MB of PNG.
@@ -135,6 +136,20 @@ def text_band(
     if align not in ("left", "centre"):
         raise ValueError(f"`align` must be 'left' or 'centre', got {align!r}")
     return _text_band(width, text, label_font(size), float(background), align=align)
+
+
+def with_header(image: torch.Tensor, text: str, *, size: int = 12) -> torch.Tensor:
+    """``image`` ``(3, H, W)`` in [0, 1] under a white strip holding one line of ``text`` (what
+    the picture is, e.g. ``"features.5 · epoch 3 · step 240"``), so it reads without a caption.
+
+    Returns:
+        ``(3, H + h, W)``.
+    """
+    image = torch.as_tensor(image).float()
+    if image.dim() != 3 or image.shape[0] != 3:
+        raise ValueError(f"`image` must be (3, H, W), got shape {tuple(image.shape)}")
+    band = _text_band(int(image.shape[-1]), text, label_font(size), 1.0, align="left")
+    return torch.cat([band.to(image.dtype), image], dim=1)
 
 
 def _ink(background: float) -> tuple[int, int, int]:

@@ -30,8 +30,10 @@ ACTS = "featurewatch/activations/net.features.6"
 GRADCAM = "featurewatch/attribution/gradcam"
 EXAMPLES = "featurewatch/examples/net.features.6"
 STEPS = [0, 4, 8]  # at_start, end of epoch 0 and of epoch 1 (4 steps per epoch)
+# the header strip above a picture (layer, epoch, step): one line of 11 px / 12 px text
+HEADER_11, HEADER_12 = 20, 21
 # SmallCNN: 8 filters of 1x3x3, enlarged 11x to 33 px (>= 32), 2 rows x 4 columns, 2 px padding
-FILTER_SIZE = (2 * 35 + 2, 4 * 35 + 2)
+FILTER_SIZE = (HEADER_11 + 2 * 35 + 2, 4 * 35 + 2)
 
 
 class Failing(FeatureWatchCallback):
@@ -94,8 +96,9 @@ def test_tensorboard_event_reader(run):
     assert [e.step for e in acts] == STEPS
     png = Image.open(io.BytesIO(acts[-1].encoded_image_string))
     # 16 maps of 8x8 enlarged to 32 px in a 4x4 grid (1 px padding) = 133 px; 3 probes side by
-    # side (4 px)
-    assert png.size == (acts[-1].width, acts[-1].height) == (3 * (133 + 4) + 4, 133 + 8)
+    # side (4 px), under the header
+    size = (3 * (133 + 4) + 4, HEADER_12 + 133 + 8)
+    assert png.size == (acts[-1].width, acts[-1].height) == size
     assert [e.step for e in acc.Scalars("featurewatch/filters/seconds")] == STEPS
     assert "featurewatch/filters/net.features.0/weights" in acc.Tags()["histograms"]
     for key in (GRADCAM, EXAMPLES):

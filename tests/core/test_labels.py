@@ -252,3 +252,16 @@ def test_text_band_is_one_line_of_dark_text_on_its_background() -> None:
     assert (band.min(dim=0).values < DARK).sum() > 40 and band.max() == pytest.approx(0.94, 0.01)
     with pytest.raises(ValueError, match="`align`"):
         text_band(10, "x", align="right")
+
+
+def test_with_header_puts_a_line_of_text_above_and_keeps_the_image() -> None:
+    from featurewatch.core.labels import with_header
+
+    image = torch.rand(3, 40, 200, generator=torch.Generator().manual_seed(0))
+    out = with_header(image, "features.5 · epoch 3 · step 240")
+    band = out.shape[1] - 40
+    assert band > 8 and out.shape[2] == 200
+    assert torch.equal(out[:, band:], image)
+    assert (out[:, :band] < 0.5).any()  # dark text on the white strip
+    with pytest.raises(ValueError, match=r"`image` must be \(3, H, W\)"):
+        with_header(torch.rand(40, 200), "x")
