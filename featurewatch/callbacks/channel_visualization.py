@@ -90,10 +90,12 @@ class ChannelVisualization(RenderCallback):
           lists the channel indices, the weak and non-finite units and the drift.
         - ``featurewatch/channels/<layer>/negative``: image, minimizing images (with ``negative``).
         - ``featurewatch/channels/<layer>/mean_activation``: scalar, mean final objective value.
-        - ``featurewatch/channels/<layer>/weak_units``: scalar, channels that could not be excited.
+        - ``featurewatch/channels/<layer>/weak_units``: scalar, channels that could not be excited;
+          from the first call that has one on (a chart of zeros on every healthy net would only
+          crowd the dashboard; once logged, the count goes on, down to 0 when they recover).
         - ``featurewatch/channels/<layer>/nonfinite_units``: scalar, channels whose activation was
-          NaN or Inf (listed in the caption; left out of ``mean_activation`` and ``drift``); only
-          when there are any.
+          NaN or Inf (listed in the caption; left out of ``mean_activation`` and ``drift``); from
+          the first call that has one on, like ``weak_units``.
         - ``featurewatch/channels/<layer>/steps``: scalar, steps run (less than ``steps`` when the
           time budget cut them short; only with a ``time_budget``).
         - ``featurewatch/channels/<layer>/drift``: scalar, how much the channels' images changed
@@ -152,6 +154,9 @@ class ChannelVisualization(RenderCallback):
         self._num_channels: dict[str, int] = {}
         # per layer: (channels, step, (channels, ...) float images) of the previous call
         self._previous: dict[str, tuple[list[int], int, torch.Tensor]] = {}
+        # the count scalars logged so far (``<layer>/weak_units``...): logged from their first
+        # nonzero value on
+        self._counting: set[str] = set()
 
     def state_key_fields(self) -> dict[str, Any]:
         return {"layers": self.layers, "unit": self.unit}
@@ -191,7 +196,8 @@ class ChannelVisualization(RenderCallback):
             self._num_channels.update({k: int(v.shape[1]) for k, v in maps.items()})
         jobs = len(self.layers) * (2 if self.negative else 1)
         budget = None if self.time_budget is None else self.time_budget / jobs
-        for layer in self.layers:
+        for i, layer in enumerate(self.layers, 1):
+            self.progress(f"{layer} ({i}/{len(self.layers)})")
             key = f"featurewatch/{self.name}/{layer}"
             chans = self._channels(str(parse_layer(layer)))
             v = self.variants
@@ -244,9 +250,10 @@ class ChannelVisualization(RenderCallback):
             event.add_image(key, picture, caption=caption)
             if bool(finite.any()):
                 event.add_scalar(f"{key}/mean_activation", float(result.values[finite].mean()))
-            event.add_scalar(f"{key}/weak_units", float(len(weak)))
-            if broken:
-                event.add_scalar(f"{key}/nonfinite_units", float(len(broken)))
+            for count, units in (("weak_units", weak), ("nonfinite_units", broken)):
+                if units or f"{key}/{count}" in self._counting:
+                    self._counting.add(f"{key}/{count}")
+                    event.add_scalar(f"{key}/{count}", float(len(units)))
             if self.time_budget is not None:  # otherwise constant: always ``steps``
                 event.add_scalar(f"{key}/steps", float(result.steps.float().mean()))
             if drift is not None:
@@ -271,6 +278,7 @@ class ChannelVisualization(RenderCallback):
                     variants=v,
                     diversity=self.diversity,
                 )
+                self.progress(f"{layer} minimized ({i}/{len(self.layers)})")
                 neg = self._render(pl_module, objective, seeds, budget)
                 event.add_image(
                     f"{key}/negative",
@@ -309,6 +317,8 @@ class ChannelVisualization(RenderCallback):
 
     def extra_state(self) -> dict[str, Any]:
         state = super().extra_state()
+        if state and self._counting:
+            state["counting"] = sorted(self._counting)
         if state and self._previous:
             state["drift"] = {
                 layer: {"channels": chans, "step": step, "images": images.clone()}
@@ -318,6 +328,7 @@ class ChannelVisualization(RenderCallback):
 
     def load_extra_state(self, state: dict[str, Any]) -> None:
         super().load_extra_state(state)
+        self._counting = set(state.get("counting") or ())
         for layer, saved in (state.get("drift") or {}).items():
             self._previous[layer] = (
                 [int(c) for c in saved["channels"]],

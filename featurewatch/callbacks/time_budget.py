@@ -91,7 +91,8 @@ class TimeBudget(pl.Callback):
     Logged keys (on the sinks of the trainer's loggers, rank zero):
 
     * ``featurewatch/<name>/deferred`` (scalar, by each callback): how many of its calls were
-      deferred so far, at each deferred call and each call that ran;
+      deferred so far, at each deferred call and each call that ran from its first deferral on
+      (a callback never deferred logs none: a chart of zeros says nothing);
     * ``featurewatch/<name>/budget`` (text, by each callback): in the first call after deferred
       ones, which steps were deferred and why; at a skipped final call, that it was skipped;
     * ``featurewatch/budget/fraction_used``: featurewatch's time / training time so far, at each
@@ -213,7 +214,7 @@ class TimeBudget(pl.Callback):
                 account.waiting_since = self._decisions
             if ending:
                 event.add_text(f"featurewatch/{name}/budget", self._skipped_note(account, event))
-        if counted:
+        if counted and account.deferred:  # zeros until the first deferral would be clutter
             event.add_scalar(f"featurewatch/{name}/deferred", account.deferred)
         self._note_step(event)
         return run

@@ -70,7 +70,11 @@ def test_one_grid_per_layer_per_epoch_with_channel_captions(tmp_path: Path) -> N
         assert (tile[::2, ::2] == tile[1::2, 1::2]).all()  # nearest neighbour, 2 x
     scalars = {r["key"] for r in recs if r["kind"] == "scalar"}
     assert "featurewatch/channels/net.features.6/mean_activation" in scalars
-    assert "featurewatch/channels/net.features.6/weak_units" in scalars
+    for layer in ("net.features.2", "net.features.6"):  # a count only once it is nonzero
+        weak = [
+            r for r in images if r["key"].endswith(layer) and "could not be excited" in r["caption"]
+        ]
+        assert (f"featurewatch/channels/{layer}/weak_units" in scalars) == bool(weak)
     assert "featurewatch/channels/seconds" in scalars
     assert not [r for r in recs if r["kind"] == "text"], "no errors logged"
     assert hooks_left(model) == []
@@ -320,3 +324,57 @@ def test_a_unit_with_a_nan_activation_is_flagged_and_left_out_of_the_scalars(
     mean = recs[f"{key}/mean_activation"]["value"]
     assert mean is not None and np.isfinite(mean)  # over channels 0, 2, 3 (NaN was logged)
     assert cb.failures == 0
+
+
+class _Gate(torch.nn.Module):
+    """Channel 0 of its input is zero while ``state["dead"]`` holds: a dead filter that recovers."""
+
+    def __init__(self, state: dict[str, bool]) -> None:
+        super().__init__()
+        self.state = state
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if not self.state["dead"]:
+            return x
+        c = torch.arange(x.shape[1], device=x.device).reshape(1, -1, 1, 1)
+        return torch.where(c == 0, torch.zeros_like(x), x)
+
+
+class _DeadBetween(pl.Callback):
+    """``state["dead"]`` while ``start <= global_step < stop`` (set before the calls of a step)."""
+
+    def __init__(self, state: dict[str, bool], start: int, stop: int) -> None:
+        self.state, self.start, self.stop = state, start, stop
+
+    def on_train_batch_end(self, trainer, *args: Any) -> None:  # type: ignore[no-untyped-def]
+        self.state["dead"] = self.start <= trainer.global_step < self.stop
+
+
+def weak_in(caption: str) -> int:
+    found = re.search(r"could not be excited: ([\d, ]+)", caption)
+    return len(found.group(1).split(", ")) if found else 0
+
+
+def test_weak_units_are_logged_from_their_first_one_on_down_to_zero(tmp_path: Path) -> None:
+    pl.seed_everything(0, verbose=False)
+    state = {"dead": False}
+    net = SmallCNN()
+    net.features.insert(3, _Gate(state))
+    train, val = digits_loaders(n=96, size=16, batch_size=16)  # 6 steps in one epoch
+    cb = ChannelVisualization(
+        ["net.features.3"], max_channels=4, steps=8, every_n_epochs=None, every_n_train_steps=2
+    )
+    gate = _DeadBetween(state, start=3, stop=5)  # channel 0 is dead at the call of step 4 only
+    make_trainer(tmp_path, [gate, cb], max_steps=6, num_sanity_val_steps=0).fit(
+        _NoSteps(net), train, val
+    )
+    recs = records(tmp_path)
+    key = "featurewatch/channels/net.features.3"
+    captions = {r["step"]: r["caption"] for r in recs if r["key"] == key}
+    counts = {r["step"]: r["value"] for r in recs if r["key"] == f"{key}/weak_units"}
+    assert sorted(captions) == [2, 4, 6]
+    assert weak_in(captions[2]) == 0  # healthy: no chart of zeros
+    assert re.search(r"could not be excited: 0\b", captions[4])
+    assert not re.search(r"could not be excited: 0\b", captions[6])  # recovered
+    # logged from the first call with a weak unit on, the recovered one too
+    assert counts == {4: float(weak_in(captions[4])), 6: float(weak_in(captions[6]))}
