@@ -570,7 +570,8 @@ class AttributionMaps(FeatureWatchCallback):
             f"#{i}: target {int(t[i])}, predicted {int(predicted[i])} (p={float(top_p[i]):.2f})"
             for i in range(n)
         ]
-        for method in self.methods:
+        for i, method in enumerate(self.methods, 1):
+            self.progress(f"{method} ({i}/{len(self.methods)})")
             try:
                 maps, how, unit = self._maps(method, pl_module, x, t.to(device))
                 heading = f"{ATTRIBUTION_METHODS[method]} ({how}) · epoch {event.epoch} · step "

@@ -209,6 +209,7 @@ class ClassModelVisualization(RenderCallback):
                 self._num_outputs = int(class_scores(pl_module(x), self.output_key, _WHO).shape[1])
         classes = self._classes()
         model = self._logits_model(pl_module)
+        self.progress(f"{len(classes)} classes, {self.steps} steps")
         result = self._render(
             model,
             class_score(classes, self.score),

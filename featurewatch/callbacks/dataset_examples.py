@@ -427,6 +427,7 @@ class DatasetExamples(Filmstrips):
         if not wanted:
             return
         tops: dict[str, TopExamples] = {}
+        self.progress(f"top {self.k} of {len(pool)} pool inputs, {len(wanted)} layers")
         try:
             # one pass over the pool for every layer, stopped after the deepest
             tops = top_examples_multi(
@@ -446,9 +447,10 @@ class DatasetExamples(Filmstrips):
                     )
                 except Exception as err:  # noqa: BLE001 - reported per layer (re-raised if strict)
                     self._layer_failed(event, layer, err)
-        for layer in self.layers:
+        for i, layer in enumerate(self.layers, 1):
             if layer not in tops:
                 continue
+            self.progress(f"{layer} ({i}/{len(self.layers)})")
             try:
                 top = tops[layer]
                 drift = self._drift(event, layer, top)

@@ -150,6 +150,7 @@ class DeepDream(FeatureWatchCallback):
             pixels = (probe * std + mean).clamp(0, 1)
         else:
             pixels = probe.clamp(0, 1)
+        self.progress(f"{self.layer}, {self.octaves} octaves x {self.steps} steps")
         dreamed = deep_dream(
             pl_module,
             pixels,

@@ -20,19 +20,19 @@ ROOT = Path(__file__).resolve().parents[2]
 
 SCRIPT = r"""
 import pytorch_lightning as pl
-from featurewatch import ActivationGrid, FilterWeights
+from featurewatch import ActivationGrid, ChannelVisualization, FilterWeights
 from tests._models import LitClassifier, SmallCNN, digits_loaders
 
-class Reporting(ActivationGrid):
-    def visualize(self, trainer, pl_module, event):
-        self.progress("net.features.2 (1/1)")
-        super().visualize(trainer, pl_module, event)
-
+layers = ["net.features.2", "net.features.6"]
 train, val = digits_loaders(n=32, size=16, batch_size=16)
 trainer = pl.Trainer(
     max_epochs=1, accelerator="cpu", logger=False, enable_checkpointing=False,
     enable_model_summary=False, default_root_dir=ROOT_DIR,
-    callbacks=[Reporting(["net.features.2"], num_images=2), FilterWeights()],
+    callbacks=[
+        ActivationGrid(layers, num_images=2),
+        ChannelVisualization(layers, max_channels=2, steps=2),
+        FilterWeights(),
+    ],
 )
 trainer.fit(LitClassifier(SmallCNN()), train, val)
 print("DONE")
@@ -71,7 +71,10 @@ def run(tmp_path: Path, *, terminal: bool) -> str:
 def test_the_bar_names_the_callback_and_its_part_on_a_terminal(tmp_path: Path) -> None:
     out = run(tmp_path, terminal=True)
     assert "DONE" in out
-    assert "featurewatch: Reporting · net.features.2 (1/1)" in out
+    # which callback, which layer, how far - in the order the layers are drawn
+    for name in ("ActivationGrid", "ChannelVisualization"):
+        first = out.index(f"featurewatch: {name} · net.features.2 (1/2)")
+        assert out.index(f"featurewatch: {name} · net.features.6 (2/2)", first) > first
     assert "featurewatch: FilterWeights" in out
 
 
