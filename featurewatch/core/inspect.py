@@ -17,7 +17,7 @@ from torch import nn
 
 from featurewatch.core.hygiene import model_device_dtype
 from featurewatch.core.images import colorize, grid, scale_each
-from featurewatch.core.labels import MAX_PNG_PIXELS
+from featurewatch.core.labels import MAX_PNG_PIXELS, labelled_grid
 from featurewatch.core.layers import StopForward, capture, module_calls, parse_layer, resolve_layer
 
 __all__ = ["activation_grid", "activation_maps", "filter_grid", "filter_images", "map_scale"]
@@ -30,14 +30,31 @@ def _upscale(tiles: torch.Tensor, min_size: int) -> torch.Tensor:
 
 
 def map_scale(
-    shape: Sequence[int], min_size: int = 32, max_pixels: int | None = MAX_PNG_PIXELS
+    shape: Sequence[int],
+    min_size: int = 32,
+    max_pixels: int | None = MAX_PNG_PIXELS,
+    *,
+    titles: bool = False,
 ) -> float:
     """How :func:`activation_grid` scales ``(N, C, H, W)`` maps for display.
 
     An integer ``>= 1``: enlarged by that factor (nearest neighbour) towards ``min_size``, as far
     as ``max_pixels`` allows; a fraction ``< 1``: averaged down by it because the maps alone
-    exceed ``max_pixels``.
+    exceed ``max_pixels``. With ``titles``, the title strip above each tile (about 20 px) counts
+    towards ``max_pixels`` too.
     """
+    scale = _map_scale(shape, min_size, max_pixels)
+    if titles and max_pixels is not None:
+        side = max(1.0, int(shape[-2]) * scale)
+        scale = _map_scale(shape, min_size, int(max_pixels * side / (side + _STRIP)))
+    return scale
+
+
+#: the height of a tile's title strip and its padding (10 px text), for :func:`map_scale`
+_STRIP = 20
+
+
+def _map_scale(shape: Sequence[int], min_size: int, max_pixels: int | None) -> float:
     n, c, h, w = (int(v) for v in shape)
     pixels = n * c * h * w
     factor = max(1, -(-min_size // max(h, w, 1)))
@@ -121,11 +138,16 @@ def activation_grid(
     min_size: int = 32,
     cmap: str = "viridis",
     max_pixels: int | None = MAX_PNG_PIXELS,
+    titles: bool = True,
+    input_titles: Sequence[str] | None = None,
 ) -> torch.Tensor:
     """Deep-Visualization-Toolbox view of one layer: per input image, a grid of its channel maps.
 
     Each input image's maps share one colour scale (zero = the darkest colour), so a silent channel
     is dark next to active ones. The per-image grids are tiled in reading order (near-square).
+    With ``titles``, each map is under its channel index (``"ch 12"``, or ``"12"`` on a narrow
+    tile) and each input's grid under ``"input i"`` (or its ``input_titles`` entry), so a dark
+    tile names its channel without counting (:func:`~featurewatch.core.labels.labelled_grid`).
 
     Args:
         maps: ``(N, C, H, W)`` feature maps.
@@ -135,7 +157,9 @@ def activation_grid(
             that exceed it as they are get averaged down (area) by one factor, so that one
             picture stays near this size (about 2 MB of PNG at the default,
             :data:`~featurewatch.core.labels.MAX_PNG_PIXELS`; see :func:`map_scale`). ``None``:
-            no bound.
+            no bound. The title strips come on top of it.
+        titles: draw the channel and input titles (``False``: bare maps, as in a filmstrip).
+        input_titles: one title per input (default ``"input 0"``, ``"input 1"``, ...).
 
     Returns:
         ``(3, H', W')`` image in ``[0, 1]``.
@@ -144,12 +168,18 @@ def activation_grid(
         raise ValueError(f"expected (N, C, H, W) feature maps, got shape {tuple(maps.shape)}")
     sel = list(channels) if channels is not None else list(range(min(max_channels, maps.shape[1])))
     m = maps[:, sel].detach().float().cpu()
-    scale = map_scale(m.shape, min_size, max_pixels)
+    scale = map_scale(m.shape, min_size, max_pixels, titles=titles)
     if scale < 1.0:  # area averaging keeps a NaN a NaN: still drawn magenta
         size = (max(1, int(m.shape[-2] * scale)), max(1, int(m.shape[-1] * scale)))
         m = F.interpolate(m, size=size, mode="area")
     per_image = []
-    for one in m:
+    names = [(f"ch {c}", str(c)) for c in sel]
+    heads = (
+        list(input_titles) if input_titles is not None else [f"input {i}" for i in range(len(m))]
+    )
+    if len(heads) != len(m):
+        raise ValueError(f"{len(heads)} input_titles for {len(m)} inputs; give one per input")
+    for i, one in enumerate(m):
         # scaled over the finite values: a NaN or Inf stays non-finite (drawn magenta by
         # colorize) instead of turning the whole image's scale into NaN
         finite = one[torch.isfinite(one)]
@@ -159,5 +189,9 @@ def activation_grid(
         tiles = colorize(scaled)
         if scale > 1.0:
             tiles = F.interpolate(tiles, scale_factor=int(scale), mode="nearest")
-        per_image.append(grid(tiles, padding=1, pad_value=0.5))
+        if titles:
+            block = labelled_grid(tiles, names, min_tile=1, header=heads[i], pad=1)
+        else:
+            block = grid(tiles, padding=1, pad_value=0.5)
+        per_image.append(block)
     return grid(torch.stack(per_image), padding=4, pad_value=1.0)

@@ -113,3 +113,49 @@ def test_nan_in_one_layer_is_magenta_there_and_the_healthy_layers_are_logged(
     assert images["featurewatch/activations/net.features.6"]["caption"].endswith(
         "; non-finite values (NaN/Inf, shown magenta): probe image #1 4 of 1024"
     )
+
+
+class Wide(nn.Module):
+    """8 convs of 16 channels that keep a 32 x 32 map: 8 large grids per call."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.convs = nn.Sequential(
+            *[
+                nn.Sequential(nn.Conv2d(1 if i == 0 else 16, 16, 3, padding=1), nn.ReLU())
+                for i in range(8)
+            ]
+        )
+        self.fc = nn.Linear(16, 10)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.fc(self.convs(x).mean((2, 3)))
+
+
+def test_the_layers_of_one_call_share_its_pixel_bound(tmp_path: Path) -> None:
+    def sizes(root: Path, max_pixels: int | None) -> dict[str, tuple[int, str]]:
+        train, val = digits_loaders(n=32, size=32)
+        cb = ActivationGrid(num_images=2, max_pixels=max_pixels)
+        make_trainer(root, [cb], max_epochs=1).fit(LitClassifier(Wide()), train, val)
+        recs = [
+            json.loads(r)
+            for r in (root / "featurewatch_logs" / "events.jsonl").read_text().splitlines()
+        ]
+        out = {}
+        for r in recs:
+            if r["kind"] == "image" and not r["key"].endswith("/probe"):
+                w, h = Image.open(root / "featurewatch_logs" / r["path"]).size
+                out[r["key"]] = (w * h, r["caption"])
+        return out
+
+    free = sizes(tmp_path / "free", None)
+    shared = sizes(tmp_path / "shared", 200_000)
+    assert sorted(free) == sorted(shared) and len(shared) == 8
+    # unbounded, each grid alone is about 2 x 16 x 32 x 32 = 33k pixels of maps ...
+    assert all(px > 33_000 for px, _ in free.values())
+    assert not any("averaged down" in caption for _, caption in free.values())
+    assert sum(px for px, _ in free.values()) > 2 * 200_000
+    # ... shared, the 8 layers get 25k each: maps averaged down, said in the caption; the
+    # title strips come on top
+    assert sum(px for px, _ in shared.values()) <= 2 * 200_000
+    assert all("averaged down" in caption for _, caption in shared.values())

@@ -8,6 +8,7 @@ import io
 import json
 from pathlib import Path
 
+import numpy as np
 import pytest
 from mlflow import MlflowClient
 from PIL import Image
@@ -23,6 +24,7 @@ from featurewatch import (
 )
 from tests._models import LitClassifier, digits_loaders
 from tests.callbacks.conftest import make_trainer
+from tests.callbacks.test_class_model import has_text, labelled_cells, strip_of
 from tests.loggers.test_wandb_sink import wandb_records
 
 FILTERS = "featurewatch/filters/net.features.0"
@@ -32,6 +34,8 @@ EXAMPLES = "featurewatch/examples/net.features.6"
 STEPS = [0, 4, 8]  # at_start, end of epoch 0 and of epoch 1 (4 steps per epoch)
 # the header strip above a picture (layer, epoch, step): one line of 11 px / 12 px text
 HEADER_11, HEADER_12 = 20, 21
+# the title strip above a tile narrower than 77 px (10 px text)
+STRIP_10 = 19
 # SmallCNN: 8 filters of 1x3x3, enlarged 11x to 33 px (>= 32), 2 rows x 4 columns, 2 px padding
 FILTER_SIZE = (HEADER_11 + 2 * 35 + 2, 4 * 35 + 2)
 
@@ -95,10 +99,18 @@ def test_tensorboard_event_reader(run):
     acts = acc.Images(ACTS)
     assert [e.step for e in acts] == STEPS
     png = Image.open(io.BytesIO(acts[-1].encoded_image_string))
-    # 16 maps of 8x8 enlarged to 32 px in a 4x4 grid (1 px padding) = 133 px; 3 probes side by
-    # side (4 px), under the header
-    size = (3 * (133 + 4) + 4, HEADER_12 + 133 + 8)
+    # 16 maps of 8x8 enlarged to 32 px in a 4x4 grid (1 px padding) = 133 px wide, each under
+    # its channel's title strip, under the probe's title; 3 probes side by side (4 px), under
+    # the header
+    block = HEADER_11 + 1 + 1 + 4 * (STRIP_10 + 32 + 1)
+    size = (3 * (133 + 4) + 4, HEADER_12 + block + 8)
     assert png.size == (acts[-1].width, acts[-1].height) == size
+    # each map under its channel index: crop probe 0's block and read its cells' strips
+    pixels = np.asarray(png.convert("RGB"))
+    first = pixels[HEADER_12 + 4 : HEADER_12 + 4 + block, 4 : 4 + 133]
+    for c, (strip, tile) in enumerate(labelled_cells(first, 16, 32, 4, pad=1)):
+        assert np.array_equal(strip, strip_of((f"ch {c}", str(c)), 32)), c
+        assert has_text(strip), c
     assert [e.step for e in acc.Scalars("featurewatch/filters/seconds")] == STEPS
     assert "featurewatch/filters/net.features.0/weights" in acc.Tags()["histograms"]
     for key in (GRADCAM, EXAMPLES):
