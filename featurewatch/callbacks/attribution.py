@@ -181,7 +181,8 @@ class AttributionMaps(FeatureWatchCallback):
         smooth_samples, noise: SmoothGrad copies per image and noise level (fraction of each image's
             value range).
         seed: seed of SmoothGrad's private generator (the same noise at every call).
-        batch_size: images per forward pass for occlusion and SmoothGrad.
+        batch_size: the most images per pass for occlusion and SmoothGrad; fewer for large
+            images (:mod:`~featurewatch.core.batching`).
         cmap: matplotlib colormap of the heatmaps.
         alpha: heatmap opacity over the image.
         min_size: tiles are enlarged (nearest neighbour, display only) to at least this size.

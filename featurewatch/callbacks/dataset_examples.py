@@ -117,7 +117,8 @@ class DatasetExamples(Filmstrips):
         crops: show the receptive-field crops (and crop the projections to them).
         input_key: where the images are in a batch (index for tuples, key for dicts).
         normalize: ``(mean, std)`` applied to pool images loaded from a path.
-        batch_size: pool images per forward.
+        batch_size: the most pool images per pass; fewer for large images
+            (:mod:`~featurewatch.core.batching`: at 224 px 8 per forward, 4 per projection).
         min_size: tiles are enlarged (nearest neighbour, display only) to at least this size
             (default 64: a 16 px digit is drawn 64 px wide, each pixel a crisp 4 x 4 block).
         checkpoint_pool: what checkpoints keep of the pool. ``"auto"`` (default): the pool

@@ -45,6 +45,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from featurewatch.core.batching import BACKWARD_PIXELS, FORWARD_PIXELS, bounded_batch
 from featurewatch.core.cam_layers import (
     cam_channel_mismatch,
     default_gradcam_layer,
@@ -132,7 +133,8 @@ def saliency(
         noise: noise standard deviation as a fraction of each image's value range.
         generator: private generator for the noise (default: a new one seeded with 0, so
             repeated calls give the same map).
-        batch_size: images (noisy copies) per forward/backward pass.
+        batch_size: the most images (noisy copies) per forward/backward pass; fewer for large
+            images (:data:`~featurewatch.core.batching.BACKWARD_PIXELS`).
         output_key: where the logits are in the model's output (:data:`OutputKey`): ``None`` when
             ``forward`` returns them, an index (``0`` for ``(logits, features)``), a dict key
             (``"logits"``) or a function of the output.
@@ -156,6 +158,7 @@ def saliency(
         x0 = model_input(model, x)
         n = x0.shape[0]
         t = resolve_target(target, n, x0.device)
+        batch_size = bounded_batch(batch_size, x0.shape[1:], BACKWARD_PIXELS)
         copies = max(1, smooth)
         sigma = None
         gen = generator
@@ -324,7 +327,8 @@ def occlusion(
             always touches the border.
         baseline: what covers the window, in the model's input space: a number (``0.0`` is the
             dataset mean for standardized inputs) or a tensor broadcastable to ``x``.
-        batch_size: occluded copies per forward pass.
+        batch_size: the most occluded copies per forward pass; fewer for large images
+            (:data:`~featurewatch.core.batching.FORWARD_PIXELS`).
         output: ``"probability"`` (softmax) or ``"logit"``. Probabilities saturate: a network
             that is sure of its class loses almost nothing when a window is covered (drops of
             ``1e-5``), where the logit still moves.
@@ -373,6 +377,7 @@ def occlusion(
 
         reference = score(model(x0), t)
         drops = torch.empty(n * p, device=x0.device)
+        batch_size = bounded_batch(batch_size, x0.shape[1:], FORWARD_PIXELS)
         for start in range(0, n * p, batch_size):
             k = torch.arange(start, min(start + batch_size, n * p), device=x0.device)
             image, win = k // p, k % p

@@ -52,6 +52,7 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
+from featurewatch.core.batching import FORWARD_PIXELS, bounded_batch
 from featurewatch.core.calls import layers_reader, resolve_call_counts
 from featurewatch.core.hygiene import isolated, model_device_dtype
 from featurewatch.core.layers import LayerRef, parse_layer, resolve_layer
@@ -129,7 +130,8 @@ def top_examples(
             layer ``(N, T, D)``, not channels over time, and is refused.
         channels: channel index or indices.
         k: examples per channel; capped at the pool size.
-        batch_size: pool images per forward (memory bound; results do not depend on it).
+        batch_size: the most pool images per forward, fewer for large images
+            (:mod:`~featurewatch.core.batching`); results do not depend on it.
         call_counts: from :func:`layer_call_counts`, to skip the counting forward.
 
     Returns:
@@ -173,7 +175,8 @@ def top_examples_multi(
         images: ``(N, C, H, W)`` or ``(N, C, L)`` pool, as the model takes it; any device.
         channels: ``{layer reference: channel index or indices}``; one result per entry.
         k: examples per channel; capped at the pool size.
-        batch_size: pool images per forward (results do not depend on it).
+        batch_size: the most pool images per forward, fewer for large images
+            (:mod:`~featurewatch.core.batching`); results do not depend on it.
         call_counts: from :func:`layer_call_counts`, to skip the counting forward.
 
     Returns:
@@ -215,6 +218,7 @@ def top_examples_multi(
                 model, model, refs, images[:1].to(device=device, dtype=dtype), call_counts
             )
         index = {key: torch.tensor(chans, device=device) for key, (_, chans) in wanted.items()}
+        batch_size = bounded_batch(batch_size, images.shape[1:], FORWARD_PIXELS)
         with torch.no_grad(), layers_reader(model, refs, counts) as read:
             for lo in range(0, n, batch_size):
                 batch = images[lo : lo + batch_size].to(device=device, dtype=dtype)

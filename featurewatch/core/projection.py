@@ -29,6 +29,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from featurewatch.core.batching import BACKWARD_PIXELS, bounded_batch
 from featurewatch.core.calls import layer_reader, resolve_call_counts
 from featurewatch.core.hooks import substitute_outputs
 from featurewatch.core.hygiene import isolated, model_device_dtype
@@ -227,7 +228,8 @@ def project(
             row-major order on ties); one ``(y, x)``; or one ``(y, x)`` per image (a sequence or an
             ``(N, 2)`` tensor). Must be ``None`` for a 2-D layer.
         rule: ``"guided"``, ``"deconvnet"`` or ``"gradient"``.
-        batch_size: images per forward/backward (results do not depend on it).
+        batch_size: the most images per forward/backward, fewer for large images
+            (:mod:`~featurewatch.core.batching`); results do not depend on it.
         call_counts: from :func:`layer_call_counts`, to skip the counting forward.
 
     Returns:
@@ -306,6 +308,7 @@ def project_detailed(
         counts = resolve_call_counts(
             model, model, [ref], x[:1].to(device=device, dtype=dtype), call_counts
         )
+        batch_size = bounded_batch(batch_size, x.shape[1:], BACKWARD_PIXELS)
         with _relu_rule(model, rule) as rewritten, layer_reader(model, ref, counts) as read:
             for lo in range(0, n, batch_size):
                 hi = min(n, lo + batch_size)

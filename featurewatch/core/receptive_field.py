@@ -33,6 +33,7 @@ import torch.nn.functional as F
 from torch import nn
 from torch.func import functional_call
 
+from featurewatch.core.batching import BACKWARD_PIXELS, bounded_batch
 from featurewatch.core.calls import layer_reader, resolve_call_counts
 from featurewatch.core.hooks import forward_hooks, substitute_outputs
 from featurewatch.core.hygiene import isolated, model_device_dtype
@@ -258,7 +259,8 @@ def receptive_intervals(
         positions: per unit, its time index: an int, a ``(t,)`` (as in
             :attr:`TopExamples.positions <featurewatch.core.examples.TopExamples>`) or ``None``
             for a fully-connected layer.
-        batch_size: positions per forward/backward.
+        batch_size: the most positions per forward/backward, fewer for large inputs
+            (:mod:`~featurewatch.core.batching`; half its bound: the inputs are float64).
         trials: random inputs whose supports are united (see :func:`receptive_fields`, Limits).
         call_counts: from :func:`layer_call_counts`, to skip the counting forward.
 
@@ -340,7 +342,8 @@ def receptive_fields(
             the box is the support of the whole layer).
         input_shape: ``(C, H, W)`` of the model's input.
         positions: ``(y, x)`` in the feature map per unit (``None`` for a 2-D layer).
-        batch_size: positions per forward/backward.
+        batch_size: the most positions per forward/backward, fewer for large inputs
+            (:mod:`~featurewatch.core.batching`; half its bound: the inputs are float64).
         trials: random inputs whose supports are united (see Limits).
         call_counts: from :func:`layer_call_counts`, to skip the counting forward.
 
@@ -396,6 +399,8 @@ def _supports(
         gen = torch.Generator().manual_seed(0)
         example = torch.ones(1, *shape, dtype=dtype, device=device)
         supports: list[torch.Tensor] = []
+        # float64 stand-in inputs: twice the bytes of an image per position
+        batch_size = bounded_batch(batch_size, shape, BACKWARD_PIXELS // 2)
         with _whole_window_pools(model), _activations_pass_through(model):
             counts = resolve_call_counts(forward, model, [ref], example, call_counts)
             with layer_reader(model, ref, counts, forward) as read:
