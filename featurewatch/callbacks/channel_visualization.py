@@ -116,11 +116,16 @@ class ChannelVisualization(RenderCallback):
     the drift, and the filmstrip thumbnails; both are kept in checkpoints, so a resumed run goes
     on comparing with the last call before it stopped.
 
+    Under DDP every rank renders a contiguous share of the channels (whole channels with their
+    variants) and the images are gathered: a call's wall time falls with the number of ranks,
+    the images are those of one process, and rank zero logs them.
+
     Example:
         >>> ChannelVisualization(["net.features.0", "net.features.4"], max_channels=16, steps=64)
     """
 
     default_name = "channels"
+    all_ranks = True  # each rank renders its share of the units (see _render)
 
     def __init__(
         self,

@@ -114,12 +114,16 @@ class ClassModelVisualization(RenderCallback):
           the memory bound (thumbnails of at most 64 px, 24 calls, kept in checkpoints).
         - ``featurewatch/class_model/seconds``: wall time of the call.
 
+    Under DDP every rank renders a contiguous share of the classes and the images are gathered
+    (those of one process; rank zero logs them), so a call's wall time falls with the ranks.
+
     Example:
         >>> ClassModelVisualization(class_names=[str(d) for d in range(10)], steps=64)
         >>> ClassModelVisualization(output_key="logits")  # forward returns {"logits": ..., ...}
     """
 
     default_name = "class_model"
+    all_ranks = True  # each rank renders its share of the classes (see RenderCallback._render)
 
     def __init__(
         self,

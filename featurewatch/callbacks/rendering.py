@@ -11,6 +11,7 @@ import pytorch_lightning as pl
 import torch
 from torch import nn
 
+from featurewatch.callbacks._ranks import broadcast, gather, share, world
 from featurewatch.callbacks.base import FeatureWatchCallback
 from featurewatch.core.filmstrip import (
     COLUMNS,
@@ -318,6 +319,7 @@ class RenderCallback(Filmstrips):
         self._stats: ImageStats | None = None
         self._norm: tuple[list[float], list[float]] | None = None
         self._input_shape: tuple[int, int, int] | None = None  # (C, H, W) of the training input
+        self._synced = False  # the fitted statistics are rank zero's on every rank (DDP)
 
     # ------------------------------------------------------------------ input-derived settings
     def _learn_input(self, x: torch.Tensor) -> None:
@@ -358,20 +360,46 @@ class RenderCallback(Filmstrips):
         seeds: list[int],
         budget: float | None,
     ) -> RenderResult:
-        """Render ``objective`` on ``model`` (the LightningModule, or a view of it)."""
-        return render(
-            model,
-            objective,
-            self._spec(),
-            seeds=seeds,
-            steps=self.steps,
-            lr=self.lr,
-            transforms=self.transforms,
-            normalize=self._norm,
-            batch_size=self.batch_size,
-            time_budget=budget,
-            redirect_steps=self.redirect_steps,
-            polish_steps=self.polish_steps,
+        """Render ``objective`` on ``model`` (the LightningModule, or a view of it).
+
+        With ``all_ranks`` under DDP, each rank renders its share of the elements (whole groups)
+        and every rank gets them all, as one process would render them: the fitted input
+        statistics are rank zero's (each rank saw other batches).
+        """
+        rank, size = world() if self.all_ranks else (0, 1)
+        if size > 1 and not self._synced:
+            self._norm, self._stats = broadcast((self._norm, self._stats))
+            self._synced = True
+        spec = self._spec()
+
+        def part(elements: tuple[int, int] | None) -> RenderResult:
+            return render(
+                model,
+                objective,
+                spec,
+                seeds=seeds,
+                steps=self.steps,
+                lr=self.lr,
+                transforms=self.transforms,
+                normalize=self._norm,
+                batch_size=self.batch_size,
+                elements=elements,
+                time_budget=budget,
+                redirect_steps=self.redirect_steps,
+                polish_steps=self.polish_steps,
+            )
+
+        if size == 1:
+            return part(None)
+        lo, hi = share(len(seeds), rank, size, objective.group or 1)
+        parts = [p for p in gather(lambda: part((lo, hi)) if hi > lo else None) if p is not None]
+        return RenderResult(
+            images=torch.cat([p.images for p in parts]),
+            values=torch.cat([p.values for p in parts]),
+            initial_values=torch.cat([p.initial_values for p in parts]),
+            steps=torch.cat([p.steps for p in parts]),
+            seconds=max(p.seconds for p in parts),
+            budget_exceeded=any(p.budget_exceeded for p in parts),
         )
 
     def _display(

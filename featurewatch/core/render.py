@@ -309,6 +309,7 @@ def render(
     transforms: Transforms = "standard",
     normalize: Normalize | None = None,
     batch_size: int | None = None,
+    elements: tuple[int, int] | None = None,
     time_budget: float | None = None,
     redirect_steps: int = 0,
     polish_steps: int = 0,
@@ -339,6 +340,9 @@ def render(
         batch_size: render at most this many images at once (memory bound); results do not
             depend on it. Rounded down to whole groups for a grouped objective
             (:func:`~featurewatch.core.objectives.diversity`), and at least one group.
+        elements: ``(lo, hi)``: render only elements ``lo`` to ``hi - 1`` (one process's share
+            of a call split across ranks); the result holds only those, each the same as in a
+            render of all ``N``. For a grouped objective both must be whole groups.
         time_budget: seconds for the whole call; steps are cut short when it runs out (reported
             in ``steps`` and ``budget_exceeded``). Shared evenly among chunks; every chunk gets
             at least one step.
@@ -412,7 +416,8 @@ def render(
             objective.group is not None
         ):  # an element's value depends on its group: keep groups whole
             chunk = max(objective.group, chunk - chunk % objective.group)
-        bounds = [(i, min(i + chunk, n)) for i in range(0, n, chunk)]
+        first_element, end = _elements(elements, n, objective.group)
+        bounds = [(i, min(i + chunk, end)) for i in range(first_element, end, chunk)]
         images, values, initial, done = [], [], [], []
         exceeded = False
         with objective_forward(model, objective, x0, norm) as evaluate:
@@ -482,6 +487,18 @@ def render(
             seconds=time.perf_counter() - start,
             budget_exceeded=exceeded,
         )
+
+
+def _elements(elements: tuple[int, int] | None, n: int, group: int | None) -> tuple[int, int]:
+    """The ``(lo, hi)`` share of ``n`` elements to render (all of them by default), checked."""
+    if elements is None:
+        return 0, n
+    lo, hi = (int(e) for e in elements)
+    if not 0 <= lo < hi <= n:
+        raise ValueError(f"`elements` must be (lo, hi) with 0 <= lo < hi <= {n}, got {elements}")
+    if group is not None and (lo % group or hi % group):
+        raise ValueError(f"`elements` {elements} must be whole groups of {group} elements")
+    return lo, hi
 
 
 def _spec(

@@ -254,7 +254,10 @@ def test_ddp_ranks_take_the_same_decisions(tmp_path: Path) -> None:
     assert ranks[0]["global_step"] == ranks[1]["global_step"] == 16
     assert ranks[0]["dead_calls"] == ranks[1]["dead_calls"] >= 1
     assert ranks[0]["dead_deferred"] == ranks[1]["dead_deferred"] > 0
-    assert ranks[0]["channels_calls"] >= 1 and ranks[1]["channels_calls"] == 0
+    # ChannelVisualization renders on every rank (its share), so its decisions are shared too
+    assert ranks[0]["channels_calls"] == ranks[1]["channels_calls"] >= 1
+    assert ranks[0]["channels_deferred"] == ranks[1]["channels_deferred"] > 0
+    assert ranks[0]["grid_calls"] >= 1 and ranks[1]["grid_calls"] == 0  # rank zero's work only
 
 
 def test_cheap_calls_always_run_and_still_count(tmp_path: Path) -> None:

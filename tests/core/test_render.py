@@ -13,7 +13,12 @@ from featurewatch.core.deepdream import deep_dream
 from featurewatch.core.inspect import activation_maps
 from featurewatch.core.objectives import Objective, channel, class_logit, diverse, neuron
 from featurewatch.core.param import ImageSpec
-from featurewatch.core.render import class_model_images, render, visualize_channels
+from featurewatch.core.render import (
+    class_model_images,
+    render,
+    unit_objective,
+    visualize_channels,
+)
 from tests._hygiene import assert_untouched, snapshot
 from tests._models import SmallCNN, TinyResNet
 
@@ -180,6 +185,22 @@ def test_forward_stops_after_the_deepest_needed_layer_and_size_is_kept() -> None
     assert after.calls == 1
     assert first.calls == 1 + 3 + 1
     assert set(first.shapes) == {(1, 1, 20, 24)}  # never upsampled, the size asked for
+
+
+def test_a_share_of_the_elements_is_that_slice_of_the_whole_render() -> None:
+    # what each DDP rank renders of a split call (callbacks/_ranks.py)
+    model = small_cnn()
+    objective, seeds = unit_objective("features.6", [5, 0, 9, 2, 7], variants=2)
+    opts = {"seeds": seeds, "steps": 6, "lr": 0.1}
+    whole = render(model, objective, ImageSpec(1, 16), **opts)
+    part = render(model, objective, ImageSpec(1, 16), elements=(4, 10), **opts)
+    assert part.images.shape[0] == 6 and part.values.shape == (6,)
+    assert torch.equal(part.images, whole.images[4:10])
+    assert torch.equal(part.values, whole.values[4:10])
+    with pytest.raises(ValueError, match="whole groups of 2"):  # variants are a diversity group
+        render(model, objective, ImageSpec(1, 16), elements=(3, 10), **opts)
+    with pytest.raises(ValueError, match=r"0 <= lo < hi <= 10"):
+        render(model, objective, ImageSpec(1, 16), elements=(4, 12), **opts)
 
 
 def test_time_budget_cuts_steps_short() -> None:

@@ -1,6 +1,6 @@
-"""Run by tests under 2-process DDP (gloo, CPU): a TimeBudget shared by a rank-zero callback and
-one with collectives on every rank (DeadNeuronMonitor). Lightning re-launches this script for
-rank 1.
+"""Run by tests under 2-process DDP (gloo, CPU): a TimeBudget shared by a rank-zero callback
+(ActivationGrid) and two with collectives on every rank (DeadNeuronMonitor; ChannelVisualization,
+which splits its renders across the ranks). Lightning re-launches this script for rank 1.
 
 Usage: python tests/scripts/ddp_budget_fit.py OUT_DIR
 Writes OUT_DIR/rank<k>.json with what each rank decided.
@@ -15,7 +15,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
 import pytorch_lightning as pl
 
-from featurewatch import ChannelVisualization, DeadNeuronMonitor, TimeBudget
+from featurewatch import ActivationGrid, ChannelVisualization, DeadNeuronMonitor, TimeBudget
 from tests._models import LitClassifier, digits_loaders
 
 
@@ -39,6 +39,7 @@ def main(out: Path) -> None:
     schedule = {"every_n_epochs": None, "every_n_train_steps": 1}
     dead = BudgetedDeadNeuronMonitor(**schedule)
     channels = ChannelVisualization(["net.features.2"], max_channels=4, steps=8, **schedule)
+    grid = ActivationGrid(["net.features.2"], num_images=2, **schedule)
     budget = TimeBudget(fraction=0.15)
     trainer = pl.Trainer(
         accelerator="cpu",
@@ -46,7 +47,7 @@ def main(out: Path) -> None:
         strategy="ddp",
         max_epochs=2,
         logger=False,
-        callbacks=[channels, dead, budget],
+        callbacks=[channels, grid, dead, budget],
         enable_progress_bar=False,
         enable_model_summary=False,
         enable_checkpointing=False,
@@ -59,6 +60,8 @@ def main(out: Path) -> None:
         "dead_calls": dead.calls,
         "dead_deferred": budget.deferred.get("dead", 0),
         "channels_calls": channels.calls,
+        "channels_deferred": budget.deferred.get("channels", 0),
+        "grid_calls": grid.calls,
     }
     (out / f"rank{trainer.global_rank}.json").write_text(json.dumps(report))
 

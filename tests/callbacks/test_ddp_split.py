@@ -1,0 +1,107 @@
+"""Work split across DDP ranks: each rank renders its share, every rank gets the whole, rank zero
+logs; a failing share raises on every rank instead of leaving the others in a collective."""
+
+from __future__ import annotations
+
+import itertools
+import json
+import os
+import socket
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+import torch.distributed as dist
+import torch.multiprocessing as mp
+from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+from featurewatch.callbacks._ranks import ShareFailedError, broadcast, gather, share
+
+SCRIPT = Path(__file__).resolve().parents[1] / "scripts" / "ddp_render_fit.py"
+
+
+def test_shares_cover_every_element_once_in_whole_groups() -> None:
+    for n, size, group in [(5, 2, 1), (16, 2, 1), (12, 2, 3), (3, 4, 1), (8, 3, 2)]:
+        parts = [share(n, r, size, group) for r in range(size)]
+        assert parts[0][0] == 0 and parts[-1][1] == n
+        assert all(a[1] == b[0] for a, b in itertools.pairwise(parts))  # contiguous, in rank order
+        assert all(lo % group == 0 and hi % group == 0 for lo, hi in parts)
+        sizes = [hi - lo for lo, hi in parts]
+        assert max(sizes) - min(sizes) <= group  # as even as whole groups allow
+    assert share(5, 0, 2) == (0, 3) and share(5, 1, 2) == (3, 5)
+
+
+@pytest.mark.parametrize(
+    ("callback", "units", "tag"),
+    [
+        ("channels", 5, "featurewatch/channels/net.features.2"),  # split 3 + 2
+        ("class_model", 10, "featurewatch/class_model/output"),  # split 5 + 5
+    ],
+)
+def test_renders_split_across_two_ranks_equal_one_process(
+    tmp_path: Path, callback: str, units: int, tag: str
+) -> None:
+    env = {**os.environ, "PYTHONWARNINGS": "ignore", "OMP_NUM_THREADS": "1"}
+    command = [sys.executable, str(SCRIPT), str(tmp_path), "--devices", "2", "--channels", "5"]
+    done = subprocess.run(
+        [*command, "--callback", callback],
+        capture_output=True,
+        text=True,
+        check=False,
+        timeout=300,
+        env=env,
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    ranks = [json.loads((tmp_path / f"rank{r}.json").read_text()) for r in (0, 1)]
+    for r in ranks:
+        assert r["world_size"] == 2
+        assert r["calls"] == 2 and r["failures"] == 0  # every rank runs the call
+        # every rank holds all the units' images, exactly as one process renders them
+        assert r["images"][0] == units
+        assert r["max_diff"] == 0.0 and r["values_diff"] == 0.0
+    acc = EventAccumulator(str(tmp_path / "tb" / "version_0"), size_guidance={"images": 0})
+    acc.Reload()
+    assert [e.step for e in acc.Images(tag)] == [4, 8]  # once per call, not once per rank
+    assert len(list((tmp_path / "tb" / "version_0").glob("events.out.tfevents.*"))) == 1
+
+
+def _ranks_worker(rank: int, port: int, out: str) -> None:
+    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
+    dist.init_process_group("gloo", rank=rank, world_size=2)
+    report: dict[str, object] = {}
+    try:
+        report["gathered"] = gather(lambda: torch.full((2,), float(rank)).tolist())
+        report["broadcast"] = broadcast(f"from rank {rank}")
+
+        def fails_on_one() -> int:
+            if rank == 1:
+                raise ValueError("planted failure")
+            return rank
+
+        try:
+            gather(fails_on_one)
+            report["error"] = None
+        except ShareFailedError as err:
+            report["error"] = str(err)
+        # the ranks are still in step: one more collective completes
+        report["after"] = gather(lambda: rank)
+    finally:
+        dist.destroy_process_group()
+    Path(out, f"rank{rank}.json").write_text(json.dumps(report))
+
+
+def test_a_failing_share_raises_on_every_rank_and_the_ranks_stay_in_step(tmp_path: Path) -> None:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    mp.start_processes(_ranks_worker, args=(port, str(tmp_path)), nprocs=2, start_method="spawn")
+    reports = [json.loads((tmp_path / f"rank{r}.json").read_text()) for r in (0, 1)]
+    for report in reports:
+        assert report["gathered"] == [[0.0, 0.0], [1.0, 1.0]]
+        assert report["broadcast"] == "from rank 0"
+        assert report["error"] == (
+            "rank 1 of 2 failed its share of the call: ValueError: planted failure"
+        )
+        assert report["after"] == [0, 1]
