@@ -14,10 +14,15 @@ collective that another rank skipped.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any, TypeVar
 
+import torch
 import torch.distributed as dist
+from torch import nn
+
+from featurewatch.core.examples import TopExamples, merge_top_examples, top_examples_multi
+from featurewatch.core.projection import Projection, project_detailed
 
 T = TypeVar("T")
 
@@ -82,4 +87,84 @@ def broadcast(value: T) -> T:
     return box[0]
 
 
-__all__ = ["ShareFailedError", "broadcast", "gather", "share", "world"]
+class SharedTensor:
+    """Rank zero's tensor on every rank, sent again only when it changed (a pool fixed once is
+    sent once): its shape and sum travel first, the tensor itself only when they differ from
+    what this rank holds."""
+
+    def __init__(self) -> None:
+        self._held: tuple[Any, torch.Tensor] | None = None
+
+    def __call__(self, tensor: torch.Tensor) -> torch.Tensor:
+        rank, size = world()
+        if size == 1:
+            return tensor
+        mark = broadcast((tuple(tensor.shape), tensor.dtype, float(tensor.double().sum())))
+        if self._held is not None and self._held[0] == mark:
+            return self._held[1]
+        out = (
+            tensor.detach().cpu().contiguous() if rank == 0 else torch.empty(mark[0], dtype=mark[1])
+        )
+        dist.broadcast(out, src=0)
+        self._held = (mark, out)
+        return out
+
+
+def split_top_examples(
+    model: nn.Module,
+    pool: torch.Tensor,
+    wanted: Mapping[str, Sequence[int]],
+    **options: Any,
+) -> dict[str, TopExamples]:
+    """:func:`top_examples_multi` with each rank searching its share of the pool (the same
+    ``pool`` on every rank, see :class:`SharedTensor`), merged into the whole pool's result."""
+    rank, size = world()
+    if size == 1:
+        return top_examples_multi(model, pool, wanted, **options)
+    lo, hi = share(len(pool), rank, size)
+    found = gather(
+        lambda: (lo, top_examples_multi(model, pool[lo:hi], wanted, **options)) if hi > lo else None
+    )
+    parts = [p for p in found if p is not None]
+    k = int(options.get("k", 9))
+    return {key: merge_top_examples([(o, t[key]) for o, t in parts], k) for key in parts[0][1]}
+
+
+def split_projection(
+    model: nn.Module,
+    x: torch.Tensor,
+    layer: str,
+    channels: Sequence[int],
+    positions: Sequence[Any] | None,
+    **options: Any,
+) -> Projection:
+    """:func:`project_detailed` with each rank projecting its share of the images, gathered."""
+    rank, size = world()
+    if size == 1:
+        return project_detailed(model, x, layer, list(channels), positions, **options)
+    lo, hi = share(len(x), rank, size)
+
+    def mine() -> Projection | None:
+        if hi <= lo:
+            return None
+        where = None if positions is None else list(positions)[lo:hi]
+        return project_detailed(model, x[lo:hi], layer, list(channels)[lo:hi], where, **options)
+
+    parts = [p for p in gather(mine) if p is not None]
+    return Projection(
+        gradients=torch.cat([p.gradients for p in parts]),
+        rule=parts[0].rule,
+        rule_calls=max(p.rule_calls for p in parts),
+    )
+
+
+__all__ = [
+    "ShareFailedError",
+    "SharedTensor",
+    "broadcast",
+    "gather",
+    "share",
+    "split_projection",
+    "split_top_examples",
+    "world",
+]

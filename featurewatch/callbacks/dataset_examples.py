@@ -11,16 +11,17 @@ import torch
 from pytorch_lightning.utilities import rank_zero_warn
 
 from featurewatch.callbacks._probe import Normalize, ProbeImages
+from featurewatch.callbacks._ranks import SharedTensor, split_projection, split_top_examples
 from featurewatch.callbacks.base import FeatureWatchWarning, check_layers, describe_channels
 from featurewatch.callbacks.rendering import Filmstrips, image_header
 from featurewatch.core.calls import layer_call_counts
 from featurewatch.core.drawing import examples_grid
-from featurewatch.core.examples import TopExamples, top_examples, top_examples_multi
+from featurewatch.core.examples import TopExamples, top_examples
 from featurewatch.core.filmstrip import topk_drift
 from featurewatch.core.images import scale_each
 from featurewatch.core.inspect import activation_maps
 from featurewatch.core.layers import list_layers, parse_layer, resolve_layer
-from featurewatch.core.projection import PROJECTION_RULES, project_detailed
+from featurewatch.core.projection import PROJECTION_RULES
 from featurewatch.core.receptive_field import Box, Interval, receptive_fields, receptive_intervals
 from featurewatch.core.signal_examples import signal_examples_grid, signal_tiles
 from featurewatch.core.validation import (
@@ -162,12 +163,16 @@ class DatasetExamples(Filmstrips):
           other layers are still logged).
         - ``featurewatch/examples/seconds``: wall time of the call.
 
+    Under DDP every rank searches a share of rank zero's pool (sent once) and projects a share of
+    the examples; rank zero logs the merged result, the same as one process's.
+
     Example:
         >>> DatasetExamples(["net.features.2", "net.features.6"], max_channels=8, k=6)
         >>> DatasetExamples(["layer1", "layer3"], channels={"layer3": [5, 17, 40]}, crops=False)
     """
 
     default_name = "examples"
+    all_ranks = True  # each rank searches and projects its share (see callbacks/_ranks.py)
 
     def __init__(
         self,
@@ -254,6 +259,7 @@ class DatasetExamples(Filmstrips):
         self._pool_mark: list[float] | None = None
         # the fingerprint of a checkpointed pool that was not saved itself, until compared
         self._expected_mark: list[float] | None = None
+        self._shared_pool = SharedTensor()
 
     @property
     def pool_size(self) -> int:
@@ -411,7 +417,7 @@ class DatasetExamples(Filmstrips):
         self.report_failure(event, layer, f"layer {layer!r}", err)
 
     def visualize(self, trainer: pl.Trainer, pl_module: pl.LightningModule, event: Event) -> None:
-        pool = self._peek_pool()
+        pool = self._shared_pool(self._peek_pool())  # rank zero's on every rank (DDP)
         shape = tuple(int(s) for s in pool.shape[1:])
         mark = _mark(pool)
         if mark != self._pool_mark:  # other images: their indices cannot be compared
@@ -431,7 +437,7 @@ class DatasetExamples(Filmstrips):
         self.progress(f"top {self.k} of {len(pool)} pool inputs, {len(wanted)} layers")
         try:
             # one pass over the pool for every layer, stopped after the deepest
-            tops = top_examples_multi(
+            tops = split_top_examples(  # under DDP each rank searches its share of the pool
                 pl_module, pool, wanted, k=self.k, batch_size=self.batch_size, call_counts=counts
             )
         except Exception:  # noqa: BLE001 - find the failing layer(s) one by one
@@ -519,7 +525,7 @@ class DatasetExamples(Filmstrips):
         projections = None
         plain = False
         if self.projection is not None:
-            result = project_detailed(
+            result = split_projection(  # under DDP each rank projects its share
                 pl_module,
                 pool[top.indices.flatten()],
                 layer,

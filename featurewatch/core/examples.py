@@ -45,6 +45,7 @@ Example:
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -265,6 +266,46 @@ def top_examples_multi(
             pool_size=n,
         )
     return result
+
+
+def merge_top_examples(parts: Sequence[tuple[int, TopExamples]], k: int) -> TopExamples:
+    """The top examples of a whole pool from those of its consecutive parts.
+
+    ``parts`` are ``(offset, top)``: ``top`` was found in ``pool[offset : offset + top.pool_size]``
+    with at least ``k`` examples per channel (or all of that part). The result is what
+    :func:`top_examples_multi` gives on the whole pool, to the same ties (lower pool index first,
+    NaN last): each part's top ``k`` holds every image that can be in the whole pool's top ``k``.
+    This is how a call split across DDP ranks (one part of the pool each) is put back together.
+
+    Raises:
+        ValueError: no parts, or parts of other layers or channels.
+    """
+    if not parts:
+        raise ValueError("`parts` must hold at least one (offset, TopExamples)")
+    first = parts[0][1]
+    if any(t.layer != first.layer or t.channels != first.channels for _, t in parts):
+        raise ValueError("every part must be of the same layer and channels")
+    indices = torch.cat([t.indices + int(o) for o, t in parts], dim=1)
+    values = torch.cat([t.values for _, t in parts], dim=1)
+    positions = None
+    if first.positions is not None:
+        positions = torch.cat([t.positions for _, t in parts if t.positions is not None], dim=1)
+    n = sum(t.pool_size for _, t in parts)
+    # candidates in pool order first, so that the stable sort breaks ties by the lower index
+    by_index = indices.argsort(dim=1, stable=True)
+    indices, values = indices.gather(1, by_index), values.gather(1, by_index)
+    key = torch.nan_to_num(values, nan=float("-inf"))
+    order = torch.sort(key, dim=1, descending=True, stable=True).indices[:, : min(k, n)]
+    if positions is not None:
+        positions = positions.gather(1, by_index[..., None].expand_as(positions))
+        positions = positions.gather(1, order[..., None].expand(-1, -1, positions.shape[-1]))
+    return dataclasses.replace(
+        first,
+        indices=indices.gather(1, order),
+        values=values.gather(1, order),
+        positions=positions,
+        pool_size=n,
+    )
 
 
 @contextmanager

@@ -105,3 +105,30 @@ def test_a_failing_share_raises_on_every_rank_and_the_ranks_stay_in_step(tmp_pat
             "rank 1 of 2 failed its share of the call: ValueError: planted failure"
         )
         assert report["after"] == [0, 1]
+
+
+def test_dataset_examples_split_across_two_ranks_equal_one_process(tmp_path: Path) -> None:
+    script = SCRIPT.parent / "ddp_examples_fit.py"
+    env = {**os.environ, "PYTHONWARNINGS": "ignore", "OMP_NUM_THREADS": "1"}
+    done = subprocess.run(
+        [sys.executable, str(script), str(tmp_path), "--pool", "24", "--k", "4"],
+        capture_output=True,
+        text=True,
+        check=False,
+        timeout=300,
+        env=env,
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    ranks = [json.loads((tmp_path / f"rank{r}.json").read_text()) for r in (0, 1)]
+    for r in ranks:
+        assert r["world_size"] == 2 and r["calls"] == 2 and r["failures"] == 0
+        # rank zero's pool on both ranks; each searched 12 of its 24 images
+        assert r["pool"] == 24 and r["pool_sum"] == ranks[0]["pool_sum"]
+        assert r["same_top"]  # the merged top 4 equal one process's search of the whole pool
+        assert r["projections"] == 3 * 4 and r["projection_diff"] == 0.0
+    assert ranks[0]["indices"] == ranks[1]["indices"]
+    found = {i for row in ranks[0]["indices"] for i in row}
+    assert found & set(range(12)) and found & set(range(12, 24))  # both shares contribute
+    acc = EventAccumulator(str(tmp_path / "tb" / "version_0"), size_guidance={"images": 0})
+    acc.Reload()
+    assert [e.step for e in acc.Images("featurewatch/examples/net.features.6")] == [8, 16]

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import itertools
 import warnings
 from collections.abc import Callable, Iterator
 from typing import Any
@@ -14,7 +15,7 @@ from torch import nn
 
 from featurewatch.core.calls import layer_call_counts
 from featurewatch.core.drawing import examples_grid
-from featurewatch.core.examples import top_examples, top_examples_multi
+from featurewatch.core.examples import merge_top_examples, top_examples, top_examples_multi
 from featurewatch.core.projection import _relu_rule, project, project_detailed
 from featurewatch.core.receptive_field import receptive_field, receptive_fields
 from tests._hygiene import assert_untouched, snapshot
@@ -856,3 +857,26 @@ def test_row_titles_sit_in_a_strip_above_each_row_and_the_tiles_keep_their_place
     assert (labelled[:, 4 : header - 1].min(dim=0).values < 0.5).any()  # the header's text
     with pytest.raises(ValueError, match="one title per row"):
         examples_grid(pool, fc, row_titles=["ch 0"])
+
+
+def test_top_examples_of_consecutive_parts_merge_into_those_of_the_whole_pool() -> None:
+    # what a DatasetExamples call split across DDP ranks does: each rank searches one part
+    model = small_cnn()
+    pool = torch.randn(23, 1, 16, 16, generator=gen(5))
+    pool[[2, 9, 17]] = pool[4].clone()  # exact ties across the parts' borders: the lower index first
+    pool[12, :, 3:6, 3:6] = float("nan")  # NaN ranks last
+    wanted = {"features.2": [0, 3, 5], "features.6": list(range(6))}
+    whole = top_examples_multi(model, pool, wanted, k=7)
+    for cuts in ([0, 12, 23], [0, 3, 10, 23], [0, 5, 6, 23]):  # a part may be smaller than k
+        parts = [
+            (lo, top_examples_multi(model, pool[lo:hi], wanted, k=7))
+            for lo, hi in itertools.pairwise(cuts)
+        ]
+        for layer in wanted:
+            merged = merge_top_examples([(o, t[layer]) for o, t in parts], k=7)
+            assert torch.equal(merged.indices, whole[layer].indices)
+            assert torch.equal(merged.values, whole[layer].values)
+            assert torch.equal(merged.positions, whole[layer].positions)
+            assert merged.pool_size == 23 and merged.channels == whole[layer].channels
+    with pytest.raises(ValueError, match="same layer"):
+        merge_top_examples([(0, whole["features.2"]), (23, whole["features.6"])], k=7)
