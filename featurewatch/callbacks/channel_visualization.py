@@ -9,6 +9,7 @@ from typing import Any
 import pytorch_lightning as pl
 import torch
 
+from featurewatch.callbacks._ranks import world
 from featurewatch.callbacks.base import check_layers, describe_channels
 from featurewatch.callbacks.rendering import THUMBNAIL_SIZE, RenderCallback, image_header
 from featurewatch.core.filmstrip import render_drift, shrink
@@ -210,6 +211,21 @@ class ChannelVisualization(RenderCallback):
                 layer, chans, seed=self.seed, unit=self.unit, variants=v, diversity=self.diversity
             )
             result = self._render(pl_module, objective, seeds, budget)
+            neg = None
+            if self.negative:
+                objective, seeds = unit_objective(
+                    layer,
+                    chans,
+                    seed=self.seed,
+                    unit=self.unit,
+                    negative=True,
+                    variants=v,
+                    diversity=self.diversity,
+                )
+                self.progress(f"{layer} minimized ({i}/{len(self.layers)})")
+                neg = self._render(pl_module, objective, seeds, budget)
+            if world()[0] != 0:  # the other DDP ranks only share the renders; rank zero draws
+                continue
             drift = self._drift(str(parse_layer(layer)), chans, result.images, event.step)
             # a unit whose activation is NaN/Inf has no meaningful image, value or drift: flagged
             finite = torch.isfinite(result.values)
@@ -273,18 +289,7 @@ class ChannelVisualization(RenderCallback):
                 part=layer,
                 title=f"{layer}: channels (rows) over calls (columns)",
             )
-            if self.negative:
-                objective, seeds = unit_objective(
-                    layer,
-                    chans,
-                    seed=self.seed,
-                    unit=self.unit,
-                    negative=True,
-                    variants=v,
-                    diversity=self.diversity,
-                )
-                self.progress(f"{layer} minimized ({i}/{len(self.layers)})")
-                neg = self._render(pl_module, objective, seeds, budget)
+            if neg is not None:
                 event.add_image(
                     f"{key}/negative",
                     self._display(

@@ -9,6 +9,7 @@ import pytorch_lightning as pl
 import torch
 from torch import nn
 
+from featurewatch.callbacks._ranks import world
 from featurewatch.callbacks.rendering import RenderCallback, image_header
 from featurewatch.core.hygiene import model_device_dtype
 from featurewatch.core.images import normalizer
@@ -220,6 +221,8 @@ class ClassModelVisualization(RenderCallback):
             [unit_seed(self.seed, c) for c in classes],
             self.time_budget,
         )
+        if world()[0] != 0:  # the other DDP ranks only share the renders; rank zero draws
+            return
         names = self._names(trainer, pl_module)
         label = [
             f"{c}: {names[c]}" if names is not None and c < len(names) else str(c) for c in classes

@@ -11,7 +11,7 @@ import torch
 from pytorch_lightning.utilities import rank_zero_warn
 
 from featurewatch.callbacks._probe import Normalize, ProbeImages
-from featurewatch.callbacks._ranks import SharedTensor, split_projection, split_top_examples
+from featurewatch.callbacks._ranks import SharedTensor, split_projection, split_top_examples, world
 from featurewatch.callbacks.base import FeatureWatchWarning, check_layers, describe_channels
 from featurewatch.callbacks.rendering import Filmstrips, image_header
 from featurewatch.core.calls import layer_call_counts
@@ -248,8 +248,7 @@ class DatasetExamples(Filmstrips):
         self._num_channels: dict[str, int] = {}
         # module calls per forward, per input shape (C, H, W): fixed by the architecture
         self._call_counts: dict[tuple[int, ...], dict[str, int]] = {}
-        # receptive fields per (layer, input shape) and feature-map position: fixed by the
-        # architecture, so computed once per position for the whole run
+        # receptive fields per (layer, input shape) and map position: fixed, computed once
         self._boxes: dict[tuple[str, tuple[int, ...]], dict[tuple[int, int], Box]] = {}
         # the same for the time positions of 1-D layers: intervals of input samples
         self._intervals: dict[tuple[str, tuple[int, ...]], dict[int, Interval]] = {}
@@ -518,10 +517,6 @@ class DatasetExamples(Filmstrips):
         flat_positions = None
         if top.positions is not None:
             flat_positions = [(int(y), int(x)) for y, x in top.positions.flatten(0, 1).tolist()]
-        boxes = None
-        if self.crops and flat_positions is not None:
-            found = self._receptive_fields(pl_module, layer, shape, flat_positions, counts)
-            boxes = [found[r * k : (r + 1) * k] for r in range(rows)]
         projections = None
         plain = False
         if self.projection is not None:
@@ -537,6 +532,12 @@ class DatasetExamples(Filmstrips):
             )
             projections = result.gradients.reshape(rows, k, *result.gradients.shape[1:])
             plain = result.plain and self.projection != "gradient"
+        if world()[0] != 0:  # the other DDP ranks only share the work; rank zero draws and logs
+            return
+        boxes = None
+        if self.crops and flat_positions is not None:
+            found = self._receptive_fields(pl_module, layer, shape, flat_positions, counts)
+            boxes = [found[r * k : (r + 1) * k] for r in range(rows)]
         titles = [
             f"ch {c} · top {k}: " + ", ".join(f"#{i} ({v:.3g})" for i, v in zip(idx, val))
             for c, idx, val in zip(top.channels, top.indices.tolist(), top.values.tolist())
