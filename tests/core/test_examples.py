@@ -863,7 +863,7 @@ def test_top_examples_of_consecutive_parts_merge_into_those_of_the_whole_pool() 
     # what a DatasetExamples call split across DDP ranks does: each rank searches one part
     model = small_cnn()
     pool = torch.randn(23, 1, 16, 16, generator=gen(5))
-    pool[[2, 9, 17]] = pool[4].clone()  # exact ties across the parts' borders: the lower index first
+    pool[[2, 9, 17]] = pool[4].clone()  # exact ties across the parts: the lower index first
     pool[12, :, 3:6, 3:6] = float("nan")  # NaN ranks last
     wanted = {"features.2": [0, 3, 5], "features.6": list(range(6))}
     whole = top_examples_multi(model, pool, wanted, k=7)
