@@ -14,7 +14,9 @@ collective that another rank skipped.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from contextlib import contextmanager
+from contextvars import ContextVar
 from typing import Any, TypeVar
 
 import torch
@@ -31,11 +33,27 @@ class ShareFailedError(RuntimeError):
     """The share of a split call failed on some rank (the message names the rank)."""
 
 
+#: ``(rank, world_size)`` of the trainer whose all-ranks call is running; ``(0, 1)`` elsewhere.
+_WORLD: ContextVar[tuple[int, int]] = ContextVar("featurewatch_world", default=(0, 1))
+
+
+@contextmanager
+def ranks_of(global_rank: int, world_size: int) -> Iterator[None]:
+    """Split the work of the call inside among ``world_size`` ranks (the trainer's: its
+    strategy has set up the process group). Outside such a call nothing is split, so a process
+    group that something else initialized never makes featurewatch wait for processes that do
+    not run the call."""
+    size = world_size if dist.is_available() and dist.is_initialized() else 1
+    token = _WORLD.set((global_rank, size) if size > 1 else (0, 1))
+    try:
+        yield
+    finally:
+        _WORLD.reset(token)
+
+
 def world() -> tuple[int, int]:
-    """``(rank, world_size)`` of the initialized process group; ``(0, 1)`` without one."""
-    if dist.is_available() and dist.is_initialized():
-        return dist.get_rank(), dist.get_world_size()
-    return 0, 1
+    """``(rank, world_size)`` inside :func:`ranks_of`; ``(0, 1)`` elsewhere."""
+    return _WORLD.get()
 
 
 def share(n: int, rank: int, size: int, group: int = 1) -> tuple[int, int]:
@@ -163,6 +181,7 @@ __all__ = [
     "SharedTensor",
     "broadcast",
     "gather",
+    "ranks_of",
     "share",
     "split_projection",
     "split_top_examples",

@@ -76,6 +76,7 @@ from featurewatch.callbacks._identity import (
 )
 from featurewatch.callbacks._probe import ProbeImages
 from featurewatch.callbacks._progress import Announcer
+from featurewatch.callbacks._ranks import ranks_of
 from featurewatch.callbacks.time_budget import TimeBudget
 from featurewatch.core.hygiene import isolated
 from featurewatch.core.validation import check_bool, check_int
@@ -669,7 +670,8 @@ class FeatureWatchCallback(pl.Callback, ABC):
         self._calls += 1
         self._part_failed = False
         try:
-            with self._announcer.during(trainer), isolated(pl_module):
+            world = (trainer.global_rank, trainer.world_size) if self.all_ranks else (0, 1)
+            with self._announcer.during(trainer), isolated(pl_module), ranks_of(*world):
                 self.visualize(trainer, pl_module, event)
             if self._part_failed:
                 self._failures += 1

@@ -17,7 +17,7 @@ import torch.distributed as dist
 import torch.multiprocessing as mp
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
-from featurewatch.callbacks._ranks import ShareFailedError, broadcast, gather, share
+from featurewatch.callbacks._ranks import ShareFailedError, broadcast, gather, ranks_of, share
 
 SCRIPT = Path(__file__).resolve().parents[1] / "scripts" / "ddp_render_fit.py"
 
@@ -71,25 +71,32 @@ def _ranks_worker(rank: int, port: int, out: str) -> None:
     os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
     dist.init_process_group("gloo", rank=rank, world_size=2)
     report: dict[str, object] = {}
+    # a process group alone splits nothing: only a trainer's all-ranks call does (ranks_of)
+    report["outside"] = gather(lambda: rank)
     try:
-        report["gathered"] = gather(lambda: torch.full((2,), float(rank)).tolist())
-        report["broadcast"] = broadcast(f"from rank {rank}")
-
-        def fails_on_one() -> int:
-            if rank == 1:
-                raise ValueError("planted failure")
-            return rank
-
-        try:
-            gather(fails_on_one)
-            report["error"] = None
-        except ShareFailedError as err:
-            report["error"] = str(err)
-        # the ranks are still in step: one more collective completes
-        report["after"] = gather(lambda: rank)
+        with ranks_of(rank, 2):
+            _collectives(rank, report)
     finally:
         dist.destroy_process_group()
     Path(out, f"rank{rank}.json").write_text(json.dumps(report))
+
+
+def _collectives(rank: int, report: dict[str, object]) -> None:
+    report["gathered"] = gather(lambda: torch.full((2,), float(rank)).tolist())
+    report["broadcast"] = broadcast(f"from rank {rank}")
+
+    def fails_on_one() -> int:
+        if rank == 1:
+            raise ValueError("planted failure")
+        return rank
+
+    try:
+        gather(fails_on_one)
+        report["error"] = None
+    except ShareFailedError as err:
+        report["error"] = str(err)
+    # the ranks are still in step: one more collective completes
+    report["after"] = gather(lambda: rank)
 
 
 def test_a_failing_share_raises_on_every_rank_and_the_ranks_stay_in_step(tmp_path: Path) -> None:
@@ -98,7 +105,8 @@ def test_a_failing_share_raises_on_every_rank_and_the_ranks_stay_in_step(tmp_pat
         port = s.getsockname()[1]
     mp.start_processes(_ranks_worker, args=(port, str(tmp_path)), nprocs=2, start_method="spawn")
     reports = [json.loads((tmp_path / f"rank{r}.json").read_text()) for r in (0, 1)]
-    for report in reports:
+    for r, report in enumerate(reports):
+        assert report["outside"] == [r]
         assert report["gathered"] == [[0.0, 0.0], [1.0, 1.0]]
         assert report["broadcast"] == "from rank 0"
         assert report["error"] == (

@@ -71,7 +71,8 @@ def main(a: argparse.Namespace) -> None:
     )
     model = LitClassifier(SmallCNN(width=a.width))
     trainer.fit(model, train, val)
-    pool = cb._shared_pool(cb._peek_pool())  # rank zero's pool, as the calls used it
+    held = cb._shared_pool._held  # rank zero's pool as the calls used it (sent to rank 1)
+    pool = held[1] if held is not None else cb._peek_pool()
     alone = top_examples_multi(model, pool, {LAYER: cb.top.channels}, k=a.k)[LAYER]
     args, kwargs, split = projected
     alone_projection = project_detailed(*args, **kwargs)
