@@ -34,14 +34,14 @@ def test_shares_cover_every_element_once_in_whole_groups() -> None:
 
 
 @pytest.mark.parametrize(
-    ("callback", "units", "tag"),
+    ("callback", "units", "tag", "shares"),
     [
-        ("channels", 5, "featurewatch/channels/net.features.2"),  # split 3 + 2
-        ("class_model", 10, "featurewatch/class_model/output"),  # split 5 + 5
+        ("channels", 5, "featurewatch/channels/net.features.2", [[0, 3], [3, 5]]),
+        ("class_model", 10, "featurewatch/class_model/output", [[0, 5], [5, 10]]),
     ],
 )
 def test_renders_split_across_two_ranks_equal_one_process(
-    tmp_path: Path, callback: str, units: int, tag: str
+    tmp_path: Path, callback: str, units: int, tag: str, shares: list[list[int]]
 ) -> None:
     env = {**os.environ, "PYTHONWARNINGS": "ignore", "OMP_NUM_THREADS": "1"}
     command = [sys.executable, str(SCRIPT), str(tmp_path), "--devices", "2", "--channels", "5"]
@@ -61,6 +61,7 @@ def test_renders_split_across_two_ranks_equal_one_process(
         # every rank holds all the units' images, exactly as one process renders them
         assert r["images"][0] == units
         assert r["max_diff"] == 0.0 and r["values_diff"] == 0.0
+        assert r["shares"] == [shares[r["rank"]]] * 2  # each call rendered this rank's share
     acc = EventAccumulator(str(tmp_path / "tb" / "version_0"), size_guidance={"images": 0})
     acc.Reload()
     assert [e.step for e in acc.Images(tag)] == [4, 8]  # once per call, not once per rank

@@ -20,6 +20,7 @@ import torch
 from pytorch_lightning.loggers import TensorBoardLogger
 
 from featurewatch import ChannelVisualization, ClassModelVisualization
+from featurewatch.callbacks import rendering
 from tests._models import LitClassifier, SmallCNN, digits_loaders
 
 
@@ -52,6 +53,14 @@ def main(
     callback: str,
 ) -> None:
     pl.seed_everything(0, verbose=False)
+    shares: list = []  # the elements each render of this process was asked for
+    render = rendering.render
+
+    def recording(*args, **kwargs):  # type: ignore[no-untyped-def]
+        shares.append(kwargs.get("elements"))
+        return render(*args, **kwargs)
+
+    rendering.render = recording  # type: ignore[assignment]
     train, val = digits_loaders(n=128, batch_size=16)
     if callback == "class_model":
         cb: Recording = ClassModel(steps=steps, size=size)
@@ -85,6 +94,7 @@ def main(
     # the same objective on the final weights, in this process alone
     cb.all_ranks = False  # type: ignore[misc]
     split = cb.last
+    in_fit = list(shares)
     alone = cb._render(*cb.asked)
     report = {
         "rank": trainer.global_rank,
@@ -94,6 +104,7 @@ def main(
         "seconds": seconds,
         "render_seconds": split.seconds,  # the slowest share's render of the last call
         "alone_seconds": alone.seconds,  # this process alone, every channel
+        "shares": in_fit,
         "images": list(split.images.shape),
         "max_diff": float((split.images - alone.images).abs().max()),
         "values_diff": float((split.values - alone.values).abs().max()),
