@@ -266,6 +266,7 @@ class OfflineTrainer:
     """
 
     is_global_zero = True
+    global_rank = 0
     world_size = 1
     sanity_checking = False
     fast_dev_run = False
