@@ -23,9 +23,9 @@ from featurewatch import (
     FilterWeights,
 )
 from tests._models import LitClassifier, digits_loaders
+from tests._wandb import wandb_records
 from tests.callbacks.conftest import make_trainer
 from tests.callbacks.test_class_model import has_text, labelled_cells, strip_of
-from tests.loggers.test_wandb_sink import wandb_records
 
 FILTERS = "featurewatch/filters/net.features.0"
 ACTS = "featurewatch/activations/net.features.6"

@@ -112,7 +112,7 @@ def test_mlflow_logs_the_gif_as_an_artifact(tmp_path: Path) -> None:
 def test_wandb_offline_run_holds_the_gif_as_a_video(tmp_path: Path, monkeypatch) -> None:
     import wandb
 
-    from tests.loggers.test_wandb_sink import wandb_records
+    from tests._wandb import wandb_records
 
     for var, value in {
         "WANDB_MODE": "offline",

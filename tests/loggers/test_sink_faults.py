@@ -163,7 +163,7 @@ def test_refused_values_do_not_break_a_sink_but_failing_destinations_do():
 def test_wandb_logs_the_rest_of_the_row_and_a_finished_run_breaks_the_sink(tmp_path, monkeypatch):
     import wandb
 
-    from tests.loggers.test_wandb_sink import wandb_records
+    from tests._wandb import wandb_records
 
     for var in ("WANDB_DIR", "WANDB_CONFIG_DIR", "WANDB_CACHE_DIR", "WANDB_DATA_DIR"):
         monkeypatch.setenv(var, str(tmp_path))

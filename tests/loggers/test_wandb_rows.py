@@ -5,8 +5,6 @@ Read back from a real offline run (``WANDB_MODE=offline``) with W&B's own ``.wan
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import pytest
 import pytorch_lightning as pl
 from pytorch_lightning.loggers import WandbLogger
@@ -15,8 +13,9 @@ from featurewatch.callbacks.base import FeatureWatchCallback
 from featurewatch.loggers import Event, WandbSink, sinks_for
 from featurewatch.loggers._shared import context_caption, strip_context
 from featurewatch.loggers.wandb import wandb_row
+from tests._wandb import finish, offline_wandb, wandb_records
 from tests.loggers.conftest import fit, pattern
-from tests.loggers.test_wandb_sink import EPOCHS, STEPS, wandb_records
+from tests.loggers.test_wandb_sink import EPOCHS, STEPS
 
 KEYS = ("featurewatch/ctx/a", "featurewatch/ctx/b", "featurewatch/ctx/c")
 
@@ -38,25 +37,11 @@ class Contextual(FeatureWatchCallback):
 def records(tmp_path_factory):
     """The records of one offline run: a 2-epoch fit with Lightning's rows and Contextual's."""
     root = tmp_path_factory.mktemp("wandb_rows")
-    with pytest.MonkeyPatch.context() as env:
-        env.setenv("WANDB_MODE", "offline")
-        env.setenv("WANDB_SILENT", "true")
-        env.setenv("WANDB_CONSOLE", "off")
-        env.setenv("WANDB_DISABLE_GIT", "true")
-        for var, sub in (
-            ("WANDB_DIR", ""),
-            ("WANDB_CONFIG_DIR", "config"),
-            ("WANDB_CACHE_DIR", "cache"),
-            ("WANDB_DATA_DIR", "data"),
-        ):
-            (root / sub).mkdir(exist_ok=True)
-            env.setenv(var, str(root / sub))
+    with offline_wandb(root):
         logger = WandbLogger(save_dir=root, project="featurewatch-tests")
         trainer = fit(root, logger, [Contextual(at_start=True, every_n_epochs=1)])
         assert [type(s) for s in sinks_for(trainer)] == [WandbSink]
-        run_dir = Path(logger.experiment.dir).parent
-        logger.experiment.finish()
-    (run_file,) = run_dir.glob("run-*.wandb")
+        run_file = finish(logger)
     return wandb_records(run_file)
 
 

@@ -5,11 +5,7 @@ W&B's offline start-up takes seconds, so the whole suite uses a single run (one 
 
 from __future__ import annotations
 
-import json
 import re
-import subprocess
-import sys
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -20,6 +16,7 @@ from pytorch_lightning.loggers import WandbLogger
 from featurewatch.loggers import Event, WandbSink, sinks_for
 from featurewatch.loggers.base import LoggedImage
 from featurewatch.loggers.wandb import wandb_row
+from tests._wandb import finish, offline_wandb, wandb_records
 from tests.loggers.conftest import (
     HISTOGRAM_KEY,
     IMAGE_KEYS,
@@ -37,43 +34,17 @@ STEPS = [0, 2, 4]
 EPOCHS = [0, 0, 1]
 
 
-def wandb_records(run_file: Path) -> list[dict]:
-    """The records of a ``.wandb`` transaction log, decoded by W&B's own ``wandb leet inspect``."""
-    done = subprocess.run(
-        [sys.executable, "-m", "wandb", "leet", "inspect", "--json", str(run_file)],
-        capture_output=True,
-        text=True,
-        timeout=120,
-        check=True,
-    )
-    return [json.loads(line) for line in done.stdout.splitlines() if line.startswith("{")]
-
-
 @pytest.fixture(scope="module")
 def run(tmp_path_factory):
     """One offline run: a 2-epoch fit logging Lightning's train_loss and the Probe's events."""
     root = tmp_path_factory.mktemp("wandb")
-    with pytest.MonkeyPatch.context() as env:
-        env.setenv("WANDB_MODE", "offline")
-        env.setenv("WANDB_SILENT", "true")
-        env.setenv("WANDB_CONSOLE", "off")
-        env.setenv("WANDB_DISABLE_GIT", "true")
-        for var, sub in (
-            ("WANDB_DIR", ""),
-            ("WANDB_CONFIG_DIR", "config"),
-            ("WANDB_CACHE_DIR", "cache"),
-            ("WANDB_DATA_DIR", "data"),
-        ):
-            (root / sub).mkdir(exist_ok=True)
-            env.setenv(var, str(root / sub))
+    with offline_wandb(root):
         logger = WandbLogger(save_dir=root, project="featurewatch-tests")
         trainer = fit(root, logger, [Probe(at_start=True, every_n_epochs=1)])
         assert [type(s) for s in sinks_for(trainer)] == [WandbSink]
-        run_dir = Path(logger.experiment.dir).parent
-        logger.experiment.finish()
-    (run_file,) = run_dir.glob("run-*.wandb")
+        run_file = finish(logger)
     rows = [r["history"]["item"] for r in wandb_records(run_file) if r["type"] == "history"]
-    return run_dir, rows
+    return run_file.parent, rows
 
 
 def test_one_row_per_event_with_every_item_and_the_trainer_step(run):

@@ -17,8 +17,8 @@ from pytorch_lightning.loggers import WandbLogger
 
 from featurewatch.callbacks.base import FeatureWatchCallback
 from featurewatch.loggers import Event, FilesSink
+from tests._wandb import finish, offline_wandb, wandb_records
 from tests.loggers.conftest import fit, pattern
-from tests.loggers.test_wandb_sink import wandb_records
 
 KEY = "featurewatch/tab/layer/table"
 
@@ -32,27 +32,10 @@ class Tabular(FeatureWatchCallback):
 
 
 def test_a_table_is_a_wandb_table_with_its_images(tmp_path: Path) -> None:
-    with pytest.MonkeyPatch.context() as env:
-        for var, value in (
-            ("WANDB_MODE", "offline"),
-            ("WANDB_SILENT", "true"),
-            ("WANDB_CONSOLE", "off"),
-            ("WANDB_DISABLE_GIT", "true"),
-        ):
-            env.setenv(var, value)
-        for var, sub in (
-            ("WANDB_DIR", ""),
-            ("WANDB_CONFIG_DIR", "c"),
-            ("WANDB_CACHE_DIR", "k"),
-            ("WANDB_DATA_DIR", "d"),
-        ):
-            (tmp_path / sub).mkdir(exist_ok=True)
-            env.setenv(var, str(tmp_path / sub))
+    with offline_wandb(tmp_path):
         logger = WandbLogger(save_dir=tmp_path, project="featurewatch-tests")
         fit(tmp_path, logger, [Tabular(at_start=True, every_n_epochs=1)])
-        run_dir = Path(logger.experiment.dir).parent
-        logger.experiment.finish()
-    (run_file,) = run_dir.glob("run-*.wandb")
+        run_file = finish(logger)
     records = wandb_records(run_file)
     history = [r["history"]["item"] for r in records if r["type"] == "history"]
     rows = [r for r in history if f"{KEY}._type" in r]
