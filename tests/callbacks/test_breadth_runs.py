@@ -11,7 +11,6 @@ repeat every 8 samples).
 
 from __future__ import annotations
 
-import json
 import warnings
 from collections.abc import Callable
 from pathlib import Path
@@ -27,6 +26,7 @@ from torch.utils.data import DataLoader, TensorDataset
 from torchvision.models import VisionTransformer
 
 import featurewatch as fw
+from tests._files import records
 from tests._models import LitClassifier, digits_loaders
 from tests.callbacks.conftest import make_trainer
 
@@ -100,11 +100,6 @@ def fit(root: Path, model: nn.Module, loaders: tuple[DataLoader, DataLoader], ca
         warnings.simplefilter("ignore")
         trainer.fit(LitClassifier(model), *loaders)
     return trainer
-
-
-def records(root: Path) -> list[dict[str, Any]]:
-    lines = (root / "featurewatch_logs" / "events.jsonl").read_text().splitlines()
-    return [json.loads(line) for line in lines]
 
 
 def png(root: Path, record: dict[str, Any]) -> np.ndarray:

@@ -18,14 +18,10 @@ from PIL import Image
 from featurewatch.callbacks.channel_visualization import ChannelVisualization
 from featurewatch.core.hygiene import isolated
 from featurewatch.loggers import Event
+from tests._files import records
 from tests._models import LitClassifier, SmallCNN, digits_loaders
 from tests.callbacks.conftest import hooks_left, make_trainer
 from tests.callbacks.test_class_model import has_text, labelled_cells, strip_of
-
-
-def records(root: Path) -> list[dict[str, Any]]:
-    path = root / "featurewatch_logs" / "events.jsonl"
-    return [json.loads(line) for line in path.read_text().splitlines()]
 
 
 def fit(

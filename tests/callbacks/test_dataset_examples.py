@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import re
 import warnings
 from collections.abc import Iterator
@@ -25,6 +24,7 @@ from featurewatch.core.hygiene import isolated
 from featurewatch.core.images import to_uint8
 from featurewatch.core.labels import label_font, text_band
 from featurewatch.loggers import Event
+from tests._files import records
 from tests._models import LitClassifier, SmallCNN, digits_loaders
 from tests.callbacks.conftest import hooks_left, make_trainer
 from tests.callbacks.test_class_model import has_text
@@ -46,11 +46,6 @@ def one_thread() -> Iterator[None]:
         yield
     finally:
         torch.set_num_threads(threads)
-
-
-def records(root: Path) -> list[dict[str, Any]]:
-    path = root / "featurewatch_logs" / "events.jsonl"
-    return [json.loads(line) for line in path.read_text().splitlines()]
 
 
 def fit(

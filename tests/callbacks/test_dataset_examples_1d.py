@@ -3,7 +3,6 @@ and their captions, read back from the files sink, equal brute force on the trai
 
 from __future__ import annotations
 
-import json
 import re
 import warnings
 from collections.abc import Iterator
@@ -16,6 +15,7 @@ import torch
 from PIL import Image
 
 from featurewatch.callbacks.dataset_examples import DatasetExamples
+from tests._files import records
 from tests._models import LitClassifier
 from tests.callbacks.conftest import hooks_left, make_trainer
 from tests.callbacks.test_breadth_runs import SignalNet, digit_signals
@@ -37,11 +37,6 @@ def one_thread() -> Iterator[None]:
         yield
     finally:
         torch.set_num_threads(threads)
-
-
-def records(root: Path) -> list[dict[str, Any]]:
-    path = root / "featurewatch_logs" / "events.jsonl"
-    return [json.loads(line) for line in path.read_text().splitlines()]
 
 
 def png(root: Path, record: dict[str, Any]) -> np.ndarray:

@@ -10,7 +10,6 @@
 
 from __future__ import annotations
 
-import json
 import subprocess
 import sys
 import warnings
@@ -30,13 +29,9 @@ from featurewatch import (
     FeatureWatchCallback,
     FeatureWatchWarning,
 )
+from tests._files import records
 from tests._models import LitClassifier, SmallCNN, digits_loaders, rgb_digits_loaders
 from tests.callbacks.conftest import all_callbacks, make_trainer
-
-
-def records(root: Path) -> list[dict[str, Any]]:
-    path = root / "featurewatch_logs" / "events.jsonl"
-    return [json.loads(line) for line in path.read_text().splitlines()]
 
 
 def steps_by_callback(root: Path) -> dict[str, list[int]]:
