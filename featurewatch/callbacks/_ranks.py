@@ -117,7 +117,8 @@ class SharedTensor:
         rank, size = world()
         if size == 1:
             return tensor
-        mark = broadcast((tuple(tensor.shape), tensor.dtype, float(tensor.double().sum())))
+        total = float(tensor.sum(dtype=torch.float64))  # without a float64 copy of the pool
+        mark = broadcast((tuple(tensor.shape), tensor.dtype, total))
         if self._held is not None and self._held[0] == mark:
             return self._held[1]
         out = (

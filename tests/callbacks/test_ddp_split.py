@@ -19,7 +19,22 @@ from tensorboard.backend.event_processing.event_accumulator import EventAccumula
 
 from featurewatch.callbacks._ranks import ShareFailedError, broadcast, gather, ranks_of, share
 
-SCRIPT = Path(__file__).resolve().parents[1] / "scripts" / "ddp_render_fit.py"
+SCRIPTS = Path(__file__).resolve().parents[1] / "scripts"
+
+
+def ranks_of_fit(script: str, out: Path, *args: str) -> list[dict]:
+    """Run ``tests/scripts/<script>`` (2 gloo processes, one thread each); each rank's report."""
+    env = {**os.environ, "PYTHONWARNINGS": "ignore", "OMP_NUM_THREADS": "1"}
+    done = subprocess.run(
+        [sys.executable, str(SCRIPTS / script), str(out), *args],
+        capture_output=True,
+        text=True,
+        check=False,  # the return code is asserted, with the output
+        timeout=300,
+        env=env,
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    return [json.loads((out / f"rank{r}.json").read_text()) for r in (0, 1)]
 
 
 def test_shares_cover_every_element_once_in_whole_groups() -> None:
@@ -43,18 +58,7 @@ def test_shares_cover_every_element_once_in_whole_groups() -> None:
 def test_renders_split_across_two_ranks_equal_one_process(
     tmp_path: Path, callback: str, units: int, tag: str, shares: list[list[int]]
 ) -> None:
-    env = {**os.environ, "PYTHONWARNINGS": "ignore", "OMP_NUM_THREADS": "1"}
-    command = [sys.executable, str(SCRIPT), str(tmp_path), "--devices", "2", "--channels", "5"]
-    done = subprocess.run(
-        [*command, "--callback", callback],
-        capture_output=True,
-        text=True,
-        check=False,
-        timeout=300,
-        env=env,
-    )
-    assert done.returncode == 0, done.stderr[-3000:]
-    ranks = [json.loads((tmp_path / f"rank{r}.json").read_text()) for r in (0, 1)]
+    ranks = ranks_of_fit("ddp_render_fit.py", tmp_path, "--channels", "5", "--callback", callback)
     for r in ranks:
         assert r["world_size"] == 2
         assert r["calls"] == 2 and r["failures"] == 0  # every rank runs the call
@@ -117,18 +121,7 @@ def test_a_failing_share_raises_on_every_rank_and_the_ranks_stay_in_step(tmp_pat
 
 
 def test_dataset_examples_split_across_two_ranks_equal_one_process(tmp_path: Path) -> None:
-    script = SCRIPT.parent / "ddp_examples_fit.py"
-    env = {**os.environ, "PYTHONWARNINGS": "ignore", "OMP_NUM_THREADS": "1"}
-    done = subprocess.run(
-        [sys.executable, str(script), str(tmp_path), "--pool", "24", "--k", "4"],
-        capture_output=True,
-        text=True,
-        check=False,
-        timeout=300,
-        env=env,
-    )
-    assert done.returncode == 0, done.stderr[-3000:]
-    ranks = [json.loads((tmp_path / f"rank{r}.json").read_text()) for r in (0, 1)]
+    ranks = ranks_of_fit("ddp_examples_fit.py", tmp_path, "--pool", "24", "--k", "4")
     for r in ranks:
         assert r["world_size"] == 2 and r["calls"] == 2 and r["failures"] == 0
         # rank zero's pool on both ranks; each searched 12 of its 24 images
